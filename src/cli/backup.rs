@@ -1,0 +1,52 @@
+//! `dr backup [--only NAME]... [--json]`
+
+use dr::{BackupOptions, Result, units};
+
+use super::Context;
+use super::output::print_json;
+use super::progress::Display;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Back up only this source (repeatable).
+    #[arg(long, value_name = "NAME")]
+    only: Vec<String>,
+
+    /// Print a JSON report instead of the snapshot id.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()> {
+    let loaded = context.load_config()?;
+    let repo = context.open_repository(&loaded.config).await?;
+    let display = if args.json {
+        display.silent()
+    } else {
+        display.clone()
+    };
+    let options = BackupOptions { only: args.only };
+    let report = dr::backup(&loaded.config, &repo, &options, &display).await?;
+    display.clear();
+    if args.json {
+        return print_json(&report);
+    }
+    if !context.quiet {
+        for source in &report.sources {
+            eprintln!(
+                "  {:<16} {:>10} -> {:>10} in {}{}",
+                source.name,
+                units::bytes(source.plain_size),
+                units::bytes(source.stored_size),
+                units::duration(std::time::Duration::from_secs_f64(source.duration_seconds)),
+                if source.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({} warnings)", source.warnings.len())
+                }
+            );
+        }
+    }
+    println!("{}", report.snapshot);
+    Ok(())
+}

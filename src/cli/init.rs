@@ -1,0 +1,21 @@
+//! `dr init`
+
+use std::sync::Arc;
+
+use dr::{Repository, Result};
+
+use super::Context;
+
+pub async fn run(context: &Context) -> Result<()> {
+    let loaded = context.load_config()?;
+    let store = dr::store::open(&loaded.config.repository.url)?;
+    let location = store.location().to_string();
+    Repository::init(Arc::from(store)).await?;
+    println!("initialized repository {location}");
+    if loaded.config.encryption.recipients.is_empty() {
+        eprintln!(
+            "note: no recipients are configured yet; `dr keygen --output FILE` makes a key pair"
+        );
+    }
+    Ok(())
+}

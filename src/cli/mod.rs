@@ -1,0 +1,154 @@
+//! The command line: parse, call the engine, render. Each command is a small function in its own file.
+
+mod backup;
+mod demo;
+mod init;
+mod keygen;
+mod output;
+mod progress;
+mod restore;
+mod snapshots;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use dr::config::{Config, LoadedConfig};
+use dr::{Error, Identities, Repository, Result};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dr",
+    version,
+    about = "Backup and disaster recovery for a PostgreSQL-backed web site",
+    long_about = "Backup and disaster recovery for a PostgreSQL-backed web site.\n\n\
+                  Streams pg_dump output, roles, configuration and uploads through zstd and age encryption into a \
+                  repository, restores them, and verifies them.",
+    after_help = "Configuration: --config FILE, else $DR_CONFIG, else ./dr.toml, else /etc/dr/dr.toml \
+                  (docs/configuration.md).\nExit codes: 0 ok, 1 failure, 2 usage error."
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Only errors on stderr; no progress display.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an age key pair: the identity file (private, mode 0600) and its public recipient.
+    Keygen(keygen::Args),
+    /// Create the repository named in the configuration.
+    Init,
+    /// Take one snapshot of every configured source (or those named with --only).
+    Backup(backup::Args),
+    /// List the snapshots in the repository.
+    Snapshots(snapshots::Args),
+    /// Restore a snapshot: every source to its configured place, or elsewhere with --into.
+    Restore(restore::Args),
+    /// Read snapshots back and check every object: hash, decryption, decompression, content.
+    Verify(verify::Args),
+    /// Back up and restore a sample site on scratch PostgreSQL servers, and check the result.
+    Demo(demo::Args),
+}
+
+/// What every command gets: the global options and lazy access to configuration and repository.
+pub struct Context {
+    config_path: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+impl Context {
+    pub fn load_config(&self) -> Result<LoadedConfig> {
+        Config::load(self.config_path.as_deref(), &|key| std::env::var(key).ok())
+    }
+
+    pub async fn open_repository(&self, config: &Config) -> Result<Repository> {
+        let store = dr::store::open(&config.repository.url)?;
+        Repository::open(Arc::from(store)).await
+    }
+
+    pub fn identities(&self, config: &Config, action: &'static str) -> Result<Arc<Identities>> {
+        let path = config
+            .encryption
+            .identity_file
+            .as_ref()
+            .ok_or(Error::NoIdentity { action })?;
+        Ok(Arc::new(Identities::load(path)?))
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version to stdout with exit 0, and usage errors to stderr with exit 2.
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    let progress_display = progress::Display::new(cli.quiet);
+    // The demo narrates its own steps; the engine's info lines would only repeat them.
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    output::init_logging(cli.verbose, cli.quiet, default_level, &progress_display);
+    let context = Context {
+        config_path: cli.config,
+        quiet: cli.quiet,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            output::print_error(&Error::io("starting the async runtime", e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Keygen(args) => keygen::run(args),
+            Command::Init => init::run(&context).await,
+            Command::Backup(args) => backup::run(&context, args, &progress_display).await,
+            Command::Snapshots(args) => snapshots::run(&context, args).await,
+            Command::Restore(args) => restore::run(&context, args, &progress_display).await,
+            Command::Verify(args) => verify::run(&context, args, &progress_display).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    progress_display.clear();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::print_error(&e);
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

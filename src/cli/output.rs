@@ -1,0 +1,90 @@
+//! Logging set-up and the rendering of errors.
+
+use std::io::{self, IsTerminal, Write};
+
+use dr::Error;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use super::progress::Display;
+
+/// Logs go to stderr: `default_level` (info, or warn for commands that narrate on their own), `-v` debug, `-vv` trace, `-q` errors only; `RUST_LOG` overrides.
+/// While progress bars are on screen, log lines are printed above them instead of through them.
+pub fn init_logging(verbose: u8, quiet: bool, default_level: &str, display: &Display) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => default_level,
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,dr={level}")));
+    let ansi = io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(LogWriter {
+            display: display.clone(),
+        })
+        .with_ansi(ansi)
+        .with_target(false)
+        .try_init();
+}
+
+#[derive(Clone)]
+struct LogWriter {
+    display: Display,
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            display: self.display.clone(),
+            buffer: Vec::new(),
+        }
+    }
+}
+
+/// Collects one event and prints it in one go, suspending the progress bars around it.
+struct LineWriter {
+    display: Display,
+    buffer: Vec<u8>,
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.buffer);
+        self.display.suspend(|| {
+            let _ = io::stderr().write_all(&buffer);
+        });
+    }
+}
+
+/// Prints an error the way every command ends on failure: the message, then what to do.
+pub fn print_error(error: &Error) {
+    let mut stderr = io::stderr().lock();
+    let _ = writeln!(stderr, "error: {error}");
+    if let Some(hint) = error.hint() {
+        let _ = writeln!(stderr, "hint: {hint}");
+    }
+}
+
+/// Writes a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> dr::Result<()> {
+    let mut stdout = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, value)
+        .map_err(|e| Error::io("writing JSON", e.into()))?;
+    writeln!(stdout).map_err(|e| Error::io("writing JSON", e))
+}

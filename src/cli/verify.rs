@@ -1,0 +1,87 @@
+//! `dr verify [--to latest|ID|TIME | --all] [--json]`
+
+use dr::{Error, Result, Selector, VerifySelection, units};
+
+use super::Context;
+use super::output::print_json;
+use super::progress::Display;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which snapshot (default: latest).
+    #[arg(long, value_name = "latest|ID|TIME", value_parser = parse_selector, conflicts_with = "all")]
+    to: Option<Selector>,
+
+    /// Verify every snapshot.
+    #[arg(long)]
+    all: bool,
+
+    /// Print a JSON report.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_selector(text: &str) -> std::result::Result<Selector, String> {
+    text.parse()
+}
+
+pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()> {
+    let loaded = context.load_config()?;
+    let identities = context.identities(&loaded.config, "verify")?;
+    let repo = context.open_repository(&loaded.config).await?;
+    let selection = if args.all {
+        VerifySelection::All
+    } else {
+        VerifySelection::One(args.to.unwrap_or(Selector::Latest))
+    };
+    let display = if args.json {
+        display.silent()
+    } else {
+        display.clone()
+    };
+    let report = dr::verify(&repo, identities, &selection, &display).await?;
+    display.clear();
+    if args.json {
+        print_json(&report)?;
+    } else {
+        for snapshot in &report.snapshots {
+            let stored: u64 = snapshot.objects.iter().map(|o| o.stored_size).sum();
+            let verdict = if snapshot.ok() { "ok" } else { "BAD" };
+            println!(
+                "{} {verdict}: {} objects, {}",
+                snapshot.snapshot,
+                snapshot.objects.len(),
+                units::bytes(stored)
+            );
+            if let Some(error) = &snapshot.manifest_error {
+                println!("  manifest: {error}");
+            }
+            for object in snapshot.objects.iter().filter(|o| o.error.is_some()) {
+                println!(
+                    "  {}: {}",
+                    object.key,
+                    object.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    if report.ok() {
+        return Ok(());
+    }
+    let first = report
+        .bad_objects()
+        .next()
+        .map(|o| format!("{}: {}", o.key, o.error.as_deref().unwrap_or("")))
+        .or_else(|| {
+            report
+                .snapshots
+                .iter()
+                .find_map(|s| s.manifest_error.clone())
+        })
+        .unwrap_or_default();
+    Err(Error::VerifyFailed {
+        bad: report.snapshots.iter().filter(|s| !s.ok()).count(),
+        total: report.snapshots.len(),
+        first,
+    })
+}

@@ -1,0 +1,384 @@
+//! The configuration file (TOML) and its environment overrides.
+//!
+//! Precedence, highest first (also in docs/configuration.md):
+//! 1. environment overrides: `DR_REPOSITORY_URL`, `DR_RECIPIENTS` (comma-separated), `DR_IDENTITY_FILE`;
+//! 2. the configuration file: `--config FILE`, else `$DR_CONFIG`, else `./dr.toml`, else `/etc/dr/dr.toml`;
+//! 3. built-in defaults (a local repository in `/var/lib/dr/repo`, zstd level 3 on every core).
+//!
+//! Relative paths in the file are resolved against the file's own directory, so a cron job or a service
+//! manager running `dr` from `/` reads the same paths as an operator in the config's directory.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_REPOSITORY_URL: &str = "file:///var/lib/dr/repo";
+const SEARCH_PATHS: [&str; 2] = ["dr.toml", "/etc/dr/dr.toml"];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub repository: RepositoryConfig,
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    #[serde(default)]
+    pub postgres: Vec<PostgresSource>,
+    #[serde(default)]
+    pub files: Vec<FilesSource>,
+    #[serde(default)]
+    pub objectives: Objectives,
+    #[serde(default)]
+    pub restore: RestoreConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// `file:///path`, a plain path, or (later) `s3://bucket/prefix`.
+    pub url: String,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            url: DEFAULT_REPOSITORY_URL.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age X25519 recipients (`age1...`) or ssh-ed25519 / ssh-rsa public keys.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// The private key; needed only to restore and verify, never to back up.
+    pub identity_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// zstd level, 1 (fastest) to 19.
+    #[serde(default = "default_level")]
+    pub level: i32,
+    /// zstd worker threads; 0 means one per CPU.
+    #[serde(default)]
+    pub threads: u32,
+}
+
+fn default_level() -> i32 {
+    3
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            level: default_level(),
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    pub name: String,
+    /// libpq URL or key=value string; libpq environment variables and .pgpass fill in the rest.
+    pub url: String,
+    /// Also dump roles and tablespaces (`pg_dumpall --globals-only`).
+    #[serde(default)]
+    pub globals: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSource {
+    pub name: String,
+    pub path: PathBuf,
+    /// Glob patterns; without a `/` they match a name at any depth, with one they match the path
+    /// relative to `path`. An excluded directory is skipped whole.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// Recovery point objective: the newest good backup must never be older than this.
+    #[serde(default, with = "humantime_serde")]
+    pub rpo: Option<Duration>,
+    /// Recovery time objective: a full restore must finish within this.
+    #[serde(default, with = "humantime_serde")]
+    pub rto: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// Where a parallel restore stages the database archive (default: the system temp directory).
+    pub temp_dir: Option<PathBuf>,
+    /// Default for `--jobs` (default: the number of CPUs).
+    pub jobs: Option<usize>,
+}
+
+/// Where the configuration came from, for messages and for resolving relative paths.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigOrigin {
+    File(PathBuf),
+    /// No file: built from defaults and environment overrides only.
+    Environment,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub origin: ConfigOrigin,
+}
+
+impl Config {
+    /// Parses a configuration text; `path` is used in messages and to resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text).map_err(|e| Error::ConfigParse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        if let Some(dir) = path.parent() {
+            config.resolve_relative_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// Finds, reads and validates the configuration, applying environment overrides.
+    ///
+    /// `explicit` is `--config`; `env` looks up environment variables (a parameter so tests need not mutate
+    /// the process environment).
+    pub fn load(
+        explicit: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<LoadedConfig> {
+        let chosen = match explicit {
+            Some(path) => Some(path.to_path_buf()),
+            None => match env("DR_CONFIG").filter(|v| !v.is_empty()) {
+                Some(path) => Some(PathBuf::from(path)),
+                None => SEARCH_PATHS.iter().map(PathBuf::from).find(|p| p.exists()),
+            },
+        };
+        let (mut config, origin) = match chosen {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| Error::ConfigRead {
+                    path: path.clone(),
+                    source,
+                })?;
+                (Config::parse(&text, &path)?, ConfigOrigin::File(path))
+            }
+            // Without a file, the environment alone can still name a repository (e.g. a break-glass host
+            // that only lists and restores).
+            None if env("DR_REPOSITORY_URL").is_some() => {
+                (Config::default(), ConfigOrigin::Environment)
+            }
+            None => {
+                return Err(Error::ConfigNotFound {
+                    searched: SEARCH_PATHS.iter().map(PathBuf::from).collect(),
+                });
+            }
+        };
+        config.apply_env(env);
+        config.validate()?;
+        Ok(LoadedConfig { config, origin })
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        if let Some(url) = env("DR_REPOSITORY_URL").filter(|v| !v.is_empty()) {
+            self.repository.url = url;
+        }
+        if let Some(list) = env("DR_RECIPIENTS").filter(|v| !v.is_empty()) {
+            self.encryption.recipients = list
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(path) = env("DR_IDENTITY_FILE").filter(|v| !v.is_empty()) {
+            self.encryption.identity_file = Some(PathBuf::from(path));
+        }
+    }
+
+    fn resolve_relative_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(p) = self.encryption.identity_file.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = self.restore.temp_dir.as_mut() {
+            resolve(p);
+        }
+        for files in &mut self.files {
+            resolve(&mut files.path);
+        }
+        let url = &self.repository.url;
+        if !url.contains("://") && Path::new(url).is_relative() {
+            self.repository.url = base.join(url).display().to_string();
+        }
+    }
+
+    /// Checks what serde cannot: names, recipients, ranges.
+    pub fn validate(&self) -> Result<()> {
+        let mut names = HashSet::new();
+        let all_names = self
+            .postgres
+            .iter()
+            .map(|p| &p.name)
+            .chain(self.files.iter().map(|f| &f.name));
+        for name in all_names {
+            validate_source_name(name)?;
+            if !names.insert(name.as_str()) {
+                return Err(Error::ConfigInvalid(format!(
+                    "source name {name:?} is used twice; every [[postgres]] and [[files]] needs its own name"
+                )));
+            }
+        }
+        for recipient in &self.encryption.recipients {
+            crate::crypto::parse_recipient(recipient)?;
+        }
+        for files in &self.files {
+            crate::files::Excludes::new(&files.exclude)
+                .map_err(|e| Error::ConfigInvalid(format!("files source {:?}: {e}", files.name)))?;
+        }
+        for pg in &self.postgres {
+            crate::pg::ConnInfo::parse(&pg.url).map_err(|e| {
+                Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", pg.name))
+            })?;
+        }
+        if !(1..=22).contains(&self.compression.level) {
+            return Err(Error::ConfigInvalid(format!(
+                "[compression] level = {} is out of range; use 1 (fastest) to 19 (smallest)",
+                self.compression.level
+            )));
+        }
+        if self.restore.jobs == Some(0) {
+            return Err(Error::ConfigInvalid(
+                "[restore] jobs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// All source names, databases first, in configuration order.
+    pub fn source_names(&self) -> Vec<&str> {
+        self.postgres
+            .iter()
+            .map(|p| p.name.as_str())
+            .chain(self.files.iter().map(|f| f.name.as_str()))
+            .collect()
+    }
+}
+
+/// Source names become parts of object keys, so they stay within a safe alphabet.
+fn validate_source_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::ConfigInvalid(format!(
+            "source name {name:?} must be 1-64 characters of letters, digits, '_', '-' or '.', starting with a \
+             letter or digit"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let config = Config::parse(
+            "[repository]\nurl = \"repo\"\n[encryption]\nidentity_file = \"key.txt\"\n\
+             [[files]]\nname = \"up\"\npath = \"uploads\"\n",
+            Path::new("/etc/dr/dr.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.repository.url, "/etc/dr/repo");
+        assert_eq!(
+            config.encryption.identity_file.unwrap(),
+            PathBuf::from("/etc/dr/key.txt")
+        );
+        assert_eq!(config.files[0].path, PathBuf::from("/etc/dr/uploads"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::parse(
+            "[repository]\nurl = \"x\"\nurll = 1\n",
+            Path::new("dr.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dr.toml");
+        std::fs::write(&path, "[repository]\nurl = \"/from/file\"\n").unwrap();
+        let env = |key: &str| match key {
+            "DR_REPOSITORY_URL" => Some("/from/env".to_string()),
+            "DR_IDENTITY_FILE" => Some("/run/secrets/id".to_string()),
+            _ => None,
+        };
+        let loaded = Config::load(Some(&path), &env).unwrap();
+        assert_eq!(loaded.config.repository.url, "/from/env");
+        assert_eq!(
+            loaded.config.encryption.identity_file.unwrap(),
+            PathBuf::from("/run/secrets/id")
+        );
+    }
+
+    #[test]
+    fn duplicate_and_unsafe_source_names_are_rejected() {
+        let text = "[[postgres]]\nname = \"app\"\nurl = \"dbname=a\"\n[[files]]\nname = \"app\"\npath = \"/x\"\n";
+        let err = Config::parse(text, Path::new("dr.toml"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("used twice"), "{err}");
+        let text = "[[files]]\nname = \"../up\"\npath = \"/x\"\n";
+        assert!(
+            Config::parse(text, Path::new("dr.toml"))
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_missing_config_names_the_places_searched() {
+        let err = Config::load(None, &no_env).unwrap_err();
+        assert!(matches!(err, Error::ConfigNotFound { .. }));
+        assert!(err.to_string().contains("/etc/dr/dr.toml"));
+    }
+}

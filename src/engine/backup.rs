@@ -1,0 +1,411 @@
+//! `dr backup`: one snapshot of every selected source, committed by its manifest.
+//!
+//! Sources are backed up one after another, so memory stays within one pipeline's budget. Any failure stops
+//! the backup before the manifest is written: the snapshot never becomes visible, and its objects are
+//! deleted on the way out.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::{Config, FilesSource, PostgresSource};
+use crate::crypto::Recipients;
+use crate::error::{Error, Result};
+use crate::files::{self, Excludes};
+use crate::pg::{self, ConnInfo, ExportedSnapshot, tools};
+use crate::pipeline::{self, ChildReader, Compression, child_failure};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::manifest::{
+    FORMAT_VERSION, FilesDetails, GlobalsDetails, Manifest, ObjectEntry, ObjectRole,
+    PostgresDetails, PrivateManifest, SourceDetails, SourceEntry, SourceKind,
+};
+use crate::repo::snapshot_id::SnapshotId;
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Back up only these sources (all when empty).
+    pub only: Vec<String>,
+}
+
+/// What a backup did, for people and for `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub snapshot: SnapshotId,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    pub stored_size: u64,
+    pub sources: Vec<SourceReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    pub name: String,
+    pub kind: SourceKind,
+    pub plain_size: u64,
+    pub stored_size: u64,
+    pub duration_seconds: f64,
+    pub warnings: Vec<String>,
+}
+
+/// Everything one backup run shares.
+struct Run<'a> {
+    repo: &'a Repository,
+    recipients: Arc<Recipients>,
+    compression: Compression,
+    progress: &'a dyn Progress,
+    snapshot: SnapshotId,
+}
+
+/// What one source contributed to the snapshot.
+struct SourceOutcome {
+    entry: SourceEntry,
+    details: SourceDetails,
+    warnings: Vec<String>,
+}
+
+pub async fn backup(
+    config: &Config,
+    repo: &Repository,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let recipients = Arc::new(Recipients::parse(&config.encryption.recipients)?);
+    check_only(config, &options.only)?;
+    let selected = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
+    if config.postgres.is_empty() && config.files.is_empty() {
+        return Err(Error::ConfigInvalid(
+            "no sources configured: add [[postgres]] or [[files]] sections".to_string(),
+        ));
+    }
+
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let run = Run {
+        repo,
+        recipients,
+        compression: Compression::from_config(&config.compression),
+        progress,
+        snapshot: SnapshotId::new(started_at),
+    };
+    tracing::info!(snapshot = %run.snapshot, repository = %repo.location(), "backup started");
+
+    let result = async {
+        let mut outcomes = Vec::new();
+        let mut reports = Vec::new();
+        for source in config.postgres.iter().filter(|s| selected(&s.name)) {
+            let start = Instant::now();
+            let outcome = run.postgres(source).await?;
+            reports.push(report(&outcome, start.elapsed()));
+            outcomes.push(outcome);
+        }
+        for source in config.files.iter().filter(|s| selected(&s.name)) {
+            let start = Instant::now();
+            let outcome = run.files(source).await?;
+            reports.push(report(&outcome, start.elapsed()));
+            outcomes.push(outcome);
+        }
+        let private = PrivateManifest {
+            sources: outcomes.iter().map(|o| o.details.clone()).collect(),
+        };
+        let manifest = Manifest {
+            format: FORMAT_VERSION,
+            id: run.snapshot.clone(),
+            started_at,
+            finished_at: Utc::now(),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            dr_version: env!("CARGO_PKG_VERSION").to_string(),
+            sources: outcomes.into_iter().map(|o| o.entry).collect(),
+            private: Repository::seal_private(&run.recipients, &private)?,
+        };
+        repo.commit(&manifest).await?;
+        Ok::<_, Error>((manifest, reports))
+    }
+    .await;
+
+    match result {
+        Ok((manifest, sources)) => {
+            let elapsed = clock.elapsed();
+            tracing::info!(snapshot = %manifest.id, seconds = elapsed.as_secs_f64(), "backup committed");
+            Ok(BackupReport {
+                snapshot: manifest.id.clone(),
+                started_at: manifest.started_at,
+                finished_at: manifest.finished_at,
+                duration_seconds: elapsed.as_secs_f64(),
+                stored_size: manifest.stored_size(),
+                sources,
+            })
+        }
+        Err(e) => {
+            repo.discard_uncommitted(&run.snapshot).await;
+            Err(e)
+        }
+    }
+}
+
+fn check_only(config: &Config, only: &[String]) -> Result<()> {
+    let names = config.source_names();
+    for name in only {
+        if !names.contains(&name.as_str()) {
+            return Err(Error::Usage(format!(
+                "--only {name:?}: no such source (configured: {})",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn report(outcome: &SourceOutcome, elapsed: Duration) -> SourceReport {
+    SourceReport {
+        name: outcome.entry.name.clone(),
+        kind: outcome.entry.kind,
+        plain_size: outcome.entry.objects.iter().map(|o| o.plain_size).sum(),
+        stored_size: outcome.entry.stored_size(),
+        duration_seconds: elapsed.as_secs_f64(),
+        warnings: outcome.warnings.clone(),
+    }
+}
+
+/// Maps an error from a child's stream to the child's own failure when that is what it was.
+fn stream_error(program: &str, e: io::Error) -> Error {
+    match child_failure(&e) {
+        Some(failure) => failure.clone().into(),
+        None => Error::io(format!("streaming {program} output"), e),
+    }
+}
+
+/// Logs what a successful child printed on stderr: PostgreSQL's tools warn there.
+fn child_warnings(source: &str, program: &str, stderr: &str) -> Vec<String> {
+    let warnings: Vec<String> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    for warning in &warnings {
+        tracing::warn!(source, program, "{warning}");
+    }
+    warnings
+}
+
+impl Run<'_> {
+    fn key(&self, source: &str, role: ObjectRole) -> String {
+        Repository::object_key(&self.snapshot, source, role)
+    }
+
+    async fn postgres(&self, source: &PostgresSource) -> Result<SourceOutcome> {
+        let conninfo = ConnInfo::parse(&source.url).map_err(|e| {
+            Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", source.name))
+        })?;
+        let exported = ExportedSnapshot::open(&conninfo, &source.name).await?;
+        let pg_dump = tools::find(
+            "pg_dump",
+            tools::Want::AtLeast(exported.facts.server_major()),
+        )?;
+        tracing::info!(
+            source = %source.name, database = %conninfo.redacted(), server = %exported.facts.server_version,
+            pg_dump = %pg_dump.path.display(), "dumping database"
+        );
+        let command = pg::pg_dump_command(&pg_dump, &conninfo, &exported.name);
+        let key = self.key(&source.name, ObjectRole::PgDump);
+        let task = self.progress.task(&source.name, None);
+        let dump = pipeline::upload(
+            self.repo.store(),
+            &key,
+            &self.recipients,
+            self.compression,
+            task.clone(),
+            move |writer| {
+                let mut child = ChildReader::spawn(command, "pg_dump")?;
+                io::copy(&mut child, writer).map_err(|e| stream_error("pg_dump", e))?;
+                Ok(child.warnings().to_string())
+            },
+        );
+        // The counts run in the same snapshot while pg_dump streams.
+        let (dump, tables) = tokio::join!(dump, exported.count_rows());
+        let roles = if source.globals {
+            Some(exported.roles().await)
+        } else {
+            None
+        };
+        let facts = exported.facts.clone();
+        exported.release().await;
+        let (stderr, sealed) = dump?;
+        let tables = tables?;
+        task.finish(&format!("{} tables", tables.len()));
+        let mut warnings = child_warnings(&source.name, "pg_dump", &stderr);
+        let mut objects = vec![ObjectEntry::new(key, ObjectRole::PgDump, sealed)];
+
+        let globals = match roles {
+            Some(roles) => {
+                let (entry, role_passwords, mut globals_warnings) = self
+                    .globals(source, &conninfo, facts.server_major())
+                    .await?;
+                objects.push(entry);
+                warnings.append(&mut globals_warnings);
+                Some(GlobalsDetails {
+                    role_passwords,
+                    roles: roles?,
+                })
+            }
+            None => None,
+        };
+        Ok(SourceOutcome {
+            entry: SourceEntry {
+                name: source.name.clone(),
+                kind: SourceKind::Postgres,
+                consistent_at: facts.consistent_at,
+                objects,
+            },
+            details: SourceDetails::Postgres(PostgresDetails {
+                name: source.name.clone(),
+                database: facts.database,
+                server_version: facts.server_version,
+                server_version_num: facts.server_version_num,
+                encoding: facts.encoding,
+                collate: facts.collate,
+                ctype: facts.ctype,
+                pg_dump_version: pg_dump.version_line(),
+                tables,
+                globals,
+            }),
+            warnings,
+        })
+    }
+
+    /// `pg_dumpall --globals-only`, retried without password hashes when the role may not read them.
+    async fn globals(
+        &self,
+        source: &PostgresSource,
+        conninfo: &ConnInfo,
+        server_major: u32,
+    ) -> Result<(ObjectEntry, bool, Vec<String>)> {
+        let pg_dumpall = tools::find("pg_dumpall", tools::Want::AtLeast(server_major))?;
+        let key = self.key(&source.name, ObjectRole::Globals);
+        let mut warnings = Vec::new();
+        for with_passwords in [true, false] {
+            let command = pg::pg_dumpall_command(&pg_dumpall, conninfo, with_passwords);
+            let result = pipeline::upload(
+                self.repo.store(),
+                &key,
+                &self.recipients,
+                self.compression,
+                self.progress
+                    .task(&format!("{} globals", source.name), None),
+                move |writer| {
+                    let mut child = ChildReader::spawn(command, "pg_dumpall")?;
+                    io::copy(&mut child, writer).map_err(|e| stream_error("pg_dumpall", e))?;
+                    Ok(child.warnings().to_string())
+                },
+            )
+            .await;
+            match result {
+                Ok((stderr, sealed)) => {
+                    warnings.extend(child_warnings(&source.name, "pg_dumpall", &stderr));
+                    return Ok((
+                        ObjectEntry::new(key, ObjectRole::Globals, sealed),
+                        with_passwords,
+                        warnings,
+                    ));
+                }
+                Err(Error::ChildFailed { ref stderr, .. })
+                    if with_passwords && pg::is_password_permission_error(stderr) =>
+                {
+                    let warning = "the role cannot read password hashes (not a superuser); roles were dumped \
+                                   without passwords (--no-role-passwords): set them again after a restore";
+                    tracing::warn!(source = %source.name, "{warning}");
+                    warnings.push(warning.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the second attempt always returns")
+    }
+
+    async fn files(&self, source: &FilesSource) -> Result<SourceOutcome> {
+        let excludes = Excludes::new(&source.exclude)
+            .map_err(|e| Error::ConfigInvalid(format!("files source {:?}: {e}", source.name)))?;
+        let consistent_at = Utc::now();
+        tracing::info!(source = %source.name, path = %source.path.display(), "archiving files");
+        let tar_key = self.key(&source.name, ObjectRole::Tar);
+        let index_key = self.key(&source.name, ObjectRole::Index);
+        let task = self.progress.task(&source.name, None);
+        let store = self.repo.store();
+        let (mut tar, tar_upload) = pipeline::begin_upload(
+            store,
+            &tar_key,
+            &self.recipients,
+            self.compression,
+            task.clone(),
+        )
+        .await?;
+        let index_compression = Compression {
+            level: self.compression.level,
+            threads: 1,
+        };
+        let (mut index, index_upload) = pipeline::begin_upload(
+            store,
+            &index_key,
+            &self.recipients,
+            index_compression,
+            Arc::new(crate::progress::NoProgress),
+        )
+        .await?;
+        let name = source.name.clone();
+        let root = source.path.clone();
+        let location = store.location().to_string();
+        let (tar_key_c, index_key_c) = (tar_key.clone(), index_key.clone());
+        let produced = tokio::task::spawn_blocking(move || {
+            let summary = files::write_archive(&name, &root, &excludes, &mut tar, &mut index)?;
+            let sealed_tar = tar
+                .finish()
+                .map_err(|e| crate::store::store_error(&location, "write", &tar_key_c, e))?;
+            let sealed_index = index
+                .finish()
+                .map_err(|e| crate::store::store_error(&location, "write", &index_key_c, e))?;
+            Ok((summary, sealed_tar, sealed_index))
+        })
+        .await
+        .map_err(|e| Error::io("archiving files", io::Error::other(e)))
+        .and_then(|r| r);
+        let (summary, sealed_tar, sealed_index) =
+            pipeline::settle(produced, vec![tar_upload, index_upload]).await?;
+        task.finish(&format!("{} files", summary.files));
+        let warnings: Vec<String> = summary
+            .skipped
+            .iter()
+            .map(|s| format!("skipped {s}"))
+            .collect();
+        for warning in &warnings {
+            tracing::warn!(source = %source.name, "{warning}");
+        }
+        Ok(SourceOutcome {
+            entry: SourceEntry {
+                name: source.name.clone(),
+                kind: SourceKind::Files,
+                consistent_at,
+                objects: vec![
+                    ObjectEntry::new(tar_key, ObjectRole::Tar, sealed_tar),
+                    ObjectEntry::new(index_key, ObjectRole::Index, sealed_index),
+                ],
+            },
+            details: SourceDetails::Files(FilesDetails {
+                name: source.name.clone(),
+                root: source.path.display().to_string(),
+                files: summary.files,
+                directories: summary.directories,
+                symlinks: summary.symlinks,
+                bytes: summary.bytes,
+                skipped: summary.skipped,
+            }),
+            warnings,
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! The operations, each a function over a [`Repository`](crate::repo::Repository): what the CLI commands
+//! (and later the scheduler, drills and runbooks) call.
+
+mod backup;
+mod restore;
+mod verify;
+
+pub use backup::{BackupOptions, BackupReport, SourceReport, backup};
+pub use restore::{RestoreOptions, RestoreReport, SourceRestore, restore};
+pub use verify::{ObjectVerdict, SnapshotVerdict, VerifyReport, VerifySelection, verify};

@@ -1,0 +1,539 @@
+//! `dr restore`: put a snapshot's sources back, each into its configured place or an `--into` target.
+//!
+//! Order of work: resolve the snapshot, decrypt its manifest (a wrong key fails here, before anything is
+//! touched), check every target (non-empty ones are refused unless `--force`, all named at once), then
+//! restore each source: globals first, then the database, then files. A source that fails does not stop the
+//! others (an incident wants as much back as possible), but the restore as a whole then fails, naming them.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::crypto::Identities;
+use crate::error::{Error, Result};
+use crate::files::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
+use crate::pg::{self, ConnInfo, DatabaseTarget, GlobalsOutcome, RestoreInput, TargetState, tools};
+use crate::pipeline::{self, ChildWriter};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::manifest::{
+    Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind,
+};
+use crate::repo::snapshot_id::{Selector, SnapshotId};
+use crate::units;
+
+/// Globals are a few kilobytes of SQL; anything near this is not pg_dumpall output.
+const GLOBALS_LIMIT: usize = 64 << 20;
+/// Head-room left on the temp filesystem beyond the archive itself.
+const SPACE_MARGIN: u64 = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub selector: Selector,
+    pub only: Vec<String>,
+    /// `NAME=TARGET` redirections: a connection string for a database, a directory for files.
+    pub into: Vec<(String, String)>,
+    /// pg_restore jobs; 1 streams without a temporary file.
+    pub jobs: usize,
+    pub force: bool,
+    /// Where a parallel restore stages the archive.
+    pub temp_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub snapshot: SnapshotId,
+    pub duration_seconds: f64,
+    pub sources: Vec<SourceRestore>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceRestore {
+    pub name: String,
+    pub kind: SourceKind,
+    /// Where it went (connection strings redacted).
+    pub target: String,
+    pub duration_seconds: f64,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub globals: Option<GlobalsOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<ExtractSummary>,
+}
+
+/// Where one source goes.
+#[derive(Debug, Clone)]
+enum Target {
+    Database(DatabaseTarget),
+    Directory(PathBuf),
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Database(db) => db.redacted(),
+            Target::Directory(dir) => dir.display().to_string(),
+        }
+    }
+}
+
+/// One source's plan: what to read and where to put it.
+struct Plan<'m> {
+    name: String,
+    kind: SourceKind,
+    objects: &'m [ObjectEntry],
+    target: Target,
+    /// Whether the target must be created (a database) or already holds data (replaced with `--force`).
+    state: TargetState,
+}
+
+/// Shared inputs of one restore.
+struct Restorer<'a> {
+    repo: &'a Repository,
+    identities: Arc<Identities>,
+    progress: &'a dyn Progress,
+    options: &'a RestoreOptions,
+    private: PrivateManifest,
+}
+
+pub async fn restore(
+    config: &Config,
+    repo: &Repository,
+    identities: Arc<Identities>,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let id = repo.resolve(&options.selector).await?;
+    let manifest = repo.manifest(&id).await?;
+    let private = repo.private(&manifest, &identities)?;
+    let plans = plan(config, &manifest, options).await?;
+    tracing::info!(snapshot = %id, sources = plans.len(), "restore started");
+
+    let clock = Instant::now();
+    let restorer = Restorer {
+        repo,
+        identities,
+        progress,
+        options,
+        private,
+    };
+    let mut reports = Vec::new();
+    for plan in &plans {
+        reports.push(restorer.source(plan).await);
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| format!("{}: {}", r.name, r.error.as_deref().unwrap_or("failed")))
+        .collect();
+    if !failed.is_empty() {
+        return Err(Error::RestoreIncomplete {
+            failed: failed.len(),
+            total: reports.len(),
+            details: failed,
+        });
+    }
+    Ok(RestoreReport {
+        snapshot: id,
+        duration_seconds: clock.elapsed().as_secs_f64(),
+        sources: reports,
+    })
+}
+
+/// Decides every source's target and checks them all before anything is written.
+async fn plan<'m>(
+    config: &Config,
+    manifest: &'m Manifest,
+    options: &RestoreOptions,
+) -> Result<Vec<Plan<'m>>> {
+    let in_snapshot: Vec<&str> = manifest.sources.iter().map(|s| s.name.as_str()).collect();
+    for name in options
+        .only
+        .iter()
+        .chain(options.into.iter().map(|(n, _)| n))
+    {
+        if !in_snapshot.contains(&name.as_str()) {
+            return Err(Error::Usage(format!(
+                "snapshot {} has no source {name:?} (it has: {})",
+                manifest.id,
+                in_snapshot.join(", ")
+            )));
+        }
+    }
+    let mut plans = Vec::new();
+    let mut refusals = Vec::new();
+    for source in &manifest.sources {
+        if !options.only.is_empty() && !options.only.contains(&source.name) {
+            continue;
+        }
+        let redirect = options
+            .into
+            .iter()
+            .rev()
+            .find(|(n, _)| n == &source.name)
+            .map(|(_, t)| t);
+        let target = match source.kind {
+            SourceKind::Postgres => {
+                let url = redirect
+                    .cloned()
+                    .or_else(|| {
+                        config
+                            .postgres
+                            .iter()
+                            .find(|p| p.name == source.name)
+                            .map(|p| p.url.clone())
+                    })
+                    .ok_or_else(|| not_configured(&source.name))?;
+                let conninfo = ConnInfo::parse(&url)
+                    .map_err(|e| Error::Usage(format!("--into {}: {e}", source.name)))?;
+                Target::Database(DatabaseTarget::new(&source.name, conninfo))
+            }
+            SourceKind::Files => {
+                let path = redirect
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        config
+                            .files
+                            .iter()
+                            .find(|f| f.name == source.name)
+                            .map(|f| f.path.clone())
+                    })
+                    .ok_or_else(|| not_configured(&source.name))?;
+                Target::Directory(std::path::absolute(&path).unwrap_or(path))
+            }
+        };
+        let state = match &target {
+            Target::Database(db) => db.inspect().await?,
+            Target::Directory(dir) => match inspect_directory(dir)
+                .map_err(|e| Error::io(format!("inspecting {}", dir.display()), e))?
+            {
+                DirectoryState::Missing => TargetState::Missing,
+                DirectoryState::Empty => TargetState::Empty,
+                DirectoryState::NotEmpty(n) => TargetState::NotEmpty(format!("{n} entries")),
+            },
+        };
+        if let TargetState::NotEmpty(what) = &state
+            && !options.force
+        {
+            refusals.push((source.name.clone(), target.describe(), what.clone()));
+        }
+        plans.push(Plan {
+            name: source.name.clone(),
+            kind: source.kind,
+            objects: &source.objects,
+            target,
+            state,
+        });
+    }
+    if let Some((source_name, target, what)) = refusals.first().cloned() {
+        let what = if refusals.len() > 1 {
+            let others: Vec<String> = refusals[1..]
+                .iter()
+                .map(|(n, t, _)| format!("{n:?} into {t}"))
+                .collect();
+            format!(
+                "it is not empty ({what}); also not empty: {}",
+                others.join(", ")
+            )
+        } else {
+            format!("it is not empty ({what})")
+        };
+        return Err(Error::TargetNotEmpty {
+            source_name,
+            target,
+            what,
+        });
+    }
+    Ok(plans)
+}
+
+fn not_configured(name: &str) -> Error {
+    Error::Usage(format!(
+        "source {name:?} is in the snapshot but not in the configuration; pass --into {name}=TARGET"
+    ))
+}
+
+impl Restorer<'_> {
+    async fn source(&self, plan: &Plan<'_>) -> SourceRestore {
+        let start = Instant::now();
+        let mut report = SourceRestore {
+            name: plan.name.clone(),
+            kind: plan.kind,
+            target: plan.target.describe(),
+            duration_seconds: 0.0,
+            ok: true,
+            error: None,
+            warnings: Vec::new(),
+            globals: None,
+            files: None,
+        };
+        let result = match &plan.target {
+            Target::Database(db) => self.database(plan, db, &mut report).await,
+            Target::Directory(dir) => self.directory(plan, dir, &mut report).await,
+        };
+        report.duration_seconds = start.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => tracing::info!(source = %plan.name, target = %report.target, "restored"),
+            Err(e) => {
+                tracing::error!(source = %plan.name, target = %report.target, "restore failed: {e}");
+                report.ok = false;
+                report.error = Some(e.to_string());
+            }
+        }
+        report
+    }
+
+    fn object(&self, plan: &Plan<'_>, role: ObjectRole) -> Option<ObjectEntry> {
+        plan.objects.iter().find(|o| o.role == role).cloned()
+    }
+
+    fn missing_object(plan: &Plan<'_>, role: ObjectRole) -> Error {
+        Error::ObjectCorrupt {
+            key: format!("manifest entry for {}", plan.name),
+            reason: format!("it lists no {role:?} object"),
+        }
+    }
+
+    async fn database(
+        &self,
+        plan: &Plan<'_>,
+        db: &DatabaseTarget,
+        report: &mut SourceRestore,
+    ) -> Result<()> {
+        let details = self.private.postgres(&plan.name);
+        if let Some(globals) = self.object(plan, ObjectRole::Globals) {
+            let sql = self.read_text(&globals).await?;
+            let outcome = db.apply_globals(&sql).await?;
+            if !outcome.kept_roles.is_empty() {
+                tracing::info!(
+                    source = %plan.name, roles = %outcome.kept_roles.join(", "),
+                    "roles already exist on the target and were kept as they are"
+                );
+            }
+            for failure in &outcome.failures {
+                tracing::warn!(source = %plan.name, "a global statement failed: {failure}");
+                report.warnings.push(format!("globals: {failure}"));
+            }
+            report.globals = Some(outcome);
+        }
+        if plan.state == TargetState::Missing {
+            tracing::info!(source = %plan.name, database = %db.database_name(), "creating the target database");
+            db.create(details).await?;
+        }
+        let dump = self
+            .object(plan, ObjectRole::PgDump)
+            .ok_or_else(|| Self::missing_object(plan, ObjectRole::PgDump))?;
+        let pg_restore = find_pg_restore(details)?;
+        let clean = matches!(plan.state, TargetState::NotEmpty(_));
+        let stderr = if self.options.jobs <= 1 {
+            self.stream_into_pg_restore(plan, db, &dump, &pg_restore, clean)
+                .await?
+        } else {
+            self.staged_pg_restore(plan, db, &dump, &pg_restore, clean)
+                .await?
+        };
+        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::warn!(source = %plan.name, "pg_restore: {line}");
+            report.warnings.push(line.to_string());
+        }
+        Ok(())
+    }
+
+    /// `--jobs 1`: the archive flows straight into one pg_restore transaction; no temporary file.
+    async fn stream_into_pg_restore(
+        &self,
+        plan: &Plan<'_>,
+        db: &DatabaseTarget,
+        dump: &ObjectEntry,
+        pg_restore: &tools::Tool,
+        clean: bool,
+    ) -> Result<String> {
+        let command = pg::pg_restore_command(pg_restore, db, RestoreInput::Stream, clean);
+        pipeline::download(
+            self.repo.store(),
+            &dump.key,
+            self.identities.clone(),
+            dump.expected(),
+            self.progress.task(&plan.name, Some(dump.plain_size)),
+            move |decoder| {
+                let mut child = ChildWriter::spawn(command, "pg_restore")?;
+                match io::copy(decoder, &mut child) {
+                    Ok(_) => child.finish(),
+                    Err(e) => match decoder.take_failure() {
+                        // The object is bad: kill pg_restore before it can commit anything.
+                        Some(object_error) => {
+                            child.kill();
+                            Err(object_error)
+                        }
+                        // pg_restore stopped reading: its own error says why.
+                        None => Err(child
+                            .finish()
+                            .err()
+                            .unwrap_or_else(|| Error::io("feeding pg_restore", e))),
+                    },
+                }
+            },
+        )
+        .await
+    }
+
+    /// `--jobs N`: stage the archive in a temporary file (checked in full before pg_restore starts), then a
+    /// parallel pg_restore from it.
+    async fn staged_pg_restore(
+        &self,
+        plan: &Plan<'_>,
+        db: &DatabaseTarget,
+        dump: &ObjectEntry,
+        pg_restore: &tools::Tool,
+        clean: bool,
+    ) -> Result<String> {
+        let dir = self
+            .options
+            .temp_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        check_free_space(&dir, dump.plain_size)?;
+        let staged = tempfile::Builder::new()
+            .prefix("dr-restore-")
+            .suffix(".pgdump")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
+        let file = staged
+            .reopen()
+            .map_err(|e| Error::io(format!("opening {}", staged.path().display()), e))?;
+        let staged_path = staged.path().display().to_string();
+        pipeline::download(
+            self.repo.store(),
+            &dump.key,
+            self.identities.clone(),
+            dump.expected(),
+            self.progress
+                .task(&format!("{} (download)", plan.name), Some(dump.plain_size)),
+            move |decoder| {
+                let mut out = io::BufWriter::with_capacity(1 << 20, file);
+                io::copy(decoder, &mut out)
+                    .and_then(|_| out.flush())
+                    .map_err(|e| Error::io(format!("writing {staged_path}"), e))
+            },
+        )
+        .await?;
+        let input = RestoreInput::File {
+            path: staged.path(),
+            jobs: self.options.jobs,
+        };
+        tracing::info!(source = %plan.name, jobs = self.options.jobs, "running pg_restore");
+        let task = self
+            .progress
+            .task(&format!("{} (pg_restore)", plan.name), None);
+        let command = pg::pg_restore_command(pg_restore, db, input, clean);
+        let output = tokio::process::Command::from(command)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| Error::io(format!("running {}", pg_restore.path.display()), e))?;
+        task.finish("done");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !output.status.success() {
+            return Err(Error::ChildFailed {
+                program: "pg_restore".into(),
+                status: output.status.to_string(),
+                stderr,
+            });
+        }
+        Ok(stderr)
+    }
+
+    async fn directory(
+        &self,
+        plan: &Plan<'_>,
+        dir: &Path,
+        report: &mut SourceRestore,
+    ) -> Result<()> {
+        let tar = self
+            .object(plan, ObjectRole::Tar)
+            .ok_or_else(|| Self::missing_object(plan, ObjectRole::Tar))?;
+        let extraction = Extraction::prepare(&plan.name, dir)?;
+        let (summary, extraction) = pipeline::download(
+            self.repo.store(),
+            &tar.key,
+            self.identities.clone(),
+            tar.expected(),
+            self.progress.task(&plan.name, Some(tar.plain_size)),
+            move |decoder| {
+                let summary = extraction.extract(decoder)?;
+                // Read to the very end: the object's checks run there, before anything is moved into place.
+                io::copy(decoder, &mut io::sink())
+                    .map_err(|e| Error::io("reading the archive", e))?;
+                Ok((summary, extraction))
+            },
+        )
+        .await?;
+        let replace = matches!(plan.state, TargetState::NotEmpty(_));
+        extraction.commit(replace)?;
+        report.files = Some(summary);
+        Ok(())
+    }
+
+    /// Reads a small text object (globals SQL) whole.
+    async fn read_text(&self, object: &ObjectEntry) -> Result<String> {
+        if object.plain_size > GLOBALS_LIMIT as u64 {
+            return Err(Error::ObjectCorrupt {
+                key: object.key.clone(),
+                reason: format!(
+                    "{} is too large for roles and tablespaces",
+                    units::bytes(object.plain_size)
+                ),
+            });
+        }
+        let key = object.key.clone();
+        pipeline::download(
+            self.repo.store(),
+            &object.key,
+            self.identities.clone(),
+            object.expected(),
+            Arc::new(crate::progress::NoProgress),
+            move |decoder| {
+                let mut text = String::new();
+                io::Read::read_to_string(decoder, &mut text).map_err(|e| Error::ObjectCorrupt {
+                    key,
+                    reason: e.to_string(),
+                })?;
+                Ok(text)
+            },
+        )
+        .await
+    }
+}
+
+/// pg_restore must be at least as new as the pg_dump that wrote the archive.
+fn find_pg_restore(details: Option<&PostgresDetails>) -> Result<tools::Tool> {
+    let wanted = details
+        .and_then(|d| tools::parse_major(&d.pg_dump_version))
+        .map_or(tools::Want::Newest, tools::Want::AtLeast);
+    tools::find("pg_restore", wanted)
+}
+
+/// Refuses to start a staged restore that would fill the disk half-way through.
+fn check_free_space(dir: &Path, need: u64) -> Result<()> {
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| {
+        Error::io(
+            format!("checking free space in {}", dir.display()),
+            e.into(),
+        )
+    })?;
+    let available = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    if available < need + SPACE_MARGIN {
+        return Err(Error::NotEnoughSpace {
+            dir: dir.to_path_buf(),
+            need: units::bytes(need + SPACE_MARGIN),
+            have: units::bytes(available),
+        });
+    }
+    Ok(())
+}

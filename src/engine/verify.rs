@@ -1,0 +1,229 @@
+//! `dr verify`: read snapshots back and prove every object is whole.
+//!
+//! Per object: it exists, its SHA-256 and size match the manifest, it decrypts and decompresses to the end
+//! with the recorded plaintext size, and its content has the right shape: a pg_dump archive header, a tar
+//! stream whose counts match the manifest, an index of valid lines, SQL text. Every bad object is named;
+//! one bad object does not stop the others from being checked.
+
+use std::io::{self, BufRead, Read};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::crypto::Identities;
+use crate::error::{Error, Result};
+use crate::files::IndexEntry;
+use crate::pipeline::{self, DecodeReader};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::manifest::{FilesDetails, ObjectEntry, ObjectRole, PrivateManifest};
+use crate::repo::snapshot_id::{Selector, SnapshotId};
+
+#[derive(Debug, Clone)]
+pub enum VerifySelection {
+    One(Selector),
+    All,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub snapshots: Vec<SnapshotVerdict>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.snapshots.iter().all(SnapshotVerdict::ok)
+    }
+
+    pub fn bad_objects(&self) -> impl Iterator<Item = &ObjectVerdict> {
+        self.snapshots
+            .iter()
+            .flat_map(|s| s.objects.iter())
+            .filter(|o| o.error.is_some())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotVerdict {
+    pub snapshot: SnapshotId,
+    /// A problem with the manifest itself (its private part does not decrypt, say).
+    pub manifest_error: Option<String>,
+    pub objects: Vec<ObjectVerdict>,
+}
+
+impl SnapshotVerdict {
+    pub fn ok(&self) -> bool {
+        self.manifest_error.is_none() && self.objects.iter().all(|o| o.error.is_none())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectVerdict {
+    pub source: String,
+    pub key: String,
+    pub role: ObjectRole,
+    pub stored_size: u64,
+    pub plain_size: u64,
+    pub error: Option<String>,
+}
+
+pub async fn verify(
+    repo: &Repository,
+    identities: Arc<Identities>,
+    selection: &VerifySelection,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let ids = match selection {
+        VerifySelection::All => {
+            let ids = repo.snapshot_ids().await?;
+            if ids.is_empty() {
+                return Err(Error::NoSnapshots);
+            }
+            ids
+        }
+        VerifySelection::One(selector) => vec![repo.resolve(selector).await?],
+    };
+    let mut snapshots = Vec::new();
+    for id in ids {
+        snapshots.push(verify_snapshot(repo, &identities, &id, progress).await?);
+    }
+    Ok(VerifyReport { snapshots })
+}
+
+async fn verify_snapshot(
+    repo: &Repository,
+    identities: &Arc<Identities>,
+    id: &SnapshotId,
+    progress: &dyn Progress,
+) -> Result<SnapshotVerdict> {
+    let manifest = match repo.manifest(id).await {
+        Ok(manifest) => manifest,
+        Err(e @ (Error::ObjectCorrupt { .. } | Error::ObjectMissing { .. })) => {
+            return Ok(SnapshotVerdict {
+                snapshot: id.clone(),
+                manifest_error: Some(e.to_string()),
+                objects: Vec::new(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let private = match repo.private(&manifest, identities) {
+        Ok(private) => Some(private),
+        // The wrong key is the user's problem, not the repository's: stop with that message.
+        Err(e @ Error::WrongIdentity { .. }) => return Err(e),
+        Err(e) => {
+            return Ok(SnapshotVerdict {
+                snapshot: id.clone(),
+                manifest_error: Some(e.to_string()),
+                objects: Vec::new(),
+            });
+        }
+    };
+    let mut objects = Vec::new();
+    for source in &manifest.sources {
+        for object in &source.objects {
+            let files = private
+                .as_ref()
+                .and_then(|p: &PrivateManifest| p.files(&source.name))
+                .cloned();
+            let task = progress.task(
+                &format!("{} {}", source.name, object.role.file_name()),
+                Some(object.plain_size),
+            );
+            let outcome = pipeline::download(
+                repo.store(),
+                &object.key,
+                identities.clone(),
+                object.expected(),
+                task.clone(),
+                {
+                    let role = object.role;
+                    move |decoder| check_content(role, decoder, files.as_ref())
+                },
+            )
+            .await;
+            let error = match outcome {
+                Ok(()) => None,
+                Err(e @ Error::WrongIdentity { .. }) => return Err(e),
+                Err(e) => Some(e.to_string()),
+            };
+            task.finish(if error.is_some() { "BAD" } else { "ok" });
+            if let Some(error) = &error {
+                tracing::error!(snapshot = %id, key = %object.key, "{error}");
+            }
+            objects.push(verdict(&source.name, object, error));
+        }
+    }
+    Ok(SnapshotVerdict {
+        snapshot: id.clone(),
+        manifest_error: None,
+        objects,
+    })
+}
+
+fn verdict(source: &str, object: &ObjectEntry, error: Option<String>) -> ObjectVerdict {
+    ObjectVerdict {
+        source: source.to_string(),
+        key: object.key.clone(),
+        role: object.role,
+        stored_size: object.stored_size,
+        plain_size: object.plain_size,
+        error,
+    }
+}
+
+/// Checks that the plaintext has the shape its role promises.
+fn check_content(
+    role: ObjectRole,
+    decoder: &mut DecodeReader,
+    files: Option<&FilesDetails>,
+) -> Result<()> {
+    let key = decoder.key().to_string();
+    let corrupt = |reason: String| Error::ObjectCorrupt {
+        key: key.clone(),
+        reason,
+    };
+    let read_error = |e: io::Error| corrupt(e.to_string());
+    match role {
+        ObjectRole::PgDump => {
+            let mut magic = [0u8; 5];
+            decoder.read_exact(&mut magic).map_err(read_error)?;
+            if &magic != b"PGDMP" {
+                return Err(corrupt("it is not a pg_dump custom-format archive".into()));
+            }
+        }
+        ObjectRole::Globals => {
+            let mut text = String::new();
+            decoder
+                .read_to_string(&mut text)
+                .map_err(|e| corrupt(format!("not SQL text: {e}")))?;
+        }
+        ObjectRole::Index => {
+            for (n, line) in io::BufReader::new(decoder).lines().enumerate() {
+                let line = line.map_err(read_error)?;
+                serde_json::from_str::<IndexEntry>(&line)
+                    .map_err(|e| corrupt(format!("index line {}: {e}", n + 1)))?;
+            }
+        }
+        ObjectRole::Tar => {
+            let mut archive = tar::Archive::new(decoder);
+            let (mut files_seen, mut bytes) = (0u64, 0u64);
+            for entry in archive.entries().map_err(read_error)? {
+                let mut entry = entry.map_err(read_error)?;
+                if entry.header().entry_type().is_file() {
+                    files_seen += 1;
+                    bytes += io::copy(&mut entry, &mut io::sink()).map_err(read_error)?;
+                }
+            }
+            if let Some(expected) = files
+                && (expected.files, expected.bytes) != (files_seen, bytes)
+            {
+                return Err(corrupt(format!(
+                    "it holds {files_seen} files / {bytes} bytes, the manifest says {} / {}",
+                    expected.files, expected.bytes
+                )));
+            }
+        }
+    }
+    Ok(())
+}

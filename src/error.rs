@@ -1,0 +1,278 @@
+//! Errors of the `dr` engine.
+//!
+//! Policy:
+//! - The library returns this typed [`Error`]; `anyhow` appears only at the binary's edge.
+//! - Every variant a user can cause says *what* failed and *on what* (a file, a source name, an object key,
+//!   a snapshot id) in its message, and [`Error::hint`] says what to do next. The CLI prints both and exits
+//!   with [`Error::exit_code`]: 2 for a bad invocation, 1 for everything else.
+//! - Messages never contain secrets: connection strings are shown redacted (see `pg::ConnInfo::redacted`),
+//!   and key material is never formatted.
+//! - A child tool's failure quotes the tail of its stderr, because that is where the real cause is.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command line was well-formed for clap but not for us (bad `--to`, unknown `--only` name, ...).
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("no configuration file found (looked for {})", display_paths(.searched))]
+    ConfigNotFound { searched: Vec<PathBuf> },
+
+    #[error("cannot read configuration file {}: {source}", .path.display())]
+    ConfigRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("configuration file {}: {message}", .path.display())]
+    ConfigParse { path: PathBuf, message: String },
+
+    /// A value that parsed but makes no sense (bad recipient, duplicate source name, ...).
+    #[error("invalid configuration: {0}")]
+    ConfigInvalid(String),
+
+    #[error("no encryption recipients configured")]
+    NoRecipients,
+
+    #[error("no identity configured: {action} needs the private key ([encryption] identity_file)")]
+    NoIdentity { action: &'static str },
+
+    #[error("cannot use identity file {}: {message}", .path.display())]
+    Identity { path: PathBuf, message: String },
+
+    #[error("the identity in {} cannot decrypt {what}: it was encrypted to other recipients", .path.display())]
+    WrongIdentity { path: PathBuf, what: String },
+
+    #[error("repository {location} is not initialized")]
+    RepositoryNotInitialized { location: String },
+
+    #[error("repository {location} already exists")]
+    RepositoryExists { location: String },
+
+    #[error("unsupported repository URL {url:?}: {reason}")]
+    RepositoryUrl { url: String, reason: String },
+
+    /// The storage backend failed on one object (I/O error, permission, disk full, ...).
+    #[error("repository {location}: {operation} {key}: {message}")]
+    Store {
+        location: String,
+        operation: &'static str,
+        key: String,
+        message: String,
+    },
+
+    #[error("object {key} is missing from the repository")]
+    ObjectMissing { key: String },
+
+    #[error("object {key} is corrupt: {reason}")]
+    ObjectCorrupt { key: String, reason: String },
+
+    #[error("no snapshot matches {selector:?}")]
+    SnapshotNotFound { selector: String },
+
+    #[error("snapshot id prefix {prefix:?} is ambiguous: it matches {}", .matches.join(", "))]
+    SnapshotAmbiguous {
+        prefix: String,
+        matches: Vec<String>,
+    },
+
+    #[error("the repository holds no snapshots")]
+    NoSnapshots,
+
+    #[error("database {target} (source {source_name:?}): {message}")]
+    Database {
+        source_name: String,
+        target: String,
+        message: String,
+    },
+
+    #[error("{program} failed ({status}){}", stderr_tail(.stderr))]
+    ChildFailed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("cannot find {tool}{}", .wanted.as_deref().map(|w| format!(" for PostgreSQL {w}")).unwrap_or_default())]
+    ToolNotFound {
+        tool: String,
+        wanted: Option<String>,
+    },
+
+    #[error("refusing to restore {source_name:?} into {target}: {what}")]
+    TargetNotEmpty {
+        source_name: String,
+        target: String,
+        what: String,
+    },
+
+    #[error("archive of {source_name:?} holds an unsafe entry {path:?}: {reason}")]
+    UnsafeArchiveEntry {
+        source_name: String,
+        path: String,
+        reason: String,
+    },
+
+    #[error("files source {source_name:?}: {message}")]
+    Files {
+        source_name: String,
+        message: String,
+    },
+
+    #[error("not enough free space in {}: the restore needs {need} and {have} is free", .dir.display())]
+    NotEnoughSpace {
+        dir: PathBuf,
+        need: String,
+        have: String,
+    },
+
+    #[error("restore of {failed} of {total} sources failed: {}", .details.join("; "))]
+    RestoreIncomplete {
+        failed: usize,
+        total: usize,
+        details: Vec<String>,
+    },
+
+    #[error("verification failed: {bad} of {total} snapshots have problems; first: {first}")]
+    VerifyFailed {
+        bad: usize,
+        total: usize,
+        first: String,
+    },
+
+    #[error("{what} differs from the original: {}", .differences.join(", "))]
+    Mismatch {
+        what: String,
+        differences: Vec<String>,
+    },
+
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Process exit code for this error: 2 for a bad invocation, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// What the user should do next, if there is anything more useful to say than the message.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Error::Usage(_) => "see `dr --help` or `dr <command> --help`".to_string(),
+            Error::ConfigNotFound { .. } => {
+                "pass --config FILE or set DR_CONFIG; docs/configuration.md has a full example".to_string()
+            }
+            Error::ConfigRead { .. } => "check the path and its permissions".to_string(),
+            Error::ConfigParse { .. } | Error::ConfigInvalid(_) => {
+                "fix the configuration; every key is described in docs/configuration.md".to_string()
+            }
+            Error::NoRecipients => {
+                "add age recipients to [encryption] recipients (or DR_RECIPIENTS); `dr keygen` makes a key pair"
+                    .to_string()
+            }
+            Error::NoIdentity { .. } => {
+                "set [encryption] identity_file or DR_IDENTITY_FILE to the file `dr keygen` wrote".to_string()
+            }
+            Error::Identity { .. } => {
+                "the file must hold an age identity (AGE-SECRET-KEY-1...) or an unencrypted ssh key".to_string()
+            }
+            Error::WrongIdentity { .. } => {
+                "use the identity whose public key is in [encryption] recipients at the time of the backup"
+                    .to_string()
+            }
+            Error::RepositoryNotInitialized { .. } => "run `dr init` first".to_string(),
+            Error::RepositoryExists { .. } => {
+                "the repository is ready to use; `dr snapshots` lists what it holds".to_string()
+            }
+            Error::RepositoryUrl { .. } => {
+                "use file:///absolute/path (or a plain path) for a local repository".to_string()
+            }
+            Error::Store { .. } => "check that the repository is reachable, writable and has free space".to_string(),
+            Error::ObjectMissing { .. } | Error::ObjectCorrupt { .. } | Error::VerifyFailed { .. } => {
+                "this snapshot cannot be trusted; restore an older one (`dr snapshots`) and run `dr verify --all`"
+                    .to_string()
+            }
+            Error::SnapshotNotFound { .. } | Error::NoSnapshots | Error::SnapshotAmbiguous { .. } => {
+                "`dr snapshots` lists the snapshots; --to takes latest, an id (or unique prefix), or an RFC 3339 time"
+                    .to_string()
+            }
+            Error::Database { .. } => {
+                "check the connection URL, that the server is up, and the credentials (.pgpass, PGPASSWORD)"
+                    .to_string()
+            }
+            Error::ChildFailed { program, .. } if program.starts_with("pg_") => {
+                "the tool's own message is quoted above; check the connection and the role's privileges".to_string()
+            }
+            Error::ChildFailed { .. } => return None,
+            Error::ToolNotFound { tool, wanted } => match wanted {
+                Some(v) => format!(
+                    "install the PostgreSQL {v} client tools (Debian: apt-get install postgresql-client-{v}) \
+                     or put {tool} on PATH"
+                ),
+                None => format!("install {tool} or put it on PATH"),
+            },
+            Error::TargetNotEmpty { .. } => {
+                "restore somewhere else with --into NAME=TARGET, or pass --force to overwrite".to_string()
+            }
+            Error::UnsafeArchiveEntry { .. } => {
+                "the archive was tampered with or not written by dr; nothing outside the target was touched".to_string()
+            }
+            Error::Files { .. } => {
+                "fix the permissions, or exclude the path in the source's `exclude` list".to_string()
+            }
+            Error::NotEnoughSpace { .. } => {
+                "free some space, set [restore] temp_dir to a larger disk, or pass --jobs 1 to stream without a \
+                 temporary file"
+                    .to_string()
+            }
+            Error::RestoreIncomplete { .. } => {
+                "the failed sources are named above; fix the cause and restore them again with --only NAME --force"
+                    .to_string()
+            }
+            Error::Mismatch { .. } => "run with -v for details; this is a bug or a broken restore".to_string(),
+            Error::Interrupted => "nothing was committed; run the command again".to_string(),
+            Error::Io { .. } => return None,
+        };
+        Some(hint)
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The last lines of a child's stderr, indented under the message.
+fn stderr_tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = &lines[lines.len().saturating_sub(12)..];
+    format!(":\n    {}", tail.join("\n    "))
+}

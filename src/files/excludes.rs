@@ -1,0 +1,81 @@
+//! Exclude patterns of a files source.
+//!
+//! A pattern without `/` matches a name at any depth (`*.tmp`, `.cache`); a pattern with `/` matches the path
+//! relative to the source root (`cache/**`, `/thumbs`; a leading `/` is optional). `*` stays inside one path
+//! component, `**` crosses them. An excluded directory is skipped with everything in it.
+
+use std::path::Path;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+#[derive(Debug, Clone)]
+pub struct Excludes {
+    by_name: GlobSet,
+    by_path: GlobSet,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
+        let mut by_name = GlobSetBuilder::new();
+        let mut by_path = GlobSetBuilder::new();
+        for pattern in patterns {
+            let anchored = pattern.trim_start_matches('/');
+            let glob = GlobBuilder::new(anchored)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("exclude pattern {pattern:?}: {e}"))?;
+            if pattern.contains('/') {
+                by_path.add(glob);
+            } else {
+                by_name.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| format!("exclude patterns: {e}"));
+        Ok(Excludes {
+            by_name: build(by_name)?,
+            by_path: build(by_path)?,
+        })
+    }
+
+    /// Whether `relative` (a path below the source root) is excluded.
+    pub fn is_excluded(&self, relative: &Path) -> bool {
+        let by_name = relative
+            .file_name()
+            .is_some_and(|name| self.by_name.is_match(name));
+        by_name || self.by_path.is_match(relative)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn excludes(patterns: &[&str]) -> Excludes {
+        Excludes::new(&patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn names_match_at_any_depth_and_paths_from_the_root() {
+        let e = excludes(&["*.tmp", "cache/**", "/thumbs"]);
+        assert!(e.is_excluded(Path::new("upload.tmp")));
+        assert!(e.is_excluded(Path::new("2026/11/upload.tmp")));
+        assert!(!e.is_excluded(Path::new("2026/11/upload.jpg")));
+        assert!(e.is_excluded(Path::new("cache/a/b.jpg")));
+        assert!(
+            !e.is_excluded(Path::new("cache")),
+            "the directory itself stays, empty"
+        );
+        assert!(
+            !e.is_excluded(Path::new("users/cache/x")),
+            "path patterns are anchored at the root"
+        );
+        assert!(e.is_excluded(Path::new("thumbs")));
+        assert!(!e.is_excluded(Path::new("a/thumbs")));
+    }
+
+    #[test]
+    fn bad_patterns_are_named() {
+        let err = Excludes::new(&["a[".to_string()]).unwrap_err();
+        assert!(err.contains("a["), "{err}");
+    }
+}

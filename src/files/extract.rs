@@ -1,0 +1,316 @@
+//! Restoring a tar stream into a directory, safely.
+//!
+//! - Every entry is checked before anything is written: no absolute paths, no `..`, no symlink pointing
+//!   outside the target, no device or FIFO entries. A bad entry fails the restore naming the entry.
+//! - Extraction goes into a hidden staging directory inside the target (`.dr-restore-*`, same filesystem, and
+//!   it works when the target is a mount point such as a Docker volume). Only when the whole stream was read
+//!   and checked are the staged entries renamed into place, so a corrupt or interrupted restore changes
+//!   nothing in the target.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+use filetime::FileTime;
+use tar::EntryType;
+
+use crate::error::{Error, Result};
+
+const STAGING_PREFIX: &str = ".dr-restore-";
+
+/// What a restore target directory looks like now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryState {
+    Missing,
+    Empty,
+    /// How many entries it has.
+    NotEmpty(usize),
+}
+
+/// Looks at a target directory (ignoring staging leftovers of an interrupted restore).
+pub fn inspect_directory(path: &Path) -> io::Result<DirectoryState> {
+    match fs::read_dir(path) {
+        Ok(entries) => {
+            let count = entries
+                .filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
+                .count();
+            Ok(if count == 0 {
+                DirectoryState::Empty
+            } else {
+                DirectoryState::NotEmpty(count)
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(DirectoryState::Missing),
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExtractSummary {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// One restore of a files source into a target directory.
+#[derive(Debug)]
+pub struct Extraction {
+    source_name: String,
+    target: PathBuf,
+    staging: Option<PathBuf>,
+}
+
+impl Extraction {
+    /// Creates the target if needed, and a fresh staging directory inside it.
+    pub fn prepare(source_name: &str, target: &Path) -> Result<Extraction> {
+        let fail = |e: io::Error| Error::Files {
+            source_name: source_name.to_string(),
+            message: format!("{}: {e}", target.display()),
+        };
+        fs::create_dir_all(target).map_err(fail)?;
+        let staging = target.join(format!("{STAGING_PREFIX}{:016x}", rand::random::<u64>()));
+        fs::create_dir(&staging).map_err(fail)?;
+        Ok(Extraction {
+            source_name: source_name.to_string(),
+            target: target.to_path_buf(),
+            staging: Some(staging),
+        })
+    }
+
+    fn staging(&self) -> &Path {
+        self.staging.as_deref().unwrap_or(&self.target)
+    }
+
+    fn unsafe_entry(&self, path: &Path, reason: &str) -> Error {
+        Error::UnsafeArchiveEntry {
+            source_name: self.source_name.clone(),
+            path: path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn io_error(&self, what: &str, e: io::Error) -> Error {
+        Error::Files {
+            source_name: self.source_name.clone(),
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    /// Extracts the whole stream into the staging directory.
+    pub fn extract(&self, reader: &mut dyn Read) -> Result<ExtractSummary> {
+        let staging = self.staging().to_path_buf();
+        let mut archive = tar::Archive::new(reader);
+        archive.set_preserve_permissions(true);
+        archive.set_preserve_mtime(true);
+        archive.set_preserve_ownerships(nix::unistd::Uid::effective().is_root());
+        archive.set_unpack_xattrs(false);
+        archive.set_overwrite(true);
+        let mut summary = ExtractSummary::default();
+        // Directory modes and times are applied last: adding files would change the times, and a read-only
+        // directory would refuse its own contents.
+        let mut directories: Vec<(PathBuf, u32, u64)> = Vec::new();
+        let entries = archive
+            .entries()
+            .map_err(|e| self.io_error("reading the archive", e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| self.io_error("reading the archive", e))?;
+            let raw_path = entry
+                .path()
+                .map_err(|e| self.io_error("reading an entry name", e))?
+                .into_owned();
+            let relative =
+                safe_relative(&raw_path).map_err(|reason| self.unsafe_entry(&raw_path, reason))?;
+            let header = entry.header();
+            let mode = header.mode().unwrap_or(0o755);
+            let mtime = header.mtime().unwrap_or(0);
+            match header.entry_type() {
+                EntryType::Directory => {
+                    let dir = staging.join(&relative);
+                    fs::create_dir_all(&dir)
+                        .map_err(|e| self.io_error(&relative.display().to_string(), e))?;
+                    directories.push((relative, mode, mtime));
+                    summary.directories += 1;
+                    continue;
+                }
+                EntryType::Symlink => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| self.io_error("reading a link target", e))?
+                        .ok_or_else(|| self.unsafe_entry(&raw_path, "symlink without a target"))?;
+                    if !link_stays_inside(&relative, &target) {
+                        return Err(self.unsafe_entry(
+                            &raw_path,
+                            &format!("symlink to {} points outside the target", target.display()),
+                        ));
+                    }
+                    summary.symlinks += 1;
+                }
+                EntryType::Link => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| self.io_error("reading a link target", e))?
+                        .ok_or_else(|| {
+                            self.unsafe_entry(&raw_path, "hard link without a target")
+                        })?;
+                    safe_relative(&target)
+                        .map_err(|reason| self.unsafe_entry(&raw_path, reason))?;
+                    summary.files += 1;
+                }
+                EntryType::Regular | EntryType::Continuous => {
+                    summary.files += 1;
+                    summary.bytes += header.size().unwrap_or(0);
+                }
+                EntryType::XHeader
+                | EntryType::XGlobalHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink => {
+                    continue;
+                }
+                other => {
+                    return Err(self.unsafe_entry(
+                        &raw_path,
+                        &format!("{other:?} entries are never written by dr"),
+                    ));
+                }
+            }
+            let unpacked = entry
+                .unpack_in(&staging)
+                .map_err(|e| self.io_error(&relative.display().to_string(), e))?;
+            if !unpacked {
+                return Err(self.unsafe_entry(&raw_path, "it would be written outside the target"));
+            }
+        }
+        directories.sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+        for (relative, mode, mtime) in directories {
+            let dir = staging.join(&relative);
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777))
+                .and_then(|()| {
+                    filetime::set_file_mtime(&dir, FileTime::from_unix_time(mtime as i64, 0))
+                })
+                .map_err(|e| self.io_error(&relative.display().to_string(), e))?;
+        }
+        Ok(summary)
+    }
+
+    /// Moves the staged tree into the target. With `replace`, whatever the target held is deleted first.
+    pub fn commit(mut self, replace: bool) -> Result<()> {
+        let staging = self.staging.clone().unwrap_or_default();
+        let staging_name = staging
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        let existing =
+            fs::read_dir(&self.target).map_err(|e| self.io_error("reading the target", e))?;
+        for entry in existing {
+            let entry = entry.map_err(|e| self.io_error("reading the target", e))?;
+            let name = entry.file_name();
+            let stale_staging = name.to_string_lossy().starts_with(STAGING_PREFIX);
+            if name == staging_name || !(replace || stale_staging) {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(|e| self.io_error(&format!("removing {}", path.display()), e))?;
+        }
+        let staged = fs::read_dir(&staging)
+            .map_err(|e| self.io_error("reading the staging directory", e))?;
+        for entry in staged {
+            let entry = entry.map_err(|e| self.io_error("reading the staging directory", e))?;
+            let destination = self.target.join(entry.file_name());
+            if fs::symlink_metadata(&destination).is_ok() {
+                return Err(self.io_error(
+                    &destination.display().to_string(),
+                    io::Error::new(io::ErrorKind::AlreadyExists, "appeared during the restore"),
+                ));
+            }
+            fs::rename(entry.path(), &destination)
+                .map_err(|e| self.io_error(&format!("moving into {}", destination.display()), e))?;
+        }
+        fs::remove_dir(&staging).map_err(|e| self.io_error("removing the staging directory", e))?;
+        self.staging = None;
+        Ok(())
+    }
+}
+
+impl Drop for Extraction {
+    fn drop(&mut self) {
+        // Not committed: the target is left exactly as it was.
+        if let Some(staging) = self.staging.take() {
+            let _ = fs::remove_dir_all(staging);
+        }
+    }
+}
+
+/// The entry path as a clean relative path, or why it is unsafe.
+fn safe_relative(path: &Path) -> std::result::Result<PathBuf, &'static str> {
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("the path contains `..`"),
+            Component::RootDir | Component::Prefix(_) => return Err("the path is absolute"),
+        }
+    }
+    if clean.as_os_str().is_empty() {
+        return Err("the path is empty");
+    }
+    Ok(clean)
+}
+
+/// Whether a symlink at `entry` (relative to the root) pointing to `target` resolves inside the root.
+fn link_stays_inside(entry: &Path, target: &Path) -> bool {
+    let mut depth = entry.components().count() as i64 - 1;
+    for component in target.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_paths_are_recognised() {
+        assert_eq!(
+            safe_relative(Path::new("./a/b")).unwrap(),
+            PathBuf::from("a/b")
+        );
+        assert!(safe_relative(Path::new("a/../../etc/passwd")).is_err());
+        assert!(safe_relative(Path::new("/etc/passwd")).is_err());
+        assert!(safe_relative(Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn symlinks_must_resolve_inside() {
+        assert!(link_stays_inside(Path::new("a/link"), Path::new("../b")));
+        assert!(link_stays_inside(Path::new("a/link"), Path::new("c/d")));
+        assert!(!link_stays_inside(
+            Path::new("a/link"),
+            Path::new("../../etc")
+        ));
+        assert!(!link_stays_inside(
+            Path::new("link"),
+            Path::new("/etc/passwd")
+        ));
+        assert!(!link_stays_inside(Path::new("link"), Path::new("..")));
+    }
+}

@@ -1,0 +1,13 @@
+//! Files sources: a directory tree as a tar stream (plus a per-file index), and back.
+
+mod archive;
+mod excludes;
+mod extract;
+mod index;
+mod listing;
+
+pub use archive::{ArchiveSummary, write_archive};
+pub use excludes::Excludes;
+pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
+pub use index::{EntryKind, IndexEntry};
+pub use listing::tree_listing;

@@ -1,0 +1,21 @@
+//! Everything that talks to PostgreSQL: connection strings, dr's own connections, the tools (pg_dump,
+//! pg_dumpall, pg_restore, initdb), the consistency snapshot, globals, restore targets, scratch servers.
+
+mod connect;
+mod conninfo;
+mod dump;
+mod globals;
+pub mod inspect;
+mod restore;
+pub mod scratch;
+pub mod tools;
+
+pub use connect::{ConnectError, connect, describe};
+pub use conninfo::{ConnInfo, Resolved};
+pub use dump::{
+    ExportedSnapshot, SnapshotFacts, is_password_permission_error, pg_dump_command,
+    pg_dumpall_command, quote_ident,
+};
+pub use globals::{GlobalsOutcome, split_statements};
+pub use restore::{DatabaseTarget, RestoreInput, TargetState, pg_restore_command};
+pub use scratch::{ScratchOptions, ScratchPostgres};

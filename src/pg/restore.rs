@@ -1,0 +1,207 @@
+//! What a database restore needs from PostgreSQL: is the target empty, create it if missing, apply globals,
+//! and the pg_restore command line.
+
+use std::path::Path;
+use std::process::Command;
+
+use tokio_postgres::Client;
+
+use super::connect::{ConnectError, connect, describe};
+use super::conninfo::ConnInfo;
+use super::dump::quote_ident;
+use super::globals::{self, GlobalsOutcome};
+use super::tools::Tool;
+use crate::error::{Error, Result};
+use crate::repo::manifest::PostgresDetails;
+
+/// The state of a restore target database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetState {
+    Missing,
+    Empty,
+    /// What is in it, e.g. "12 relations, 1 extension".
+    NotEmpty(String),
+}
+
+/// A database target of one restore, with the source name for messages.
+#[derive(Debug, Clone)]
+pub struct DatabaseTarget {
+    pub source_name: String,
+    pub conninfo: ConnInfo,
+}
+
+impl DatabaseTarget {
+    pub fn new(source_name: &str, conninfo: ConnInfo) -> DatabaseTarget {
+        DatabaseTarget {
+            source_name: source_name.to_string(),
+            conninfo,
+        }
+    }
+
+    pub fn redacted(&self) -> String {
+        self.conninfo.redacted()
+    }
+
+    fn error(&self, message: impl Into<String>) -> Error {
+        Error::Database {
+            source_name: self.source_name.clone(),
+            target: self.redacted(),
+            message: message.into(),
+        }
+    }
+
+    /// The database name libpq will use (explicit, else `PGDATABASE`, else the user name).
+    pub fn database_name(&self) -> String {
+        self.conninfo.resolve(&|key| std::env::var(key).ok()).dbname
+    }
+
+    /// Whether the target exists and holds anything a restore would collide with.
+    pub async fn inspect(&self) -> Result<TargetState> {
+        let client = match connect(&self.conninfo).await {
+            Ok(client) => client,
+            Err(ConnectError {
+                missing_database: true,
+                ..
+            }) => return Ok(TargetState::Missing),
+            Err(e) => return Err(self.error(e.message)),
+        };
+        let row = client
+            .query_one(
+                "SELECT
+                   (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                       AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp'),
+                   (SELECT count(*) FROM pg_namespace
+                     WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public') AND nspname !~ '^pg_'),
+                   (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
+                   (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'),
+                   (SELECT count(*) FROM pg_largeobject_metadata)",
+                &[],
+            )
+            .await
+            .map_err(|e| self.error(describe(&e)))?;
+        let kinds = [
+            "relations",
+            "schemas",
+            "functions",
+            "extensions",
+            "large objects",
+        ];
+        let found: Vec<String> = kinds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, kind)| {
+                let n: i64 = row.get(i);
+                (n > 0).then(|| format!("{n} {kind}"))
+            })
+            .collect();
+        Ok(if found.is_empty() {
+            TargetState::Empty
+        } else {
+            TargetState::NotEmpty(found.join(", "))
+        })
+    }
+
+    /// A connection to the same server's maintenance database (for CREATE DATABASE and globals).
+    async fn maintenance(&self) -> Result<Client> {
+        let mut last = String::new();
+        for dbname in ["postgres", "template1"] {
+            match connect(&self.conninfo.with("dbname", dbname)).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = e.message,
+            }
+        }
+        Err(self.error(format!(
+            "cannot reach the server's maintenance database: {last}"
+        )))
+    }
+
+    /// Creates the target database with the source's encoding and locale when this server has that locale,
+    /// else with the server's defaults (and a warning).
+    pub async fn create(&self, details: Option<&PostgresDetails>) -> Result<()> {
+        let client = self.maintenance().await?;
+        let name = quote_ident(&self.database_name());
+        let mut attempts = Vec::new();
+        if let Some(d) = details {
+            attempts.push(format!(
+                "CREATE DATABASE {name} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+                quote_literal(&d.encoding),
+                quote_literal(&d.collate),
+                quote_literal(&d.ctype)
+            ));
+            attempts.push(format!(
+                "CREATE DATABASE {name} TEMPLATE template0 ENCODING {}",
+                quote_literal(&d.encoding)
+            ));
+        }
+        attempts.push(format!("CREATE DATABASE {name} TEMPLATE template0"));
+        let mut failures = Vec::new();
+        for (i, sql) in attempts.iter().enumerate() {
+            match client.batch_execute(sql).await {
+                Ok(()) => {
+                    if i > 0 {
+                        tracing::warn!(
+                            source = %self.source_name,
+                            "created {name} with the server's default locale: {}",
+                            failures.join("; ")
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) => failures.push(describe(&e)),
+            }
+        }
+        Err(self.error(format!(
+            "cannot create the database: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// Applies `pg_dumpall --globals-only` output to the target's server.
+    pub async fn apply_globals(&self, sql: &str) -> Result<GlobalsOutcome> {
+        let client = self.maintenance().await?;
+        globals::apply(&client, sql)
+            .await
+            .map_err(|e| self.error(format!("applying roles: {}", describe(&e))))
+    }
+}
+
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// How pg_restore reads the archive.
+#[derive(Debug, Clone, Copy)]
+pub enum RestoreInput<'a> {
+    /// From stdin, in one transaction: a broken stream rolls everything back.
+    Stream,
+    /// From a staged file, with parallel jobs.
+    File { path: &'a Path, jobs: usize },
+}
+
+/// The pg_restore command for `target`. `clean` drops the archive's objects first (`--force`).
+pub fn pg_restore_command(
+    tool: &Tool,
+    target: &DatabaseTarget,
+    input: RestoreInput<'_>,
+    clean: bool,
+) -> Command {
+    let mut command = tool.command();
+    command
+        .arg("--no-password")
+        .arg(format!("--dbname={}", target.conninfo.for_child()))
+        .envs(target.conninfo.child_env());
+    if clean {
+        command.arg("--clean").arg("--if-exists");
+    }
+    match input {
+        RestoreInput::Stream => {
+            command.arg("--single-transaction").arg("--exit-on-error");
+        }
+        RestoreInput::File { path, jobs } => {
+            command.arg(format!("--jobs={jobs}")).arg(path);
+        }
+    }
+    command
+}

@@ -1,0 +1,273 @@
+//! Backup direction: bytes written to an [`EncodeWriter`] end up as one encrypted object in the store.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::{CHANNEL_CHUNKS, CHUNK_SIZE, Compression, Sealed, Tally};
+use crate::crypto::Recipients;
+use crate::error::{Error, Result};
+use crate::progress::ProgressTask;
+use crate::store::{ObjectWriter, Store};
+
+/// Messages from the encoding thread to the task that owns the store writer.
+enum Feed {
+    Data(Bytes),
+    /// The stream ended cleanly: make the object visible. Without it, the object is aborted.
+    Commit,
+}
+
+/// A `Write` that compresses, encrypts and hashes, and hands full chunks to the store.
+/// [`EncodeWriter::finish`] is mandatory: without it the object is aborted, never committed.
+pub struct EncodeWriter {
+    encoder:
+        zstd::stream::write::Encoder<'static, age::stream::StreamWriter<TallyWriter<ChunkSink>>>,
+    tally: Tally,
+    plain_size: u64,
+    progress: Arc<dyn ProgressTask>,
+}
+
+impl std::fmt::Debug for EncodeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodeWriter")
+            .field("plain_size", &self.plain_size)
+            .finish()
+    }
+}
+
+impl EncodeWriter {
+    fn new(
+        recipients: &Recipients,
+        compression: Compression,
+        sender: mpsc::Sender<Feed>,
+        progress: Arc<dyn ProgressTask>,
+    ) -> io::Result<EncodeWriter> {
+        let tally = Tally::default();
+        let sink = TallyWriter {
+            inner: ChunkSink {
+                buffer: BytesMut::with_capacity(CHUNK_SIZE),
+                sender,
+            },
+            tally: tally.clone(),
+        };
+        let encrypted = recipients.encrypt(sink)?;
+        let mut encoder = zstd::stream::write::Encoder::new(encrypted, compression.level)?;
+        encoder.include_checksum(true)?;
+        let threads = compression.worker_threads();
+        if threads > 1 {
+            encoder.multithread(threads)?;
+        }
+        Ok(EncodeWriter {
+            encoder,
+            tally,
+            plain_size: 0,
+            progress,
+        })
+    }
+
+    /// Bytes written so far, before compression.
+    pub fn plain_size(&self) -> u64 {
+        self.plain_size
+    }
+
+    /// Ends the zstd frame and the age stream and queues the commit.
+    pub fn finish(self) -> io::Result<Sealed> {
+        let encrypted = self.encoder.finish()?;
+        let sink = encrypted.finish()?;
+        let (stored_size, sha256) = self.tally.finish();
+        sink.inner.commit()?;
+        Ok(Sealed {
+            stored_size,
+            sha256,
+            plain_size: self.plain_size,
+        })
+    }
+}
+
+impl Write for EncodeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.encoder.write(buf)?;
+        self.plain_size += n as u64;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Flushing zstd mid-stream would only cost ratio; chunks move on their own when full.
+        Ok(())
+    }
+}
+
+struct TallyWriter<W> {
+    inner: W,
+    tally: Tally,
+}
+
+impl<W: Write> Write for TallyWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.tally.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Collects bytes into [`CHUNK_SIZE`] pieces and sends them, blocking when the channel is full: this is the
+/// backpressure that keeps a fast source from outrunning a slow store.
+struct ChunkSink {
+    buffer: BytesMut,
+    sender: mpsc::Sender<Feed>,
+}
+
+impl ChunkSink {
+    fn send(&self, feed: Feed) -> io::Result<()> {
+        self.sender.blocking_send(feed).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the store stopped accepting data",
+            )
+        })
+    }
+
+    fn commit(mut self) -> io::Result<()> {
+        if !self.buffer.is_empty() {
+            let rest = self.buffer.split().freeze();
+            self.send(Feed::Data(rest))?;
+        }
+        self.send(Feed::Commit)
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = CHUNK_SIZE - self.buffer.len();
+        let n = buf.len().min(room);
+        self.buffer.extend_from_slice(&buf[..n]);
+        if self.buffer.len() == CHUNK_SIZE {
+            let chunk = self.buffer.split().freeze();
+            self.buffer.reserve(CHUNK_SIZE);
+            self.send(Feed::Data(chunk))?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Receives chunks and writes them to the store; commits only on [`Feed::Commit`].
+async fn drive(
+    mut writer: Box<dyn ObjectWriter>,
+    mut receiver: mpsc::Receiver<Feed>,
+) -> Result<()> {
+    loop {
+        match receiver.recv().await {
+            Some(Feed::Data(chunk)) => {
+                if let Err(e) = writer.write(chunk).await {
+                    // Close the channel first so the encoder stops at its next send.
+                    drop(receiver);
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+            }
+            Some(Feed::Commit) => return writer.finish().await,
+            None => {
+                // The producer stopped without committing: it failed, and says why itself.
+                writer.abort().await?;
+                return Err(Error::Interrupted);
+            }
+        }
+    }
+}
+
+/// An upload in progress: the store side, running as its own task.
+#[derive(Debug)]
+pub struct UploadHandle {
+    task: tokio::task::JoinHandle<Result<()>>,
+    key: String,
+}
+
+impl UploadHandle {
+    /// Waits for the store side: `Ok` once the object is committed (after [`EncodeWriter::finish`]).
+    pub async fn wait(self) -> Result<()> {
+        self.task
+            .await
+            .map_err(|e| Error::io(format!("uploading {}", self.key), io::Error::other(e)))?
+    }
+}
+
+/// Starts one object upload: write the plaintext into the returned writer (on a blocking thread), call
+/// [`EncodeWriter::finish`], then [`UploadHandle::wait`]. Dropping the writer unfinished aborts the object.
+pub async fn begin_upload(
+    store: &dyn Store,
+    key: &str,
+    recipients: &Recipients,
+    compression: Compression,
+    progress: Arc<dyn ProgressTask>,
+) -> Result<(EncodeWriter, UploadHandle)> {
+    let writer = store.put_stream(key).await?;
+    let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+    let task = tokio::spawn(drive(writer, receiver));
+    let encoder = EncodeWriter::new(recipients, compression, sender, progress)
+        .map_err(|e| crate::store::store_error(store.location(), "write", key, e))?;
+    Ok((
+        encoder,
+        UploadHandle {
+            task,
+            key: key.to_string(),
+        },
+    ))
+}
+
+/// Combines a producer's outcome with its uploads' outcomes into the root cause: a store failure first (the
+/// producer then only saw a broken pipe), the producer's own failure otherwise.
+pub async fn settle<T>(produced: Result<T>, uploads: Vec<UploadHandle>) -> Result<T> {
+    let mut store_failure = None;
+    for upload in uploads {
+        if let Err(e) = upload.wait().await
+            && !matches!(e, Error::Interrupted)
+        {
+            store_failure.get_or_insert(e);
+        }
+    }
+    match (produced, store_failure) {
+        (_, Some(store_error)) => Err(store_error),
+        (produced, None) => produced,
+    }
+}
+
+/// Streams one object into the store: `produce` runs on a blocking thread and writes the plaintext.
+/// The object is committed only when `produce` returned `Ok` and every byte reached the store.
+pub async fn upload<T, F>(
+    store: &dyn Store,
+    key: &str,
+    recipients: &Recipients,
+    compression: Compression,
+    progress: Arc<dyn ProgressTask>,
+    produce: F,
+) -> Result<(T, Sealed)>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut EncodeWriter) -> Result<T> + Send + 'static,
+{
+    let (mut writer, handle) = begin_upload(store, key, recipients, compression, progress).await?;
+    let location = store.location().to_string();
+    let key_owned = key.to_string();
+    let produced = tokio::task::spawn_blocking(move || {
+        let value = produce(&mut writer)?;
+        let sealed = writer
+            .finish()
+            .map_err(|e| crate::store::store_error(&location, "write", &key_owned, e))?;
+        Ok((value, sealed))
+    })
+    .await
+    .map_err(|e| Error::io(format!("encoding {key}"), io::Error::other(e)))
+    .and_then(|r| r);
+    settle(produced, vec![handle]).await
+}

@@ -1,0 +1,113 @@
+//! The streaming data path between a source (pg_dump, a tar stream) and the store.
+//!
+//! ```text
+//! backup:   source ──Write──▶ zstd ─▶ age ─▶ sha256+count ─▶ 1 MiB chunks ─▶ bounded channel ─▶ ObjectWriter
+//!           (blocking thread: compression and encryption are CPU work)                (async task)
+//! restore:  ObjectReader ─▶ sync bridge ─▶ sha256+count ─▶ age ─▶ zstd ──Read──▶ consumer (pg_restore, tar, file)
+//! ```
+//!
+//! Memory is bounded by fixed budgets: the channel holds at most [`CHANNEL_CHUNKS`] chunks of [`CHUNK_SIZE`],
+//! age works in 64 KiB chunks, and zstd's buffers depend on the level and thread count, never on the data size.
+//! The SHA-256 is taken over the stored (encrypted) bytes, so `sha256sum` on an object checks it without a key.
+
+mod child;
+mod decode;
+mod encode;
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+pub use child::{ChildFailure, ChildReader, ChildWriter, child_failure};
+pub use decode::{DecodeReader, download, open_decoder};
+pub use encode::{EncodeWriter, UploadHandle, begin_upload, settle, upload};
+
+/// Size of the pieces handed to the store.
+pub const CHUNK_SIZE: usize = 1 << 20;
+/// Chunks in flight between the encoder thread and the store.
+pub const CHANNEL_CHUNKS: usize = 4;
+
+/// zstd settings for the encoder.
+#[derive(Debug, Clone, Copy)]
+pub struct Compression {
+    pub level: i32,
+    /// Worker threads; 0 means one per CPU.
+    pub threads: u32,
+}
+
+impl Compression {
+    pub fn from_config(config: &crate::config::CompressionConfig) -> Compression {
+        Compression {
+            level: config.level,
+            threads: config.threads,
+        }
+    }
+
+    fn worker_threads(&self) -> u32 {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    }
+}
+
+/// What the pipeline learned about one stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// Bytes in the store (the age file).
+    pub stored_size: u64,
+    /// SHA-256 of the stored bytes, lowercase hex.
+    pub sha256: String,
+    /// Bytes of the source stream before compression.
+    pub plain_size: u64,
+}
+
+/// Running SHA-256 and byte count over a stream, shared between the layer that sees the bytes and the code
+/// that reads the result at the end (the layers own their inner streams, so the tally cannot be reached by
+/// unwrapping them).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tally {
+    inner: Arc<Mutex<TallyState>>,
+}
+
+#[derive(Debug, Default)]
+struct TallyState {
+    hasher: Sha256,
+    bytes: u64,
+    /// The first error from the layer under the tally (the store), as opposed to the layers above it.
+    source_error: Option<String>,
+}
+
+impl Tally {
+    fn update(&self, data: &[u8]) {
+        let mut state = self.lock();
+        state.hasher.update(data);
+        state.bytes += data.len() as u64;
+    }
+
+    fn record_source_error(&self, e: &io::Error) {
+        self.lock()
+            .source_error
+            .get_or_insert_with(|| e.to_string());
+    }
+
+    fn source_error(&self) -> Option<String> {
+        self.lock().source_error.clone()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    fn finish(&self) -> (u64, String) {
+        let state = self.lock();
+        (state.bytes, hex::encode(state.hasher.clone().finalize()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TallyState> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

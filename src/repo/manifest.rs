@@ -1,0 +1,214 @@
+//! The manifest: one JSON object per snapshot, written last, the snapshot's commit point.
+//!
+//! What listing, retention and integrity checks need (ids, times, sizes, hashes, object keys) is plain JSON,
+//! readable without the identity. What describes user data (database and table names, row counts, file counts,
+//! paths) is in `private`: age-encrypted JSON in ASCII armor. docs/repository-format.md is the reference.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::snapshot_id::SnapshotId;
+use crate::pipeline::Sealed;
+
+/// Version of the repository format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: SnapshotId,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub hostname: String,
+    pub dr_version: String,
+    pub sources: Vec<SourceEntry>,
+    /// [`PrivateManifest`] as JSON, age-encrypted to the repository's recipients, ASCII-armored.
+    pub private: String,
+}
+
+impl Manifest {
+    pub fn source(&self, name: &str) -> Option<&SourceEntry> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn stored_size(&self) -> u64 {
+        self.sources.iter().map(SourceEntry::stored_size).sum()
+    }
+
+    pub fn objects(&self) -> impl Iterator<Item = &ObjectEntry> {
+        self.sources.iter().flat_map(|s| s.objects.iter())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Postgres,
+    Files,
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceKind::Postgres => "postgres",
+            SourceKind::Files => "files",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceEntry {
+    pub name: String,
+    pub kind: SourceKind,
+    /// The instant the data describes: the database snapshot's `now()`, or when the file walk began.
+    pub consistent_at: DateTime<Utc>,
+    pub objects: Vec<ObjectEntry>,
+}
+
+impl SourceEntry {
+    pub fn stored_size(&self) -> u64 {
+        self.objects.iter().map(|o| o.stored_size).sum()
+    }
+
+    pub fn object(&self, role: ObjectRole) -> Option<&ObjectEntry> {
+        self.objects.iter().find(|o| o.role == role)
+    }
+}
+
+/// What an object holds, and so how to read it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectRole {
+    /// `pg_dump --format=custom --compress=0` output.
+    PgDump,
+    /// `pg_dumpall --globals-only` output (SQL).
+    Globals,
+    /// A tar stream of a files source.
+    Tar,
+    /// One JSON line per tar entry: path, type, size, mode, mtime, SHA-256.
+    Index,
+}
+
+impl ObjectRole {
+    /// The object's file name inside its snapshot and source.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ObjectRole::PgDump => "pg_dump.zst.age",
+            ObjectRole::Globals => "globals.sql.zst.age",
+            ObjectRole::Tar => "files.tar.zst.age",
+            ObjectRole::Index => "index.jsonl.zst.age",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub role: ObjectRole,
+    /// Size in the store (of the age file).
+    pub stored_size: u64,
+    /// SHA-256 of the stored bytes, lowercase hex.
+    pub sha256: String,
+    /// Size of the stream before compression and encryption.
+    pub plain_size: u64,
+}
+
+impl ObjectEntry {
+    pub fn new(key: String, role: ObjectRole, sealed: Sealed) -> ObjectEntry {
+        ObjectEntry {
+            key,
+            role,
+            stored_size: sealed.stored_size,
+            sha256: sealed.sha256,
+            plain_size: sealed.plain_size,
+        }
+    }
+
+    /// What a read of this object must produce.
+    pub fn expected(&self) -> Sealed {
+        Sealed {
+            stored_size: self.stored_size,
+            sha256: self.sha256.clone(),
+            plain_size: self.plain_size,
+        }
+    }
+}
+
+/// The encrypted half: facts about the data itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrivateManifest {
+    pub sources: Vec<SourceDetails>,
+}
+
+impl PrivateManifest {
+    pub fn postgres(&self, name: &str) -> Option<&PostgresDetails> {
+        self.sources.iter().find_map(|s| match s {
+            SourceDetails::Postgres(p) if p.name == name => Some(p),
+            _ => None,
+        })
+    }
+
+    pub fn files(&self, name: &str) -> Option<&FilesDetails> {
+        self.sources.iter().find_map(|s| match s {
+            SourceDetails::Files(f) if f.name == name => Some(f),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceDetails {
+    Postgres(PostgresDetails),
+    Files(FilesDetails),
+}
+
+/// Facts read inside the same exported snapshot that pg_dump used: they describe exactly the dumped data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostgresDetails {
+    pub name: String,
+    pub database: String,
+    pub server_version: String,
+    pub server_version_num: i32,
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    pub pg_dump_version: String,
+    /// Exact row count of every table pg_dump dumps data for.
+    pub tables: Vec<TableRows>,
+    pub globals: Option<GlobalsDetails>,
+}
+
+impl PostgresDetails {
+    pub fn server_major(&self) -> u32 {
+        (self.server_version_num / 10_000) as u32
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    pub schema: String,
+    pub table: String,
+    pub rows: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalsDetails {
+    /// False when the role could not read password hashes and `--no-role-passwords` was used.
+    pub role_passwords: bool,
+    /// Roles of the cluster at backup time (without the built-in `pg_*` roles).
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilesDetails {
+    pub name: String,
+    pub root: String,
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    /// Sum of regular files' sizes.
+    pub bytes: u64,
+    /// Entries left out, with the reason (vanished during the walk, special files).
+    pub skipped: Vec<String>,
+}

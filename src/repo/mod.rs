@@ -1,0 +1,304 @@
+//! The repository: what keys mean, how snapshots are found, and the commit rule.
+//!
+//! Layout (docs/repository-format.md is the reference):
+//! ```text
+//! config.json                                  format version and repository id (plain JSON)
+//! objects/<snapshot>/<source>/<role file>      data: age(zstd(stream))
+//! snapshots/<snapshot>.json                    the manifest, written last: its presence *is* the commit
+//! ```
+//! Objects of a snapshot whose manifest was never written belong to no snapshot: nothing lists or restores
+//! them, and a failed backup deletes them on its way out (prune sweeps up after a crash).
+
+pub mod manifest;
+pub mod snapshot_id;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Identities, Recipients};
+use crate::error::{Error, Result};
+use crate::store::{self, Store};
+use manifest::{FORMAT_VERSION, Manifest, ObjectRole, PrivateManifest};
+use snapshot_id::{Selector, SnapshotId};
+
+const CONFIG_KEY: &str = "config.json";
+const SNAPSHOTS_PREFIX: &str = "snapshots/";
+const OBJECTS_PREFIX: &str = "objects/";
+/// Manifests are small (sizes and hashes); anything bigger is not one of ours.
+const MANIFEST_LIMIT: u64 = 64 << 20;
+
+/// The repository's own small config object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RepositoryInfo {
+    format: u32,
+    id: String,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Repository {
+    store: Arc<dyn Store>,
+}
+
+impl Repository {
+    /// Creates a repository in an empty location.
+    pub async fn init(store: Arc<dyn Store>) -> Result<Repository> {
+        if store.head(CONFIG_KEY).await?.is_some() {
+            return Err(Error::RepositoryExists {
+                location: store.location().to_string(),
+            });
+        }
+        let info = RepositoryInfo {
+            format: FORMAT_VERSION,
+            id: format!("{:032x}", rand::random::<u128>()),
+            created_at: Utc::now(),
+        };
+        let json = serde_json::to_vec_pretty(&info)
+            .map_err(|e| Error::io("encoding config.json", e.into()))?;
+        store.put(CONFIG_KEY, Bytes::from(json)).await?;
+        Ok(Repository { store })
+    }
+
+    /// Opens an initialized repository.
+    pub async fn open(store: Arc<dyn Store>) -> Result<Repository> {
+        let bytes = match store::get_bytes(store.as_ref(), CONFIG_KEY, 1 << 20).await {
+            Ok(bytes) => bytes,
+            Err(Error::ObjectMissing { .. }) => {
+                return Err(Error::RepositoryNotInitialized {
+                    location: store.location().to_string(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let info: RepositoryInfo =
+            serde_json::from_slice(&bytes).map_err(|e| Error::ObjectCorrupt {
+                key: CONFIG_KEY.to_string(),
+                reason: e.to_string(),
+            })?;
+        if info.format > FORMAT_VERSION {
+            return Err(Error::ObjectCorrupt {
+                key: CONFIG_KEY.to_string(),
+                reason: format!(
+                    "repository format {} is newer than this dr understands ({FORMAT_VERSION}); upgrade dr",
+                    info.format
+                ),
+            });
+        }
+        Ok(Repository { store })
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn location(&self) -> &str {
+        self.store.location()
+    }
+
+    pub fn object_key(snapshot: &SnapshotId, source: &str, role: ObjectRole) -> String {
+        format!("{OBJECTS_PREFIX}{snapshot}/{source}/{}", role.file_name())
+    }
+
+    fn manifest_key(snapshot: &SnapshotId) -> String {
+        format!("{SNAPSHOTS_PREFIX}{snapshot}.json")
+    }
+
+    /// Ids of every committed snapshot, oldest first.
+    pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let mut ids: Vec<SnapshotId> = self
+            .store
+            .list(SNAPSHOTS_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta
+                    .key
+                    .strip_prefix(SNAPSHOTS_PREFIX)?
+                    .strip_suffix(".json")?;
+                name.parse().ok()
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub async fn manifest(&self, id: &SnapshotId) -> Result<Manifest> {
+        let key = Self::manifest_key(id);
+        let bytes = store::get_bytes(self.store(), &key, MANIFEST_LIMIT).await?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::ObjectCorrupt {
+                key: key.clone(),
+                reason: format!("not a valid manifest: {e}"),
+            })?;
+        if &manifest.id != id {
+            return Err(Error::ObjectCorrupt {
+                key,
+                reason: format!("it describes snapshot {}", manifest.id),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Every committed snapshot's manifest, oldest first.
+    pub async fn manifests(&self) -> Result<Vec<Manifest>> {
+        let mut manifests = Vec::new();
+        for id in self.snapshot_ids().await? {
+            manifests.push(self.manifest(&id).await?);
+        }
+        Ok(manifests)
+    }
+
+    /// Decrypts a manifest's private half.
+    pub fn private(&self, manifest: &Manifest, identities: &Identities) -> Result<PrivateManifest> {
+        let what = format!("the manifest of snapshot {}", manifest.id);
+        let json = identities.open(&manifest.private, &what)?;
+        serde_json::from_slice(&json).map_err(|e| Error::ObjectCorrupt {
+            key: Self::manifest_key(&manifest.id),
+            reason: format!("private part: {e}"),
+        })
+    }
+
+    /// Encrypts the private half for a manifest under construction.
+    pub fn seal_private(recipients: &Recipients, private: &PrivateManifest) -> Result<String> {
+        let json =
+            serde_json::to_vec(private).map_err(|e| Error::io("encoding manifest", e.into()))?;
+        recipients
+            .seal(&json)
+            .map_err(|e| Error::io("encrypting the manifest", e))
+    }
+
+    /// Writes the manifest: from this moment the snapshot exists.
+    pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
+        let json = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| Error::io("encoding manifest", e.into()))?;
+        self.store
+            .put(&Self::manifest_key(&manifest.id), Bytes::from(json))
+            .await
+    }
+
+    /// Deletes the objects of a snapshot that was never committed (best effort: prune catches the rest).
+    pub async fn discard_uncommitted(&self, id: &SnapshotId) {
+        if self
+            .store
+            .head(&Self::manifest_key(id))
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return;
+        }
+        let prefix = format!("{OBJECTS_PREFIX}{id}/");
+        let Ok(objects) = self.store.list(&prefix).await else {
+            return;
+        };
+        for object in objects {
+            if let Err(e) = self.store.delete(&object.key).await {
+                tracing::warn!(key = %object.key, error = %e, "could not delete an object of a failed backup");
+            }
+        }
+    }
+
+    /// Finds the snapshot `selector` names.
+    pub async fn resolve(&self, selector: &Selector) -> Result<SnapshotId> {
+        let ids = self.snapshot_ids().await?;
+        resolve_in(&ids, selector)
+    }
+}
+
+fn resolve_in(ids: &[SnapshotId], selector: &Selector) -> Result<SnapshotId> {
+    if ids.is_empty() {
+        return Err(Error::NoSnapshots);
+    }
+    let not_found = || Error::SnapshotNotFound {
+        selector: selector.to_string(),
+    };
+    match selector {
+        Selector::Latest => ids.last().cloned().ok_or_else(not_found),
+        Selector::AtOrBefore(time) => ids
+            .iter()
+            .rev()
+            .find(|id| id.time() <= *time)
+            .cloned()
+            .ok_or_else(not_found),
+        Selector::Id(prefix) => {
+            if let Some(exact) = ids.iter().find(|id| id.as_str() == prefix) {
+                return Ok(exact.clone());
+            }
+            let matches: Vec<&SnapshotId> = ids
+                .iter()
+                .filter(|id| id.as_str().starts_with(prefix.as_str()))
+                .collect();
+            match matches.as_slice() {
+                [] => Err(not_found()),
+                [one] => Ok((*one).clone()),
+                many => Err(Error::SnapshotAmbiguous {
+                    prefix: prefix.clone(),
+                    matches: many.iter().map(|id| id.to_string()).collect(),
+                }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn ids(texts: &[&str]) -> Vec<SnapshotId> {
+        texts.iter().map(|t| t.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn selectors_resolve_against_a_timeline() {
+        let all = ids(&[
+            "20261120T010000Z-aaaaaa",
+            "20261121T010000Z-bbbbbb",
+            "20261121T020000Z-cccccc",
+        ]);
+        let pick = |s: &str| resolve_in(&all, &s.parse().unwrap()).map(|id| id.to_string());
+        assert_eq!(pick("latest").unwrap(), "20261121T020000Z-cccccc");
+        assert_eq!(
+            pick("2026-11-21T01:30:00Z").unwrap(),
+            "20261121T010000Z-bbbbbb"
+        );
+        assert_eq!(
+            pick("2026-11-21T01:00:00Z").unwrap(),
+            "20261121T010000Z-bbbbbb"
+        );
+        assert!(matches!(
+            pick("2026-11-19T00:00:00Z"),
+            Err(Error::SnapshotNotFound { .. })
+        ));
+        assert_eq!(pick("20261120").unwrap(), "20261120T010000Z-aaaaaa");
+        assert!(matches!(
+            pick("20261121"),
+            Err(Error::SnapshotAmbiguous { .. })
+        ));
+        assert!(matches!(pick("2027"), Err(Error::SnapshotNotFound { .. })));
+        assert!(matches!(
+            resolve_in(&[], &Selector::Latest),
+            Err(Error::NoSnapshots)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_repository_is_initialized_once_and_must_be_initialized_to_open() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        assert!(matches!(
+            Repository::open(store.clone()).await,
+            Err(Error::RepositoryNotInitialized { .. })
+        ));
+        Repository::init(store.clone()).await.unwrap();
+        assert!(matches!(
+            Repository::init(store.clone()).await,
+            Err(Error::RepositoryExists { .. })
+        ));
+        let repo = Repository::open(store).await.unwrap();
+        assert!(repo.snapshot_ids().await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,272 @@
+//! A repository in a local directory (or a mounted network filesystem).
+//!
+//! Visibility comes from `rename`: every object is written to a hidden sibling (`.NAME.partial-RANDOM`),
+//! synced, and renamed into place, then the directory is synced. A crash leaves at most a hidden partial file,
+//! which `list` never shows.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncWriteExt;
+
+use super::{ObjectMeta, ObjectReader, ObjectWriter, Store, check_key, store_error};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+    location: String,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> LocalStore {
+        let root = root.into();
+        let location = root.display().to_string();
+        LocalStore { root, location }
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn error(&self, operation: &'static str, key: &str, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::NotFound && operation == "read" {
+            return Error::ObjectMissing {
+                key: key.to_string(),
+            };
+        }
+        store_error(&self.location, operation, key, e)
+    }
+
+    /// Creates a hidden temporary file beside `path`.
+    async fn create_partial(&self, key: &str, path: &Path) -> Result<(tokio::fs::File, PathBuf)> {
+        let parent = path.parent().unwrap_or(&self.root);
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| self.error("write", key, e))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        let partial = parent.join(format!(".{name}.partial-{:016x}", rand::random::<u64>()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+            .await
+            .map_err(|e| self.error("write", key, e))?;
+        Ok((file, partial))
+    }
+}
+
+/// Syncs a file's contents, renames it into place and syncs the directory, so the rename survives a crash.
+async fn commit(file: tokio::fs::File, partial: &Path, path: &Path) -> io::Result<()> {
+    file.sync_all().await?;
+    drop(file);
+    tokio::fs::rename(partial, path).await?;
+    if let Some(parent) = path.parent() {
+        tokio::fs::File::open(parent).await?.sync_all().await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path_of(key)?;
+        let (mut file, partial) = self.create_partial(key, &path).await?;
+        let result = async {
+            file.write_all(&data).await?;
+            commit(file, &partial, &path).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(self.error("write", key, e));
+        }
+        Ok(())
+    }
+
+    async fn put_stream(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        let path = self.path_of(key)?;
+        let (file, partial) = self.create_partial(key, &path).await?;
+        Ok(Box::new(LocalWriter {
+            store: self.clone(),
+            key: key.to_string(),
+            file,
+            partial,
+            path,
+        }))
+    }
+
+    async fn get(&self, key: &str) -> Result<ObjectReader> {
+        let path = self.path_of(key)?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| self.error("read", key, e))?;
+        // Reads of 1 MiB keep the number of blocking-pool round trips low on large objects.
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(1 << 20, file)))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let path = self.path_of(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(object_meta(key.to_string(), &meta))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error("stat", key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        // Walk only the deepest directory the prefix names, not the whole repository.
+        let dir_part = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.path_of(dir_part)?
+        };
+        let root = self.root.clone();
+        let prefix_owned = prefix.to_string();
+        let location = self.location.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            if !start.exists() {
+                return Ok(found);
+            }
+            let walker = walkdir::WalkDir::new(&start)
+                .sort_by_file_name()
+                .into_iter()
+                // Hidden entries are partial uploads (or not ours); they are never objects.
+                .filter_entry(|e| {
+                    e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
+                });
+            for entry in walker {
+                let entry = entry.map_err(|e| store_error(&location, "list", &prefix_owned, e))?;
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let Ok(relative) = entry.path().strip_prefix(&root) else {
+                    continue;
+                };
+                let Some(key) = relative.to_str().map(str::to_string) else {
+                    continue;
+                };
+                if !key.starts_with(&prefix_owned) {
+                    continue;
+                }
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| store_error(&location, "list", &key, e))?;
+                found.push(object_meta(key, &meta));
+            }
+            found.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(found)
+        })
+        .await
+        .map_err(|e| store_error(&self.location, "list", prefix, e))?
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.error("delete", key, e)),
+        }
+        // Tidy up directories the delete emptied; a non-empty directory simply stays.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+}
+
+fn object_meta(key: String, meta: &std::fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        key,
+        size: meta.len(),
+        modified: meta.modified().ok().map(DateTime::<Utc>::from),
+    }
+}
+
+struct LocalWriter {
+    store: LocalStore,
+    key: String,
+    file: tokio::fs::File,
+    partial: PathBuf,
+    path: PathBuf,
+}
+
+#[async_trait]
+impl ObjectWriter for LocalWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.file
+            .write_all(&chunk)
+            .await
+            .map_err(|e| self.store.error("write", &self.key, e))
+    }
+
+    async fn finish(self: Box<Self>) -> Result<()> {
+        let LocalWriter {
+            store,
+            key,
+            mut file,
+            partial,
+            path,
+        } = *self;
+        let result = async {
+            file.flush().await?;
+            commit(file, &partial, &path).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(store.error("write", &key, e));
+        }
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        drop(self.file);
+        match tokio::fs::remove_file(&self.partial).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.store.error("delete", &self.key, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_store_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::conformance::run(&LocalStore::new(dir.path())).await;
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_writer_leaves_only_a_hidden_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut writer = store.put_stream("objects/a/b").await.unwrap();
+        writer.write(Bytes::from_static(b"half")).await.unwrap();
+        drop(writer);
+        assert!(store.list("").await.unwrap().is_empty());
+        assert!(store.head("objects/a/b").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,168 @@
+//! Object storage behind one async trait.
+//!
+//! A [`Store`] is a flat namespace of keys (`/`-separated, relative, no `.` or `..` components) holding
+//! immutable objects. The repository layer decides what the keys mean; a store only moves bytes.
+//!
+//! Two rules every implementation keeps, because the repository's crash safety rests on them:
+//! - an object becomes visible (to `get`, `head`, `list`) only when its writer's `finish` succeeded, whole;
+//!   an aborted, dropped or crashed writer leaves nothing visible under the key;
+//! - `put` is atomic: readers see the old state or the whole new object, never a part.
+//!
+//! Implementations: [`LocalStore`] (a directory), [`MemoryStore`] (tests). All pass [`conformance::run`].
+
+pub mod conformance;
+mod local;
+mod memory;
+
+use std::fmt;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::error::{Error, Result};
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+
+/// A streaming read of one object.
+pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Where the store is, for messages (never contains credentials).
+    fn location(&self) -> &str;
+
+    /// Writes a small object atomically.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+
+    /// Starts a streaming upload; nothing is visible until [`ObjectWriter::finish`] returns.
+    async fn put_stream(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
+
+    /// Opens an object for streaming; a missing key is [`Error::ObjectMissing`].
+    async fn get(&self, key: &str) -> Result<ObjectReader>;
+
+    /// Size and time of an object, or `None` when it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+
+    /// Every visible object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Removes an object; removing a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// One object being written, chunk by chunk.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+
+    /// Makes the object visible under its key, durably.
+    async fn finish(self: Box<Self>) -> Result<()>;
+
+    /// Discards everything written; the key is left as it was.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// Reads a whole (small) object into memory, refusing anything larger than `limit` bytes.
+pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u8>> {
+    let reader = store.get(key).await?;
+    let mut buf = Vec::new();
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| store_error(store.location(), "read", key, e))?;
+    if buf.len() as u64 > limit {
+        return Err(Error::ObjectCorrupt {
+            key: key.to_string(),
+            reason: format!("larger than the {limit} bytes such an object can have"),
+        });
+    }
+    Ok(buf)
+}
+
+/// Opens the store named by a repository URL: `file:///abs/path` or a plain absolute path.
+pub fn open(url: &str) -> Result<Box<dyn Store>> {
+    let bad = |reason: &str| Error::RepositoryUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let path = if let Some(rest) = url.strip_prefix("file://") {
+        rest
+    } else if let Some((scheme, _)) = url.split_once("://") {
+        return Err(bad(&format!(
+            "the {scheme}:// scheme is not supported by this version of dr"
+        )));
+    } else {
+        url
+    };
+    if path.is_empty() || !path.starts_with('/') {
+        return Err(bad(
+            "a local repository needs an absolute path, e.g. file:///var/lib/dr/repo",
+        ));
+    }
+    Ok(Box::new(LocalStore::new(path)))
+}
+
+/// Checks a key against the rules in the module documentation.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    let valid = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|part| !part.is_empty() && !part.starts_with('.') && !part.contains('\0'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!("invalid object key {key:?}")))
+    }
+}
+
+pub(crate) fn store_error(
+    location: &str,
+    operation: &'static str,
+    key: &str,
+    e: impl fmt::Display,
+) -> Error {
+    Error::Store {
+        location: location.to_string(),
+        operation,
+        key: key.to_string(),
+        message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(check_key("snapshots/a.json").is_ok());
+        for bad in ["", "/abs", "a//b", "a/../b", "a/.hidden", "../x"] {
+            assert!(check_key(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn urls_open_local_stores_or_say_why_not() {
+        assert_eq!(
+            open("file:///var/lib/dr").unwrap().location(),
+            "/var/lib/dr"
+        );
+        assert_eq!(open("/srv/repo").unwrap().location(), "/srv/repo");
+        let err = open("ftp://x/y").unwrap_err().to_string();
+        assert!(err.contains("ftp://"), "{err}");
+        assert!(open("relative/repo").is_err());
+    }
+}
