@@ -47,9 +47,7 @@ pub struct RepositoryConfig {
 
 impl Default for RepositoryConfig {
     fn default() -> Self {
-        RepositoryConfig {
-            url: DEFAULT_REPOSITORY_URL.to_string(),
-        }
+        RepositoryConfig { url: DEFAULT_REPOSITORY_URL.to_string() }
     }
 }
 
@@ -80,10 +78,7 @@ fn default_level() -> i32 {
 
 impl Default for CompressionConfig {
     fn default() -> Self {
-        CompressionConfig {
-            level: default_level(),
-            threads: 0,
-        }
+        CompressionConfig { level: default_level(), threads: 0 }
     }
 }
 
@@ -160,10 +155,7 @@ impl Config {
     ///
     /// `explicit` is `--config`; `env` looks up environment variables (a parameter so tests need not mutate
     /// the process environment).
-    pub fn load(
-        explicit: Option<&Path>,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<LoadedConfig> {
+    pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedConfig> {
         let chosen = match explicit {
             Some(path) => Some(path.to_path_buf()),
             None => match env("DR_CONFIG").filter(|v| !v.is_empty()) {
@@ -173,21 +165,15 @@ impl Config {
         };
         let (mut config, origin) = match chosen {
             Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| Error::ConfigRead {
-                    path: path.clone(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| Error::ConfigRead { path: path.clone(), source })?;
                 (Config::parse(&text, &path)?, ConfigOrigin::File(path))
             }
             // Without a file, the environment alone can still name a repository (e.g. a break-glass host
             // that only lists and restores).
-            None if env("DR_REPOSITORY_URL").is_some() => {
-                (Config::default(), ConfigOrigin::Environment)
-            }
+            None if env("DR_REPOSITORY_URL").is_some() => (Config::default(), ConfigOrigin::Environment),
             None => {
-                return Err(Error::ConfigNotFound {
-                    searched: SEARCH_PATHS.iter().map(PathBuf::from).collect(),
-                });
+                return Err(Error::ConfigNotFound { searched: SEARCH_PATHS.iter().map(PathBuf::from).collect() });
             }
         };
         config.apply_env(env);
@@ -200,12 +186,8 @@ impl Config {
             self.repository.url = url;
         }
         if let Some(list) = env("DR_RECIPIENTS").filter(|v| !v.is_empty()) {
-            self.encryption.recipients = list
-                .split(',')
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
-                .map(String::from)
-                .collect();
+            self.encryption.recipients =
+                list.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
         }
         if let Some(path) = env("DR_IDENTITY_FILE").filter(|v| !v.is_empty()) {
             self.encryption.identity_file = Some(PathBuf::from(path));
@@ -236,11 +218,7 @@ impl Config {
     /// Checks what serde cannot: names, recipients, ranges.
     pub fn validate(&self) -> Result<()> {
         let mut names = HashSet::new();
-        let all_names = self
-            .postgres
-            .iter()
-            .map(|p| &p.name)
-            .chain(self.files.iter().map(|f| &f.name));
+        let all_names = self.postgres.iter().map(|p| &p.name).chain(self.files.iter().map(|f| &f.name));
         for name in all_names {
             validate_source_name(name)?;
             if !names.insert(name.as_str()) {
@@ -257,9 +235,8 @@ impl Config {
                 .map_err(|e| Error::ConfigInvalid(format!("files source {:?}: {e}", files.name)))?;
         }
         for pg in &self.postgres {
-            crate::pg::ConnInfo::parse(&pg.url).map_err(|e| {
-                Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", pg.name))
-            })?;
+            crate::pg::ConnInfo::parse(&pg.url)
+                .map_err(|e| Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", pg.name)))?;
         }
         if !(1..=22).contains(&self.compression.level) {
             return Err(Error::ConfigInvalid(format!(
@@ -268,20 +245,14 @@ impl Config {
             )));
         }
         if self.restore.jobs == Some(0) {
-            return Err(Error::ConfigInvalid(
-                "[restore] jobs must be at least 1".into(),
-            ));
+            return Err(Error::ConfigInvalid("[restore] jobs must be at least 1".into()));
         }
         Ok(())
     }
 
     /// All source names, databases first, in configuration order.
     pub fn source_names(&self) -> Vec<&str> {
-        self.postgres
-            .iter()
-            .map(|p| p.name.as_str())
-            .chain(self.files.iter().map(|f| f.name.as_str()))
-            .collect()
+        self.postgres.iter().map(|p| p.name.as_str()).chain(self.files.iter().map(|f| f.name.as_str())).collect()
     }
 }
 
@@ -289,13 +260,8 @@ impl Config {
 fn validate_source_name(name: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if valid {
         Ok(())
     } else {
@@ -323,20 +289,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.repository.url, "/etc/dr/repo");
-        assert_eq!(
-            config.encryption.identity_file.unwrap(),
-            PathBuf::from("/etc/dr/key.txt")
-        );
+        assert_eq!(config.encryption.identity_file.unwrap(), PathBuf::from("/etc/dr/key.txt"));
         assert_eq!(config.files[0].path, PathBuf::from("/etc/dr/uploads"));
     }
 
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
-        let err = Config::parse(
-            "[repository]\nurl = \"x\"\nurll = 1\n",
-            Path::new("dr.toml"),
-        )
-        .unwrap_err();
+        let err = Config::parse("[repository]\nurl = \"x\"\nurll = 1\n", Path::new("dr.toml")).unwrap_err();
         assert!(err.to_string().contains("urll"), "{err}");
     }
 
@@ -352,27 +311,16 @@ mod tests {
         };
         let loaded = Config::load(Some(&path), &env).unwrap();
         assert_eq!(loaded.config.repository.url, "/from/env");
-        assert_eq!(
-            loaded.config.encryption.identity_file.unwrap(),
-            PathBuf::from("/run/secrets/id")
-        );
+        assert_eq!(loaded.config.encryption.identity_file.unwrap(), PathBuf::from("/run/secrets/id"));
     }
 
     #[test]
     fn duplicate_and_unsafe_source_names_are_rejected() {
         let text = "[[postgres]]\nname = \"app\"\nurl = \"dbname=a\"\n[[files]]\nname = \"app\"\npath = \"/x\"\n";
-        let err = Config::parse(text, Path::new("dr.toml"))
-            .unwrap()
-            .validate()
-            .unwrap_err();
+        let err = Config::parse(text, Path::new("dr.toml")).unwrap().validate().unwrap_err();
         assert!(err.to_string().contains("used twice"), "{err}");
         let text = "[[files]]\nname = \"../up\"\npath = \"/x\"\n";
-        assert!(
-            Config::parse(text, Path::new("dr.toml"))
-                .unwrap()
-                .validate()
-                .is_err()
-        );
+        assert!(Config::parse(text, Path::new("dr.toml")).unwrap().validate().is_err());
     }
 
     #[test]

@@ -21,15 +21,12 @@ pub fn parse_recipient(text: &str) -> Result<Box<dyn age::Recipient + Send + Syn
             .map_err(|e| Error::ConfigInvalid(format!("recipient {}: {e}", abbreviate(text))));
     }
     if text.starts_with("ssh-") {
-        return text
-            .parse::<age::ssh::Recipient>()
-            .map(|r| Box::new(r) as _)
-            .map_err(|_| {
-                Error::ConfigInvalid(format!(
-                    "recipient {}: not a supported ssh public key (use ssh-ed25519 or ssh-rsa)",
-                    abbreviate(text)
-                ))
-            });
+        return text.parse::<age::ssh::Recipient>().map(|r| Box::new(r) as _).map_err(|_| {
+            Error::ConfigInvalid(format!(
+                "recipient {}: not a supported ssh public key (use ssh-ed25519 or ssh-rsa)",
+                abbreviate(text)
+            ))
+        });
     }
     Err(Error::ConfigInvalid(format!(
         "recipient {}: expected an age public key (age1...) or an ssh-ed25519 / ssh-rsa public key",
@@ -39,10 +36,7 @@ pub fn parse_recipient(text: &str) -> Result<Box<dyn age::Recipient + Send + Syn
 
 fn abbreviate(text: &str) -> String {
     if text.chars().count() > 24 {
-        format!(
-            "{:?}",
-            format!("{}...", text.chars().take(20).collect::<String>())
-        )
+        format!("{:?}", format!("{}...", text.chars().take(20).collect::<String>()))
     } else {
         format!("{text:?}")
     }
@@ -64,27 +58,21 @@ impl Recipients {
         if texts.is_empty() {
             return Err(Error::NoRecipients);
         }
-        let keys = texts
-            .iter()
-            .map(|t| parse_recipient(t))
-            .collect::<Result<_>>()?;
+        let keys = texts.iter().map(|t| parse_recipient(t)).collect::<Result<_>>()?;
         Ok(Recipients { keys })
     }
 
     /// Starts an age stream to these recipients on `output`. The returned writer's `finish()` is mandatory.
     pub fn encrypt<W: Write>(&self, output: W) -> io::Result<age::stream::StreamWriter<W>> {
-        let encryptor = age::Encryptor::with_recipients(
-            self.keys.iter().map(|k| k.as_ref() as &dyn age::Recipient),
-        )
-        .map_err(io::Error::other)?;
+        let encryptor = age::Encryptor::with_recipients(self.keys.iter().map(|k| k.as_ref() as &dyn age::Recipient))
+            .map_err(io::Error::other)?;
         encryptor.wrap_output(output)
     }
 
     /// Encrypts a small value into ASCII armor (used for the private half of a manifest).
     pub fn seal(&self, plaintext: &[u8]) -> io::Result<String> {
         let mut armored = Vec::new();
-        let armor =
-            age::armor::ArmoredWriter::wrap_output(&mut armored, age::armor::Format::AsciiArmor)?;
+        let armor = age::armor::ArmoredWriter::wrap_output(&mut armored, age::armor::Format::AsciiArmor)?;
         let mut writer = self.encrypt(armor)?;
         writer.write_all(plaintext)?;
         writer.finish()?.finish()?;
@@ -115,19 +103,12 @@ pub enum DecryptFailure {
 
 impl Identities {
     pub fn load(path: &Path) -> Result<Identities> {
-        let identity_error = |message: String| Error::Identity {
-            path: path.to_path_buf(),
-            message,
-        };
+        let identity_error = |message: String| Error::Identity { path: path.to_path_buf(), message };
         let text = std::fs::read_to_string(path).map_err(|e| identity_error(e.to_string()))?;
         warn_if_readable_by_others(path);
-        let keys: Vec<Box<dyn age::Identity + Send + Sync>> = if text
-            .trim_start()
-            .starts_with("-----BEGIN")
-        {
-            let key =
-                age::ssh::Identity::from_buffer(text.as_bytes(), Some(path.display().to_string()))
-                    .map_err(|e| identity_error(e.to_string()))?;
+        let keys: Vec<Box<dyn age::Identity + Send + Sync>> = if text.trim_start().starts_with("-----BEGIN") {
+            let key = age::ssh::Identity::from_buffer(text.as_bytes(), Some(path.display().to_string()))
+                .map_err(|e| identity_error(e.to_string()))?;
             match key {
                 age::ssh::Identity::Unencrypted(_) => vec![Box::new(key)],
                 age::ssh::Identity::Encrypted(_) => {
@@ -136,9 +117,7 @@ impl Identities {
                     ));
                 }
                 age::ssh::Identity::Unsupported(_) => {
-                    return Err(identity_error(
-                        "unsupported ssh key type (use ed25519 or rsa)".into(),
-                    ));
+                    return Err(identity_error("unsupported ssh key type (use ed25519 or rsa)".into()));
                 }
             }
         } else {
@@ -150,10 +129,7 @@ impl Identities {
         if keys.is_empty() {
             return Err(identity_error("the file holds no identity".into()));
         }
-        Ok(Identities {
-            path: path.to_path_buf(),
-            keys,
-        })
+        Ok(Identities { path: path.to_path_buf(), keys })
     }
 
     pub fn path(&self) -> &Path {
@@ -161,47 +137,31 @@ impl Identities {
     }
 
     /// Opens an age stream for reading.
-    pub fn decrypt<R: BufRead>(
-        &self,
-        input: R,
-    ) -> std::result::Result<age::stream::StreamReader<R>, DecryptFailure> {
-        let decryptor = age::Decryptor::new_buffered(input)
-            .map_err(|e| DecryptFailure::Corrupt(e.to_string()))?;
-        decryptor
-            .decrypt(self.keys.iter().map(|k| k.as_ref() as &dyn age::Identity))
-            .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys => DecryptFailure::WrongIdentity,
-                other => DecryptFailure::Corrupt(other.to_string()),
-            })
+    pub fn decrypt<R: BufRead>(&self, input: R) -> std::result::Result<age::stream::StreamReader<R>, DecryptFailure> {
+        let decryptor = age::Decryptor::new_buffered(input).map_err(|e| DecryptFailure::Corrupt(e.to_string()))?;
+        decryptor.decrypt(self.keys.iter().map(|k| k.as_ref() as &dyn age::Identity)).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => DecryptFailure::WrongIdentity,
+            other => DecryptFailure::Corrupt(other.to_string()),
+        })
     }
 
     /// Decrypts a small armored value written by [`Recipients::seal`]; `what` names it in errors.
     pub fn open(&self, armored: &str, what: &str) -> Result<Vec<u8>> {
         let reader = age::armor::ArmoredReader::new(armored.as_bytes());
-        let mut stream = self
-            .decrypt(io::BufReader::new(reader))
-            .map_err(|failure| self.failure_error(failure, what))?;
+        let mut stream =
+            self.decrypt(io::BufReader::new(reader)).map_err(|failure| self.failure_error(failure, what))?;
         let mut plaintext = Vec::new();
         stream
             .read_to_end(&mut plaintext)
-            .map_err(|e| Error::ObjectCorrupt {
-                key: what.to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::ObjectCorrupt { key: what.to_string(), reason: e.to_string() })?;
         Ok(plaintext)
     }
 
     /// Turns a [`DecryptFailure`] on `what` into the user-facing error.
     pub fn failure_error(&self, failure: DecryptFailure, what: &str) -> Error {
         match failure {
-            DecryptFailure::WrongIdentity => Error::WrongIdentity {
-                path: self.path.clone(),
-                what: what.to_string(),
-            },
-            DecryptFailure::Corrupt(reason) => Error::ObjectCorrupt {
-                key: what.to_string(),
-                reason,
-            },
+            DecryptFailure::WrongIdentity => Error::WrongIdentity { path: self.path.clone(), what: what.to_string() },
+            DecryptFailure::Corrupt(reason) => Error::ObjectCorrupt { key: what.to_string(), reason },
         }
     }
 }
@@ -231,9 +191,7 @@ impl fmt::Debug for KeyPair {
 
 impl KeyPair {
     pub fn generate() -> KeyPair {
-        KeyPair {
-            identity: age::x25519::Identity::generate(),
-        }
+        KeyPair { identity: age::x25519::Identity::generate() }
     }
 
     /// The public key, to put in `[encryption] recipients`.
@@ -254,22 +212,14 @@ impl KeyPair {
     /// Writes the identity file with mode 0600, refusing to replace an existing file.
     pub fn write_identity_file(&self, path: &Path) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| {
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
                 let message = if e.kind() == io::ErrorKind::AlreadyExists {
-                    "the file already exists; dr never overwrites a key (move it away first)"
-                        .to_string()
+                    "the file already exists; dr never overwrites a key (move it away first)".to_string()
                 } else {
                     e.to_string()
                 };
-                Error::Identity {
-                    path: path.to_path_buf(),
-                    message,
-                }
+                Error::Identity { path: path.to_path_buf(), message }
             })?;
         file.write_all(self.identity_file_contents().as_bytes())
             .and_then(|()| file.sync_all())
@@ -295,10 +245,7 @@ mod tests {
         let (recipients, identities, _dir) = pair();
         let armored = recipients.seal(b"table names").unwrap();
         assert!(armored.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
-        assert_eq!(
-            identities.open(&armored, "manifest").unwrap(),
-            b"table names"
-        );
+        assert_eq!(identities.open(&armored, "manifest").unwrap(), b"table names");
 
         let (_, other, _dir2) = pair();
         let err = other.open(&armored, "manifest").unwrap_err();
@@ -311,10 +258,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("id.txt");
         KeyPair::generate().write_identity_file(&path).unwrap();
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let err = KeyPair::generate().write_identity_file(&path).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
     }

@@ -24,10 +24,7 @@ pub enum Error {
     ConfigNotFound { searched: Vec<PathBuf> },
 
     #[error("cannot read configuration file {}: {source}", .path.display())]
-    ConfigRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ConfigRead { path: PathBuf, source: std::io::Error },
 
     #[error("configuration file {}: {message}", .path.display())]
     ConfigParse { path: PathBuf, message: String },
@@ -59,12 +56,7 @@ pub enum Error {
 
     /// The storage backend failed on one object (I/O error, permission, disk full, ...).
     #[error("repository {location}: {operation} {key}: {message}")]
-    Store {
-        location: String,
-        operation: &'static str,
-        key: String,
-        message: String,
-    },
+    Store { location: String, operation: &'static str, key: String, message: String },
 
     #[error("object {key} is missing from the repository")]
     ObjectMissing { key: String },
@@ -76,89 +68,46 @@ pub enum Error {
     SnapshotNotFound { selector: String },
 
     #[error("snapshot id prefix {prefix:?} is ambiguous: it matches {}", .matches.join(", "))]
-    SnapshotAmbiguous {
-        prefix: String,
-        matches: Vec<String>,
-    },
+    SnapshotAmbiguous { prefix: String, matches: Vec<String> },
 
     #[error("the repository holds no snapshots")]
     NoSnapshots,
 
     #[error("database {target} (source {source_name:?}): {message}")]
-    Database {
-        source_name: String,
-        target: String,
-        message: String,
-    },
+    Database { source_name: String, target: String, message: String },
 
     #[error("{program} failed ({status}){}", stderr_tail(.stderr))]
-    ChildFailed {
-        program: String,
-        status: String,
-        stderr: String,
-    },
+    ChildFailed { program: String, status: String, stderr: String },
 
     #[error("cannot find {tool}{}", .wanted.as_deref().map(|w| format!(" for PostgreSQL {w}")).unwrap_or_default())]
-    ToolNotFound {
-        tool: String,
-        wanted: Option<String>,
-    },
+    ToolNotFound { tool: String, wanted: Option<String> },
 
     #[error("refusing to restore {source_name:?} into {target}: {what}")]
-    TargetNotEmpty {
-        source_name: String,
-        target: String,
-        what: String,
-    },
+    TargetNotEmpty { source_name: String, target: String, what: String },
 
     #[error("archive of {source_name:?} holds an unsafe entry {path:?}: {reason}")]
-    UnsafeArchiveEntry {
-        source_name: String,
-        path: String,
-        reason: String,
-    },
+    UnsafeArchiveEntry { source_name: String, path: String, reason: String },
 
     #[error("files source {source_name:?}: {message}")]
-    Files {
-        source_name: String,
-        message: String,
-    },
+    Files { source_name: String, message: String },
 
     #[error("not enough free space in {}: the restore needs {need} and {have} is free", .dir.display())]
-    NotEnoughSpace {
-        dir: PathBuf,
-        need: String,
-        have: String,
-    },
+    NotEnoughSpace { dir: PathBuf, need: String, have: String },
 
     #[error("restore of {failed} of {total} sources failed: {}", .details.join("; "))]
-    RestoreIncomplete {
-        failed: usize,
-        total: usize,
-        details: Vec<String>,
-    },
+    RestoreIncomplete { failed: usize, total: usize, details: Vec<String> },
 
     #[error("verification failed: {bad} of {total} snapshots have problems; first: {first}")]
-    VerifyFailed {
-        bad: usize,
-        total: usize,
-        first: String,
-    },
+    VerifyFailed { bad: usize, total: usize, first: String },
 
     #[error("{what} differs from the original: {}", .differences.join(", "))]
-    Mismatch {
-        what: String,
-        differences: Vec<String>,
-    },
+    Mismatch { what: String, differences: Vec<String> },
 
     #[error("interrupted")]
     Interrupted,
 
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
 }
 
 impl Error {
@@ -192,8 +141,7 @@ impl Error {
                 "the file must hold an age identity (AGE-SECRET-KEY-1...) or an unencrypted ssh key".to_string()
             }
             Error::WrongIdentity { .. } => {
-                "use the identity whose public key is in [encryption] recipients at the time of the backup"
-                    .to_string()
+                "use the identity whose public key is in [encryption] recipients at the time of the backup".to_string()
             }
             Error::RepositoryNotInitialized { .. } => "run `dr init` first".to_string(),
             Error::RepositoryExists { .. } => {
@@ -212,8 +160,7 @@ impl Error {
                     .to_string()
             }
             Error::Database { .. } => {
-                "check the connection URL, that the server is up, and the credentials (.pgpass, PGPASSWORD)"
-                    .to_string()
+                "check the connection URL, that the server is up, and the credentials (.pgpass, PGPASSWORD)".to_string()
             }
             Error::ChildFailed { program, .. } if program.starts_with("pg_") => {
                 "the tool's own message is quoted above; check the connection and the role's privileges".to_string()
@@ -252,19 +199,12 @@ impl Error {
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 }
 
 fn display_paths(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// The last lines of a child's stderr, indented under the message.

@@ -27,8 +27,7 @@ pub mod units;
 pub use config::Config;
 pub use crypto::{Identities, KeyPair, Recipients};
 pub use engine::{
-    BackupOptions, BackupReport, RestoreOptions, RestoreReport, VerifyReport, VerifySelection,
-    backup, restore, verify,
+    BackupOptions, BackupReport, RestoreOptions, RestoreReport, VerifyReport, VerifySelection, backup, restore, verify,
 };
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress, ProgressTask};

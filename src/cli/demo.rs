@@ -13,11 +13,7 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<()> {
     println!("dr demo: back up a sample site and bring it back on scratch infrastructure\n");
     let mut print = |step: &Step| {
-        println!(
-            "  ok  {:<66} {:>8}",
-            step.title,
-            units::duration(step.elapsed)
-        );
+        println!("  ok  {:<66} {:>8}", step.title, units::duration(step.elapsed));
         if !step.detail.is_empty() {
             println!("      {}", step.detail);
         }
@@ -31,8 +27,6 @@ pub async fn run(args: Args) -> Result<()> {
     if let Some(dir) = outcome.kept {
         println!("Kept in {}", dir.display());
     }
-    println!(
-        "Next: write a dr.toml for your site (docs/configuration.md), then `dr init` and `dr backup`."
-    );
+    println!("Next: write a dr.toml for your site (docs/configuration.md), then `dr init` and `dr backup`.");
     Ok(())
 }

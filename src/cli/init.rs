@@ -13,9 +13,7 @@ pub async fn run(context: &Context) -> Result<()> {
     Repository::init(Arc::from(store)).await?;
     println!("initialized repository {location}");
     if loaded.config.encryption.recipients.is_empty() {
-        eprintln!(
-            "note: no recipients are configured yet; `dr keygen --output FILE` makes a key pair"
-        );
+        eprintln!("note: no recipients are configured yet; `dr keygen --output FILE` makes a key pair");
     }
     Ok(())
 }

@@ -81,11 +81,7 @@ impl Context {
     }
 
     pub fn identities(&self, config: &Config, action: &'static str) -> Result<Arc<Identities>> {
-        let path = config
-            .encryption
-            .identity_file
-            .as_ref()
-            .ok_or(Error::NoIdentity { action })?;
+        let path = config.encryption.identity_file.as_ref().ok_or(Error::NoIdentity { action })?;
         Ok(Arc::new(Identities::load(path)?))
     }
 }
@@ -101,20 +97,10 @@ pub fn main() -> ExitCode {
     };
     let progress_display = progress::Display::new(cli.quiet);
     // The demo narrates its own steps; the engine's info lines would only repeat them.
-    let default_level = if matches!(cli.command, Command::Demo(_)) {
-        "warn"
-    } else {
-        "info"
-    };
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     output::init_logging(cli.verbose, cli.quiet, default_level, &progress_display);
-    let context = Context {
-        config_path: cli.config,
-        quiet: cli.quiet,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let context = Context { config_path: cli.config, quiet: cli.quiet };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             output::print_error(&Error::io("starting the async runtime", e));

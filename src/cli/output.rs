@@ -17,14 +17,11 @@ pub fn init_logging(verbose: u8, quiet: bool, default_level: &str, display: &Dis
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,dr={level}")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warn,dr={level}")));
     let ansi = io::stderr().is_terminal();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(LogWriter {
-            display: display.clone(),
-        })
+        .with_writer(LogWriter { display: display.clone() })
         .with_ansi(ansi)
         .with_target(false)
         .try_init();
@@ -39,10 +36,7 @@ impl<'a> MakeWriter<'a> for LogWriter {
     type Writer = LineWriter;
 
     fn make_writer(&'a self) -> LineWriter {
-        LineWriter {
-            display: self.display.clone(),
-            buffer: Vec::new(),
-        }
+        LineWriter { display: self.display.clone(), buffer: Vec::new() }
     }
 }
 
@@ -84,7 +78,6 @@ pub fn print_error(error: &Error) {
 /// Writes a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> dr::Result<()> {
     let mut stdout = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, value)
-        .map_err(|e| Error::io("writing JSON", e.into()))?;
+    serde_json::to_writer_pretty(&mut stdout, value).map_err(|e| Error::io("writing JSON", e.into()))?;
     writeln!(stdout).map_err(|e| Error::io("writing JSON", e))
 }

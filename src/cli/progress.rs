@@ -59,10 +59,9 @@ impl Progress for Display {
     fn task(&self, name: &str, total: Option<u64>) -> Arc<dyn ProgressTask> {
         match &self.mode {
             Mode::Silent => Arc::new(dr::NoProgress),
-            Mode::Log => Arc::new(LogTask {
-                name: name.to_string(),
-                state: Mutex::new((0, Instant::now(), Instant::now())),
-            }),
+            Mode::Log => {
+                Arc::new(LogTask { name: name.to_string(), state: Mutex::new((0, Instant::now(), Instant::now())) })
+            }
             Mode::Bars(bars) => {
                 let bar = match total {
                     Some(total) => ProgressBar::new(total).with_style(
@@ -73,8 +72,10 @@ impl Progress for Display {
                         .progress_chars("=> "),
                     ),
                     None => ProgressBar::new_spinner().with_style(
-                        ProgressStyle::with_template("{prefix:>12.bold} {spinner} {bytes} {bytes_per_sec} {elapsed} {msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        ProgressStyle::with_template(
+                            "{prefix:>12.bold} {spinner} {bytes} {bytes_per_sec} {elapsed} {msg}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     ),
                 };
                 let bar = bars.add(bar.with_prefix(name.to_string()));

@@ -45,12 +45,8 @@ fn parse_selector(text: &str) -> std::result::Result<Selector, String> {
 
 fn parse_into(text: &str) -> std::result::Result<(String, String), String> {
     match text.split_once('=') {
-        Some((name, target)) if !name.is_empty() && !target.is_empty() => {
-            Ok((name.to_string(), target.to_string()))
-        }
-        _ => Err(format!(
-            "{text:?} is not NAME=TARGET (e.g. uploads=/restore/uploads)"
-        )),
+        Some((name, target)) if !name.is_empty() && !target.is_empty() => Ok((name.to_string(), target.to_string())),
+        _ => Err(format!("{text:?} is not NAME=TARGET (e.g. uploads=/restore/uploads)")),
     }
 }
 
@@ -72,11 +68,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
         force: args.force,
         temp_dir: args.temp_dir.or_else(|| config.restore.temp_dir.clone()),
     };
-    let display = if args.json {
-        display.silent()
-    } else {
-        display.clone()
-    };
+    let display = if args.json { display.silent() } else { display.clone() };
     let report = dr::restore(config, &repo, identities, &options, &display).await?;
     display.clear();
     if args.json {

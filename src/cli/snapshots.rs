@@ -68,17 +68,11 @@ pub async fn run(context: &Context, args: Args) -> Result<()> {
         println!("no snapshots in {}", repo.location());
         return Ok(());
     }
-    println!(
-        "{:<24} {:<20} {:<14} {:>10}  SOURCES",
-        "ID", "TIME (UTC)", "AGE", "TOTAL"
-    );
+    println!("{:<24} {:<20} {:<14} {:>10}  SOURCES", "ID", "TIME (UTC)", "AGE", "TOTAL");
     let mut total = 0;
     for m in &manifests {
-        let sources: Vec<String> = m
-            .sources
-            .iter()
-            .map(|s| format!("{} {}", s.name, units::bytes(s.stored_size())))
-            .collect();
+        let sources: Vec<String> =
+            m.sources.iter().map(|s| format!("{} {}", s.name, units::bytes(s.stored_size()))).collect();
         total += m.stored_size();
         println!(
             "{:<24} {:<20} {:<14} {:>10}  {}",
@@ -89,10 +83,6 @@ pub async fn run(context: &Context, args: Args) -> Result<()> {
             sources.join(", ")
         );
     }
-    println!(
-        "{} snapshots, {} in total",
-        manifests.len(),
-        units::bytes(total)
-    );
+    println!("{} snapshots, {} in total", manifests.len(), units::bytes(total));
     Ok(())
 }

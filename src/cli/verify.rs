@@ -29,16 +29,9 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let loaded = context.load_config()?;
     let identities = context.identities(&loaded.config, "verify")?;
     let repo = context.open_repository(&loaded.config).await?;
-    let selection = if args.all {
-        VerifySelection::All
-    } else {
-        VerifySelection::One(args.to.unwrap_or(Selector::Latest))
-    };
-    let display = if args.json {
-        display.silent()
-    } else {
-        display.clone()
-    };
+    let selection =
+        if args.all { VerifySelection::All } else { VerifySelection::One(args.to.unwrap_or(Selector::Latest)) };
+    let display = if args.json { display.silent() } else { display.clone() };
     let report = dr::verify(&repo, identities, &selection, &display).await?;
     display.clear();
     if args.json {
@@ -47,21 +40,12 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
         for snapshot in &report.snapshots {
             let stored: u64 = snapshot.objects.iter().map(|o| o.stored_size).sum();
             let verdict = if snapshot.ok() { "ok" } else { "BAD" };
-            println!(
-                "{} {verdict}: {} objects, {}",
-                snapshot.snapshot,
-                snapshot.objects.len(),
-                units::bytes(stored)
-            );
+            println!("{} {verdict}: {} objects, {}", snapshot.snapshot, snapshot.objects.len(), units::bytes(stored));
             if let Some(error) = &snapshot.manifest_error {
                 println!("  manifest: {error}");
             }
-            for object in snapshot.objects.iter().filter(|o| o.error.is_some()) {
-                println!(
-                    "  {}: {}",
-                    object.key,
-                    object.error.as_deref().unwrap_or("")
-                );
+            for error in snapshot.objects.iter().filter_map(|o| o.error.as_deref()) {
+                println!("  {error}");
             }
         }
     }
@@ -71,13 +55,8 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let first = report
         .bad_objects()
         .next()
-        .map(|o| format!("{}: {}", o.key, o.error.as_deref().unwrap_or("")))
-        .or_else(|| {
-            report
-                .snapshots
-                .iter()
-                .find_map(|s| s.manifest_error.clone())
-        })
+        .and_then(|o| o.error.clone())
+        .or_else(|| report.snapshots.iter().find_map(|s| s.manifest_error.clone()))
         .unwrap_or_default();
     Err(Error::VerifyFailed {
         bad: report.snapshots.iter().filter(|s| !s.ok()).count(),

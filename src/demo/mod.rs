@@ -50,178 +50,112 @@ struct Steps<'a> {
 }
 
 impl Steps<'_> {
-    async fn run<T>(
-        &mut self,
-        title: &str,
-        work: impl Future<Output = Result<(T, String)>>,
-    ) -> Result<T> {
+    async fn run<T>(&mut self, title: &str, work: impl Future<Output = Result<(T, String)>>) -> Result<T> {
         let start = Instant::now();
         let (value, detail) = work.await?;
-        let step = Step {
-            title: title.to_string(),
-            elapsed: start.elapsed(),
-            detail,
-        };
+        let step = Step { title: title.to_string(), elapsed: start.elapsed(), detail };
         (self.report)(&step);
         self.done.push(step);
         Ok(value)
     }
 }
 
-pub async fn run(
-    options: &DemoOptions,
-    report: &mut (dyn FnMut(&Step) + Send),
-) -> Result<DemoOutcome> {
+pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&Step) + Send)) -> Result<DemoOutcome> {
     let clock = Instant::now();
     let work = tempfile::Builder::new()
         .prefix("dr-demo-")
         .tempdir()
         .map_err(|e| Error::io("creating the demo directory", e))?;
     let root = work.path().to_path_buf();
-    let mut steps = Steps {
-        done: Vec::new(),
-        report,
-    };
+    let mut steps = Steps { done: Vec::new(), report };
 
     let source = steps
         .run("start a scratch PostgreSQL (the site's database)", async {
             let server = start_scratch().await?;
-            let detail = format!(
-                "PostgreSQL {} on {}",
-                server.major(),
-                server.socket_dir().display()
-            );
+            let detail = format!("PostgreSQL {} on {}", server.major(), server.socket_dir().display());
             Ok((server, detail))
         })
         .await?;
     let site = root.join("site");
     steps
-        .run(
-            "create the sample site: database, config files, uploads",
-            async {
-                let rows = seed_database(&source).await?;
-                let files = write_sample_files(&site)
-                    .map_err(|e| Error::io("writing the sample files", e))?;
-                Ok(((), format!("{rows} rows in 6 tables, {files} files")))
-            },
-        )
+        .run("create the sample site: database, config files, uploads", async {
+            let rows = seed_database(&source).await?;
+            let files = write_sample_files(&site).map_err(|e| Error::io("writing the sample files", e))?;
+            Ok(((), format!("{rows} rows in 6 tables, {files} files")))
+        })
         .await?;
 
     let config = demo_config(&root, &site, &source);
     let key = KeyPair::generate();
     let identity_path = root.join("identity.txt");
     let repo = steps
-        .run(
-            "generate a key pair and initialize a local repository",
-            async {
-                key.write_identity_file(&identity_path)?;
-                let store = store::open(&format!("file://{}", root.join("repo").display()))?;
-                let repo = Repository::init(Arc::from(store)).await?;
-                Ok((repo, format!("repository {}", root.join("repo").display())))
-            },
-        )
+        .run("generate a key pair and initialize a local repository", async {
+            key.write_identity_file(&identity_path)?;
+            let store = store::open(&format!("file://{}", root.join("repo").display()))?;
+            let repo = Repository::init(Arc::from(store)).await?;
+            Ok((repo, format!("repository {}", root.join("repo").display())))
+        })
         .await?;
     let config = Config {
-        encryption: EncryptionConfig {
-            recipients: vec![key.recipient()],
-            identity_file: Some(identity_path.clone()),
-        },
+        encryption: EncryptionConfig { recipients: vec![key.recipient()], identity_file: Some(identity_path.clone()) },
         ..config
     };
 
     let backup = steps
         .run("back up database, roles, config and uploads", async {
-            let report = engine::backup(
-                &config,
-                &repo,
-                &engine::BackupOptions::default(),
-                &NoProgress,
-            )
-            .await?;
-            let detail = format!(
-                "snapshot {} ({})",
-                report.snapshot,
-                crate::units::bytes(report.stored_size)
-            );
+            let report = engine::backup(&config, &repo, &engine::BackupOptions::default(), &NoProgress).await?;
+            let detail = format!("snapshot {} ({})", report.snapshot, crate::units::bytes(report.stored_size));
             Ok((report, detail))
         })
         .await?;
 
     let target = steps
-        .run(
-            "start a second scratch PostgreSQL (the recovery target)",
-            async {
-                let server = start_scratch().await?;
-                let detail = format!("PostgreSQL {}", server.major());
-                Ok((server, detail))
-            },
-        )
+        .run("start a second scratch PostgreSQL (the recovery target)", async {
+            let server = start_scratch().await?;
+            let detail = format!("PostgreSQL {}", server.major());
+            Ok((server, detail))
+        })
         .await?;
     let restored = root.join("restored");
     let identities = Arc::new(Identities::load(&identity_path)?);
     steps
-        .run(
-            "restore the snapshot into the second server and a new directory",
-            async {
-                let options = engine::RestoreOptions {
-                    selector: Selector::Id(backup.snapshot.to_string()),
-                    only: Vec::new(),
-                    into: vec![
-                        ("app".into(), target.url(DATABASE)),
-                        (
-                            "config".into(),
-                            restored.join("config").display().to_string(),
-                        ),
-                        (
-                            "uploads".into(),
-                            restored.join("uploads").display().to_string(),
-                        ),
-                    ],
-                    jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
-                    force: false,
-                    temp_dir: Some(root.clone()),
-                };
-                let report =
-                    engine::restore(&config, &repo, identities.clone(), &options, &NoProgress)
-                        .await?;
-                Ok(((), format!("{} sources", report.sources.len())))
-            },
-        )
+        .run("restore the snapshot into the second server and a new directory", async {
+            let options = engine::RestoreOptions {
+                selector: Selector::Id(backup.snapshot.to_string()),
+                only: Vec::new(),
+                into: vec![
+                    ("app".into(), target.url(DATABASE)),
+                    ("config".into(), restored.join("config").display().to_string()),
+                    ("uploads".into(), restored.join("uploads").display().to_string()),
+                ],
+                jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                force: false,
+                temp_dir: Some(root.clone()),
+            };
+            let report = engine::restore(&config, &repo, identities.clone(), &options, &NoProgress).await?;
+            Ok(((), format!("{} sources", report.sources.len())))
+        })
         .await?;
 
     steps
-        .run(
-            "compare: every table, sequence, large object, role and file",
-            async {
-                let detail = compare(&source, &target, &site, &restored).await?;
-                Ok(((), detail))
-            },
-        )
+        .run("compare: every table, sequence, large object, role and file", async {
+            let detail = compare(&source, &target, &site, &restored).await?;
+            Ok(((), detail))
+        })
         .await?;
     steps
-        .run(
-            "verify the snapshot: hashes, decryption, archive contents",
-            async {
-                let selection = engine::VerifySelection::One(Selector::Latest);
-                let report =
-                    engine::verify(&repo, identities.clone(), &selection, &NoProgress).await?;
-                let objects = report
-                    .snapshots
-                    .iter()
-                    .map(|s| s.objects.len())
-                    .sum::<usize>();
-                if !report.ok() {
-                    return Err(Error::Mismatch {
-                        what: "the snapshot".into(),
-                        differences: report
-                            .bad_objects()
-                            .map(|o| format!("{}: {:?}", o.key, o.error))
-                            .collect(),
-                    });
-                }
-                Ok(((), format!("{objects} objects intact")))
-            },
-        )
+        .run("verify the snapshot: hashes, decryption, archive contents", async {
+            let selection = engine::VerifySelection::One(Selector::Latest);
+            let report = engine::verify(&repo, identities.clone(), &selection, &NoProgress).await?;
+            let objects = report.snapshots.iter().map(|s| s.objects.len()).sum::<usize>();
+            if !report.ok() {
+                return Err(Error::Mismatch {
+                    what: "the snapshot".into(),
+                    differences: report.bad_objects().map(|o| format!("{}: {:?}", o.key, o.error)).collect(),
+                });
+            }
+            Ok(((), format!("{objects} objects intact")))
+        })
         .await?;
 
     let kept = steps
@@ -235,17 +169,12 @@ pub async fn run(
                 let detail = format!("kept {}", kept.display());
                 Ok((Some(kept), detail))
             } else {
-                work.close()
-                    .map_err(|e| Error::io("removing the demo directory", e))?;
+                work.close().map_err(|e| Error::io("removing the demo directory", e))?;
                 Ok((None, "removed the demo directory".to_string()))
             }
         })
         .await?;
-    Ok(DemoOutcome {
-        steps: steps.done,
-        total: clock.elapsed(),
-        kept,
-    })
+    Ok(DemoOutcome { steps: steps.done, total: clock.elapsed(), kept })
 }
 
 async fn start_scratch() -> Result<ScratchPostgres> {
@@ -256,20 +185,10 @@ async fn start_scratch() -> Result<ScratchPostgres> {
 
 fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
     Config {
-        repository: RepositoryConfig {
-            url: format!("file://{}", root.join("repo").display()),
-        },
-        postgres: vec![PostgresSource {
-            name: "app".into(),
-            url: source.url(DATABASE),
-            globals: true,
-        }],
+        repository: RepositoryConfig { url: format!("file://{}", root.join("repo").display()) },
+        postgres: vec![PostgresSource { name: "app".into(), url: source.url(DATABASE), globals: true }],
         files: vec![
-            FilesSource {
-                name: "config".into(),
-                path: site.join("config"),
-                exclude: Vec::new(),
-            },
+            FilesSource { name: "config".into(), path: site.join("config"), exclude: Vec::new() },
             FilesSource {
                 name: "uploads".into(),
                 path: site.join("uploads"),
@@ -281,28 +200,14 @@ fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
 }
 
 fn database_error(message: String) -> Error {
-    Error::Database {
-        source_name: "demo".into(),
-        target: "scratch server".into(),
-        message,
-    }
+    Error::Database { source_name: "demo".into(), target: "scratch server".into(), message }
 }
 
 async fn seed_database(server: &ScratchPostgres) -> Result<i64> {
-    let admin = connect(&server.conninfo("postgres"))
-        .await
-        .map_err(|e| database_error(e.message))?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-        .await
-        .map_err(|e| database_error(describe(&e)))?;
-    let client = connect(&server.conninfo(DATABASE))
-        .await
-        .map_err(|e| database_error(e.message))?;
-    client
-        .batch_execute(SAMPLE_SITE)
-        .await
-        .map_err(|e| database_error(describe(&e)))?;
+    let admin = connect(&server.conninfo("postgres")).await.map_err(|e| database_error(e.message))?;
+    admin.batch_execute(&format!("CREATE DATABASE {DATABASE}")).await.map_err(|e| database_error(describe(&e)))?;
+    let client = connect(&server.conninfo(DATABASE)).await.map_err(|e| database_error(e.message))?;
+    client.batch_execute(SAMPLE_SITE).await.map_err(|e| database_error(describe(&e)))?;
     let rows: i64 = client
         .query_one(
             "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM posts) + (SELECT count(*) FROM comments)
@@ -322,10 +227,7 @@ fn write_sample_files(site: &Path) -> std::io::Result<usize> {
     use std::os::unix::fs::PermissionsExt;
     let config = site.join("config");
     fs::create_dir_all(config.join("nginx"))?;
-    fs::write(
-        config.join("isntgram.toml"),
-        "[site]\nname = \"isntgram\"\nupload_dir = \"/srv/isntgram/uploads\"\n",
-    )?;
+    fs::write(config.join("isntgram.toml"), "[site]\nname = \"isntgram\"\nupload_dir = \"/srv/isntgram/uploads\"\n")?;
     fs::write(
         config.join("nginx/site.conf"),
         "server {\n  listen 80;\n  location /uploads/ { root /srv/isntgram; }\n}\n",
@@ -341,10 +243,7 @@ fn write_sample_files(site: &Path) -> std::io::Result<usize> {
     for i in 1..=24u32 {
         // Photo-like content: incompressible bytes behind a JPEG-ish header.
         let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
-        bytes.extend(
-            (0..20_000u32)
-                .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i * 97) >> 13) as u8),
-        );
+        bytes.extend((0..20_000u32).map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i * 97) >> 13) as u8));
         fs::write(month.join(format!("{i:04}.jpg")), bytes)?;
         files += 1;
     }
@@ -357,21 +256,12 @@ fn write_sample_files(site: &Path) -> std::io::Result<usize> {
 }
 
 /// Compares the two databases and the two trees; `Ok(summary)` only when identical.
-async fn compare(
-    source: &ScratchPostgres,
-    target: &ScratchPostgres,
-    site: &Path,
-    restored: &Path,
-) -> Result<String> {
+async fn compare(source: &ScratchPostgres, target: &ScratchPostgres, site: &Path, restored: &Path) -> Result<String> {
     let fingerprint = |server: &ScratchPostgres| {
         let conninfo = server.conninfo(DATABASE);
         async move {
-            let client = connect(&conninfo)
-                .await
-                .map_err(|e| database_error(e.message))?;
-            inspect::fingerprint(&client)
-                .await
-                .map_err(|e| database_error(describe(&e)))
+            let client = connect(&conninfo).await.map_err(|e| database_error(e.message))?;
+            inspect::fingerprint(&client).await.map_err(|e| database_error(describe(&e)))
         }
     };
     let (before, after) = (fingerprint(source).await?, fingerprint(target).await?);
@@ -380,24 +270,14 @@ async fn compare(
         .filter(|(name, digest)| after.get(*name) != Some(digest))
         .map(|(name, _)| format!("table {name}"))
         .collect();
-    differences.extend(
-        after
-            .keys()
-            .filter(|k| !before.contains_key(*k))
-            .map(|k| format!("extra {k}")),
-    );
+    differences.extend(after.keys().filter(|k| !before.contains_key(*k)).map(|k| format!("extra {k}")));
 
     let role_password = |server: &ScratchPostgres| {
         let conninfo = server.conninfo("postgres");
         async move {
-            let client = connect(&conninfo)
-                .await
-                .map_err(|e| database_error(e.message))?;
+            let client = connect(&conninfo).await.map_err(|e| database_error(e.message))?;
             let rows = client
-                .query(
-                    "SELECT rolpassword FROM pg_authid WHERE rolname = 'isntgram_app'",
-                    &[],
-                )
+                .query("SELECT rolpassword FROM pg_authid WHERE rolname = 'isntgram_app'", &[])
                 .await
                 .map_err(|e| database_error(describe(&e)))?;
             Ok::<_, Error>(rows.first().map(|r| r.get::<_, Option<String>>(0)))
@@ -409,13 +289,11 @@ async fn compare(
     }
 
     let no_excludes = Excludes::new(&[]).map_err(Error::ConfigInvalid)?;
-    let upload_excludes =
-        Excludes::new(&UPLOAD_EXCLUDES.map(String::from)).map_err(Error::ConfigInvalid)?;
+    let upload_excludes = Excludes::new(&UPLOAD_EXCLUDES.map(String::from)).map_err(Error::ConfigInvalid)?;
     let mut files = 0;
     for (name, excludes) in [("config", &no_excludes), ("uploads", &upload_excludes)] {
         let listing = |root: PathBuf, excludes: &Excludes| {
-            tree_listing(&root, excludes)
-                .map_err(|e| Error::io(format!("listing {}", root.display()), e))
+            tree_listing(&root, excludes).map_err(|e| Error::io(format!("listing {}", root.display()), e))
         };
         let original = listing(site.join(name), excludes)?;
         let copy = listing(restored.join(name), &no_excludes)?;
@@ -425,13 +303,7 @@ async fn compare(
         }
     }
     if !differences.is_empty() {
-        return Err(Error::Mismatch {
-            what: "the restored site".into(),
-            differences,
-        });
+        return Err(Error::Mismatch { what: "the restored site".into(), differences });
     }
-    Ok(format!(
-        "{} tables/sequences/large objects and {files} file entries identical",
-        before.len()
-    ))
+    Ok(format!("{} tables/sequences/large objects and {files} file entries identical", before.len()))
 }

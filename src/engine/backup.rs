@@ -20,8 +20,8 @@ use crate::pipeline::{self, ChildReader, Compression, child_failure};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::manifest::{
-    FORMAT_VERSION, FilesDetails, GlobalsDetails, Manifest, ObjectEntry, ObjectRole,
-    PostgresDetails, PrivateManifest, SourceDetails, SourceEntry, SourceKind,
+    FORMAT_VERSION, FilesDetails, GlobalsDetails, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest,
+    SourceDetails, SourceEntry, SourceKind,
 };
 use crate::repo::snapshot_id::SnapshotId;
 
@@ -78,9 +78,7 @@ pub async fn backup(
     check_only(config, &options.only)?;
     let selected = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
     if config.postgres.is_empty() && config.files.is_empty() {
-        return Err(Error::ConfigInvalid(
-            "no sources configured: add [[postgres]] or [[files]] sections".to_string(),
-        ));
+        return Err(Error::ConfigInvalid("no sources configured: add [[postgres]] or [[files]] sections".to_string()));
     }
 
     let started_at = Utc::now();
@@ -109,17 +107,13 @@ pub async fn backup(
             reports.push(report(&outcome, start.elapsed()));
             outcomes.push(outcome);
         }
-        let private = PrivateManifest {
-            sources: outcomes.iter().map(|o| o.details.clone()).collect(),
-        };
+        let private = PrivateManifest { sources: outcomes.iter().map(|o| o.details.clone()).collect() };
         let manifest = Manifest {
             format: FORMAT_VERSION,
             id: run.snapshot.clone(),
             started_at,
             finished_at: Utc::now(),
-            hostname: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
             dr_version: env!("CARGO_PKG_VERSION").to_string(),
             sources: outcomes.into_iter().map(|o| o.entry).collect(),
             private: Repository::seal_private(&run.recipients, &private)?,
@@ -153,10 +147,7 @@ fn check_only(config: &Config, only: &[String]) -> Result<()> {
     let names = config.source_names();
     for name in only {
         if !names.contains(&name.as_str()) {
-            return Err(Error::Usage(format!(
-                "--only {name:?}: no such source (configured: {})",
-                names.join(", ")
-            )));
+            return Err(Error::Usage(format!("--only {name:?}: no such source (configured: {})", names.join(", "))));
         }
     }
     Ok(())
@@ -183,12 +174,7 @@ fn stream_error(program: &str, e: io::Error) -> Error {
 
 /// Logs what a successful child printed on stderr: PostgreSQL's tools warn there.
 fn child_warnings(source: &str, program: &str, stderr: &str) -> Vec<String> {
-    let warnings: Vec<String> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
+    let warnings: Vec<String> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     for warning in &warnings {
         tracing::warn!(source, program, "{warning}");
     }
@@ -201,14 +187,10 @@ impl Run<'_> {
     }
 
     async fn postgres(&self, source: &PostgresSource) -> Result<SourceOutcome> {
-        let conninfo = ConnInfo::parse(&source.url).map_err(|e| {
-            Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", source.name))
-        })?;
+        let conninfo = ConnInfo::parse(&source.url)
+            .map_err(|e| Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", source.name)))?;
         let exported = ExportedSnapshot::open(&conninfo, &source.name).await?;
-        let pg_dump = tools::find(
-            "pg_dump",
-            tools::Want::AtLeast(exported.facts.server_major()),
-        )?;
+        let pg_dump = tools::find("pg_dump", tools::Want::AtLeast(exported.facts.server_major()))?;
         tracing::info!(
             source = %source.name, database = %conninfo.redacted(), server = %exported.facts.server_version,
             pg_dump = %pg_dump.path.display(), "dumping database"
@@ -230,11 +212,7 @@ impl Run<'_> {
         );
         // The counts run in the same snapshot while pg_dump streams.
         let (dump, tables) = tokio::join!(dump, exported.count_rows());
-        let roles = if source.globals {
-            Some(exported.roles().await)
-        } else {
-            None
-        };
+        let roles = if source.globals { Some(exported.roles().await) } else { None };
         let facts = exported.facts.clone();
         exported.release().await;
         let (stderr, sealed) = dump?;
@@ -245,15 +223,11 @@ impl Run<'_> {
 
         let globals = match roles {
             Some(roles) => {
-                let (entry, role_passwords, mut globals_warnings) = self
-                    .globals(source, &conninfo, facts.server_major())
-                    .await?;
+                let (entry, role_passwords, mut globals_warnings) =
+                    self.globals(source, &conninfo, facts.server_major()).await?;
                 objects.push(entry);
                 warnings.append(&mut globals_warnings);
-                Some(GlobalsDetails {
-                    role_passwords,
-                    roles: roles?,
-                })
+                Some(GlobalsDetails { role_passwords, roles: roles? })
             }
             None => None,
         };
@@ -297,8 +271,7 @@ impl Run<'_> {
                 &key,
                 &self.recipients,
                 self.compression,
-                self.progress
-                    .task(&format!("{} globals", source.name), None),
+                self.progress.task(&format!("{} globals", source.name), None),
                 move |writer| {
                     let mut child = ChildReader::spawn(command, "pg_dumpall")?;
                     io::copy(&mut child, writer).map_err(|e| stream_error("pg_dumpall", e))?;
@@ -309,11 +282,7 @@ impl Run<'_> {
             match result {
                 Ok((stderr, sealed)) => {
                     warnings.extend(child_warnings(&source.name, "pg_dumpall", &stderr));
-                    return Ok((
-                        ObjectEntry::new(key, ObjectRole::Globals, sealed),
-                        with_passwords,
-                        warnings,
-                    ));
+                    return Ok((ObjectEntry::new(key, ObjectRole::Globals, sealed), with_passwords, warnings));
                 }
                 Err(Error::ChildFailed { ref stderr, .. })
                     if with_passwords && pg::is_password_permission_error(stderr) =>
@@ -338,18 +307,9 @@ impl Run<'_> {
         let index_key = self.key(&source.name, ObjectRole::Index);
         let task = self.progress.task(&source.name, None);
         let store = self.repo.store();
-        let (mut tar, tar_upload) = pipeline::begin_upload(
-            store,
-            &tar_key,
-            &self.recipients,
-            self.compression,
-            task.clone(),
-        )
-        .await?;
-        let index_compression = Compression {
-            level: self.compression.level,
-            threads: 1,
-        };
+        let (mut tar, tar_upload) =
+            pipeline::begin_upload(store, &tar_key, &self.recipients, self.compression, task.clone()).await?;
+        let index_compression = Compression { level: self.compression.level, threads: 1 };
         let (mut index, index_upload) = pipeline::begin_upload(
             store,
             &index_key,
@@ -364,25 +324,17 @@ impl Run<'_> {
         let (tar_key_c, index_key_c) = (tar_key.clone(), index_key.clone());
         let produced = tokio::task::spawn_blocking(move || {
             let summary = files::write_archive(&name, &root, &excludes, &mut tar, &mut index)?;
-            let sealed_tar = tar
-                .finish()
-                .map_err(|e| crate::store::store_error(&location, "write", &tar_key_c, e))?;
-            let sealed_index = index
-                .finish()
-                .map_err(|e| crate::store::store_error(&location, "write", &index_key_c, e))?;
+            let sealed_tar = tar.finish().map_err(|e| crate::store::store_error(&location, "write", &tar_key_c, e))?;
+            let sealed_index =
+                index.finish().map_err(|e| crate::store::store_error(&location, "write", &index_key_c, e))?;
             Ok((summary, sealed_tar, sealed_index))
         })
         .await
         .map_err(|e| Error::io("archiving files", io::Error::other(e)))
         .and_then(|r| r);
-        let (summary, sealed_tar, sealed_index) =
-            pipeline::settle(produced, vec![tar_upload, index_upload]).await?;
+        let (summary, sealed_tar, sealed_index) = pipeline::settle(produced, vec![tar_upload, index_upload]).await?;
         task.finish(&format!("{} files", summary.files));
-        let warnings: Vec<String> = summary
-            .skipped
-            .iter()
-            .map(|s| format!("skipped {s}"))
-            .collect();
+        let warnings: Vec<String> = summary.skipped.iter().map(|s| format!("skipped {s}")).collect();
         for warning in &warnings {
             tracing::warn!(source = %source.name, "{warning}");
         }

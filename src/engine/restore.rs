@@ -20,9 +20,7 @@ use crate::pg::{self, ConnInfo, DatabaseTarget, GlobalsOutcome, RestoreInput, Ta
 use crate::pipeline::{self, ChildWriter};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::repo::manifest::{
-    Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind,
-};
+use crate::repo::manifest::{Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind};
 use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::units;
 
@@ -116,13 +114,7 @@ pub async fn restore(
     tracing::info!(snapshot = %id, sources = plans.len(), "restore started");
 
     let clock = Instant::now();
-    let restorer = Restorer {
-        repo,
-        identities,
-        progress,
-        options,
-        private,
-    };
+    let restorer = Restorer { repo, identities, progress, options, private };
     let mut reports = Vec::new();
     for plan in &plans {
         reports.push(restorer.source(plan).await);
@@ -133,31 +125,15 @@ pub async fn restore(
         .map(|r| format!("{}: {}", r.name, r.error.as_deref().unwrap_or("failed")))
         .collect();
     if !failed.is_empty() {
-        return Err(Error::RestoreIncomplete {
-            failed: failed.len(),
-            total: reports.len(),
-            details: failed,
-        });
+        return Err(Error::RestoreIncomplete { failed: failed.len(), total: reports.len(), details: failed });
     }
-    Ok(RestoreReport {
-        snapshot: id,
-        duration_seconds: clock.elapsed().as_secs_f64(),
-        sources: reports,
-    })
+    Ok(RestoreReport { snapshot: id, duration_seconds: clock.elapsed().as_secs_f64(), sources: reports })
 }
 
 /// Decides every source's target and checks them all before anything is written.
-async fn plan<'m>(
-    config: &Config,
-    manifest: &'m Manifest,
-    options: &RestoreOptions,
-) -> Result<Vec<Plan<'m>>> {
+async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOptions) -> Result<Vec<Plan<'m>>> {
     let in_snapshot: Vec<&str> = manifest.sources.iter().map(|s| s.name.as_str()).collect();
-    for name in options
-        .only
-        .iter()
-        .chain(options.into.iter().map(|(n, _)| n))
-    {
+    for name in options.only.iter().chain(options.into.iter().map(|(n, _)| n)) {
         if !in_snapshot.contains(&name.as_str()) {
             return Err(Error::Usage(format!(
                 "snapshot {} has no source {name:?} (it has: {})",
@@ -172,91 +148,56 @@ async fn plan<'m>(
         if !options.only.is_empty() && !options.only.contains(&source.name) {
             continue;
         }
-        let redirect = options
-            .into
-            .iter()
-            .rev()
-            .find(|(n, _)| n == &source.name)
-            .map(|(_, t)| t);
+        let redirect = options.into.iter().rev().find(|(n, _)| n == &source.name).map(|(_, t)| t);
         let target = match source.kind {
             SourceKind::Postgres => {
                 let url = redirect
                     .cloned()
-                    .or_else(|| {
-                        config
-                            .postgres
-                            .iter()
-                            .find(|p| p.name == source.name)
-                            .map(|p| p.url.clone())
-                    })
+                    .or_else(|| config.postgres.iter().find(|p| p.name == source.name).map(|p| p.url.clone()))
                     .ok_or_else(|| not_configured(&source.name))?;
-                let conninfo = ConnInfo::parse(&url)
-                    .map_err(|e| Error::Usage(format!("--into {}: {e}", source.name)))?;
+                let conninfo =
+                    ConnInfo::parse(&url).map_err(|e| Error::Usage(format!("--into {}: {e}", source.name)))?;
                 Target::Database(DatabaseTarget::new(&source.name, conninfo))
             }
             SourceKind::Files => {
                 let path = redirect
                     .map(PathBuf::from)
-                    .or_else(|| {
-                        config
-                            .files
-                            .iter()
-                            .find(|f| f.name == source.name)
-                            .map(|f| f.path.clone())
-                    })
+                    .or_else(|| config.files.iter().find(|f| f.name == source.name).map(|f| f.path.clone()))
                     .ok_or_else(|| not_configured(&source.name))?;
                 Target::Directory(std::path::absolute(&path).unwrap_or(path))
             }
         };
         let state = match &target {
             Target::Database(db) => db.inspect().await?,
-            Target::Directory(dir) => match inspect_directory(dir)
-                .map_err(|e| Error::io(format!("inspecting {}", dir.display()), e))?
-            {
-                DirectoryState::Missing => TargetState::Missing,
-                DirectoryState::Empty => TargetState::Empty,
-                DirectoryState::NotEmpty(n) => TargetState::NotEmpty(format!("{n} entries")),
-            },
+            Target::Directory(dir) => {
+                match inspect_directory(dir).map_err(|e| Error::io(format!("inspecting {}", dir.display()), e))? {
+                    DirectoryState::Missing => TargetState::Missing,
+                    DirectoryState::Empty => TargetState::Empty,
+                    DirectoryState::NotEmpty(n) => TargetState::NotEmpty(format!("{n} entries")),
+                }
+            }
         };
         if let TargetState::NotEmpty(what) = &state
             && !options.force
         {
             refusals.push((source.name.clone(), target.describe(), what.clone()));
         }
-        plans.push(Plan {
-            name: source.name.clone(),
-            kind: source.kind,
-            objects: &source.objects,
-            target,
-            state,
-        });
+        plans.push(Plan { name: source.name.clone(), kind: source.kind, objects: &source.objects, target, state });
     }
     if let Some((source_name, target, what)) = refusals.first().cloned() {
         let what = if refusals.len() > 1 {
-            let others: Vec<String> = refusals[1..]
-                .iter()
-                .map(|(n, t, _)| format!("{n:?} into {t}"))
-                .collect();
-            format!(
-                "it is not empty ({what}); also not empty: {}",
-                others.join(", ")
-            )
+            let others: Vec<String> = refusals[1..].iter().map(|(n, t, _)| format!("{n:?} into {t}")).collect();
+            format!("it is not empty ({what}); also not empty: {}", others.join(", "))
         } else {
             format!("it is not empty ({what})")
         };
-        return Err(Error::TargetNotEmpty {
-            source_name,
-            target,
-            what,
-        });
+        return Err(Error::TargetNotEmpty { source_name, target, what });
     }
     Ok(plans)
 }
 
 fn not_configured(name: &str) -> Error {
-    Error::Usage(format!(
-        "source {name:?} is in the snapshot but not in the configuration; pass --into {name}=TARGET"
-    ))
+    Error::Usage(format!("source {name:?} is in the snapshot but not in the configuration; pass --into {name}=TARGET"))
 }
 
 impl Restorer<'_> {
@@ -300,15 +241,19 @@ impl Restorer<'_> {
         }
     }
 
-    async fn database(
-        &self,
-        plan: &Plan<'_>,
-        db: &DatabaseTarget,
-        report: &mut SourceRestore,
-    ) -> Result<()> {
+    async fn database(&self, plan: &Plan<'_>, db: &DatabaseTarget, report: &mut SourceRestore) -> Result<()> {
         let details = self.private.postgres(&plan.name);
-        if let Some(globals) = self.object(plan, ObjectRole::Globals) {
-            let sql = self.read_text(&globals).await?;
+        let dump = self.object(plan, ObjectRole::PgDump).ok_or_else(|| Self::missing_object(plan, ObjectRole::PgDump))?;
+        let pg_restore = find_pg_restore(details)?;
+        // Everything that can be read and checked is, before the target is touched: a bad object must not
+        // leave roles or an empty database behind.
+        let globals = match self.object(plan, ObjectRole::Globals) {
+            Some(object) => Some(self.read_text(&object).await?),
+            None => None,
+        };
+        let staged = if self.options.jobs > 1 { Some(self.stage(plan, &dump).await?) } else { None };
+
+        if let Some(sql) = globals {
             let outcome = db.apply_globals(&sql).await?;
             if !outcome.kept_roles.is_empty() {
                 tracing::info!(
@@ -322,21 +267,24 @@ impl Restorer<'_> {
             }
             report.globals = Some(outcome);
         }
-        if plan.state == TargetState::Missing {
+        let created = plan.state == TargetState::Missing;
+        if created {
             tracing::info!(source = %plan.name, database = %db.database_name(), "creating the target database");
             db.create(details).await?;
         }
-        let dump = self
-            .object(plan, ObjectRole::PgDump)
-            .ok_or_else(|| Self::missing_object(plan, ObjectRole::PgDump))?;
-        let pg_restore = find_pg_restore(details)?;
         let clean = matches!(plan.state, TargetState::NotEmpty(_));
-        let stderr = if self.options.jobs <= 1 {
-            self.stream_into_pg_restore(plan, db, &dump, &pg_restore, clean)
-                .await?
-        } else {
-            self.staged_pg_restore(plan, db, &dump, &pg_restore, clean)
-                .await?
+        let stderr = match staged {
+            Some(file) => self.pg_restore_file(plan, db, file.path(), &pg_restore, clean).await?,
+            None => match self.stream_into_pg_restore(plan, db, &dump, &pg_restore, clean).await {
+                Ok(stderr) => stderr,
+                Err(e) => {
+                    // One transaction: nothing was restored. A database dr created for it goes again too.
+                    if created && let Err(drop_error) = db.drop_database().await {
+                        tracing::warn!(source = %plan.name, "could not drop the empty target database: {drop_error}");
+                    }
+                    return Err(e);
+                }
+            },
         };
         for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
             tracing::warn!(source = %plan.name, "pg_restore: {line}");
@@ -372,10 +320,7 @@ impl Restorer<'_> {
                             Err(object_error)
                         }
                         // pg_restore stopped reading: its own error says why.
-                        None => Err(child
-                            .finish()
-                            .err()
-                            .unwrap_or_else(|| Error::io("feeding pg_restore", e))),
+                        None => Err(child.finish().err().unwrap_or_else(|| Error::io("feeding pg_restore", e))),
                     },
                 }
             },
@@ -383,38 +328,23 @@ impl Restorer<'_> {
         .await
     }
 
-    /// `--jobs N`: stage the archive in a temporary file (checked in full before pg_restore starts), then a
-    /// parallel pg_restore from it.
-    async fn staged_pg_restore(
-        &self,
-        plan: &Plan<'_>,
-        db: &DatabaseTarget,
-        dump: &ObjectEntry,
-        pg_restore: &tools::Tool,
-        clean: bool,
-    ) -> Result<String> {
-        let dir = self
-            .options
-            .temp_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
+    /// `--jobs N`, first half: stage the archive in a temporary file, checked in full on the way.
+    async fn stage(&self, plan: &Plan<'_>, dump: &ObjectEntry) -> Result<tempfile::NamedTempFile> {
+        let dir = self.options.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
         check_free_space(&dir, dump.plain_size)?;
         let staged = tempfile::Builder::new()
             .prefix("dr-restore-")
             .suffix(".pgdump")
             .tempfile_in(&dir)
             .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
-        let file = staged
-            .reopen()
-            .map_err(|e| Error::io(format!("opening {}", staged.path().display()), e))?;
+        let file = staged.reopen().map_err(|e| Error::io(format!("opening {}", staged.path().display()), e))?;
         let staged_path = staged.path().display().to_string();
         pipeline::download(
             self.repo.store(),
             &dump.key,
             self.identities.clone(),
             dump.expected(),
-            self.progress
-                .task(&format!("{} (download)", plan.name), Some(dump.plain_size)),
+            self.progress.task(&format!("{} (download)", plan.name), Some(dump.plain_size)),
             move |decoder| {
                 let mut out = io::BufWriter::with_capacity(1 << 20, file);
                 io::copy(decoder, &mut out)
@@ -423,14 +353,21 @@ impl Restorer<'_> {
             },
         )
         .await?;
-        let input = RestoreInput::File {
-            path: staged.path(),
-            jobs: self.options.jobs,
-        };
+        Ok(staged)
+    }
+
+    /// `--jobs N`, second half: a parallel pg_restore from the staged file.
+    async fn pg_restore_file(
+        &self,
+        plan: &Plan<'_>,
+        db: &DatabaseTarget,
+        path: &Path,
+        pg_restore: &tools::Tool,
+        clean: bool,
+    ) -> Result<String> {
         tracing::info!(source = %plan.name, jobs = self.options.jobs, "running pg_restore");
-        let task = self
-            .progress
-            .task(&format!("{} (pg_restore)", plan.name), None);
+        let task = self.progress.task(&format!("{} (pg_restore)", plan.name), None);
+        let input = RestoreInput::File { path, jobs: self.options.jobs };
         let command = pg::pg_restore_command(pg_restore, db, input, clean);
         let output = tokio::process::Command::from(command)
             .stdin(std::process::Stdio::null())
@@ -440,24 +377,13 @@ impl Restorer<'_> {
         task.finish("done");
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if !output.status.success() {
-            return Err(Error::ChildFailed {
-                program: "pg_restore".into(),
-                status: output.status.to_string(),
-                stderr,
-            });
+            return Err(Error::ChildFailed { program: "pg_restore".into(), status: output.status.to_string(), stderr });
         }
         Ok(stderr)
     }
 
-    async fn directory(
-        &self,
-        plan: &Plan<'_>,
-        dir: &Path,
-        report: &mut SourceRestore,
-    ) -> Result<()> {
-        let tar = self
-            .object(plan, ObjectRole::Tar)
-            .ok_or_else(|| Self::missing_object(plan, ObjectRole::Tar))?;
+    async fn directory(&self, plan: &Plan<'_>, dir: &Path, report: &mut SourceRestore) -> Result<()> {
+        let tar = self.object(plan, ObjectRole::Tar).ok_or_else(|| Self::missing_object(plan, ObjectRole::Tar))?;
         let extraction = Extraction::prepare(&plan.name, dir)?;
         let (summary, extraction) = pipeline::download(
             self.repo.store(),
@@ -468,8 +394,7 @@ impl Restorer<'_> {
             move |decoder| {
                 let summary = extraction.extract(decoder)?;
                 // Read to the very end: the object's checks run there, before anything is moved into place.
-                io::copy(decoder, &mut io::sink())
-                    .map_err(|e| Error::io("reading the archive", e))?;
+                io::copy(decoder, &mut io::sink()).map_err(|e| Error::io("reading the archive", e))?;
                 Ok((summary, extraction))
             },
         )
@@ -485,10 +410,7 @@ impl Restorer<'_> {
         if object.plain_size > GLOBALS_LIMIT as u64 {
             return Err(Error::ObjectCorrupt {
                 key: object.key.clone(),
-                reason: format!(
-                    "{} is too large for roles and tablespaces",
-                    units::bytes(object.plain_size)
-                ),
+                reason: format!("{} is too large for roles and tablespaces", units::bytes(object.plain_size)),
             });
         }
         let key = object.key.clone();
@@ -500,10 +422,8 @@ impl Restorer<'_> {
             Arc::new(crate::progress::NoProgress),
             move |decoder| {
                 let mut text = String::new();
-                io::Read::read_to_string(decoder, &mut text).map_err(|e| Error::ObjectCorrupt {
-                    key,
-                    reason: e.to_string(),
-                })?;
+                io::Read::read_to_string(decoder, &mut text)
+                    .map_err(|e| Error::ObjectCorrupt { key, reason: e.to_string() })?;
                 Ok(text)
             },
         )
@@ -513,20 +433,15 @@ impl Restorer<'_> {
 
 /// pg_restore must be at least as new as the pg_dump that wrote the archive.
 fn find_pg_restore(details: Option<&PostgresDetails>) -> Result<tools::Tool> {
-    let wanted = details
-        .and_then(|d| tools::parse_major(&d.pg_dump_version))
-        .map_or(tools::Want::Newest, tools::Want::AtLeast);
+    let wanted =
+        details.and_then(|d| tools::parse_major(&d.pg_dump_version)).map_or(tools::Want::Newest, tools::Want::AtLeast);
     tools::find("pg_restore", wanted)
 }
 
 /// Refuses to start a staged restore that would fill the disk half-way through.
 fn check_free_space(dir: &Path, need: u64) -> Result<()> {
-    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| {
-        Error::io(
-            format!("checking free space in {}", dir.display()),
-            e.into(),
-        )
-    })?;
+    let stat = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| Error::io(format!("checking free space in {}", dir.display()), e.into()))?;
     let available = stat.blocks_available() as u64 * stat.fragment_size() as u64;
     if available < need + SPACE_MARGIN {
         return Err(Error::NotEnoughSpace {

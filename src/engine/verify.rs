@@ -36,10 +36,7 @@ impl VerifyReport {
     }
 
     pub fn bad_objects(&self) -> impl Iterator<Item = &ObjectVerdict> {
-        self.snapshots
-            .iter()
-            .flat_map(|s| s.objects.iter())
-            .filter(|o| o.error.is_some())
+        self.snapshots.iter().flat_map(|s| s.objects.iter()).filter(|o| o.error.is_some())
     }
 }
 
@@ -122,43 +119,24 @@ async fn verify_snapshot(
     let mut objects = Vec::new();
     for source in &manifest.sources {
         for object in &source.objects {
-            let files = private
-                .as_ref()
-                .and_then(|p: &PrivateManifest| p.files(&source.name))
-                .cloned();
-            let task = progress.task(
-                &format!("{} {}", source.name, object.role.file_name()),
-                Some(object.plain_size),
-            );
-            let outcome = pipeline::download(
-                repo.store(),
-                &object.key,
-                identities.clone(),
-                object.expected(),
-                task.clone(),
-                {
+            let files = private.as_ref().and_then(|p: &PrivateManifest| p.files(&source.name)).cloned();
+            let task = progress.task(&format!("{} {}", source.name, object.role.file_name()), Some(object.plain_size));
+            let outcome =
+                pipeline::download(repo.store(), &object.key, identities.clone(), object.expected(), task.clone(), {
                     let role = object.role;
                     move |decoder| check_content(role, decoder, files.as_ref())
-                },
-            )
-            .await;
+                })
+                .await;
             let error = match outcome {
                 Ok(()) => None,
                 Err(e @ Error::WrongIdentity { .. }) => return Err(e),
                 Err(e) => Some(e.to_string()),
             };
             task.finish(if error.is_some() { "BAD" } else { "ok" });
-            if let Some(error) = &error {
-                tracing::error!(snapshot = %id, key = %object.key, "{error}");
-            }
             objects.push(verdict(&source.name, object, error));
         }
     }
-    Ok(SnapshotVerdict {
-        snapshot: id.clone(),
-        manifest_error: None,
-        objects,
-    })
+    Ok(SnapshotVerdict { snapshot: id.clone(), manifest_error: None, objects })
 }
 
 fn verdict(source: &str, object: &ObjectEntry, error: Option<String>) -> ObjectVerdict {
@@ -173,16 +151,9 @@ fn verdict(source: &str, object: &ObjectEntry, error: Option<String>) -> ObjectV
 }
 
 /// Checks that the plaintext has the shape its role promises.
-fn check_content(
-    role: ObjectRole,
-    decoder: &mut DecodeReader,
-    files: Option<&FilesDetails>,
-) -> Result<()> {
+fn check_content(role: ObjectRole, decoder: &mut DecodeReader, files: Option<&FilesDetails>) -> Result<()> {
     let key = decoder.key().to_string();
-    let corrupt = |reason: String| Error::ObjectCorrupt {
-        key: key.clone(),
-        reason,
-    };
+    let corrupt = |reason: String| Error::ObjectCorrupt { key: key.clone(), reason };
     let read_error = |e: io::Error| corrupt(e.to_string());
     match role {
         ObjectRole::PgDump => {
@@ -194,15 +165,12 @@ fn check_content(
         }
         ObjectRole::Globals => {
             let mut text = String::new();
-            decoder
-                .read_to_string(&mut text)
-                .map_err(|e| corrupt(format!("not SQL text: {e}")))?;
+            decoder.read_to_string(&mut text).map_err(|e| corrupt(format!("not SQL text: {e}")))?;
         }
         ObjectRole::Index => {
             for (n, line) in io::BufReader::new(decoder).lines().enumerate() {
                 let line = line.map_err(read_error)?;
-                serde_json::from_str::<IndexEntry>(&line)
-                    .map_err(|e| corrupt(format!("index line {}: {e}", n + 1)))?;
+                serde_json::from_str::<IndexEntry>(&line).map_err(|e| corrupt(format!("index line {}: {e}", n + 1)))?;
             }
         }
         ObjectRole::Tar => {

@@ -37,10 +37,7 @@ pub fn write_archive(
     tar_out: &mut dyn Write,
     index_out: &mut dyn Write,
 ) -> Result<ArchiveSummary> {
-    let fail = |message: String| Error::Files {
-        source_name: source_name.to_string(),
-        message,
-    };
+    let fail = |message: String| Error::Files { source_name: source_name.to_string(), message };
     let root_meta = fs::metadata(root).map_err(|e| fail(format!("{}: {e}", root.display())))?;
     if !root_meta.is_dir() {
         return Err(fail(format!("{} is not a directory", root.display())));
@@ -52,49 +49,29 @@ pub fn write_archive(
         .sort_by_file_name()
         .min_depth(1)
         .into_iter()
-        .filter_entry(|e| {
-            e.path()
-                .strip_prefix(root)
-                .map_or(true, |relative| !excludes.is_excluded(relative))
-        });
+        .filter_entry(|e| e.path().strip_prefix(root).map_or(true, |relative| !excludes.is_excluded(relative)));
     for entry in walker {
         let entry = match entry {
             Ok(entry) => entry,
-            Err(e)
-                if e.io_error()
-                    .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
-            {
-                summary
-                    .skipped
-                    .push(format!("{}: vanished during the backup", display_path(&e)));
+            Err(e) if e.io_error().is_some_and(|io| io.kind() == io::ErrorKind::NotFound) => {
+                summary.skipped.push(format!("{}: vanished during the backup", display_path(&e)));
                 continue;
             }
             Err(e) => return Err(fail(e.to_string())),
         };
         let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let written = archive_entry(
-            &mut builder,
-            entry.path(),
-            relative,
-            index_out,
-            &mut summary,
-        )
-        .map_err(|e| fail(format!("{}: {e}", entry.path().display())))?;
+        let written = archive_entry(&mut builder, entry.path(), relative, index_out, &mut summary)
+            .map_err(|e| fail(format!("{}: {e}", entry.path().display())))?;
         if let Some(reason) = written {
-            summary
-                .skipped
-                .push(format!("{}: {reason}", relative.display()));
+            summary.skipped.push(format!("{}: {reason}", relative.display()));
         }
     }
-    builder
-        .finish()
-        .map_err(|e| fail(format!("finishing the archive: {e}")))?;
+    builder.finish().map_err(|e| fail(format!("finishing the archive: {e}")))?;
     Ok(summary)
 }
 
 fn display_path(e: &walkdir::Error) -> String {
-    e.path()
-        .map_or_else(|| "?".to_string(), |p| p.display().to_string())
+    e.path().map_or_else(|| "?".to_string(), |p| p.display().to_string())
 }
 
 /// Writes one entry; `Ok(Some(reason))` when it was left out.
@@ -162,12 +139,7 @@ fn archive_entry(
         let size = file.metadata()?.len();
         header.set_entry_type(EntryType::Regular);
         header.set_size(size);
-        let mut reader = ExactReader {
-            inner: file.take(size),
-            remaining: size,
-            hasher: Sha256::new(),
-            shrank: false,
-        };
+        let mut reader = ExactReader { inner: file.take(size), remaining: size, hasher: Sha256::new(), shrank: false };
         builder.append_data(&mut header, relative, &mut reader)?;
         if reader.shrank {
             tracing::warn!(path = %path.display(), "file shrank while being read; archived padded with zeros");
@@ -197,9 +169,7 @@ impl<R: Read> Read for ExactReader<R> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
         let mut n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             self.shrank = true;

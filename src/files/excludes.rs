@@ -31,17 +31,12 @@ impl Excludes {
             }
         }
         let build = |b: GlobSetBuilder| b.build().map_err(|e| format!("exclude patterns: {e}"));
-        Ok(Excludes {
-            by_name: build(by_name)?,
-            by_path: build(by_path)?,
-        })
+        Ok(Excludes { by_name: build(by_name)?, by_path: build(by_path)? })
     }
 
     /// Whether `relative` (a path below the source root) is excluded.
     pub fn is_excluded(&self, relative: &Path) -> bool {
-        let by_name = relative
-            .file_name()
-            .is_some_and(|name| self.by_name.is_match(name));
+        let by_name = relative.file_name().is_some_and(|name| self.by_name.is_match(name));
         by_name || self.by_path.is_match(relative)
     }
 }
@@ -61,14 +56,8 @@ mod tests {
         assert!(e.is_excluded(Path::new("2026/11/upload.tmp")));
         assert!(!e.is_excluded(Path::new("2026/11/upload.jpg")));
         assert!(e.is_excluded(Path::new("cache/a/b.jpg")));
-        assert!(
-            !e.is_excluded(Path::new("cache")),
-            "the directory itself stays, empty"
-        );
-        assert!(
-            !e.is_excluded(Path::new("users/cache/x")),
-            "path patterns are anchored at the root"
-        );
+        assert!(!e.is_excluded(Path::new("cache")), "the directory itself stays, empty");
+        assert!(!e.is_excluded(Path::new("users/cache/x")), "path patterns are anchored at the root");
         assert!(e.is_excluded(Path::new("thumbs")));
         assert!(!e.is_excluded(Path::new("a/thumbs")));
     }

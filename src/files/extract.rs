@@ -35,11 +35,7 @@ pub fn inspect_directory(path: &Path) -> io::Result<DirectoryState> {
                 .filter_map(|e| e.ok())
                 .filter(|e| !e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
                 .count();
-            Ok(if count == 0 {
-                DirectoryState::Empty
-            } else {
-                DirectoryState::NotEmpty(count)
-            })
+            Ok(if count == 0 { DirectoryState::Empty } else { DirectoryState::NotEmpty(count) })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(DirectoryState::Missing),
         Err(e) => Err(e),
@@ -72,11 +68,7 @@ impl Extraction {
         fs::create_dir_all(target).map_err(fail)?;
         let staging = target.join(format!("{STAGING_PREFIX}{:016x}", rand::random::<u64>()));
         fs::create_dir(&staging).map_err(fail)?;
-        Ok(Extraction {
-            source_name: source_name.to_string(),
-            target: target.to_path_buf(),
-            staging: Some(staging),
-        })
+        Ok(Extraction { source_name: source_name.to_string(), target: target.to_path_buf(), staging: Some(staging) })
     }
 
     fn staging(&self) -> &Path {
@@ -92,10 +84,7 @@ impl Extraction {
     }
 
     fn io_error(&self, what: &str, e: io::Error) -> Error {
-        Error::Files {
-            source_name: self.source_name.clone(),
-            message: format!("{what}: {e}"),
-        }
+        Error::Files { source_name: self.source_name.clone(), message: format!("{what}: {e}") }
     }
 
     /// Extracts the whole stream into the staging directory.
@@ -111,25 +100,18 @@ impl Extraction {
         // Directory modes and times are applied last: adding files would change the times, and a read-only
         // directory would refuse its own contents.
         let mut directories: Vec<(PathBuf, u32, u64)> = Vec::new();
-        let entries = archive
-            .entries()
-            .map_err(|e| self.io_error("reading the archive", e))?;
+        let entries = archive.entries().map_err(|e| self.io_error("reading the archive", e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| self.io_error("reading the archive", e))?;
-            let raw_path = entry
-                .path()
-                .map_err(|e| self.io_error("reading an entry name", e))?
-                .into_owned();
-            let relative =
-                safe_relative(&raw_path).map_err(|reason| self.unsafe_entry(&raw_path, reason))?;
+            let raw_path = entry.path().map_err(|e| self.io_error("reading an entry name", e))?.into_owned();
+            let relative = safe_relative(&raw_path).map_err(|reason| self.unsafe_entry(&raw_path, reason))?;
             let header = entry.header();
             let mode = header.mode().unwrap_or(0o755);
             let mtime = header.mtime().unwrap_or(0);
             match header.entry_type() {
                 EntryType::Directory => {
                     let dir = staging.join(&relative);
-                    fs::create_dir_all(&dir)
-                        .map_err(|e| self.io_error(&relative.display().to_string(), e))?;
+                    fs::create_dir_all(&dir).map_err(|e| self.io_error(&relative.display().to_string(), e))?;
                     directories.push((relative, mode, mtime));
                     summary.directories += 1;
                     continue;
@@ -151,33 +133,22 @@ impl Extraction {
                     let target = entry
                         .link_name()
                         .map_err(|e| self.io_error("reading a link target", e))?
-                        .ok_or_else(|| {
-                            self.unsafe_entry(&raw_path, "hard link without a target")
-                        })?;
-                    safe_relative(&target)
-                        .map_err(|reason| self.unsafe_entry(&raw_path, reason))?;
+                        .ok_or_else(|| self.unsafe_entry(&raw_path, "hard link without a target"))?;
+                    safe_relative(&target).map_err(|reason| self.unsafe_entry(&raw_path, reason))?;
                     summary.files += 1;
                 }
                 EntryType::Regular | EntryType::Continuous => {
                     summary.files += 1;
                     summary.bytes += header.size().unwrap_or(0);
                 }
-                EntryType::XHeader
-                | EntryType::XGlobalHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink => {
+                EntryType::XHeader | EntryType::XGlobalHeader | EntryType::GNULongName | EntryType::GNULongLink => {
                     continue;
                 }
                 other => {
-                    return Err(self.unsafe_entry(
-                        &raw_path,
-                        &format!("{other:?} entries are never written by dr"),
-                    ));
+                    return Err(self.unsafe_entry(&raw_path, &format!("{other:?} entries are never written by dr")));
                 }
             }
-            let unpacked = entry
-                .unpack_in(&staging)
-                .map_err(|e| self.io_error(&relative.display().to_string(), e))?;
+            let unpacked = entry.unpack_in(&staging).map_err(|e| self.io_error(&relative.display().to_string(), e))?;
             if !unpacked {
                 return Err(self.unsafe_entry(&raw_path, "it would be written outside the target"));
             }
@@ -187,9 +158,7 @@ impl Extraction {
             let dir = staging.join(&relative);
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777))
-                .and_then(|()| {
-                    filetime::set_file_mtime(&dir, FileTime::from_unix_time(mtime as i64, 0))
-                })
+                .and_then(|()| filetime::set_file_mtime(&dir, FileTime::from_unix_time(mtime as i64, 0)))
                 .map_err(|e| self.io_error(&relative.display().to_string(), e))?;
         }
         Ok(summary)
@@ -198,12 +167,8 @@ impl Extraction {
     /// Moves the staged tree into the target. With `replace`, whatever the target held is deleted first.
     pub fn commit(mut self, replace: bool) -> Result<()> {
         let staging = self.staging.clone().unwrap_or_default();
-        let staging_name = staging
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        let existing =
-            fs::read_dir(&self.target).map_err(|e| self.io_error("reading the target", e))?;
+        let staging_name = staging.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let existing = fs::read_dir(&self.target).map_err(|e| self.io_error("reading the target", e))?;
         for entry in existing {
             let entry = entry.map_err(|e| self.io_error("reading the target", e))?;
             let name = entry.file_name();
@@ -219,8 +184,7 @@ impl Extraction {
             };
             removed.map_err(|e| self.io_error(&format!("removing {}", path.display()), e))?;
         }
-        let staged = fs::read_dir(&staging)
-            .map_err(|e| self.io_error("reading the staging directory", e))?;
+        let staged = fs::read_dir(&staging).map_err(|e| self.io_error("reading the staging directory", e))?;
         for entry in staged {
             let entry = entry.map_err(|e| self.io_error("reading the staging directory", e))?;
             let destination = self.target.join(entry.file_name());
@@ -290,10 +254,7 @@ mod tests {
 
     #[test]
     fn unsafe_paths_are_recognised() {
-        assert_eq!(
-            safe_relative(Path::new("./a/b")).unwrap(),
-            PathBuf::from("a/b")
-        );
+        assert_eq!(safe_relative(Path::new("./a/b")).unwrap(), PathBuf::from("a/b"));
         assert!(safe_relative(Path::new("a/../../etc/passwd")).is_err());
         assert!(safe_relative(Path::new("/etc/passwd")).is_err());
         assert!(safe_relative(Path::new(".")).is_err());
@@ -303,14 +264,8 @@ mod tests {
     fn symlinks_must_resolve_inside() {
         assert!(link_stays_inside(Path::new("a/link"), Path::new("../b")));
         assert!(link_stays_inside(Path::new("a/link"), Path::new("c/d")));
-        assert!(!link_stays_inside(
-            Path::new("a/link"),
-            Path::new("../../etc")
-        ));
-        assert!(!link_stays_inside(
-            Path::new("link"),
-            Path::new("/etc/passwd")
-        ));
+        assert!(!link_stays_inside(Path::new("a/link"), Path::new("../../etc")));
+        assert!(!link_stays_inside(Path::new("link"), Path::new("/etc/passwd")));
         assert!(!link_stays_inside(Path::new("link"), Path::new("..")));
     }
 }

@@ -17,11 +17,7 @@ pub fn tree_listing(root: &Path, excludes: &Excludes) -> io::Result<BTreeMap<Str
         .min_depth(1)
         .follow_links(false)
         .into_iter()
-        .filter_entry(|e| {
-            e.path()
-                .strip_prefix(root)
-                .map_or(true, |r| !excludes.is_excluded(r))
-        });
+        .filter_entry(|e| e.path().strip_prefix(root).map_or(true, |r| !excludes.is_excluded(r)));
     for entry in walker {
         let entry = entry.map_err(io::Error::other)?;
         let relative = entry.path().strip_prefix(root).map_err(io::Error::other)?;

@@ -28,10 +28,7 @@ impl std::fmt::Display for ConnectError {
 /// Connects with the parameters libpq would use for `conninfo` in this environment.
 pub async fn connect(conninfo: &ConnInfo) -> Result<tokio_postgres::Client, ConnectError> {
     let resolved = conninfo.resolve(&|key| std::env::var(key).ok());
-    let fail = |message: String| ConnectError {
-        message,
-        missing_database: false,
-    };
+    let fail = |message: String| ConnectError { message, missing_database: false };
     let config = client_config(&resolved).map_err(fail)?;
     let tls = tls_connector(&resolved).map_err(fail)?;
     let (client, connection) = config.connect(tls).await.map_err(|e| ConnectError {
@@ -78,18 +75,12 @@ fn client_config(r: &Resolved) -> Result<tokio_postgres::Config, String> {
     }
     if let Some(hostaddr) = &r.hostaddr {
         for addr in hostaddr.split(',') {
-            config.hostaddr(
-                addr.parse()
-                    .map_err(|_| format!("hostaddr {addr:?} is not an IP address"))?,
-            );
+            config.hostaddr(addr.parse().map_err(|_| format!("hostaddr {addr:?} is not an IP address"))?);
         }
     }
     for port in r.port.split(',') {
         let port = if port.is_empty() { "5432" } else { port };
-        config.port(
-            port.parse()
-                .map_err(|_| format!("port {port:?} is not a number"))?,
-        );
+        config.port(port.parse().map_err(|_| format!("port {port:?} is not a number"))?);
     }
     config.user(&r.user).dbname(&r.dbname);
     if let Some(password) = &r.password {
@@ -100,9 +91,8 @@ fn client_config(r: &Resolved) -> Result<tokio_postgres::Config, String> {
         config.options(options);
     }
     if let Some(timeout) = &r.connect_timeout {
-        let secs: u64 = timeout
-            .parse()
-            .map_err(|_| format!("connect_timeout {timeout:?} is not a number of seconds"))?;
+        let secs: u64 =
+            timeout.parse().map_err(|_| format!("connect_timeout {timeout:?} is not a number of seconds"))?;
         if secs > 0 {
             config.connect_timeout(Duration::from_secs(secs.max(2)));
         }
@@ -124,7 +114,11 @@ fn client_config(r: &Resolved) -> Result<tokio_postgres::Config, String> {
         "disable" => SslMode::Disable,
         "allow" | "prefer" => SslMode::Prefer,
         "require" | "verify-ca" | "verify-full" => SslMode::Require,
-        other => return Err(format!("sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full")),
+        other => {
+            return Err(format!(
+                "sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+            ));
+        }
     });
     Ok(config)
 }
@@ -139,20 +133,12 @@ fn tls_connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustlsConnec
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
         "verify-ca" | "verify-full" => {
             let roots = Arc::new(root_store(r.sslrootcert.as_deref())?);
-            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                roots,
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| format!("TLS set-up: {e}"))?;
-            Arc::new(Verifying {
-                inner: webpki,
-                check_host_name: mode == "verify-full",
-            })
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| format!("TLS set-up: {e}"))?;
+            Arc::new(Verifying { inner: webpki, check_host_name: mode == "verify-full" })
         }
-        _ => Arc::new(EncryptOnly {
-            provider: provider.clone(),
-        }),
+        _ => Arc::new(EncryptOnly { provider: provider.clone() }),
     };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -167,13 +153,9 @@ fn root_store(sslrootcert: Option<&str>) -> Result<rustls::RootCertStore, String
     let mut roots = rustls::RootCertStore::empty();
     match sslrootcert {
         Some(path) if path != "system" => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("sslrootcert {path}: {e}"))?
-            {
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert {path}: {e}"))? {
                 let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                roots.add(cert).map_err(|e| format!("sslrootcert {path}: {e}"))?;
             }
         }
         _ => {
@@ -183,9 +165,7 @@ fn root_store(sslrootcert: Option<&str>) -> Result<rustls::RootCertStore, String
         }
     }
     if roots.is_empty() {
-        return Err(
-            "no trusted root certificates for sslmode=verify-*: set sslrootcert".to_string(),
-        );
+        return Err("no trusted root certificates for sslmode=verify-*: set sslrootcert".to_string());
     }
     Ok(roots)
 }
@@ -206,17 +186,13 @@ impl ServerCertVerifier for Verifying {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
-                ..
-            })) if !self.check_host_name => Ok(ServerCertVerified::assertion()),
+            | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }))
+                if !self.check_host_name =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }
@@ -268,12 +244,7 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -282,17 +253,10 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -88,21 +88,12 @@ impl ConnInfo {
 
     /// The explicit value of a keyword (the last one wins, as in libpq).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// A copy with one keyword set (replacing any earlier value).
     pub fn with(&self, key: &str, value: &str) -> ConnInfo {
-        let mut params: Vec<_> = self
-            .params
-            .iter()
-            .filter(|(k, _)| k != key)
-            .cloned()
-            .collect();
+        let mut params: Vec<_> = self.params.iter().filter(|(k, _)| k != key).cloned().collect();
         params.push((key.to_string(), value.to_string()));
         ConnInfo { params }
     }
@@ -120,10 +111,7 @@ impl ConnInfo {
     /// Environment for a child tool: the password the command line must not carry. (`sslpassword` has no
     /// environment variable in libpq, so it is not passed on; use an unencrypted client key.)
     pub fn child_env(&self) -> Vec<(&'static str, String)> {
-        self.get("password")
-            .map(|password| ("PGPASSWORD", password.to_string()))
-            .into_iter()
-            .collect()
+        self.get("password").map(|password| ("PGPASSWORD", password.to_string())).into_iter().collect()
     }
 
     /// `user@host:port/dbname` with whatever is known, never the password; for messages and logs.
@@ -133,11 +121,7 @@ impl ConnInfo {
             out.push_str(user);
             out.push('@');
         }
-        out.push_str(
-            self.get("host")
-                .or(self.get("hostaddr"))
-                .unwrap_or("localhost"),
-        );
+        out.push_str(self.get("host").or(self.get("hostaddr")).unwrap_or("localhost"));
         if let Some(port) = self.get("port") {
             out.push(':');
             out.push_str(port);
@@ -149,11 +133,8 @@ impl ConnInfo {
 
     /// Fills in what the string left out, as libpq would: environment, `.pgpass`, defaults.
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Resolved {
-        let pick = |key: &str, var: &str| {
-            self.get(key)
-                .map(str::to_string)
-                .or_else(|| env(var).filter(|v| !v.is_empty()))
-        };
+        let pick =
+            |key: &str, var: &str| self.get(key).map(str::to_string).or_else(|| env(var).filter(|v| !v.is_empty()));
         let user = pick("user", "PGUSER").unwrap_or_else(current_os_user);
         let host = pick("host", "PGHOST").unwrap_or_else(default_host);
         let hostaddr = pick("hostaddr", "PGHOSTADDR");
@@ -174,9 +155,7 @@ impl ConnInfo {
             user,
         };
         if resolved.password.is_none() {
-            let passfile = pick("passfile", "PGPASSFILE")
-                .map(PathBuf::from)
-                .or_else(default_passfile);
+            let passfile = pick("passfile", "PGPASSFILE").map(PathBuf::from).or_else(default_passfile);
             if let Some(passfile) = passfile {
                 resolved.password = pgpass_lookup(&passfile, &resolved);
             }
@@ -204,11 +183,7 @@ pub struct Resolved {
 
 impl fmt::Debug for Resolved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Resolved({}@{}:{}/{})",
-            self.user, self.host, self.port, self.dbname
-        )
+        write!(f, "Resolved({}@{}:{}/{})", self.user, self.host, self.port, self.dbname)
     }
 }
 
@@ -223,11 +198,7 @@ fn current_os_user() -> String {
 
 /// libpq's compiled-in socket directory differs between builds; Debian's is /var/run/postgresql.
 fn default_host() -> String {
-    ["/var/run/postgresql", "/tmp"]
-        .into_iter()
-        .find(|dir| Path::new(dir).is_dir())
-        .unwrap_or("localhost")
-        .to_string()
+    ["/var/run/postgresql", "/tmp"].into_iter().find(|dir| Path::new(dir).is_dir()).unwrap_or("localhost").to_string()
 }
 
 fn default_passfile() -> Option<PathBuf> {
@@ -244,11 +215,7 @@ fn pgpass_lookup(path: &Path, target: &Resolved) -> Option<String> {
         return None;
     }
     let text = std::fs::read_to_string(path).ok()?;
-    let host = if target.host.starts_with('/') {
-        "localhost"
-    } else {
-        target.host.as_str()
-    };
+    let host = if target.host.starts_with('/') { "localhost" } else { target.host.as_str() };
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
@@ -257,17 +224,8 @@ fn pgpass_lookup(path: &Path, target: &Resolved) -> Option<String> {
         if fields.len() < 5 {
             continue;
         }
-        let wanted = [
-            host,
-            target.port.as_str(),
-            target.dbname.as_str(),
-            target.user.as_str(),
-        ];
-        if fields[..4]
-            .iter()
-            .zip(wanted)
-            .all(|(f, w)| f == "*" || f == w)
-        {
+        let wanted = [host, target.port.as_str(), target.dbname.as_str(), target.user.as_str()];
+        if fields[..4].iter().zip(wanted).all(|(f, w)| f == "*" || f == w) {
             return Some(fields[4..].join(":"));
         }
     }
@@ -294,15 +252,8 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
 }
 
 fn quote_value(value: &str) -> String {
-    let plain = !value.is_empty()
-        && !value
-            .chars()
-            .any(|c| c.is_whitespace() || c == '\'' || c == '\\');
-    if plain {
-        value.to_string()
-    } else {
-        format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
-    }
+    let plain = !value.is_empty() && !value.chars().any(|c| c.is_whitespace() || c == '\'' || c == '\\');
+    if plain { value.to_string() } else { format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'")) }
 }
 
 fn parse_keyword_value(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -327,9 +278,7 @@ fn parse_keyword_value(text: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!(
-                "missing \"=\" after {key:?} (expected key=value pairs or a postgres:// URL)"
-            ));
+            return Err(format!("missing \"=\" after {key:?} (expected key=value pairs or a postgres:// URL)"));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -410,14 +359,8 @@ fn parse_url(text: &str) -> Result<Vec<(String, String)>, String> {
     if let Some(path) = path.filter(|p| !p.is_empty()) {
         params.push(("dbname".to_string(), percent_decode(path)?));
     }
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("URL parameter {pair:?} has no value"))?;
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("URL parameter {pair:?} has no value"))?;
         params.push((percent_decode(key)?, percent_decode(value)?));
     }
     Ok(params)
@@ -442,9 +385,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = text.get(i + 1..i + 3).ok_or("truncated %-escape in URL")?;
-            out.push(
-                u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape %{hex} in URL"))?,
-            );
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape %{hex} in URL"))?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -460,9 +401,7 @@ mod tests {
 
     #[test]
     fn urls_parse_into_keywords() {
-        let c =
-            ConnInfo::parse("postgres://app:s%40cret@db.example.com:6543/isntgram?sslmode=require")
-                .unwrap();
+        let c = ConnInfo::parse("postgres://app:s%40cret@db.example.com:6543/isntgram?sslmode=require").unwrap();
         assert_eq!(c.get("user"), Some("app"));
         assert_eq!(c.get("password"), Some("s@cret"));
         assert_eq!(c.get("host"), Some("db.example.com"));
@@ -505,11 +444,7 @@ mod tests {
     fn resolve_applies_environment_then_pgpass() {
         let dir = tempfile::tempdir().unwrap();
         let passfile = dir.path().join("pgpass");
-        std::fs::write(
-            &passfile,
-            "# comment\nother:*:*:*:no\nlocalhost:5433:app:alice:pa\\:ss\n",
-        )
-        .unwrap();
+        std::fs::write(&passfile, "# comment\nother:*:*:*:no\nlocalhost:5433:app:alice:pa\\:ss\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
         let passfile_text = passfile.display().to_string();
@@ -519,9 +454,7 @@ mod tests {
             "PGPASSFILE" => Some(passfile_text.clone()),
             _ => None,
         };
-        let r = ConnInfo::parse("host=/tmp dbname=app")
-            .unwrap()
-            .resolve(&env);
+        let r = ConnInfo::parse("host=/tmp dbname=app").unwrap().resolve(&env);
         assert_eq!((r.port.as_str(), r.user.as_str()), ("5433", "alice"));
         assert_eq!(r.password.as_deref(), Some("pa:ss"));
     }

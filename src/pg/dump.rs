@@ -60,11 +60,8 @@ impl ExportedSnapshot {
     /// Connects, opens the transaction, exports its snapshot and reads the instant and server facts.
     pub async fn open(conninfo: &ConnInfo, source_name: &str) -> Result<ExportedSnapshot> {
         let target = conninfo.redacted();
-        let db_error = |message: String| Error::Database {
-            source_name: source_name.to_string(),
-            target: target.clone(),
-            message,
-        };
+        let db_error =
+            |message: String| Error::Database { source_name: source_name.to_string(), target: target.clone(), message };
         let client = connect(conninfo).await.map_err(|e| db_error(e.message))?;
         // Managed services often set these per role; a long dump must not be cut off by them.
         client
@@ -93,49 +90,22 @@ impl ExportedSnapshot {
             collate: row.get(6),
             ctype: row.get(7),
         };
-        Ok(ExportedSnapshot {
-            name: row.get(0),
-            client,
-            source_name: source_name.to_string(),
-            target,
-            facts,
-        })
+        Ok(ExportedSnapshot { name: row.get(0), client, source_name: source_name.to_string(), target, facts })
     }
 
     fn error(&self, e: &tokio_postgres::Error) -> Error {
-        Error::Database {
-            source_name: self.source_name.clone(),
-            target: self.target.clone(),
-            message: describe(e),
-        }
+        Error::Database { source_name: self.source_name.clone(), target: self.target.clone(), message: describe(e) }
     }
 
     /// Exact row count of every dumped table, at the snapshot.
     pub async fn count_rows(&self) -> Result<Vec<TableRows>> {
-        let tables = self
-            .client
-            .query(TABLES_SQL, &[])
-            .await
-            .map_err(|e| self.error(&e))?;
+        let tables = self.client.query(TABLES_SQL, &[]).await.map_err(|e| self.error(&e))?;
         let mut counts = Vec::with_capacity(tables.len());
         for row in tables {
             let (schema, table): (String, String) = (row.get(0), row.get(1));
-            let sql = format!(
-                "SELECT count(*) FROM {}.{}",
-                quote_ident(&schema),
-                quote_ident(&table)
-            );
-            let rows: i64 = self
-                .client
-                .query_one(&sql, &[])
-                .await
-                .map_err(|e| self.error(&e))?
-                .get(0);
-            counts.push(TableRows {
-                schema,
-                table,
-                rows,
-            });
+            let sql = format!("SELECT count(*) FROM {}.{}", quote_ident(&schema), quote_ident(&table));
+            let rows: i64 = self.client.query_one(&sql, &[]).await.map_err(|e| self.error(&e))?.get(0);
+            counts.push(TableRows { schema, table, rows });
         }
         Ok(counts)
     }
@@ -144,10 +114,7 @@ impl ExportedSnapshot {
     pub async fn roles(&self) -> Result<Vec<String>> {
         let rows = self
             .client
-            .query(
-                "SELECT rolname::text FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1",
-                &[],
-            )
+            .query("SELECT rolname::text FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1", &[])
             .await
             .map_err(|e| self.error(&e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -208,25 +175,13 @@ mod tests {
 
     #[test]
     fn child_commands_never_carry_the_password() {
-        let tool = Tool {
-            path: "/usr/bin/pg_dump".into(),
-            major: 15,
-        };
+        let tool = Tool { path: "/usr/bin/pg_dump".into(), major: 15 };
         let conninfo = ConnInfo::parse("postgres://app:hunter2@db:5432/site").unwrap();
-        for command in [
-            pg_dump_command(&tool, &conninfo, "00000003-1"),
-            pg_dumpall_command(&tool, &conninfo, true),
-        ] {
-            let argv: Vec<String> = command
-                .get_args()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
+        for command in [pg_dump_command(&tool, &conninfo, "00000003-1"), pg_dumpall_command(&tool, &conninfo, true)] {
+            let argv: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
             assert!(argv.iter().all(|a| !a.contains("hunter2")), "{argv:?}");
             let env: Vec<_> = command.get_envs().collect();
-            assert!(
-                env.iter()
-                    .any(|(k, v)| *k == "PGPASSWORD" && v.is_some_and(|v| v == "hunter2"))
-            );
+            assert!(env.iter().any(|(k, v)| *k == "PGPASSWORD" && v.is_some_and(|v| v == "hunter2")));
         }
     }
 }

@@ -23,12 +23,8 @@ pub struct GlobalsOutcome {
 }
 
 pub async fn apply(client: &Client, sql: &str) -> Result<GlobalsOutcome, tokio_postgres::Error> {
-    let existing: BTreeSet<String> = client
-        .query("SELECT rolname::text FROM pg_roles", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let existing: BTreeSet<String> =
+        client.query("SELECT rolname::text FROM pg_roles", &[]).await?.iter().map(|r| r.get(0)).collect();
     let mut outcome = GlobalsOutcome::default();
     let mut kept = BTreeSet::new();
     for statement in split_statements(sql) {
@@ -48,9 +44,7 @@ pub async fn apply(client: &Client, sql: &str) -> Result<GlobalsOutcome, tokio_p
                     outcome.created_roles.push(role);
                 }
             }
-            Err(e) => outcome
-                .failures
-                .push(format!("{}: {}", summarize(&statement), describe(&e))),
+            Err(e) => outcome.failures.push(format!("{}: {}", summarize(&statement), describe(&e))),
         }
     }
     outcome.kept_roles = kept.into_iter().collect();
@@ -64,22 +58,14 @@ fn summarize(statement: &str) -> String {
         Some(i) => format!("{} PASSWORD '***'", &first[..i]),
         None => first.to_string(),
     };
-    if masked.chars().count() > 120 {
-        format!("{}...", masked.chars().take(117).collect::<String>())
-    } else {
-        masked
-    }
+    if masked.chars().count() > 120 { format!("{}...", masked.chars().take(117).collect::<String>()) } else { masked }
 }
 
 /// The role a `CREATE ROLE`, `ALTER ROLE` or `COMMENT ON ROLE` statement is about.
 fn role_defined_by(statement: &str) -> Option<String> {
-    let rest = [
-        &["CREATE", "ROLE"][..],
-        &["ALTER", "ROLE"],
-        &["COMMENT", "ON", "ROLE"],
-    ]
-    .iter()
-    .find_map(|words| strip_words(statement, words))?;
+    let rest = [&["CREATE", "ROLE"][..], &["ALTER", "ROLE"], &["COMMENT", "ON", "ROLE"]]
+        .iter()
+        .find_map(|words| strip_words(statement, words))?;
     parse_identifier(rest)
 }
 
@@ -124,9 +110,7 @@ fn parse_identifier(text: &str) -> Option<String> {
         }
         return None;
     }
-    let name: String = chars
-        .take_while(|c| !c.is_whitespace() && *c != ';')
-        .collect();
+    let name: String = chars.take_while(|c| !c.is_whitespace() && *c != ';').collect();
     (!name.is_empty()).then_some(name)
 }
 
@@ -163,9 +147,7 @@ pub fn split_statements(sql: &str) -> Vec<String> {
             quoted_end(bytes, i, b'"', false)
         } else if c == b'$' {
             match dollar_tag(rest) {
-                Some(tag) => rest[tag.len()..]
-                    .find(tag)
-                    .map_or(bytes.len(), |n| i + tag.len() + n + tag.len()),
+                Some(tag) => rest[tag.len()..].find(tag).map_or(bytes.len(), |n| i + tag.len() + n + tag.len()),
                 None => i + 1,
             }
         } else if c == b';' {
@@ -216,10 +198,7 @@ fn quoted_end(bytes: &[u8], start: usize, quote: u8, backslash_escapes: bool) ->
 fn dollar_tag(text: &str) -> Option<&str> {
     let end = text[1..].find('$')? + 2;
     let tag = &text[..end];
-    tag[1..tag.len() - 1]
-        .chars()
-        .all(|c| c.is_alphanumeric() || c == '_')
-        .then_some(tag)
+    tag[1..tag.len() - 1].chars().all(|c| c.is_alphanumeric() || c == '_').then_some(tag)
 }
 
 #[cfg(test)]
@@ -249,28 +228,19 @@ GRANT "We""ird; Role" TO app GRANTED BY postgres;
         assert_eq!(statements.len(), 8, "{statements:#?}");
         assert_eq!(statements[0], "SET default_transaction_read_only = off;");
         assert!(statements[3].ends_with("'SCRAM-SHA-256$4096:a;b$c';"));
-        assert_eq!(
-            statements[5],
-            "COMMENT ON ROLE app IS 'it''s; the app -- really';"
-        );
+        assert_eq!(statements[5], "COMMENT ON ROLE app IS 'it''s; the app -- really';");
         assert_eq!(statements[6], "ALTER ROLE app SET search_path TO $$a;b$$;");
         assert!(statements.iter().all(|s| !s.contains("restrict")));
     }
 
     #[test]
     fn role_statements_name_their_role() {
-        let roles: Vec<Option<String>> = split_statements(DUMPALL)
-            .iter()
-            .map(|s| role_defined_by(s))
-            .collect();
+        let roles: Vec<Option<String>> = split_statements(DUMPALL).iter().map(|s| role_defined_by(s)).collect();
         assert_eq!(roles[2].as_deref(), Some("app"));
         assert_eq!(roles[3].as_deref(), Some("app"));
         assert_eq!(roles[4].as_deref(), Some("We\"ird; Role"));
         assert_eq!(roles[5].as_deref(), Some("app"));
-        assert_eq!(
-            roles[7], None,
-            "GRANT is about membership, not a role definition"
-        );
+        assert_eq!(roles[7], None, "GRANT is about membership, not a role definition");
     }
 
     #[test]

@@ -29,10 +29,7 @@ pub async fn fingerprint(client: &Client) -> Result<Fingerprint, tokio_postgres:
         let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
         if kind == "S" {
             let row = client
-                .query_one(
-                    &format!("SELECT last_value::text || '/' || is_called::text FROM {qualified}"),
-                    &[],
-                )
+                .query_one(&format!("SELECT last_value::text || '/' || is_called::text FROM {qualified}"), &[])
                 .await?;
             out.insert(format!("sequence {schema}.{name}"), row.get::<_, String>(0));
         } else {

@@ -13,8 +13,7 @@ pub mod tools;
 pub use connect::{ConnectError, connect, describe};
 pub use conninfo::{ConnInfo, Resolved};
 pub use dump::{
-    ExportedSnapshot, SnapshotFacts, is_password_permission_error, pg_dump_command,
-    pg_dumpall_command, quote_ident,
+    ExportedSnapshot, SnapshotFacts, is_password_permission_error, pg_dump_command, pg_dumpall_command, quote_ident,
 };
 pub use globals::{GlobalsOutcome, split_statements};
 pub use restore::{DatabaseTarget, RestoreInput, TargetState, pg_restore_command};

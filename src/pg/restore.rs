@@ -32,10 +32,7 @@ pub struct DatabaseTarget {
 
 impl DatabaseTarget {
     pub fn new(source_name: &str, conninfo: ConnInfo) -> DatabaseTarget {
-        DatabaseTarget {
-            source_name: source_name.to_string(),
-            conninfo,
-        }
+        DatabaseTarget { source_name: source_name.to_string(), conninfo }
     }
 
     pub fn redacted(&self) -> String {
@@ -43,11 +40,7 @@ impl DatabaseTarget {
     }
 
     fn error(&self, message: impl Into<String>) -> Error {
-        Error::Database {
-            source_name: self.source_name.clone(),
-            target: self.redacted(),
-            message: message.into(),
-        }
+        Error::Database { source_name: self.source_name.clone(), target: self.redacted(), message: message.into() }
     }
 
     /// The database name libpq will use (explicit, else `PGDATABASE`, else the user name).
@@ -59,10 +52,7 @@ impl DatabaseTarget {
     pub async fn inspect(&self) -> Result<TargetState> {
         let client = match connect(&self.conninfo).await {
             Ok(client) => client,
-            Err(ConnectError {
-                missing_database: true,
-                ..
-            }) => return Ok(TargetState::Missing),
+            Err(ConnectError { missing_database: true, .. }) => return Ok(TargetState::Missing),
             Err(e) => return Err(self.error(e.message)),
         };
         let row = client
@@ -81,13 +71,7 @@ impl DatabaseTarget {
             )
             .await
             .map_err(|e| self.error(describe(&e)))?;
-        let kinds = [
-            "relations",
-            "schemas",
-            "functions",
-            "extensions",
-            "large objects",
-        ];
+        let kinds = ["relations", "schemas", "functions", "extensions", "large objects"];
         let found: Vec<String> = kinds
             .iter()
             .enumerate()
@@ -96,11 +80,7 @@ impl DatabaseTarget {
                 (n > 0).then(|| format!("{n} {kind}"))
             })
             .collect();
-        Ok(if found.is_empty() {
-            TargetState::Empty
-        } else {
-            TargetState::NotEmpty(found.join(", "))
-        })
+        Ok(if found.is_empty() { TargetState::Empty } else { TargetState::NotEmpty(found.join(", ")) })
     }
 
     /// A connection to the same server's maintenance database (for CREATE DATABASE and globals).
@@ -112,9 +92,7 @@ impl DatabaseTarget {
                 Err(e) => last = e.message,
             }
         }
-        Err(self.error(format!(
-            "cannot reach the server's maintenance database: {last}"
-        )))
+        Err(self.error(format!("cannot reach the server's maintenance database: {last}")))
     }
 
     /// Creates the target database with the source's encoding and locale when this server has that locale,
@@ -130,10 +108,7 @@ impl DatabaseTarget {
                 quote_literal(&d.collate),
                 quote_literal(&d.ctype)
             ));
-            attempts.push(format!(
-                "CREATE DATABASE {name} TEMPLATE template0 ENCODING {}",
-                quote_literal(&d.encoding)
-            ));
+            attempts.push(format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING {}", quote_literal(&d.encoding)));
         }
         attempts.push(format!("CREATE DATABASE {name} TEMPLATE template0"));
         let mut failures = Vec::new();
@@ -152,18 +127,20 @@ impl DatabaseTarget {
                 Err(e) => failures.push(describe(&e)),
             }
         }
-        Err(self.error(format!(
-            "cannot create the database: {}",
-            failures.join("; ")
-        )))
+        Err(self.error(format!("cannot create the database: {}", failures.join("; "))))
+    }
+
+    /// Drops the target database (one dr created for a restore that then failed).
+    pub async fn drop_database(&self) -> Result<()> {
+        let client = self.maintenance().await?;
+        let sql = format!("DROP DATABASE IF EXISTS {}", quote_ident(&self.database_name()));
+        client.batch_execute(&sql).await.map_err(|e| self.error(describe(&e)))
     }
 
     /// Applies `pg_dumpall --globals-only` output to the target's server.
     pub async fn apply_globals(&self, sql: &str) -> Result<GlobalsOutcome> {
         let client = self.maintenance().await?;
-        globals::apply(&client, sql)
-            .await
-            .map_err(|e| self.error(format!("applying roles: {}", describe(&e))))
+        globals::apply(&client, sql).await.map_err(|e| self.error(format!("applying roles: {}", describe(&e))))
     }
 }
 
@@ -181,12 +158,7 @@ pub enum RestoreInput<'a> {
 }
 
 /// The pg_restore command for `target`. `clean` drops the archive's objects first (`--force`).
-pub fn pg_restore_command(
-    tool: &Tool,
-    target: &DatabaseTarget,
-    input: RestoreInput<'_>,
-    clean: bool,
-) -> Command {
+pub fn pg_restore_command(tool: &Tool, target: &DatabaseTarget, input: RestoreInput<'_>, clean: bool) -> Command {
     let mut command = tool.command();
     command
         .arg("--no-password")

@@ -48,19 +48,11 @@ impl ScratchPostgres {
         let postgres = tools::find("postgres", Want::Exact(initdb.major))?;
         let run_as = unprivileged_user()?;
 
-        let parent = options
-            .parent_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
+        let parent = options.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = tempfile::Builder::new()
             .prefix("dr-scratch-")
             .tempdir_in(&parent)
-            .map_err(|e| {
-                Error::io(
-                    format!("creating a scratch directory in {}", parent.display()),
-                    e,
-                )
-            })?;
+            .map_err(|e| Error::io(format!("creating a scratch directory in {}", parent.display()), e))?;
         let data_dir = dir.path().join("data");
         let socket_dir = dir.path().join("socket");
         fs::create_dir(&socket_dir).map_err(|e| Error::io("creating the socket directory", e))?;
@@ -78,9 +70,7 @@ impl ScratchPostgres {
             .args(["--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
             .current_dir(dir.path());
         as_user(&mut init, run_as.as_ref());
-        let output = init
-            .output()
-            .map_err(|e| Error::io(format!("running {}", initdb.path.display()), e))?;
+        let output = init.output().map_err(|e| Error::io(format!("running {}", initdb.path.display()), e))?;
         if !output.status.success() {
             return Err(Error::ChildFailed {
                 program: "initdb".into(),
@@ -91,8 +81,7 @@ impl ScratchPostgres {
 
         let port = free_port();
         let log_path = dir.path().join("postgres.log");
-        let log =
-            fs::File::create(&log_path).map_err(|e| Error::io("creating the server log", e))?;
+        let log = fs::File::create(&log_path).map_err(|e| Error::io("creating the server log", e))?;
         if let Some(user) = &run_as {
             let _ = nix::unistd::chown(&log_path, Some(user.uid), Some(user.gid));
         }
@@ -105,31 +94,17 @@ impl ScratchPostgres {
             .arg("-p")
             .arg(port.to_string())
             // Scratch data is disposable: durability settings only cost time here.
-            .args([
-                "-c",
-                "listen_addresses=",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-            ])
+            .args(["-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=60"])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::io("server log", e))?)
             .stderr(log);
         as_user(&mut server, run_as.as_ref());
-        let child = server
-            .spawn()
-            .map_err(|e| Error::io(format!("starting {}", postgres.path.display()), e))?;
+        let child = server.spawn().map_err(|e| Error::io(format!("starting {}", postgres.path.display()), e))?;
 
-        let mut scratch = ScratchPostgres {
-            dir: Some(dir),
-            server: Some(child),
-            socket_dir,
-            port,
-            major: initdb.major,
-        };
+        let mut scratch =
+            ScratchPostgres { dir: Some(dir), server: Some(child), socket_dir, port, major: initdb.major };
         scratch.wait_until_ready(&data_dir, &log_path)?;
         Ok(scratch)
     }
@@ -139,22 +114,16 @@ impl ScratchPostgres {
         let pid_file = data_dir.join("postmaster.pid");
         loop {
             // Line 8 of postmaster.pid reads "ready" once the server accepts connections.
-            if fs::read_to_string(&pid_file)
-                .is_ok_and(|t| t.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
-            {
+            if fs::read_to_string(&pid_file).is_ok_and(|t| t.lines().nth(7).is_some_and(|l| l.trim() == "ready")) {
                 return Ok(());
             }
-            let exited = self
-                .server
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
+            let exited = self.server.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
                 let mut log = String::new();
                 let _ = fs::File::open(log_path).and_then(|mut f| f.read_to_string(&mut log));
                 return Err(Error::ChildFailed {
                     program: "postgres (scratch server)".into(),
-                    status: exited
-                        .map_or("did not start within 60s".to_string(), |s| s.to_string()),
+                    status: exited.map_or("did not start within 60s".to_string(), |s| s.to_string()),
                     stderr: log,
                 });
             }
@@ -176,11 +145,7 @@ impl ScratchPostgres {
 
     /// The connection string for one of its databases.
     pub fn url(&self, dbname: &str) -> String {
-        format!(
-            "host={} port={} user={SUPERUSER} dbname={dbname}",
-            self.socket_dir.display(),
-            self.port
-        )
+        format!("host={} port={} user={SUPERUSER} dbname={dbname}", self.socket_dir.display(), self.port)
     }
 
     pub fn conninfo(&self, dbname: &str) -> ConnInfo {
@@ -192,8 +157,7 @@ impl ScratchPostgres {
     pub fn stop(mut self) -> Result<()> {
         self.shutdown();
         if let Some(dir) = self.dir.take() {
-            dir.close()
-                .map_err(|e| Error::io("removing the scratch directory", e))?;
+            dir.close().map_err(|e| Error::io("removing the scratch directory", e))?;
         }
         Ok(())
     }
@@ -219,10 +183,7 @@ impl ScratchPostgres {
     /// Leaves the server running and its directory in place (for `--keep`); returns the directory.
     pub fn keep(mut self) -> PathBuf {
         self.server.take();
-        self.dir
-            .take()
-            .map(tempfile::TempDir::keep)
-            .unwrap_or_default()
+        self.dir.take().map(tempfile::TempDir::keep).unwrap_or_default()
     }
 }
 
@@ -244,16 +205,11 @@ fn unprivileged_user() -> Result<Option<RunAs>> {
     }
     for name in ["postgres", "nobody"] {
         if let Ok(Some(user)) = User::from_name(name) {
-            return Ok(Some(RunAs {
-                uid: user.uid,
-                gid: user.gid,
-            }));
+            return Ok(Some(RunAs { uid: user.uid, gid: user.gid }));
         }
     }
     Err(Error::ToolNotFound {
-        tool:
-            "an unprivileged user to run PostgreSQL as (running as root; create a `postgres` user)"
-                .into(),
+        tool: "an unprivileged user to run PostgreSQL as (running as root; create a `postgres` user)".into(),
         wanted: None,
     })
 }
@@ -267,8 +223,5 @@ fn as_user(command: &mut Command, user: Option<&RunAs>) {
 
 /// A port number no TCP listener uses now; with a private socket directory it only names the socket file.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(54_329)
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(54_329)
 }

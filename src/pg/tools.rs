@@ -53,12 +53,10 @@ pub fn find(program: &str, want: Want) -> Result<Tool> {
     let candidates = candidates(program);
     let chosen = match want {
         Want::Exact(major) => candidates.iter().find(|t| t.major == major),
-        Want::AtLeast(major) => candidates.iter().find(|t| t.major == major).or_else(|| {
-            candidates
-                .iter()
-                .filter(|t| t.major > major)
-                .max_by_key(|t| t.major)
-        }),
+        Want::AtLeast(major) => candidates
+            .iter()
+            .find(|t| t.major == major)
+            .or_else(|| candidates.iter().filter(|t| t.major > major).max_by_key(|t| t.major)),
         Want::Newest => candidates.iter().max_by_key(|t| t.major),
     };
     chosen.cloned().ok_or_else(|| Error::ToolNotFound {
@@ -146,15 +144,9 @@ mod tests {
 
     #[test]
     fn versions_and_directories_give_the_major() {
-        assert_eq!(
-            parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
-            Some(15)
-        );
+        assert_eq!(parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"), Some(15));
         assert_eq!(parse_major("pg_restore (PostgreSQL) 17beta1"), Some(17));
-        assert_eq!(
-            major_from_dir(Path::new("/usr/lib/postgresql/16/bin")),
-            Some(16)
-        );
+        assert_eq!(major_from_dir(Path::new("/usr/lib/postgresql/16/bin")), Some(16));
         assert_eq!(major_from_dir(Path::new("/usr/pgsql-13/bin")), Some(13));
         assert_eq!(major_from_dir(Path::new("/usr/bin")), None);
     }

@@ -34,27 +34,19 @@ impl std::error::Error for ChildFailure {}
 
 impl From<ChildFailure> for Error {
     fn from(failure: ChildFailure) -> Error {
-        Error::ChildFailed {
-            program: failure.program,
-            status: failure.status,
-            stderr: failure.stderr,
-        }
+        Error::ChildFailed { program: failure.program, status: failure.status, stderr: failure.stderr }
     }
 }
 
 /// The [`ChildFailure`] carried inside an `io::Error`, if that is what it is.
 pub fn child_failure(e: &io::Error) -> Option<&ChildFailure> {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<ChildFailure>())
+    e.get_ref().and_then(|inner| inner.downcast_ref::<ChildFailure>())
 }
 
 fn spawn(mut command: Command, program: &str) -> Result<Child> {
     command.spawn().map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            Error::ToolNotFound {
-                tool: program.to_string(),
-                wanted: None,
-            }
+            Error::ToolNotFound { tool: program.to_string(), wanted: None }
         } else {
             Error::io(format!("starting {program}"), e)
         }
@@ -97,24 +89,13 @@ fn set_pipe_size(fd: &impl std::os::fd::AsFd) {
 }
 
 /// Waits for the child and the stderr thread; `Ok(stderr)` on success.
-fn reap(
-    program: &str,
-    child: &mut Child,
-    stderr: &mut Option<JoinHandle<String>>,
-) -> io::Result<String> {
+fn reap(program: &str, child: &mut Child, stderr: &mut Option<JoinHandle<String>>) -> io::Result<String> {
     let status = child.wait()?;
-    let text = stderr
-        .take()
-        .and_then(|t| t.join().ok())
-        .unwrap_or_default();
+    let text = stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
     if status.success() {
         Ok(text)
     } else {
-        Err(io::Error::other(ChildFailure {
-            program: program.to_string(),
-            status: describe(status),
-            stderr: text,
-        }))
+        Err(io::Error::other(ChildFailure { program: program.to_string(), status: describe(status), stderr: text }))
     }
 }
 
@@ -136,24 +117,12 @@ impl fmt::Debug for ChildReader {
 
 impl ChildReader {
     pub fn spawn(mut command: Command, program: &str) -> Result<ChildReader> {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = spawn(command, program)?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::io(program, io::Error::other("no stdout")))?;
+        let stdout = child.stdout.take().ok_or_else(|| Error::io(program, io::Error::other("no stdout")))?;
         set_pipe_size(&stdout);
         let stderr = drain_stderr(&mut child);
-        Ok(ChildReader {
-            program: program.to_string(),
-            child,
-            stdout,
-            stderr,
-            warnings: None,
-        })
+        Ok(ChildReader { program: program.to_string(), child, stdout, stderr, warnings: None })
     }
 
     /// The child's stderr after a successful exit (warnings worth logging); call after reading to the end.
@@ -202,34 +171,23 @@ impl fmt::Debug for ChildWriter {
 
 impl ChildWriter {
     pub fn spawn(mut command: Command, program: &str) -> Result<ChildWriter> {
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = spawn(command, program)?;
         let stdin = child.stdin.take();
         if let Some(stdin) = &stdin {
             set_pipe_size(stdin);
         }
         let stderr = drain_stderr(&mut child);
-        Ok(ChildWriter {
-            program: program.to_string(),
-            child,
-            stdin,
-            stderr,
-            reaped: false,
-        })
+        Ok(ChildWriter { program: program.to_string(), child, stdin, stderr, reaped: false })
     }
 
     /// Closes stdin and waits; `Ok(stderr)` when the child succeeded, [`Error::ChildFailed`] otherwise.
     pub fn finish(mut self) -> Result<String> {
         drop(self.stdin.take());
         self.reaped = true;
-        reap(&self.program, &mut self.child, &mut self.stderr).map_err(|e| {
-            match child_failure(&e) {
-                Some(failure) => failure.clone().into(),
-                None => Error::io(format!("waiting for {}", self.program), e),
-            }
+        reap(&self.program, &mut self.child, &mut self.stderr).map_err(|e| match child_failure(&e) {
+            Some(failure) => failure.clone().into(),
+            None => Error::io(format!("waiting for {}", self.program), e),
         })
     }
 
@@ -271,10 +229,7 @@ mod tests {
     #[test]
     fn a_failing_child_reports_its_stderr_at_the_end_of_the_stream() {
         let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            "printf data; echo 'pg_dump: error: connection refused' >&2; exit 3",
-        ]);
+        command.args(["-c", "printf data; echo 'pg_dump: error: connection refused' >&2; exit 3"]);
         let mut reader = ChildReader::spawn(command, "sh").unwrap();
         let mut out = Vec::new();
         let err = reader.read_to_end(&mut out).unwrap_err();
@@ -286,8 +241,7 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_named() {
-        let err =
-            ChildReader::spawn(Command::new("dr-no-such-tool"), "dr-no-such-tool").unwrap_err();
+        let err = ChildReader::spawn(Command::new("dr-no-such-tool"), "dr-no-such-tool").unwrap_err();
         assert!(matches!(err, Error::ToolNotFound { .. }), "{err}");
     }
 

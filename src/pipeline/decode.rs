@@ -19,10 +19,7 @@ type Source = Box<dyn Read + Send>;
 /// those end-of-stream checks passed, so a consumer (pg_restore, tar) can never complete on a bad object: it
 /// sees an error instead of the end of its input.
 pub struct DecodeReader {
-    decoder: zstd::stream::read::Decoder<
-        'static,
-        BufReader<age::stream::StreamReader<BufReader<TallyReader>>>,
-    >,
+    decoder: zstd::stream::read::Decoder<'static, BufReader<age::stream::StreamReader<BufReader<TallyReader>>>>,
     tally: Tally,
     key: String,
     location: String,
@@ -41,9 +38,7 @@ const READ_SIZE: usize = 128 << 10;
 
 impl std::fmt::Debug for DecodeReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecodeReader")
-            .field("key", &self.key)
-            .finish()
+        f.debug_struct("DecodeReader").field("key", &self.key).finish()
     }
 }
 
@@ -57,13 +52,7 @@ pub fn open_decoder(
     progress: Arc<dyn ProgressTask>,
 ) -> Result<DecodeReader> {
     let tally = Tally::default();
-    let raw = BufReader::with_capacity(
-        256 << 10,
-        TallyReader {
-            inner: source,
-            tally: tally.clone(),
-        },
-    );
+    let raw = BufReader::with_capacity(256 << 10, TallyReader { inner: source, tally: tally.clone() });
     let decrypted = match identities.decrypt(raw) {
         Ok(reader) => reader,
         Err(failure) => {
@@ -73,8 +62,8 @@ pub fn open_decoder(
             return Err(identities.failure_error(failure, key));
         }
     };
-    let decoder = zstd::stream::read::Decoder::new(decrypted)
-        .map_err(|e| Error::io(format!("starting zstd for {key}"), e))?;
+    let decoder =
+        zstd::stream::read::Decoder::new(decrypted).map_err(|e| Error::io(format!("starting zstd for {key}"), e))?;
     Ok(DecodeReader {
         decoder,
         tally,
@@ -104,13 +93,9 @@ impl DecodeReader {
     /// Reads whatever the consumer left and returns the checked facts of the object.
     pub fn finish(mut self) -> Result<Sealed> {
         if let Err(e) = io::copy(&mut self, &mut io::sink()) {
-            return Err(self
-                .failure
-                .take()
-                .unwrap_or_else(|| classify(&self.tally, &self.location, &self.key, &e)));
+            return Err(self.failure.take().unwrap_or_else(|| classify(&self.tally, &self.location, &self.key, &e)));
         }
-        self.verified
-            .ok_or_else(|| Error::io("decoding", io::Error::other("stream ended unverified")))
+        self.verified.ok_or_else(|| Error::io("decoding", io::Error::other("stream ended unverified")))
     }
 
     /// Bytes read from the store so far.
@@ -120,10 +105,7 @@ impl DecodeReader {
 
     /// The end-of-stream checks: every stored byte counted and hashed, the plaintext fully produced.
     fn check_end(&self) -> Result<Sealed> {
-        let corrupt = |reason: String| Error::ObjectCorrupt {
-            key: self.key.clone(),
-            reason,
-        };
+        let corrupt = |reason: String| Error::ObjectCorrupt { key: self.key.clone(), reason };
         let (stored_size, sha256) = self.tally.finish();
         if stored_size != self.expected.stored_size {
             return Err(corrupt(format!(
@@ -132,10 +114,7 @@ impl DecodeReader {
             )));
         }
         if sha256 != self.expected.sha256 {
-            return Err(corrupt(format!(
-                "SHA-256 is {sha256}, the manifest says {}",
-                self.expected.sha256
-            )));
+            return Err(corrupt(format!("SHA-256 is {sha256}, the manifest says {}", self.expected.sha256)));
         }
         if self.plain_size != self.expected.plain_size {
             return Err(corrupt(format!(
@@ -143,11 +122,7 @@ impl DecodeReader {
                 self.plain_size, self.expected.plain_size
             )));
         }
-        Ok(Sealed {
-            stored_size,
-            sha256,
-            plain_size: self.plain_size,
-        })
+        Ok(Sealed { stored_size, sha256, plain_size: self.plain_size })
     }
 
     fn fail(&mut self, error: Error, kind: io::ErrorKind) -> io::Error {
@@ -195,11 +170,7 @@ impl Read for DecodeReader {
         }
         loop {
             let available = self.held.len() - self.held_start;
-            let releasable = if self.verified.is_some() {
-                available
-            } else {
-                available.saturating_sub(HOLD_BACK)
-            };
+            let releasable = if self.verified.is_some() { available } else { available.saturating_sub(HOLD_BACK) };
             if releasable > 0 || self.verified.is_some() {
                 let n = releasable.min(buf.len());
                 buf[..n].copy_from_slice(&self.held[self.held_start..self.held_start + n]);
@@ -217,10 +188,19 @@ impl Read for DecodeReader {
 fn classify(tally: &Tally, location: &str, key: &str, e: &io::Error) -> Error {
     match tally.source_error() {
         Some(message) => store_error(location, "read", key, message),
-        None => Error::ObjectCorrupt {
-            key: key.to_string(),
-            reason: e.to_string(),
-        },
+        None => Error::ObjectCorrupt { key: key.to_string(), reason: explain(e) },
+    }
+}
+
+/// age and zstd report damage tersely; say what it means.
+fn explain(e: &io::Error) -> String {
+    let message = e.to_string();
+    if message.contains("decryption error") {
+        "it fails age authentication: bytes were altered or the object is truncated".to_string()
+    } else if e.kind() == io::ErrorKind::UnexpectedEof {
+        format!("it ends early ({message})")
+    } else {
+        format!("it does not decode ({message})")
     }
 }
 

@@ -22,8 +22,7 @@ enum Feed {
 /// A `Write` that compresses, encrypts and hashes, and hands full chunks to the store.
 /// [`EncodeWriter::finish`] is mandatory: without it the object is aborted, never committed.
 pub struct EncodeWriter {
-    encoder:
-        zstd::stream::write::Encoder<'static, age::stream::StreamWriter<TallyWriter<ChunkSink>>>,
+    encoder: zstd::stream::write::Encoder<'static, age::stream::StreamWriter<TallyWriter<ChunkSink>>>,
     tally: Tally,
     plain_size: u64,
     progress: Arc<dyn ProgressTask>,
@@ -31,9 +30,7 @@ pub struct EncodeWriter {
 
 impl std::fmt::Debug for EncodeWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EncodeWriter")
-            .field("plain_size", &self.plain_size)
-            .finish()
+        f.debug_struct("EncodeWriter").field("plain_size", &self.plain_size).finish()
     }
 }
 
@@ -46,10 +43,7 @@ impl EncodeWriter {
     ) -> io::Result<EncodeWriter> {
         let tally = Tally::default();
         let sink = TallyWriter {
-            inner: ChunkSink {
-                buffer: BytesMut::with_capacity(CHUNK_SIZE),
-                sender,
-            },
+            inner: ChunkSink { buffer: BytesMut::with_capacity(CHUNK_SIZE), sender },
             tally: tally.clone(),
         };
         let encrypted = recipients.encrypt(sink)?;
@@ -59,12 +53,7 @@ impl EncodeWriter {
         if threads > 1 {
             encoder.multithread(threads)?;
         }
-        Ok(EncodeWriter {
-            encoder,
-            tally,
-            plain_size: 0,
-            progress,
-        })
+        Ok(EncodeWriter { encoder, tally, plain_size: 0, progress })
     }
 
     /// Bytes written so far, before compression.
@@ -78,11 +67,7 @@ impl EncodeWriter {
         let sink = encrypted.finish()?;
         let (stored_size, sha256) = self.tally.finish();
         sink.inner.commit()?;
-        Ok(Sealed {
-            stored_size,
-            sha256,
-            plain_size: self.plain_size,
-        })
+        Ok(Sealed { stored_size, sha256, plain_size: self.plain_size })
     }
 }
 
@@ -126,12 +111,9 @@ struct ChunkSink {
 
 impl ChunkSink {
     fn send(&self, feed: Feed) -> io::Result<()> {
-        self.sender.blocking_send(feed).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the store stopped accepting data",
-            )
-        })
+        self.sender
+            .blocking_send(feed)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the store stopped accepting data"))
     }
 
     fn commit(mut self) -> io::Result<()> {
@@ -162,10 +144,7 @@ impl Write for ChunkSink {
 }
 
 /// Receives chunks and writes them to the store; commits only on [`Feed::Commit`].
-async fn drive(
-    mut writer: Box<dyn ObjectWriter>,
-    mut receiver: mpsc::Receiver<Feed>,
-) -> Result<()> {
+async fn drive(mut writer: Box<dyn ObjectWriter>, mut receiver: mpsc::Receiver<Feed>) -> Result<()> {
     loop {
         match receiver.recv().await {
             Some(Feed::Data(chunk)) => {
@@ -196,9 +175,7 @@ pub struct UploadHandle {
 impl UploadHandle {
     /// Waits for the store side: `Ok` once the object is committed (after [`EncodeWriter::finish`]).
     pub async fn wait(self) -> Result<()> {
-        self.task
-            .await
-            .map_err(|e| Error::io(format!("uploading {}", self.key), io::Error::other(e)))?
+        self.task.await.map_err(|e| Error::io(format!("uploading {}", self.key), io::Error::other(e)))?
     }
 }
 
@@ -216,13 +193,7 @@ pub async fn begin_upload(
     let task = tokio::spawn(drive(writer, receiver));
     let encoder = EncodeWriter::new(recipients, compression, sender, progress)
         .map_err(|e| crate::store::store_error(store.location(), "write", key, e))?;
-    Ok((
-        encoder,
-        UploadHandle {
-            task,
-            key: key.to_string(),
-        },
-    ))
+    Ok((encoder, UploadHandle { task, key: key.to_string() }))
 }
 
 /// Combines a producer's outcome with its uploads' outcomes into the root cause: a store failure first (the
@@ -261,9 +232,7 @@ where
     let key_owned = key.to_string();
     let produced = tokio::task::spawn_blocking(move || {
         let value = produce(&mut writer)?;
-        let sealed = writer
-            .finish()
-            .map_err(|e| crate::store::store_error(&location, "write", &key_owned, e))?;
+        let sealed = writer.finish().map_err(|e| crate::store::store_error(&location, "write", &key_owned, e))?;
         Ok((value, sealed))
     })
     .await

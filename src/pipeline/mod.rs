@@ -38,10 +38,7 @@ pub struct Compression {
 
 impl Compression {
     pub fn from_config(config: &crate::config::CompressionConfig) -> Compression {
-        Compression {
-            level: config.level,
-            threads: config.threads,
-        }
+        Compression { level: config.level, threads: config.threads }
     }
 
     fn worker_threads(&self) -> u32 {
@@ -87,9 +84,7 @@ impl Tally {
     }
 
     fn record_source_error(&self, e: &io::Error) {
-        self.lock()
-            .source_error
-            .get_or_insert_with(|| e.to_string());
+        self.lock().source_error.get_or_insert_with(|| e.to_string());
     }
 
     fn source_error(&self) -> Option<String> {
@@ -106,8 +101,6 @@ impl Tally {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TallyState> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

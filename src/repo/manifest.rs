@@ -115,22 +115,12 @@ pub struct ObjectEntry {
 
 impl ObjectEntry {
     pub fn new(key: String, role: ObjectRole, sealed: Sealed) -> ObjectEntry {
-        ObjectEntry {
-            key,
-            role,
-            stored_size: sealed.stored_size,
-            sha256: sealed.sha256,
-            plain_size: sealed.plain_size,
-        }
+        ObjectEntry { key, role, stored_size: sealed.stored_size, sha256: sealed.sha256, plain_size: sealed.plain_size }
     }
 
     /// What a read of this object must produce.
     pub fn expected(&self) -> Sealed {
-        Sealed {
-            stored_size: self.stored_size,
-            sha256: self.sha256.clone(),
-            plain_size: self.plain_size,
-        }
+        Sealed { stored_size: self.stored_size, sha256: self.sha256.clone(), plain_size: self.plain_size }
     }
 }
 

@@ -47,17 +47,14 @@ impl Repository {
     /// Creates a repository in an empty location.
     pub async fn init(store: Arc<dyn Store>) -> Result<Repository> {
         if store.head(CONFIG_KEY).await?.is_some() {
-            return Err(Error::RepositoryExists {
-                location: store.location().to_string(),
-            });
+            return Err(Error::RepositoryExists { location: store.location().to_string() });
         }
         let info = RepositoryInfo {
             format: FORMAT_VERSION,
             id: format!("{:032x}", rand::random::<u128>()),
             created_at: Utc::now(),
         };
-        let json = serde_json::to_vec_pretty(&info)
-            .map_err(|e| Error::io("encoding config.json", e.into()))?;
+        let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::io("encoding config.json", e.into()))?;
         store.put(CONFIG_KEY, Bytes::from(json)).await?;
         Ok(Repository { store })
     }
@@ -67,17 +64,12 @@ impl Repository {
         let bytes = match store::get_bytes(store.as_ref(), CONFIG_KEY, 1 << 20).await {
             Ok(bytes) => bytes,
             Err(Error::ObjectMissing { .. }) => {
-                return Err(Error::RepositoryNotInitialized {
-                    location: store.location().to_string(),
-                });
+                return Err(Error::RepositoryNotInitialized { location: store.location().to_string() });
             }
             Err(e) => return Err(e),
         };
-        let info: RepositoryInfo =
-            serde_json::from_slice(&bytes).map_err(|e| Error::ObjectCorrupt {
-                key: CONFIG_KEY.to_string(),
-                reason: e.to_string(),
-            })?;
+        let info: RepositoryInfo = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::ObjectCorrupt { key: CONFIG_KEY.to_string(), reason: e.to_string() })?;
         if info.format > FORMAT_VERSION {
             return Err(Error::ObjectCorrupt {
                 key: CONFIG_KEY.to_string(),
@@ -114,10 +106,7 @@ impl Repository {
             .await?
             .into_iter()
             .filter_map(|meta| {
-                let name = meta
-                    .key
-                    .strip_prefix(SNAPSHOTS_PREFIX)?
-                    .strip_suffix(".json")?;
+                let name = meta.key.strip_prefix(SNAPSHOTS_PREFIX)?.strip_suffix(".json")?;
                 name.parse().ok()
             })
             .collect();
@@ -128,16 +117,10 @@ impl Repository {
     pub async fn manifest(&self, id: &SnapshotId) -> Result<Manifest> {
         let key = Self::manifest_key(id);
         let bytes = store::get_bytes(self.store(), &key, MANIFEST_LIMIT).await?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| Error::ObjectCorrupt {
-                key: key.clone(),
-                reason: format!("not a valid manifest: {e}"),
-            })?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::ObjectCorrupt { key: key.clone(), reason: format!("not a valid manifest: {e}") })?;
         if &manifest.id != id {
-            return Err(Error::ObjectCorrupt {
-                key,
-                reason: format!("it describes snapshot {}", manifest.id),
-            });
+            return Err(Error::ObjectCorrupt { key, reason: format!("it describes snapshot {}", manifest.id) });
         }
         Ok(manifest)
     }
@@ -163,32 +146,19 @@ impl Repository {
 
     /// Encrypts the private half for a manifest under construction.
     pub fn seal_private(recipients: &Recipients, private: &PrivateManifest) -> Result<String> {
-        let json =
-            serde_json::to_vec(private).map_err(|e| Error::io("encoding manifest", e.into()))?;
-        recipients
-            .seal(&json)
-            .map_err(|e| Error::io("encrypting the manifest", e))
+        let json = serde_json::to_vec(private).map_err(|e| Error::io("encoding manifest", e.into()))?;
+        recipients.seal(&json).map_err(|e| Error::io("encrypting the manifest", e))
     }
 
     /// Writes the manifest: from this moment the snapshot exists.
     pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
-        let json = serde_json::to_vec_pretty(manifest)
-            .map_err(|e| Error::io("encoding manifest", e.into()))?;
-        self.store
-            .put(&Self::manifest_key(&manifest.id), Bytes::from(json))
-            .await
+        let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::io("encoding manifest", e.into()))?;
+        self.store.put(&Self::manifest_key(&manifest.id), Bytes::from(json)).await
     }
 
     /// Deletes the objects of a snapshot that was never committed (best effort: prune catches the rest).
     pub async fn discard_uncommitted(&self, id: &SnapshotId) {
-        if self
-            .store
-            .head(&Self::manifest_key(id))
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-        {
+        if self.store.head(&Self::manifest_key(id)).await.ok().flatten().is_some() {
             return;
         }
         let prefix = format!("{OBJECTS_PREFIX}{id}/");
@@ -213,25 +183,15 @@ fn resolve_in(ids: &[SnapshotId], selector: &Selector) -> Result<SnapshotId> {
     if ids.is_empty() {
         return Err(Error::NoSnapshots);
     }
-    let not_found = || Error::SnapshotNotFound {
-        selector: selector.to_string(),
-    };
+    let not_found = || Error::SnapshotNotFound { selector: selector.to_string() };
     match selector {
         Selector::Latest => ids.last().cloned().ok_or_else(not_found),
-        Selector::AtOrBefore(time) => ids
-            .iter()
-            .rev()
-            .find(|id| id.time() <= *time)
-            .cloned()
-            .ok_or_else(not_found),
+        Selector::AtOrBefore(time) => ids.iter().rev().find(|id| id.time() <= *time).cloned().ok_or_else(not_found),
         Selector::Id(prefix) => {
             if let Some(exact) = ids.iter().find(|id| id.as_str() == prefix) {
                 return Ok(exact.clone());
             }
-            let matches: Vec<&SnapshotId> = ids
-                .iter()
-                .filter(|id| id.as_str().starts_with(prefix.as_str()))
-                .collect();
+            let matches: Vec<&SnapshotId> = ids.iter().filter(|id| id.as_str().starts_with(prefix.as_str())).collect();
             match matches.as_slice() {
                 [] => Err(not_found()),
                 [one] => Ok((*one).clone()),
@@ -255,49 +215,24 @@ mod tests {
 
     #[test]
     fn selectors_resolve_against_a_timeline() {
-        let all = ids(&[
-            "20261120T010000Z-aaaaaa",
-            "20261121T010000Z-bbbbbb",
-            "20261121T020000Z-cccccc",
-        ]);
+        let all = ids(&["20261120T010000Z-aaaaaa", "20261121T010000Z-bbbbbb", "20261121T020000Z-cccccc"]);
         let pick = |s: &str| resolve_in(&all, &s.parse().unwrap()).map(|id| id.to_string());
         assert_eq!(pick("latest").unwrap(), "20261121T020000Z-cccccc");
-        assert_eq!(
-            pick("2026-11-21T01:30:00Z").unwrap(),
-            "20261121T010000Z-bbbbbb"
-        );
-        assert_eq!(
-            pick("2026-11-21T01:00:00Z").unwrap(),
-            "20261121T010000Z-bbbbbb"
-        );
-        assert!(matches!(
-            pick("2026-11-19T00:00:00Z"),
-            Err(Error::SnapshotNotFound { .. })
-        ));
+        assert_eq!(pick("2026-11-21T01:30:00Z").unwrap(), "20261121T010000Z-bbbbbb");
+        assert_eq!(pick("2026-11-21T01:00:00Z").unwrap(), "20261121T010000Z-bbbbbb");
+        assert!(matches!(pick("2026-11-19T00:00:00Z"), Err(Error::SnapshotNotFound { .. })));
         assert_eq!(pick("20261120").unwrap(), "20261120T010000Z-aaaaaa");
-        assert!(matches!(
-            pick("20261121"),
-            Err(Error::SnapshotAmbiguous { .. })
-        ));
+        assert!(matches!(pick("20261121"), Err(Error::SnapshotAmbiguous { .. })));
         assert!(matches!(pick("2027"), Err(Error::SnapshotNotFound { .. })));
-        assert!(matches!(
-            resolve_in(&[], &Selector::Latest),
-            Err(Error::NoSnapshots)
-        ));
+        assert!(matches!(resolve_in(&[], &Selector::Latest), Err(Error::NoSnapshots)));
     }
 
     #[tokio::test]
     async fn a_repository_is_initialized_once_and_must_be_initialized_to_open() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        assert!(matches!(
-            Repository::open(store.clone()).await,
-            Err(Error::RepositoryNotInitialized { .. })
-        ));
+        assert!(matches!(Repository::open(store.clone()).await, Err(Error::RepositoryNotInitialized { .. })));
         Repository::init(store.clone()).await.unwrap();
-        assert!(matches!(
-            Repository::init(store.clone()).await,
-            Err(Error::RepositoryExists { .. })
-        ));
+        assert!(matches!(Repository::init(store.clone()).await, Err(Error::RepositoryExists { .. })));
         let repo = Repository::open(store).await.unwrap();
         assert!(repo.snapshot_ids().await.unwrap().is_empty());
     }

@@ -17,19 +17,13 @@ pub struct SnapshotId(String);
 
 impl SnapshotId {
     pub fn new(time: DateTime<Utc>) -> SnapshotId {
-        SnapshotId(format!(
-            "{}-{:06x}",
-            time.format(TIME_FORMAT),
-            rand::random::<u32>() & 0xff_ffff
-        ))
+        SnapshotId(format!("{}-{:06x}", time.format(TIME_FORMAT), rand::random::<u32>() & 0xff_ffff))
     }
 
     /// The start time encoded in the id (second precision).
     pub fn time(&self) -> DateTime<Utc> {
         // Validated at construction, so the prefix always parses.
-        NaiveDateTime::parse_from_str(&self.0[..16], TIME_FORMAT)
-            .map(|t| t.and_utc())
-            .unwrap_or_default()
+        NaiveDateTime::parse_from_str(&self.0[..16], TIME_FORMAT).map(|t| t.and_utc()).unwrap_or_default()
     }
 
     pub fn as_str(&self) -> &str {
@@ -44,15 +38,11 @@ impl FromStr for SnapshotId {
         let valid = s.len() == 23
             && NaiveDateTime::parse_from_str(&s[..16], TIME_FORMAT).is_ok()
             && s.as_bytes()[16] == b'-'
-            && s[17..]
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            && s[17..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
         if valid {
             Ok(SnapshotId(s.to_string()))
         } else {
-            Err(format!(
-                "{s:?} is not a snapshot id (like 20261125T065012Z-3fa9c1)"
-            ))
+            Err(format!("{s:?} is not a snapshot id (like 20261125T065012Z-3fa9c1)"))
         }
     }
 }
@@ -96,14 +86,13 @@ impl FromStr for Selector {
         if let Ok(time) = DateTime::parse_from_rfc3339(s) {
             return Ok(Selector::AtOrBefore(time.with_timezone(&Utc)));
         }
-        let looks_like_id = s.len() >= 4
-            && s.chars()
-                .all(|c| c.is_ascii_digit() || matches!(c, 'T' | 'Z' | '-' | 'a'..='f'));
+        let looks_like_id =
+            s.len() >= 4 && s.chars().all(|c| c.is_ascii_digit() || matches!(c, 'T' | 'Z' | '-' | 'a'..='f'));
         if looks_like_id {
             return Ok(Selector::Id(s.to_string()));
         }
         Err(format!(
-            "--to {s:?}: expected `latest`, a snapshot id (or a unique prefix of one, at least 4 characters), \
+            "expected `latest`, a snapshot id (or a unique prefix of one, at least 4 characters), \
              or an RFC 3339 time such as 2026-11-24T18:00:00Z"
         ))
     }
@@ -143,10 +132,7 @@ mod tests {
             "2026-11-24T18:00:00+01:00".parse::<Selector>().unwrap(),
             Selector::AtOrBefore(Utc.with_ymd_and_hms(2026, 11, 24, 17, 0, 0).unwrap())
         );
-        assert_eq!(
-            "20261125T06".parse::<Selector>().unwrap(),
-            Selector::Id("20261125T06".into())
-        );
+        assert_eq!("20261125T06".parse::<Selector>().unwrap(), Selector::Id("20261125T06".into()));
         let err = "yesterday".parse::<Selector>().unwrap_err();
         assert!(err.contains("RFC 3339"), "{err}");
     }

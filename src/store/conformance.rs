@@ -19,56 +19,28 @@ pub async fn run(store: &dyn Store) {
         let key = format!("{prefix}/stream-{size}");
         let mut writer = store.put_stream(&key).await.expect("put_stream");
         for chunk in data.chunks(700_000) {
-            writer
-                .write(Bytes::copy_from_slice(chunk))
-                .await
-                .expect("write");
+            writer.write(Bytes::copy_from_slice(chunk)).await.expect("write");
         }
         assert!(
             store.head(&key).await.expect("head").is_none(),
             "an object must stay invisible until finish ({size} bytes)"
         );
         writer.finish().await.expect("finish");
-        assert_eq!(
-            read_all(store, &key).await,
-            data,
-            "streamed object of {size} bytes reads back"
-        );
-        assert_eq!(
-            store.head(&key).await.expect("head").expect("exists").size,
-            size as u64
-        );
+        assert_eq!(read_all(store, &key).await, data, "streamed object of {size} bytes reads back");
+        assert_eq!(store.head(&key).await.expect("head").expect("exists").size, size as u64);
     }
 
     let small = format!("{prefix}/small.json");
-    store
-        .put(&small, Bytes::from_static(b"{\"a\":1}"))
-        .await
-        .expect("put");
-    store
-        .put(&small, Bytes::from_static(b"{\"a\":2}"))
-        .await
-        .expect("overwrite");
-    assert_eq!(
-        get_bytes(store, &small, 1024).await.expect("get_bytes"),
-        b"{\"a\":2}"
-    );
-    assert!(matches!(
-        get_bytes(store, &small, 3).await,
-        Err(Error::ObjectCorrupt { .. })
-    ));
+    store.put(&small, Bytes::from_static(b"{\"a\":1}")).await.expect("put");
+    store.put(&small, Bytes::from_static(b"{\"a\":2}")).await.expect("overwrite");
+    assert_eq!(get_bytes(store, &small, 1024).await.expect("get_bytes"), b"{\"a\":2}");
+    assert!(matches!(get_bytes(store, &small, 3).await, Err(Error::ObjectCorrupt { .. })));
 
     let aborted = format!("{prefix}/aborted");
     let mut writer = store.put_stream(&aborted).await.expect("put_stream");
-    writer
-        .write(Bytes::from_static(b"never"))
-        .await
-        .expect("write");
+    writer.write(Bytes::from_static(b"never")).await.expect("write");
     writer.abort().await.expect("abort");
-    assert!(
-        store.head(&aborted).await.expect("head").is_none(),
-        "an aborted object must not exist"
-    );
+    assert!(store.head(&aborted).await.expect("head").is_none(), "an aborted object must not exist");
 
     let missing = format!("{prefix}/missing");
     match store.get(&missing).await {
@@ -83,54 +55,24 @@ pub async fn run(store: &dyn Store) {
     let mut expected = Vec::new();
     for i in 0..120 {
         let key = format!("{listed_prefix}{i:04}");
-        store
-            .put(&key, Bytes::from(vec![1u8; i % 3]))
-            .await
-            .expect("put");
+        store.put(&key, Bytes::from(vec![1u8; i % 3])).await.expect("put");
         expected.push(key);
     }
     let nested = format!("{listed_prefix}zz/nested");
     store.put(&nested, Bytes::new()).await.expect("put");
     expected.push(nested);
-    let listed: Vec<String> = store
-        .list(&listed_prefix)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|m| m.key)
-        .collect();
-    assert_eq!(
-        listed, expected,
-        "list returns every key under the prefix, sorted"
-    );
-    let partial: Vec<String> = store
-        .list(&format!("{listed_prefix}001"))
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|m| m.key)
-        .collect();
-    assert_eq!(
-        partial.len(),
-        10,
-        "a prefix may end inside a name: {partial:?}"
-    );
+    let listed: Vec<String> = store.list(&listed_prefix).await.expect("list").into_iter().map(|m| m.key).collect();
+    assert_eq!(listed, expected, "list returns every key under the prefix, sorted");
+    let partial: Vec<String> =
+        store.list(&format!("{listed_prefix}001")).await.expect("list").into_iter().map(|m| m.key).collect();
+    assert_eq!(partial.len(), 10, "a prefix may end inside a name: {partial:?}");
 
     // Delete everything, including a key that is already gone.
     for meta in store.list(&format!("{prefix}/")).await.expect("list") {
         store.delete(&meta.key).await.expect("delete");
     }
-    store
-        .delete(&missing)
-        .await
-        .expect("deleting a missing object succeeds");
-    assert!(
-        store
-            .list(&format!("{prefix}/"))
-            .await
-            .expect("list")
-            .is_empty()
-    );
+    store.delete(&missing).await.expect("deleting a missing object succeeds");
+    assert!(store.list(&format!("{prefix}/")).await.expect("list").is_empty());
 }
 
 async fn read_all(store: &dyn Store, key: &str) -> Vec<u8> {
@@ -141,7 +83,5 @@ async fn read_all(store: &dyn Store, key: &str) -> Vec<u8> {
 }
 
 fn pattern(size: usize) -> Vec<u8> {
-    (0..size)
-        .map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8)
-        .collect()
+    (0..size).map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8).collect()
 }

@@ -35,9 +35,7 @@ impl LocalStore {
 
     fn error(&self, operation: &'static str, key: &str, e: io::Error) -> Error {
         if e.kind() == io::ErrorKind::NotFound && operation == "read" {
-            return Error::ObjectMissing {
-                key: key.to_string(),
-            };
+            return Error::ObjectMissing { key: key.to_string() };
         }
         store_error(&self.location, operation, key, e)
     }
@@ -45,13 +43,8 @@ impl LocalStore {
     /// Creates a hidden temporary file beside `path`.
     async fn create_partial(&self, key: &str, path: &Path) -> Result<(tokio::fs::File, PathBuf)> {
         let parent = path.parent().unwrap_or(&self.root);
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| self.error("write", key, e))?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("object");
+        tokio::fs::create_dir_all(parent).await.map_err(|e| self.error("write", key, e))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
         let partial = parent.join(format!(".{name}.partial-{:016x}", rand::random::<u64>()));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -98,20 +91,12 @@ impl Store for LocalStore {
     async fn put_stream(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         let path = self.path_of(key)?;
         let (file, partial) = self.create_partial(key, &path).await?;
-        Ok(Box::new(LocalWriter {
-            store: self.clone(),
-            key: key.to_string(),
-            file,
-            partial,
-            path,
-        }))
+        Ok(Box::new(LocalWriter { store: self.clone(), key: key.to_string(), file, partial, path }))
     }
 
     async fn get(&self, key: &str) -> Result<ObjectReader> {
         let path = self.path_of(key)?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| self.error("read", key, e))?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| self.error("read", key, e))?;
         // Reads of 1 MiB keep the number of blocking-pool round trips low on large objects.
         Ok(Box::pin(tokio::io::BufReader::with_capacity(1 << 20, file)))
     }
@@ -129,11 +114,7 @@ impl Store for LocalStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         // Walk only the deepest directory the prefix names, not the whole repository.
         let dir_part = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
-        let start = if dir_part.is_empty() {
-            self.root.clone()
-        } else {
-            self.path_of(dir_part)?
-        };
+        let start = if dir_part.is_empty() { self.root.clone() } else { self.path_of(dir_part)? };
         let root = self.root.clone();
         let prefix_owned = prefix.to_string();
         let location = self.location.clone();
@@ -146,9 +127,7 @@ impl Store for LocalStore {
                 .sort_by_file_name()
                 .into_iter()
                 // Hidden entries are partial uploads (or not ours); they are never objects.
-                .filter_entry(|e| {
-                    e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
-                });
+                .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
             for entry in walker {
                 let entry = entry.map_err(|e| store_error(&location, "list", &prefix_owned, e))?;
                 if !entry.file_type().is_file() {
@@ -163,9 +142,7 @@ impl Store for LocalStore {
                 if !key.starts_with(&prefix_owned) {
                     continue;
                 }
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| store_error(&location, "list", &key, e))?;
+                let meta = entry.metadata().map_err(|e| store_error(&location, "list", &key, e))?;
                 found.push(object_meta(key, &meta));
             }
             found.sort_by(|a, b| a.key.cmp(&b.key));
@@ -195,11 +172,7 @@ impl Store for LocalStore {
 }
 
 fn object_meta(key: String, meta: &std::fs::Metadata) -> ObjectMeta {
-    ObjectMeta {
-        key,
-        size: meta.len(),
-        modified: meta.modified().ok().map(DateTime::<Utc>::from),
-    }
+    ObjectMeta { key, size: meta.len(), modified: meta.modified().ok().map(DateTime::<Utc>::from) }
 }
 
 struct LocalWriter {
@@ -213,20 +186,11 @@ struct LocalWriter {
 #[async_trait]
 impl ObjectWriter for LocalWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.file
-            .write_all(&chunk)
-            .await
-            .map_err(|e| self.store.error("write", &self.key, e))
+        self.file.write_all(&chunk).await.map_err(|e| self.store.error("write", &self.key, e))
     }
 
     async fn finish(self: Box<Self>) -> Result<()> {
-        let LocalWriter {
-            store,
-            key,
-            mut file,
-            partial,
-            path,
-        } = *self;
+        let LocalWriter { store, key, mut file, partial, path } = *self;
         let result = async {
             file.flush().await?;
             commit(file, &partial, &path).await

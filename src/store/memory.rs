@@ -22,9 +22,7 @@ impl MemoryStore {
 
     fn objects(&self) -> MutexGuard<'_, BTreeMap<String, Bytes>> {
         // A panic while holding the lock cannot leave the map half-updated: every update is one insert.
-        self.objects
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.objects.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -42,22 +40,12 @@ impl Store for MemoryStore {
 
     async fn put_stream(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         check_key(key)?;
-        Ok(Box::new(MemoryWriter {
-            store: self.clone(),
-            key: key.to_string(),
-            buffer: BytesMut::new(),
-        }))
+        Ok(Box::new(MemoryWriter { store: self.clone(), key: key.to_string(), buffer: BytesMut::new() }))
     }
 
     async fn get(&self, key: &str) -> Result<ObjectReader> {
         check_key(key)?;
-        let data = self
-            .objects()
-            .get(key)
-            .cloned()
-            .ok_or_else(|| Error::ObjectMissing {
-                key: key.to_string(),
-            })?;
+        let data = self.objects().get(key).cloned().ok_or_else(|| Error::ObjectMissing { key: key.to_string() })?;
         Ok(Box::pin(std::io::Cursor::new(data)))
     }
 
@@ -75,11 +63,7 @@ impl Store for MemoryStore {
             .objects()
             .range(prefix.to_string()..)
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, data)| ObjectMeta {
-                key: key.clone(),
-                size: data.len() as u64,
-                modified: None,
-            })
+            .map(|(key, data)| ObjectMeta { key: key.clone(), size: data.len() as u64, modified: None })
             .collect())
     }
 

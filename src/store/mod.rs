@@ -77,11 +77,7 @@ pub trait ObjectWriter: Send {
 pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u8>> {
     let reader = store.get(key).await?;
     let mut buf = Vec::new();
-    reader
-        .take(limit + 1)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| store_error(store.location(), "read", key, e))?;
+    reader.take(limit + 1).read_to_end(&mut buf).await.map_err(|e| store_error(store.location(), "read", key, e))?;
     if buf.len() as u64 > limit {
         return Err(Error::ObjectCorrupt {
             key: key.to_string(),
@@ -93,23 +89,16 @@ pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u
 
 /// Opens the store named by a repository URL: `file:///abs/path` or a plain absolute path.
 pub fn open(url: &str) -> Result<Box<dyn Store>> {
-    let bad = |reason: &str| Error::RepositoryUrl {
-        url: url.to_string(),
-        reason: reason.to_string(),
-    };
+    let bad = |reason: &str| Error::RepositoryUrl { url: url.to_string(), reason: reason.to_string() };
     let path = if let Some(rest) = url.strip_prefix("file://") {
         rest
     } else if let Some((scheme, _)) = url.split_once("://") {
-        return Err(bad(&format!(
-            "the {scheme}:// scheme is not supported by this version of dr"
-        )));
+        return Err(bad(&format!("the {scheme}:// scheme is not supported by this version of dr")));
     } else {
         url
     };
     if path.is_empty() || !path.starts_with('/') {
-        return Err(bad(
-            "a local repository needs an absolute path, e.g. file:///var/lib/dr/repo",
-        ));
+        return Err(bad("a local repository needs an absolute path, e.g. file:///var/lib/dr/repo"));
     }
     Ok(Box::new(LocalStore::new(path)))
 }
@@ -118,28 +107,12 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
 pub(crate) fn check_key(key: &str) -> Result<()> {
     let valid = !key.is_empty()
         && !key.starts_with('/')
-        && key
-            .split('/')
-            .all(|part| !part.is_empty() && !part.starts_with('.') && !part.contains('\0'));
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!("invalid object key {key:?}")))
-    }
+        && key.split('/').all(|part| !part.is_empty() && !part.starts_with('.') && !part.contains('\0'));
+    if valid { Ok(()) } else { Err(Error::Usage(format!("invalid object key {key:?}"))) }
 }
 
-pub(crate) fn store_error(
-    location: &str,
-    operation: &'static str,
-    key: &str,
-    e: impl fmt::Display,
-) -> Error {
-    Error::Store {
-        location: location.to_string(),
-        operation,
-        key: key.to_string(),
-        message: e.to_string(),
-    }
+pub(crate) fn store_error(location: &str, operation: &'static str, key: &str, e: impl fmt::Display) -> Error {
+    Error::Store { location: location.to_string(), operation, key: key.to_string(), message: e.to_string() }
 }
 
 #[cfg(test)]
@@ -156,10 +129,7 @@ mod tests {
 
     #[test]
     fn urls_open_local_stores_or_say_why_not() {
-        assert_eq!(
-            open("file:///var/lib/dr").unwrap().location(),
-            "/var/lib/dr"
-        );
+        assert_eq!(open("file:///var/lib/dr").unwrap().location(), "/var/lib/dr");
         assert_eq!(open("/srv/repo").unwrap().location(), "/srv/repo");
         let err = open("ftp://x/y").unwrap_err().to_string();
         assert!(err.contains("ftp://"), "{err}");
