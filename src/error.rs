@@ -106,15 +106,25 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// The caller cancelled the operation (see [`crate::BackupOptions::cancel`]).
+    #[error("cancelled before it finished")]
+    Cancelled,
+
+    /// The process was asked to stop (Ctrl-C, `kill`, a service manager) before the command finished.
+    #[error("stopped by {name} before the command finished")]
+    Signal { name: &'static str, number: i32 },
+
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
 
 impl Error {
-    /// Process exit code for this error: 2 for a bad invocation, 1 otherwise.
+    /// Process exit code for this error: 2 for a bad invocation, 128 + N after signal N, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
+            // The shell convention for "killed by a signal".
+            Error::Signal { number, .. } => 128 + number,
             _ => 1,
         }
     }
@@ -193,6 +203,11 @@ impl Error {
             }
             Error::Mismatch { .. } => "run with -v for details; this is a bug or a broken restore".to_string(),
             Error::Interrupted => "nothing was committed; run the command again".to_string(),
+            Error::Cancelled => "nothing was committed; run the command again".to_string(),
+            Error::Signal { .. } => "an interrupted backup leaves no snapshot (its partial objects are invisible); \
+                                     an interrupted restore may leave its targets half-written: run it again with \
+                                     --force"
+                .to_string(),
             Error::Io { .. } => return None,
         };
         Some(hint)

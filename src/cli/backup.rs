@@ -21,7 +21,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let loaded = context.load_config()?;
     let repo = context.open_repository(&loaded.config).await?;
     let display = if args.json { display.silent() } else { display.clone() };
-    let options = BackupOptions { only: args.only };
+    let options = BackupOptions { only: args.only, cancel: context.stop.token() };
     let report = dr::backup(&loaded.config, &repo, &options, &display).await?;
     display.clear();
     if args.json {

@@ -7,12 +7,14 @@ mod keygen;
 mod output;
 mod progress;
 mod restore;
+mod signals;
 mod snapshots;
 mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dr::config::{Config, LoadedConfig};
@@ -68,6 +70,8 @@ enum Command {
 pub struct Context {
     config_path: Option<PathBuf>,
     pub quiet: bool,
+    /// Cancelled when SIGINT or SIGTERM arrives.
+    pub stop: signals::Stop,
 }
 
 impl Context {
@@ -99,7 +103,6 @@ pub fn main() -> ExitCode {
     // The demo narrates its own steps; the engine's info lines would only repeat them.
     let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     output::init_logging(cli.verbose, cli.quiet, default_level, &progress_display);
-    let context = Context { config_path: cli.config, quiet: cli.quiet };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -107,24 +110,37 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let grace = if matches!(cli.command, Command::Backup(_)) { signals::GRACE } else { Duration::ZERO };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Keygen(args) => keygen::run(args),
-            Command::Init => init::run(&context).await,
-            Command::Backup(args) => backup::run(&context, args, &progress_display).await,
-            Command::Snapshots(args) => snapshots::run(&context, args).await,
-            Command::Restore(args) => restore::run(&context, args, &progress_display).await,
-            Command::Verify(args) => verify::run(&context, args, &progress_display).await,
-            Command::Demo(args) => demo::run(args).await,
+        let stop = signals::Stop::listen();
+        let context = Context { config_path: cli.config, quiet: cli.quiet, stop: stop.clone() };
+        tokio::select! {
+            result = run(cli.command, &context, &progress_display) => result.map_err(|e| stop.explain(e)),
+            error = stop.deadline(grace) => Err(error),
         }
     });
     progress_display.clear();
+    // A stopped command may leave a blocking thread waiting on a child's pipe; don't wait for it. Its children
+    // see their pipes close when this process exits.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             output::print_error(&e);
-            ExitCode::from(e.exit_code() as u8)
+            ExitCode::from(e.exit_code().clamp(1, 255) as u8)
         }
+    }
+}
+
+async fn run(command: Command, context: &Context, display: &progress::Display) -> Result<()> {
+    match command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Init => init::run(context).await,
+        Command::Backup(args) => backup::run(context, args, display).await,
+        Command::Snapshots(args) => snapshots::run(context, args).await,
+        Command::Restore(args) => restore::run(context, args, display).await,
+        Command::Verify(args) => verify::run(context, args, display).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }
 

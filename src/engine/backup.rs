@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, FilesSource, PostgresSource};
 use crate::crypto::Recipients;
@@ -29,6 +30,8 @@ use crate::repo::snapshot_id::SnapshotId;
 pub struct BackupOptions {
     /// Back up only these sources (all when empty).
     pub only: Vec<String>,
+    /// Cancelling it stops the backup: nothing is committed and the objects written so far are deleted.
+    pub cancel: CancellationToken,
 }
 
 /// What a backup did, for people and for `--json`.
@@ -92,7 +95,9 @@ pub async fn backup(
     };
     tracing::info!(snapshot = %run.snapshot, repository = %repo.location(), "backup started");
 
-    let result = async {
+    // Only the sources' part can be cancelled: the commit below is one small write that must not be cut off
+    // half-way through while the cleanup runs.
+    let sources = async {
         let mut outcomes = Vec::new();
         let mut reports = Vec::new();
         for source in config.postgres.iter().filter(|s| selected(&s.name)) {
@@ -107,21 +112,16 @@ pub async fn backup(
             reports.push(report(&outcome, start.elapsed()));
             outcomes.push(outcome);
         }
-        let private = PrivateManifest { sources: outcomes.iter().map(|o| o.details.clone()).collect() };
-        let manifest = Manifest {
-            format: FORMAT_VERSION,
-            id: run.snapshot.clone(),
-            started_at,
-            finished_at: Utc::now(),
-            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-            dr_version: env!("CARGO_PKG_VERSION").to_string(),
-            sources: outcomes.into_iter().map(|o| o.entry).collect(),
-            private: Repository::seal_private(&run.recipients, &private)?,
-        };
-        repo.commit(&manifest).await?;
-        Ok::<_, Error>((manifest, reports))
-    }
-    .await;
+        Ok::<_, Error>((outcomes, reports))
+    };
+    let sources = tokio::select! {
+        sources = sources => sources,
+        () = options.cancel.cancelled() => Err(Error::Cancelled),
+    };
+    let result = match sources {
+        Ok((outcomes, reports)) => run.commit(started_at, outcomes).await.map(|manifest| (manifest, reports)),
+        Err(e) => Err(e),
+    };
 
     match result {
         Ok((manifest, sources)) => {
@@ -182,6 +182,23 @@ fn child_warnings(source: &str, program: &str, stderr: &str) -> Vec<String> {
 }
 
 impl Run<'_> {
+    /// Writes the manifest: from here on the snapshot exists.
+    async fn commit(&self, started_at: DateTime<Utc>, outcomes: Vec<SourceOutcome>) -> Result<Manifest> {
+        let private = PrivateManifest { sources: outcomes.iter().map(|o| o.details.clone()).collect() };
+        let manifest = Manifest {
+            format: FORMAT_VERSION,
+            id: self.snapshot.clone(),
+            started_at,
+            finished_at: Utc::now(),
+            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            dr_version: env!("CARGO_PKG_VERSION").to_string(),
+            sources: outcomes.into_iter().map(|o| o.entry).collect(),
+            private: Repository::seal_private(&self.recipients, &private)?,
+        };
+        self.repo.commit(&manifest).await?;
+        Ok(manifest)
+    }
+
     fn key(&self, source: &str, role: ObjectRole) -> String {
         Repository::object_key(&self.snapshot, source, role)
     }

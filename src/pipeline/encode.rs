@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{CHANNEL_CHUNKS, CHUNK_SIZE, Compression, Sealed, Tally};
 use crate::crypto::Recipients;
@@ -165,10 +166,11 @@ async fn drive(mut writer: Box<dyn ObjectWriter>, mut receiver: mpsc::Receiver<F
     }
 }
 
-/// An upload in progress: the store side, running as its own task.
+/// An upload in progress: the store side, running as its own task. Dropping the handle (the backup was
+/// cancelled or failed elsewhere) aborts the task, which aborts the object and stops the encoder's sends.
 #[derive(Debug)]
 pub struct UploadHandle {
-    task: tokio::task::JoinHandle<Result<()>>,
+    task: AbortOnDropHandle<Result<()>>,
     key: String,
 }
 
@@ -190,7 +192,7 @@ pub async fn begin_upload(
 ) -> Result<(EncodeWriter, UploadHandle)> {
     let writer = store.put_stream(key).await?;
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
-    let task = tokio::spawn(drive(writer, receiver));
+    let task = AbortOnDropHandle::new(tokio::spawn(drive(writer, receiver)));
     let encoder = EncodeWriter::new(recipients, compression, sender, progress)
         .map_err(|e| crate::store::store_error(store.location(), "write", key, e))?;
     Ok((encoder, UploadHandle { task, key: key.to_string() }))

@@ -56,10 +56,8 @@ impl LocalStore {
     }
 }
 
-/// Syncs a file's contents, renames it into place and syncs the directory, so the rename survives a crash.
-async fn commit(file: tokio::fs::File, partial: &Path, path: &Path) -> io::Result<()> {
-    file.sync_all().await?;
-    drop(file);
+/// Renames a synced partial file into place and syncs the directory, so the rename survives a crash.
+async fn commit(partial: &Path, path: &Path) -> io::Result<()> {
     tokio::fs::rename(partial, path).await?;
     if let Some(parent) = path.parent() {
         tokio::fs::File::open(parent).await?.sync_all().await?;
@@ -78,7 +76,9 @@ impl Store for LocalStore {
         let (mut file, partial) = self.create_partial(key, &path).await?;
         let result = async {
             file.write_all(&data).await?;
-            commit(file, &partial, &path).await
+            file.sync_all().await?;
+            drop(file);
+            commit(&partial, &path).await
         }
         .await;
         if let Err(e) = result {
@@ -91,7 +91,7 @@ impl Store for LocalStore {
     async fn put_stream(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         let path = self.path_of(key)?;
         let (file, partial) = self.create_partial(key, &path).await?;
-        Ok(Box::new(LocalWriter { store: self.clone(), key: key.to_string(), file, partial, path }))
+        Ok(Box::new(LocalWriter { store: self.clone(), key: key.to_string(), file, partial: Some(partial), path }))
     }
 
     async fn get(&self, key: &str) -> Result<ObjectReader> {
@@ -179,7 +179,8 @@ struct LocalWriter {
     store: LocalStore,
     key: String,
     file: tokio::fs::File,
-    partial: PathBuf,
+    /// The hidden file being written; taken by `finish` or `abort`, removed on drop otherwise.
+    partial: Option<PathBuf>,
     path: PathBuf,
 }
 
@@ -189,26 +190,36 @@ impl ObjectWriter for LocalWriter {
         self.file.write_all(&chunk).await.map_err(|e| self.store.error("write", &self.key, e))
     }
 
-    async fn finish(self: Box<Self>) -> Result<()> {
-        let LocalWriter { store, key, mut file, partial, path } = *self;
+    async fn finish(mut self: Box<Self>) -> Result<()> {
+        let Some(partial) = self.partial.take() else { return Ok(()) };
         let result = async {
-            file.flush().await?;
-            commit(file, &partial, &path).await
+            self.file.flush().await?;
+            self.file.sync_all().await?;
+            commit(&partial, &self.path).await
         }
         .await;
         if let Err(e) = result {
             let _ = tokio::fs::remove_file(&partial).await;
-            return Err(store.error("write", &key, e));
+            return Err(self.store.error("write", &self.key, e));
         }
         Ok(())
     }
 
-    async fn abort(self: Box<Self>) -> Result<()> {
-        drop(self.file);
-        match tokio::fs::remove_file(&self.partial).await {
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        let Some(partial) = self.partial.take() else { return Ok(()) };
+        match tokio::fs::remove_file(&partial).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.store.error("delete", &self.key, e)),
+        }
+    }
+}
+
+impl Drop for LocalWriter {
+    /// A writer dropped unfinished (its task was aborted) removes its partial file; only a crash leaves one.
+    fn drop(&mut self) {
+        if let Some(partial) = self.partial.take() {
+            let _ = std::fs::remove_file(partial);
         }
     }
 }
@@ -224,13 +235,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unfinished_writer_leaves_only_a_hidden_file() {
+    async fn a_dropped_writer_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         let mut writer = store.put_stream("objects/a/b").await.unwrap();
         writer.write(Bytes::from_static(b"half")).await.unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("objects/a")).unwrap().count(), 1, "the hidden partial file");
         drop(writer);
         assert!(store.list("").await.unwrap().is_empty());
         assert!(store.head("objects/a/b").await.unwrap().is_none());
+        assert_eq!(std::fs::read_dir(dir.path().join("objects/a")).unwrap().count(), 0, "the partial file is gone");
     }
 }
