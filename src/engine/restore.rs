@@ -243,7 +243,8 @@ impl Restorer<'_> {
 
     async fn database(&self, plan: &Plan<'_>, db: &DatabaseTarget, report: &mut SourceRestore) -> Result<()> {
         let details = self.private.postgres(&plan.name);
-        let dump = self.object(plan, ObjectRole::PgDump).ok_or_else(|| Self::missing_object(plan, ObjectRole::PgDump))?;
+        let dump =
+            self.object(plan, ObjectRole::PgDump).ok_or_else(|| Self::missing_object(plan, ObjectRole::PgDump))?;
         let pg_restore = find_pg_restore(details)?;
         // Everything that can be read and checked is, before the target is touched: a bad object must not
         // leave roles or an empty database behind.

@@ -153,7 +153,7 @@ impl Extraction {
                 return Err(self.unsafe_entry(&raw_path, "it would be written outside the target"));
             }
         }
-        directories.sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+        directories.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
         for (relative, mode, mtime) in directories {
             let dir = staging.join(&relative);
             use std::os::unix::fs::PermissionsExt;

@@ -138,8 +138,8 @@ pub fn split_statements(sql: &str) -> Vec<String> {
             // A comment is not part of any statement.
             i = end;
             continue;
-        } else if rest.starts_with("/*") {
-            rest[2..].find("*/").map_or(bytes.len(), |n| i + 2 + n + 2)
+        } else if let Some(body) = rest.strip_prefix("/*") {
+            body.find("*/").map_or(bytes.len(), |n| i + 2 + n + 2)
         } else if c == b'\'' {
             let escaped = i > 0 && (bytes[i - 1] == b'E' || bytes[i - 1] == b'e');
             quoted_end(bytes, i, b'\'', escaped)

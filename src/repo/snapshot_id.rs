@@ -91,10 +91,9 @@ impl FromStr for Selector {
         if looks_like_id {
             return Ok(Selector::Id(s.to_string()));
         }
-        Err(format!(
-            "expected `latest`, a snapshot id (or a unique prefix of one, at least 4 characters), \
+        Err("expected `latest`, a snapshot id (or a unique prefix of one, at least 4 characters), \
              or an RFC 3339 time such as 2026-11-24T18:00:00Z"
-        ))
+            .to_string())
     }
 }
 
