@@ -323,6 +323,41 @@ mod tests {
         assert!(Config::parse(text, Path::new("dr.toml")).unwrap().validate().is_err());
     }
 
+    /// The body of the first fenced block whose info string is exactly `toml`.
+    fn first_toml_block(markdown: &str) -> Option<String> {
+        let mut lines = markdown.lines().skip_while(|line| line.trim_end() != "```toml").skip(1);
+        let mut block = String::new();
+        for line in lines.by_ref() {
+            if line.trim_end() == "```" {
+                return Some(block);
+            }
+            block.push_str(line);
+            block.push('\n');
+        }
+        None
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_validates() {
+        let doc = include_str!("../docs/configuration.md");
+        let example = first_toml_block(doc).expect("docs/configuration.md has a ```toml block");
+        let config = Config::parse(&example, Path::new("/etc/dr/dr.toml")).unwrap();
+        config.validate().unwrap();
+
+        assert_eq!(config.repository.url, "file:///var/lib/dr/repo");
+        assert_eq!(config.encryption.recipients.len(), 2);
+        assert!(crate::crypto::Recipients::parse(&config.encryption.recipients).is_ok());
+        assert_eq!(config.encryption.identity_file, Some(PathBuf::from("/run/secrets/dr-identity.txt")));
+        assert_eq!(config.compression, CompressionConfig { level: 3, threads: 0 });
+        assert_eq!(config.source_names(), ["app", "config", "uploads"]);
+        assert!(config.postgres[0].globals);
+        assert_eq!(config.files[1].path, PathBuf::from("/srv/isntgram/uploads"));
+        assert_eq!(config.files[1].exclude, ["*.tmp", "cache/**"]);
+        assert_eq!(config.objectives.rpo, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(config.objectives.rto, Some(Duration::from_secs(3600)));
+        assert_eq!(config.restore, RestoreConfig { temp_dir: Some(PathBuf::from("/var/tmp")), jobs: Some(4) });
+    }
+
     #[test]
     fn a_missing_config_names_the_places_searched() {
         let err = Config::load(None, &no_env).unwrap_err();
