@@ -1,0 +1,517 @@
+#!/usr/bin/env bash
+# Benchmark: dr backup/restore against the stock PostgreSQL tools, on a generated photo-sharing site.
+#
+# For each size it starts from one freshly generated database and times, interleaved and repeated:
+#   a. pg_dump -Fc > file                                (the plain default: gzip inside pg_dump)
+#   b. pg_dump -Fc -Z0 | zstd -3 -T0 | age -r KEY > file  (the shell pipeline dr replaces)
+#   c. dr backup                                         (local repository, zstd level 3, threads 0)
+#   d. createdb + pg_restore -j2 from the local -Z0 dump file
+#   e. dr restore --jobs 2 --into app=<new database>
+# and prints medians, ratios, output sizes, dr's peak RSS and PASS/FAIL against the targets in issue 2.
+# See docs/benchmarks.md. Run `bench/run.sh --help` for the options.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+
+# Targets (issue 2).
+BACKUP_VS_PIPELINE_MAX=1.05
+RESTORE_VS_PG_RESTORE_MAX=1.10
+RSS_MAX_MIB=64
+
+# Posts per GB (GiB, as pg_size_pretty counts) of pg_database_size, calibrated on bench/site.sql: about
+# 6.9 KB of database per post, tables and indexes together.
+POSTS_PER_GB=${POSTS_PER_GB:-155000}
+
+SIZES="0.5,2"
+REPS=3
+JOBS=2
+WORKDIR="$BENCH/out"
+KEEP=0
+DURABLE=0
+DR_BIN=""
+RESULTS=""
+
+usage() {
+    cat <<EOF
+Usage: bench/run.sh [options]
+
+Generates a realistic photo-sharing database on a scratch PostgreSQL cluster and times pg_dump -Fc,
+the pg_dump | zstd | age shell pipeline and dr backup; pg_restore -j2 and dr restore --jobs 2.
+
+Options:
+  --sizes LIST     database sizes in GB (pg_database_size), comma-separated (default: $SIZES);
+                   --sizes 0.05 is a quick smoke run
+  --reps N         repetitions of every measurement; the median is reported (default: $REPS)
+  --jobs N         parallel jobs of both restores (default: $JOBS)
+  --workdir DIR    where everything is created; removed at the end (default: bench/out)
+  --keep           keep the work directory (dumps, repository, server log) for inspection
+  --durable        run PostgreSQL with fsync/full_page_writes on (default: off, for steadier timings)
+  --dr PATH        use this dr binary instead of building it (cargo build --release)
+  --results FILE   also write the results table (Markdown) to FILE
+  -h, --help       this help
+
+Environment: PG_BIN (PostgreSQL bin directory; default: the newest /usr/lib/postgresql/*/bin),
+POSTS_PER_GB (generator scale, default $POSTS_PER_GB).
+Needs: zstd, age, GNU time (/usr/bin/time); installed with apt-get when run as root.
+EOF
+}
+
+die() {
+    echo "bench: error: $*" >&2
+    exit 1
+}
+
+log() {
+    printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
+}
+
+while (($#)); do
+    case $1 in
+        --sizes) SIZES=${2:?--sizes needs a value}; shift 2 ;;
+        --reps) REPS=${2:?--reps needs a value}; shift 2 ;;
+        --jobs) JOBS=${2:?--jobs needs a value}; shift 2 ;;
+        --workdir) WORKDIR=${2:?--workdir needs a value}; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        --durable) DURABLE=1; shift ;;
+        --dr) DR_BIN=${2:?--dr needs a value}; shift 2 ;;
+        --results) RESULTS=${2:?--results needs a value}; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; exit 2 ;;
+    esac
+done
+
+[[ $REPS =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive integer"
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive integer"
+IFS=, read -r -a SIZE_LIST <<<"$SIZES"
+((${#SIZE_LIST[@]})) || die "--sizes is empty"
+for size in "${SIZE_LIST[@]}"; do
+    [[ $size =~ ^[0-9]*\.?[0-9]+$ ]] || die "--sizes: $size is not a number of GB"
+done
+
+# ---------------------------------------------------------------------------------------------------------
+# Tools
+
+APT_UPDATED=0
+need() { # need COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    if ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
+        log "installing $2 (for $1)"
+        if ((!APT_UPDATED)); then
+            apt-get update -qq >/dev/null
+            APT_UPDATED=1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+        command -v "$1" >/dev/null 2>&1 && return 0
+    fi
+    die "$1 is missing; install it with: sudo apt-get install -y $2"
+}
+
+need zstd zstd
+need age age
+[[ -x /usr/bin/time ]] || need /usr/bin/time time
+[[ -n $DR_BIN ]] || command -v cargo >/dev/null 2>&1 || die "cargo is missing (or pass --dr PATH)"
+
+if [[ -z ${PG_BIN:-} ]]; then
+    PG_BIN=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+    [[ -n $PG_BIN ]] || PG_BIN=$(dirname "$(command -v pg_dump 2>/dev/null || echo /nonexistent/pg_dump)")
+fi
+for tool in initdb pg_ctl postgres pg_dump pg_restore psql createdb dropdb; do
+    [[ -x $PG_BIN/$tool ]] || die "$PG_BIN/$tool not found (set PG_BIN to the PostgreSQL bin directory)"
+done
+
+# PostgreSQL refuses to run as root: the server then runs as the postgres user (clients stay root).
+AS_SERVER=()
+if ((EUID == 0)); then
+    id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' system user to run the server"
+    AS_SERVER=(runuser -u postgres --)
+fi
+
+# ---------------------------------------------------------------------------------------------------------
+# Work directory and cleanup
+
+mkdir -p "$WORKDIR"
+WORKDIR=$(cd "$WORKDIR" && pwd)
+RUN=$(mktemp -d "$WORKDIR/run.XXXXXX")
+chmod 711 "$RUN" # the server's user must reach its directory inside
+PGDATA=""
+POLL_PID=""
+
+stop_server() {
+    [[ -n $PGDATA && -f $PGDATA/postmaster.pid ]] || return 0
+    if ! "${AS_SERVER[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop >/dev/null 2>&1; then
+        local pid
+        pid=$(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null || true)
+        if [[ -n $pid ]]; then
+            kill -QUIT "$pid" 2>/dev/null || true
+        fi
+    fi
+}
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    [[ -n $POLL_PID ]] && kill "$POLL_PID" 2>/dev/null
+    stop_server
+    if ((KEEP)); then
+        log "kept $RUN"
+    else
+        rm -rf "$RUN"
+        rmdir "$WORKDIR" 2>/dev/null || true
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers
+
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+human() { awk -v b="$1" 'BEGIN { split("B KiB MiB GiB TiB", u); i = 1; while (b >= 1024 && i < 5) { b /= 1024; i++ } printf "%.1f %s", b, u[i] }'; }
+file_bytes() { stat -c %s "$1"; }
+dir_bytes() { du -sb "$1" | cut -f 1; }
+max() { if (($1 > $2)); then echo "$1"; else echo "$2"; fi; }
+pass() { if le "$1" "$2"; then echo PASS; else echo FAIL; fi; }
+
+drop_db() { PGOPTIONS='-c client_min_messages=warning' "$PG_BIN/dropdb" --if-exists "$1"; }
+sql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+
+# Runs "$@" (a dr command) under GNU time; sets LAST_RSS_KB (time's %M: the peak RSS of dr and, as the
+# kernel reports it, of any child it waited for) and LAST_OWN_KB (dr's own VmHWM, sampled every 0.1 s).
+measure_rss() {
+    local time_out="$RUN/time.out" hwm_file="$RUN/hwm.out"
+    rm -f "$hwm_file"
+    /usr/bin/time -f '%M' -o "$time_out" "$@" &
+    local time_pid=$!
+    (
+        # Reads /proc with builtins only, so the sampler itself costs next to nothing.
+        pid="" hwm=0
+        exec {tick}<> <(:)
+        while [[ -d /proc/$time_pid ]]; do
+            if [[ -z $pid ]]; then
+                # The file has no trailing newline: read assigns, then reports end of file.
+                read -r pid _ <"/proc/$time_pid/task/$time_pid/children" 2>/dev/null || true
+            fi
+            if [[ -n $pid && -r /proc/$pid/status ]]; then
+                while read -r key value _; do
+                    [[ $key == VmHWM: ]] && ((value > hwm)) && hwm=$value
+                done <"/proc/$pid/status" 2>/dev/null || true
+                echo "$hwm" >"$hwm_file"
+            fi
+            read -r -t 0.1 -u "$tick" || true
+        done
+    ) &
+    POLL_PID=$!
+    local status=0
+    wait "$time_pid" || status=$?
+    wait "$POLL_PID" 2>/dev/null || true
+    POLL_PID=""
+    if ((status != 0)); then
+        cat "$time_out" >&2
+        return "$status"
+    fi
+    LAST_RSS_KB=$(tail -n 1 "$time_out")
+    LAST_OWN_KB=$(cat "$hwm_file" 2>/dev/null || echo 0)
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Build dr
+
+if [[ -z $DR_BIN ]]; then
+    log "building dr (cargo build --release; waits if another build holds the lock)"
+    (cd "$ROOT" && cargo build --release --quiet --bin dr)
+    DR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/dr"
+fi
+[[ -x $DR_BIN ]] || die "$DR_BIN is not an executable"
+# A private copy: a concurrent cargo build must not swap the binary in the middle of a run.
+cp "$DR_BIN" "$RUN/dr"
+DR="$RUN/dr"
+DR_VERSION="$("$DR" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo +dirty))"
+
+# ---------------------------------------------------------------------------------------------------------
+# Scratch PostgreSQL
+
+free_port() {
+    local port
+    for _ in $(seq 50); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+PGROOT="$RUN/pg"
+PGDATA="$PGROOT/data"
+SOCK="$PGROOT/socket"
+PORT=$(free_port)
+mkdir -p "$SOCK"
+if ((EUID == 0)); then
+    chown -R postgres:postgres "$PGROOT"
+    "${AS_SERVER[@]}" test -w "$PGROOT" || die "the postgres user cannot write to $PGROOT (check the permissions of its parents or use --workdir)"
+fi
+
+log "starting PostgreSQL ($PG_BIN) in $PGROOT, port $PORT"
+"${AS_SERVER[@]}" "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync \
+    >"$RUN/initdb.log" 2>&1 || { cat "$RUN/initdb.log" >&2; die "initdb failed"; }
+{
+    echo "listen_addresses = ''"
+    echo "unix_socket_directories = '$SOCK'"
+    echo "port = $PORT"
+    echo "max_connections = 50"
+    echo "shared_buffers = 512MB"
+    echo "work_mem = 32MB"
+    echo "maintenance_work_mem = 256MB"
+    echo "max_wal_size = 8GB"
+    echo "checkpoint_timeout = 30min"
+    # Background autovacuum/analyze of a just-restored database would land inside the next measurement.
+    echo "autovacuum = off"
+    if ((!DURABLE)); then
+        echo "fsync = off"
+        echo "synchronous_commit = off"
+        echo "full_page_writes = off"
+    fi
+} >>"$PGDATA/postgresql.conf"
+"${AS_SERVER[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGROOT/server.log" -w -t 120 start >/dev/null \
+    || { cat "$PGROOT/server.log" >&2; die "PostgreSQL did not start"; }
+
+export PGHOST="$SOCK" PGPORT="$PORT" PGUSER=postgres
+unset PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS
+conninfo() { echo "host=$SOCK port=$PORT user=postgres dbname=$1"; }
+
+PG_VERSION=$(sql -d postgres -c "SHOW server_version")
+
+# ---------------------------------------------------------------------------------------------------------
+# Key pair, configuration, repository
+
+RECIPIENT=$("$DR" keygen --output "$RUN/identity.txt" 2>/dev/null)
+[[ $RECIPIENT == age1* ]] || die "dr keygen printed no recipient"
+CONFIG="$RUN/dr.toml"
+REPO="$RUN/repo"
+mkdir -p "$RUN/tmp" "$RUN/out"
+cat >"$CONFIG" <<EOF
+[repository]
+url = "file://$REPO"
+
+[encryption]
+recipients = ["$RECIPIENT"]
+identity_file = "$RUN/identity.txt"
+
+[compression]
+level = 3
+threads = 0
+
+[[postgres]]
+name = "app"
+url = "$(conninfo app)"
+globals = false
+EOF
+
+fresh_repo() {
+    rm -rf "$REPO"
+    "$DR" --config "$CONFIG" -q init >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# The measurements. Each sets LAST_SECONDS (wall time) and LAST_BYTES (output size).
+
+OUT="$RUN/out"
+
+run_pg_dump() {
+    rm -f "$OUT/plain.dump"
+    sync
+    local t0 t1
+    t0=$(now)
+    "$PG_BIN/pg_dump" -Fc -d app -f "$OUT/plain.dump"
+    t1=$(now)
+    LAST_SECONDS=$(elapsed "$t0" "$t1")
+    LAST_BYTES=$(file_bytes "$OUT/plain.dump")
+}
+
+run_pipeline() {
+    rm -f "$OUT/pipeline.dump.zst.age"
+    sync
+    local t0 t1
+    t0=$(now)
+    "$PG_BIN/pg_dump" -Fc -Z0 -d app | zstd -q -3 -T0 | age -r "$RECIPIENT" >"$OUT/pipeline.dump.zst.age"
+    t1=$(now)
+    LAST_SECONDS=$(elapsed "$t0" "$t1")
+    LAST_BYTES=$(file_bytes "$OUT/pipeline.dump.zst.age")
+}
+
+run_dr_backup() {
+    fresh_repo
+    sync
+    local t0 t1
+    t0=$(now)
+    measure_rss "$DR" --config "$CONFIG" -q backup >"$RUN/snapshot.id"
+    t1=$(now)
+    LAST_SECONDS=$(elapsed "$t0" "$t1")
+    LAST_BYTES=$(dir_bytes "$REPO/objects")
+}
+
+run_pg_restore() {
+    drop_db restore_pg
+    sync
+    local t0 t1
+    t0=$(now)
+    "$PG_BIN/createdb" restore_pg
+    "$PG_BIN/pg_restore" -j "$JOBS" -d restore_pg "$OUT/z0.dump"
+    t1=$(now)
+    LAST_SECONDS=$(elapsed "$t0" "$t1")
+    LAST_BYTES=$(sql -d postgres -c "SELECT pg_database_size('restore_pg')")
+}
+
+run_dr_restore() {
+    drop_db restore_dr
+    sync
+    local t0 t1
+    t0=$(now)
+    measure_rss "$DR" --config "$CONFIG" -q restore --to latest --into "app=$(conninfo restore_dr)" \
+        --jobs "$JOBS" --temp-dir "$RUN/tmp" >/dev/null
+    t1=$(now)
+    LAST_SECONDS=$(elapsed "$t0" "$t1")
+    LAST_BYTES=$(sql -d postgres -c "SELECT pg_database_size('restore_dr')")
+}
+
+# Row counts and a digest of every table, to check that both restores are complete.
+DIGEST_SQL="SELECT string_agg(t || ':' || n || ':' || d, ' ' ORDER BY t) FROM (
+  SELECT 'users' AS t, count(*) AS n, md5(string_agg(md5(x::text), '' ORDER BY id)) AS d FROM users x
+  UNION ALL SELECT 'posts', count(*), md5(string_agg(md5(x::text), '' ORDER BY id)) FROM posts x
+  UNION ALL SELECT 'comments', count(*), md5(string_agg(md5(x::text), '' ORDER BY id)) FROM comments x
+  UNION ALL SELECT 'likes', count(*), md5(string_agg(md5(x::text), '' ORDER BY post_id, user_id)) FROM likes x
+  UNION ALL SELECT 'follows', count(*), md5(string_agg(md5(x::text), '' ORDER BY follower_id, followee_id))
+            FROM follows x) AS s"
+
+check_restored() { # check_restored DBNAME LABEL
+    local got
+    got=$(sql -d "$1" -c "$DIGEST_SQL")
+    [[ $got == "$SOURCE_DIGEST" ]] || die "$2 restored different data:
+  source:   $SOURCE_DIGEST
+  restored: $got"
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Main loop
+
+MACHINE="$(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
+TOOLS="PostgreSQL $PG_VERSION; $(zstd --version | sed -n 's/.*\(v[0-9.]*\).*/zstd \1/p'); age $(age --version); $DR_VERSION"
+LOAD_START=$(cut -d ' ' -f 1-3 /proc/loadavg)
+log "machine: $MACHINE; load average: $LOAD_START"
+log "tools: $TOOLS"
+log "sizes: $SIZES GB; $REPS repetitions; restore jobs: $JOBS; fsync: $( ((DURABLE)) && echo on || echo off)"
+
+TABLE=()
+
+for size in "${SIZE_LIST[@]}"; do
+    posts=$(awk -v s="$size" -v p="$POSTS_PER_GB" 'BEGIN { printf "%d", s * p + 0.5 }')
+    ((posts >= 200)) || posts=200
+    log "== $size GB: generating the site ($posts posts)"
+    drop_db app
+    "$PG_BIN/createdb" app
+    t0=$(now)
+    sql -d app -v posts="$posts" -f "$BENCH/site.sql" >/dev/null
+    sql -d app -c "CHECKPOINT" >/dev/null
+    t1=$(now)
+    db_bytes=$(sql -d postgres -c "SELECT pg_database_size('app')")
+    rows=$(sql -d app -c "SELECT (SELECT count(*) FROM users) || ' users, ' || (SELECT count(*) FROM posts) || ' posts, '
+        || (SELECT count(*) FROM comments) || ' comments, ' || (SELECT count(*) FROM likes) || ' likes, '
+        || (SELECT count(*) FROM follows) || ' follows'")
+    log "generated $(human "$db_bytes") in $(elapsed "$t0" "$t1") s: $rows"
+    SOURCE_DIGEST=$(sql -d app -c "$DIGEST_SQL")
+
+    # Warm-up (not timed): reads the whole database once into the page cache, writes the -Z0 archive that
+    # pg_restore reads, and runs dr once.
+    log "warm-up"
+    "$PG_BIN/pg_dump" -Fc -Z0 -d app -f "$OUT/z0.dump"
+    z0_bytes=$(file_bytes "$OUT/z0.dump")
+    run_dr_backup
+
+    declare -a T_A=() T_B=() T_C=() T_D=() T_E=() RSS_C=() RSS_E=() OWN_C=() OWN_E=()
+    for ((rep = 0; rep < REPS; rep++)); do
+        # Interleaved, and the order rotates from one repetition to the next so no tool always goes first.
+        backups=(a b c)
+        order=("${backups[@]:rep % 3}" "${backups[@]:0:rep % 3}")
+        if ((rep % 2)); then order+=(e d); else order+=(d e); fi
+        for m in "${order[@]}"; do
+            case $m in
+                a)
+                    run_pg_dump
+                    T_A+=("$LAST_SECONDS"); BYTES_A=$LAST_BYTES
+                    log "rep $((rep + 1)): pg_dump -Fc            $LAST_SECONDS s" ;;
+                b)
+                    run_pipeline
+                    T_B+=("$LAST_SECONDS"); BYTES_B=$LAST_BYTES
+                    log "rep $((rep + 1)): pg_dump|zstd|age       $LAST_SECONDS s" ;;
+                c)
+                    run_dr_backup
+                    T_C+=("$LAST_SECONDS"); BYTES_C=$LAST_BYTES
+                    RSS_C+=("$LAST_RSS_KB"); OWN_C+=("$LAST_OWN_KB")
+                    log "rep $((rep + 1)): dr backup              $LAST_SECONDS s, peak RSS $(mib "$LAST_RSS_KB") MiB (own $(mib "$LAST_OWN_KB"))" ;;
+                d)
+                    run_pg_restore
+                    T_D+=("$LAST_SECONDS")
+                    log "rep $((rep + 1)): pg_restore -j$JOBS          $LAST_SECONDS s"
+                    ((rep)) || check_restored restore_pg "pg_restore"
+                    "$PG_BIN/dropdb" restore_pg ;;
+                e)
+                    run_dr_restore
+                    T_E+=("$LAST_SECONDS")
+                    RSS_E+=("$LAST_RSS_KB"); OWN_E+=("$LAST_OWN_KB")
+                    log "rep $((rep + 1)): dr restore --jobs $JOBS    $LAST_SECONDS s, peak RSS $(mib "$LAST_RSS_KB") MiB (own $(mib "$LAST_OWN_KB"))"
+                    ((rep)) || check_restored restore_dr "dr restore"
+                    "$PG_BIN/dropdb" restore_dr ;;
+            esac
+        done
+    done
+
+    a=$(median "${T_A[@]}"); b=$(median "${T_B[@]}"); c=$(median "${T_C[@]}")
+    d=$(median "${T_D[@]}"); e=$(median "${T_E[@]}")
+    rss_c=$(printf '%s\n' "${RSS_C[@]}" | sort -n | tail -n 1); own_c=$(printf '%s\n' "${OWN_C[@]}" | sort -n | tail -n 1)
+    rss_e=$(printf '%s\n' "${RSS_E[@]}" | sort -n | tail -n 1); own_e=$(printf '%s\n' "${OWN_E[@]}" | sort -n | tail -n 1)
+    r_cb=$(ratio "$c" "$b"); r_ca=$(ratio "$c" "$a"); r_ed=$(ratio "$e" "$d")
+    rss_limit_kb=$((RSS_MAX_MIB * 1024))
+    label="$size GB ($(human "$db_bytes"))"
+    TABLE+=(
+        "| $label | pg_dump -Fc | $a | ${T_A[*]} | $(human "$BYTES_A") | | |"
+        "| $label | pg_dump -Fc -Z0 \\| zstd -3 -T0 \\| age | $b | ${T_B[*]} | $(human "$BYTES_B") | | |"
+        "| $label | dr backup | $c | ${T_C[*]} | $(human "$BYTES_C") | $(mib "$rss_c") ($(mib "$own_c")) | $(pass "$(max "$rss_c" "$own_c")" "$rss_limit_kb") |"
+        "| $label | (pg_dump -Fc -Z0 archive, the restore input) | | | $(human "$z0_bytes") | | |"
+        "| $label | createdb + pg_restore -j$JOBS | $d | ${T_D[*]} | | | |"
+        "| $label | dr restore --jobs $JOBS | $e | ${T_E[*]} | | $(mib "$rss_e") ($(mib "$own_e")) | $(pass "$(max "$rss_e" "$own_e")" "$rss_limit_kb") |"
+        "| $label | **dr backup / pipeline** | **$r_cb** | target ≤ $BACKUP_VS_PIPELINE_MAX | | | **$(pass "$r_cb" "$BACKUP_VS_PIPELINE_MAX")** |"
+        "| $label | dr backup / pg_dump -Fc | $r_ca | (information) | | | |"
+        "| $label | **dr restore / pg_restore -j$JOBS** | **$r_ed** | target ≤ $RESTORE_VS_PG_RESTORE_MAX | | | **$(pass "$r_ed" "$RESTORE_VS_PG_RESTORE_MAX")** |"
+    )
+    "$PG_BIN/dropdb" app
+    rm -f "$OUT"/*.dump "$OUT"/*.age
+    unset T_A T_B T_C T_D T_E RSS_C RSS_E OWN_C OWN_E
+done
+
+# ---------------------------------------------------------------------------------------------------------
+# Report
+
+{
+    echo
+    echo "Machine: $MACHINE"
+    echo "Tools:   $TOOLS"
+    echo "Run:     $(date -u +%Y-%m-%dT%H:%MZ), $REPS repetitions (median), restore jobs $JOBS, fsync $( ((DURABLE)) && echo on || echo off)"
+    echo "Load:    $LOAD_START at the start, $(cut -d ' ' -f 1-3 /proc/loadavg) at the end (1/5/15-minute averages)"
+    echo
+    echo "| size | measurement | median s / ratio | runs (s) | output | peak RSS MiB: tree (dr) | target |"
+    echo "|---|---|---|---|---|---|---|"
+    printf '%s\n' "${TABLE[@]}"
+    echo
+    echo "peak RSS: GNU time %M of the dr process tree (the kernel folds in reaped children such as pg_dump);"
+    echo "in parentheses dr's own VmHWM, sampled every 0.1 s. Target: both ≤ $RSS_MAX_MIB MiB."
+} | tee "${RESULTS:-/dev/null}"
