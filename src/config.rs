@@ -165,13 +165,18 @@ impl Config {
         };
         let (mut config, origin) = match chosen {
             Some(path) => {
+                // Relative paths inside the file resolve against its directory, which must be absolute so that a
+                // later change of working directory (or a relative `--config`) cannot move the repository.
+                let path = std::path::absolute(&path).unwrap_or(path);
                 let text = std::fs::read_to_string(&path)
                     .map_err(|source| Error::ConfigRead { path: path.clone(), source })?;
                 (Config::parse(&text, &path)?, ConfigOrigin::File(path))
             }
             // Without a file, the environment alone can still name a repository (e.g. a break-glass host
             // that only lists and restores).
-            None if env("DR_REPOSITORY_URL").is_some() => (Config::default(), ConfigOrigin::Environment),
+            None if env("DR_REPOSITORY_URL").is_some_and(|v| !v.is_empty()) => {
+                (Config::default(), ConfigOrigin::Environment)
+            }
             None => {
                 return Err(Error::ConfigNotFound { searched: SEARCH_PATHS.iter().map(PathBuf::from).collect() });
             }
@@ -238,7 +243,8 @@ impl Config {
             crate::pg::ConnInfo::parse(&pg.url)
                 .map_err(|e| Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", pg.name)))?;
         }
-        if !(1..=22).contains(&self.compression.level) {
+        // Levels 20-22 ("ultra") need windows of up to 128 MiB per thread: outside dr's memory budget.
+        if !(1..=19).contains(&self.compression.level) {
             return Err(Error::ConfigInvalid(format!(
                 "[compression] level = {} is out of range; use 1 (fastest) to 19 (smallest)",
                 self.compression.level

@@ -1,7 +1,7 @@
 //! Errors of the `dr` engine.
 //!
 //! Policy:
-//! - The library returns this typed [`Error`]; `anyhow` appears only at the binary's edge.
+//! - The library and the binary share this one typed [`Error`]: the CLI renders it, it never wraps it.
 //! - Every variant a user can cause says *what* failed and *on what* (a file, a source name, an object key,
 //!   a snapshot id) in its message, and [`Error::hint`] says what to do next. The CLI prints both and exits
 //!   with [`Error::exit_code`]: 2 for a bad invocation, 1 for everything else.

@@ -122,6 +122,15 @@ impl Repository {
         if &manifest.id != id {
             return Err(Error::ObjectCorrupt { key, reason: format!("it describes snapshot {}", manifest.id) });
         }
+        if manifest.format > FORMAT_VERSION {
+            return Err(Error::ObjectCorrupt {
+                key,
+                reason: format!(
+                    "manifest format {} is newer than this dr understands ({FORMAT_VERSION}); upgrade dr",
+                    manifest.format
+                ),
+            });
+        }
         Ok(manifest)
     }
 
