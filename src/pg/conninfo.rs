@@ -4,11 +4,15 @@
 //! - child tools (pg_dump, pg_restore) get the string back as key=value **without the password** on their
 //!   command line, and the password, when the string had one, in `PGPASSWORD` (argv is world-readable in
 //!   /proc; a child's environment is not). Their own libpq applies the `PG*` variables and `.pgpass`.
-//! - dr's own connection (tokio-postgres) has no libpq, so [`ConnInfo::resolve`] applies the same defaults:
-//!   explicit value, then the `PG*` environment variable, then `.pgpass` for the password, then libpq's default.
+//! - dr's own connection (tokio-postgres) has no libpq, so [`ConnInfo::try_resolve`] applies the same rules:
+//!   explicit value, then the `service`'s section of `pg_service.conf`, then the `PG*` environment variable,
+//!   then `.pgpass` for the password, then libpq's default. What it cannot honour (GSSAPI) it refuses, so the
+//!   two connections never silently go to different servers or authenticate differently.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+mod service;
 
 /// A parsed connection string: libpq keywords and values, in the order given.
 #[derive(Clone, PartialEq, Eq)]
@@ -83,7 +87,11 @@ impl ConnInfo {
                 return Err(format!("unknown connection parameter {key:?}"));
             }
         }
-        Ok(ConnInfo { params })
+        let conninfo = ConnInfo { params };
+        // What the string itself asks for and dr's own connection cannot do fails now, with the configuration;
+        // the same settings from a service file or the environment are refused when connecting.
+        Sources { explicit: &conninfo, service: None, env: &|_| None }.refuse_unsupported()?;
+        Ok(conninfo)
     }
 
     /// The explicit value of a keyword (the last one wins, as in libpq).
@@ -121,7 +129,11 @@ impl ConnInfo {
             out.push_str(user);
             out.push('@');
         }
-        out.push_str(self.get("host").or(self.get("hostaddr")).unwrap_or("localhost"));
+        match (self.get("host").or(self.get("hostaddr")), self.get("service")) {
+            (Some(host), _) => out.push_str(host),
+            (None, Some(service)) => out.push_str(&format!("service={service}")),
+            (None, None) => out.push_str("localhost"),
+        }
         if let Some(port) = self.get("port") {
             out.push(':');
             out.push_str(port);
@@ -131,36 +143,188 @@ impl ConnInfo {
         out
     }
 
-    /// Fills in what the string left out, as libpq would: environment, `.pgpass`, defaults.
+    /// Fills in what the string left out, as libpq would: service file, environment, `.pgpass`, defaults.
+    ///
+    /// Lenient: a service that cannot be read is skipped here (for callers that only want a name, such as the
+    /// database a restore creates); [`ConnInfo::try_resolve`], which dr's own connection uses, reports it.
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Resolved {
-        let pick =
-            |key: &str, var: &str| self.get(key).map(str::to_string).or_else(|| env(var).filter(|v| !v.is_empty()));
-        let user = pick("user", "PGUSER").unwrap_or_else(current_os_user);
-        let host = pick("host", "PGHOST").unwrap_or_else(default_host);
-        let hostaddr = pick("hostaddr", "PGHOSTADDR");
-        let port = pick("port", "PGPORT").unwrap_or_else(|| "5432".to_string());
-        let dbname = pick("dbname", "PGDATABASE").unwrap_or_else(|| user.clone());
+        let service = service::lookup(self, env).ok().flatten();
+        Sources { explicit: self, service: service.as_ref(), env }.resolve()
+    }
+
+    /// [`ConnInfo::resolve`], refusing what dr's own connection cannot honour the way libpq would: an undefined
+    /// or unreadable service, GSSAPI requirements, OpenSSL engine keys. The message names the parameter, where it
+    /// came from, and what to do instead.
+    pub fn try_resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, String> {
+        let service = service::lookup(self, env)?;
+        let sources = Sources { explicit: self, service: service.as_ref(), env };
+        sources.refuse_unsupported()?;
+        Ok(sources.resolve())
+    }
+}
+
+/// The environment variable libpq reads for a keyword, when there is one.
+fn env_var(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "host" => "PGHOST",
+        "hostaddr" => "PGHOSTADDR",
+        "port" => "PGPORT",
+        "dbname" => "PGDATABASE",
+        "user" => "PGUSER",
+        "password" => "PGPASSWORD",
+        "passfile" => "PGPASSFILE",
+        "service" => "PGSERVICE",
+        "options" => "PGOPTIONS",
+        "application_name" => "PGAPPNAME",
+        "connect_timeout" => "PGCONNECT_TIMEOUT",
+        "target_session_attrs" => "PGTARGETSESSIONATTRS",
+        "sslmode" => "PGSSLMODE",
+        "sslrootcert" => "PGSSLROOTCERT",
+        "sslcert" => "PGSSLCERT",
+        "sslkey" => "PGSSLKEY",
+        "sslcertmode" => "PGSSLCERTMODE",
+        "sslcrl" => "PGSSLCRL",
+        "sslcrldir" => "PGSSLCRLDIR",
+        "gssencmode" => "PGGSSENCMODE",
+        "krbsrvname" => "PGKRBSRVNAME",
+        "gsslib" => "PGGSSLIB",
+        "gssdelegation" => "PGGSSDELEGATION",
+        _ => return None,
+    })
+}
+
+/// Where libpq takes a setting from, highest first: the connection string, the service file's section, the
+/// environment variable (libpq's documented order: "a service file setting overrides the corresponding
+/// environment variable, and in turn can be overridden by a value given directly in the connection string").
+/// Defaults come last, in [`Sources::resolve`].
+struct Sources<'a> {
+    explicit: &'a ConnInfo,
+    service: Option<&'a service::Service>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// A setting with where it came from, for messages.
+struct Setting {
+    value: String,
+    origin: String,
+}
+
+impl Setting {
+    /// `key=value` plus its origin, as messages show it (never used for secrets).
+    fn describe(&self, key: &str) -> String {
+        format!("{key}={}{}", self.value, self.origin)
+    }
+}
+
+impl Sources<'_> {
+    fn setting(&self, key: &str) -> Option<Setting> {
+        if let Some(value) = self.explicit.get(key) {
+            return Some(Setting { value: value.to_string(), origin: String::new() });
+        }
+        if let Some(service) = self.service
+            && let Some(value) = service.get(key)
+        {
+            let origin = format!(" (from service {:?} in {})", service.name, service.file.display());
+            return Some(Setting { value: value.to_string(), origin });
+        }
+        let var = env_var(key)?;
+        (self.env)(var).filter(|v| !v.is_empty()).map(|value| Setting { value, origin: format!(" (from {var})") })
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        self.setting(key).map(|s| s.value)
+    }
+
+    fn resolve(&self) -> Resolved {
+        let pick = |key: &str| self.get(key);
+        let user = pick("user").unwrap_or_else(current_os_user);
+        let host = pick("host").unwrap_or_else(default_host);
+        let port = pick("port").unwrap_or_else(|| "5432".to_string());
+        let dbname = pick("dbname").unwrap_or_else(|| user.clone());
+        let home = home_dir(self.env);
         let mut resolved = Resolved {
             host,
-            hostaddr,
+            hostaddr: pick("hostaddr"),
             port,
             dbname,
-            password: pick("password", "PGPASSWORD"),
-            sslmode: pick("sslmode", "PGSSLMODE").unwrap_or_else(|| "prefer".to_string()),
-            sslrootcert: pick("sslrootcert", "PGSSLROOTCERT"),
-            application_name: pick("application_name", "PGAPPNAME"),
-            options: pick("options", "PGOPTIONS"),
-            connect_timeout: pick("connect_timeout", "PGCONNECT_TIMEOUT"),
-            target_session_attrs: pick("target_session_attrs", "PGTARGETSESSIONATTRS"),
+            password: pick("password"),
+            sslmode: pick("sslmode").unwrap_or_else(|| "prefer".to_string()),
+            sslrootcert: pick("sslrootcert"),
+            sslcert: pick("sslcert"),
+            sslkey: pick("sslkey"),
+            sslcertmode: pick("sslcertmode").unwrap_or_else(|| "allow".to_string()),
+            sslcrl: pick("sslcrl"),
+            sslcrldir: pick("sslcrldir"),
+            application_name: pick("application_name"),
+            options: pick("options"),
+            connect_timeout: pick("connect_timeout"),
+            target_session_attrs: pick("target_session_attrs"),
+            home,
             user,
         };
         if resolved.password.is_none() {
-            let passfile = pick("passfile", "PGPASSFILE").map(PathBuf::from).or_else(default_passfile);
+            let passfile =
+                pick("passfile").map(PathBuf::from).or_else(|| resolved.home.as_ref().map(|home| home.join(".pgpass")));
             if let Some(passfile) = passfile {
                 resolved.password = pgpass_lookup(&passfile, &resolved);
             }
         }
         resolved
+    }
+
+    /// Settings dr's own connection cannot honour. Accepting them silently would let dr's connection and
+    /// pg_dump's differ (the exported snapshot must come from the server pg_dump reads), so they are refused.
+    fn refuse_unsupported(&self) -> Result<(), String> {
+        if let Some(s) = self.setting("gssencmode") {
+            match s.value.as_str() {
+                // Without GSSAPI credentials libpq's `prefer` goes on without GSS encryption, as dr does.
+                "disable" | "prefer" => {}
+                "require" => {
+                    return Err(format!(
+                        "{}: dr's own connection cannot use GSSAPI encryption (it has no Kerberos/GSSAPI \
+                         support); use gssencmode=prefer or disable, and sslmode=verify-full for encryption",
+                        s.describe("gssencmode")
+                    ));
+                }
+                _ => return Err(format!("{}: not one of disable, prefer, require", s.describe("gssencmode"))),
+            }
+        }
+        for key in ["krbsrvname", "gsslib", "gssdelegation"] {
+            let Some(s) = self.setting(key) else { continue };
+            // gssdelegation=0 (libpq's default) asks for nothing dr does not already do.
+            if key == "gssdelegation" && s.value == "0" {
+                continue;
+            }
+            return Err(format!(
+                "{}: dr's own connection cannot authenticate with Kerberos/GSSAPI, so this setting cannot take \
+                 effect; remove it and use password (.pgpass, PGPASSWORD) or client-certificate (sslcert, sslkey) \
+                 authentication",
+                s.describe(key)
+            ));
+        }
+        if let Some(s) = self.setting("sslcertmode") {
+            match s.value.as_str() {
+                "disable" | "allow" => {}
+                "require" => {
+                    return Err(format!(
+                        "{}: dr's own connection cannot insist that the server asks for a client certificate; \
+                         use sslcertmode=allow (the default), which still presents sslcert when the server asks",
+                        s.describe("sslcertmode")
+                    ));
+                }
+                _ => return Err(format!("{}: not one of disable, allow, require", s.describe("sslcertmode"))),
+            }
+        }
+        // libpq reads an sslkey with a colon as an OpenSSL engine and key name.
+        if let Some(s) = self.setting("sslkey")
+            && s.value.contains(':')
+        {
+            return Err(format!(
+                "{}: an OpenSSL engine key (engine:key) cannot be used by dr's own connection; use a PEM key file",
+                s.describe("sslkey")
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -175,16 +339,40 @@ pub struct Resolved {
     pub password: Option<String>,
     pub sslmode: String,
     pub sslrootcert: Option<String>,
+    /// The client certificate and key as set (libpq then tries `~/.postgresql/postgresql.crt` / `.key`).
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
+    pub sslcertmode: String,
+    /// Revocation lists for the server's chain (libpq then tries `~/.postgresql/root.crl`).
+    pub sslcrl: Option<String>,
+    pub sslcrldir: Option<String>,
     pub application_name: Option<String>,
     pub options: Option<String>,
     pub connect_timeout: Option<String>,
     pub target_session_attrs: Option<String>,
+    /// The home directory libpq looks in (`$HOME`, else the user database): `.pgpass`, `.postgresql/`.
+    pub home: Option<PathBuf>,
+}
+
+impl Resolved {
+    /// A file libpq takes from `~/.postgresql/` when its keyword is not set.
+    pub fn default_file(&self, name: &str) -> Option<PathBuf> {
+        self.home.as_ref().map(|home| home.join(".postgresql").join(name))
+    }
 }
 
 impl fmt::Debug for Resolved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Resolved({}@{}:{}/{})", self.user, self.host, self.port, self.dbname)
     }
+}
+
+/// `$HOME`, else the user database's home directory (libpq's order since PostgreSQL 15).
+fn home_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.dir))
 }
 
 fn current_os_user() -> String {
@@ -199,10 +387,6 @@ fn current_os_user() -> String {
 /// libpq's compiled-in socket directory differs between builds; Debian's is /var/run/postgresql.
 fn default_host() -> String {
     ["/var/run/postgresql", "/tmp"].into_iter().find(|dir| Path::new(dir).is_dir()).unwrap_or("localhost").to_string()
-}
-
-fn default_passfile() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pgpass"))
 }
 
 /// Looks up a password in a `.pgpass` file, with libpq's rules: `host:port:db:user:password`, `*` matches
@@ -459,5 +643,134 @@ mod tests {
         let r = ConnInfo::parse("host=/tmp dbname=app").unwrap().resolve(&env);
         assert_eq!((r.port.as_str(), r.user.as_str()), ("5433", "alice"));
         assert_eq!(r.password.as_deref(), Some("pa:ss"));
+    }
+
+    /// An environment made of the given variables only.
+    fn env_of(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        move |key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_service_sits_between_the_string_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("services.conf");
+        std::fs::write(&file, "[prod]\nhost=db.example.com\nport=6543\nuser=backup\nsslmode=verify-full\n").unwrap();
+        let env = env_of(&[
+            ("PGSERVICEFILE", file.display().to_string()),
+            ("PGSYSCONFDIR", dir.path().join("none").display().to_string()),
+            ("PGHOST", "env-host".to_string()),
+            ("PGUSER", "env-user".to_string()),
+            ("PGDATABASE", "env-db".to_string()),
+        ]);
+        // libpq's own example: "service=mydb port=5434" takes the service's host and the string's port.
+        let r = ConnInfo::parse("service=prod port=5434").unwrap().try_resolve(&env).unwrap();
+        assert_eq!(r.host, "db.example.com", "the service overrides PGHOST");
+        assert_eq!(r.port, "5434", "the string overrides the service");
+        assert_eq!(r.user, "backup");
+        assert_eq!(r.dbname, "env-db", "what the service leaves out comes from the environment");
+        assert_eq!(r.sslmode, "verify-full");
+        // PGSERVICE names the service when the string does not.
+        let with_pgservice = |key: &str| if key == "PGSERVICE" { Some("prod".to_string()) } else { env(key) };
+        let r = ConnInfo::parse("dbname=app").unwrap().try_resolve(&with_pgservice).unwrap();
+        assert_eq!((r.host.as_str(), r.dbname.as_str()), ("db.example.com", "app"));
+        // Without a service, the environment.
+        let r = ConnInfo::parse("dbname=app").unwrap().try_resolve(&env).unwrap();
+        assert_eq!(r.host, "env-host");
+        assert_eq!(ConnInfo::parse("service=prod").unwrap().redacted(), "service=prod/");
+    }
+
+    #[test]
+    fn the_user_file_comes_before_the_system_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let sysconf = dir.path().join("etc");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&sysconf).unwrap();
+        std::fs::write(sysconf.join("pg_service.conf"), "[a]\nhost=system-a\n[b]\nhost=system-b\n").unwrap();
+        std::fs::write(home.join(".pg_service.conf"), "[a]\nhost=user-a\n").unwrap();
+        let env = env_of(&[("HOME", home.display().to_string()), ("PGSYSCONFDIR", sysconf.display().to_string())]);
+        let host =
+            |service: &str| ConnInfo::parse(&format!("service={service}")).unwrap().try_resolve(&env).map(|r| r.host);
+        assert_eq!(host("a").unwrap(), "user-a");
+        // A section missing from the user file is looked up in the system file.
+        assert_eq!(host("b").unwrap(), "system-b");
+        let error = host("c").unwrap_err();
+        assert!(error.contains("service \"c\" is not defined in"), "{error}");
+        assert!(error.contains(".pg_service.conf") && error.contains("etc/pg_service.conf"), "{error}");
+        assert!(error.contains("PGSERVICEFILE"), "{error}");
+        // The lenient resolve skips what it cannot find; the connection (try_resolve) refuses it.
+        assert_eq!(ConnInfo::parse("service=c").unwrap().resolve(&env).host, default_host());
+    }
+
+    #[test]
+    fn a_bad_service_file_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("services.conf");
+        std::fs::write(&file, "[prod]\nhost=db\npasword=hunter2\n").unwrap();
+        let env = env_of(&[("PGSERVICEFILE", file.display().to_string())]);
+        let error = ConnInfo::parse("service=prod").unwrap().try_resolve(&env).unwrap_err();
+        assert!(error.contains(&format!("{}, line 3", file.display())), "{error}");
+        assert!(error.contains("\"pasword\""), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn client_certificate_settings_resolve_like_libpq() {
+        let env = env_of(&[
+            ("PGSSLCERT", "/env/client.crt".to_string()),
+            ("PGSSLKEY", "/env/client.key".to_string()),
+            ("HOME", "/home/op".to_string()),
+        ]);
+        let r = ConnInfo::parse("host=db sslkey=/etc/key.pem").unwrap().try_resolve(&env).unwrap();
+        assert_eq!(r.sslcert.as_deref(), Some("/env/client.crt"));
+        assert_eq!(r.sslkey.as_deref(), Some("/etc/key.pem"));
+        assert_eq!(r.sslcertmode, "allow");
+        assert_eq!(r.default_file("postgresql.crt"), Some(PathBuf::from("/home/op/.postgresql/postgresql.crt")));
+    }
+
+    #[test]
+    fn gssapi_is_refused_in_the_string_when_the_configuration_loads() {
+        for (text, parameter) in [
+            ("host=db gssencmode=require", "gssencmode=require"),
+            ("postgres://db/x?krbsrvname=postgres", "krbsrvname=postgres"),
+            ("host=db gsslib=gssapi", "gsslib=gssapi"),
+            ("host=db gssdelegation=1", "gssdelegation=1"),
+            ("host=db sslcertmode=require", "sslcertmode=require"),
+            ("host=db sslkey=pkcs11:token", "sslkey=pkcs11:token"),
+            ("host=db gssencmode=maybe", "gssencmode=maybe"),
+        ] {
+            let error = ConnInfo::parse(text).unwrap_err();
+            assert!(error.starts_with(parameter), "{text}: {error}");
+            assert!(error.contains(':'), "{text}: {error}");
+        }
+        let error = ConnInfo::parse("host=db gssencmode=require").unwrap_err();
+        assert!(error.contains("cannot use GSSAPI") && error.contains("gssencmode=prefer"), "{error}");
+        let error = ConnInfo::parse("host=db krbsrvname=pg").unwrap_err();
+        assert!(error.contains("Kerberos/GSSAPI") && error.contains("remove it"), "{error}");
+        for text in ["host=db gssencmode=prefer", "host=db gssencmode=disable", "host=db gssdelegation=0"] {
+            ConnInfo::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
+    fn gssapi_from_the_environment_or_a_service_is_refused_when_connecting() {
+        let env = env_of(&[("PGGSSENCMODE", "require".to_string())]);
+        let error = ConnInfo::parse("host=db").unwrap().try_resolve(&env).unwrap_err();
+        assert!(error.starts_with("gssencmode=require (from PGGSSENCMODE): "), "{error}");
+        let env = env_of(&[("PGKRBSRVNAME", "postgres".to_string())]);
+        let error = ConnInfo::parse("host=db").unwrap().try_resolve(&env).unwrap_err();
+        assert!(error.starts_with("krbsrvname=postgres (from PGKRBSRVNAME): "), "{error}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("services.conf");
+        std::fs::write(&file, "[kerberos]\nhost=db\ngssencmode=require\n").unwrap();
+        let env = env_of(&[("PGSERVICEFILE", file.display().to_string())]);
+        let error = ConnInfo::parse("service=kerberos").unwrap().try_resolve(&env).unwrap_err();
+        let origin = format!("gssencmode=require (from service \"kerberos\" in {}): ", file.display());
+        assert!(error.starts_with(&origin), "{error}");
+        // An explicit value overrides the service's, as libpq does.
+        ConnInfo::parse("service=kerberos gssencmode=prefer").unwrap().try_resolve(&env).unwrap();
+        ConnInfo::parse("host=db").unwrap().try_resolve(&env_of(&[("PGGSSENCMODE", "prefer".into())])).unwrap();
     }
 }
