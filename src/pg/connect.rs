@@ -1,16 +1,15 @@
-//! dr's own connections to PostgreSQL (the consistency transaction, target checks, globals), with TLS that
-//! follows libpq's `sslmode` semantics: `prefer`/`require` encrypt without verifying the certificate (as
-//! libpq does), `verify-ca` checks the chain, `verify-full` the chain and the host name.
+//! dr's own connections to PostgreSQL (the consistency transaction, target checks, globals). The parameters
+//! are resolved like libpq's (`ConnInfo::try_resolve`: connection string, service file, environment,
+//! defaults), and TLS follows libpq's rules (see [`tls`]), so this connection reaches the same server as the
+//! pg_dump that imports its snapshot, and authenticates the same way, or fails saying why.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::{SslMode, TargetSessionAttrs};
 
 use super::conninfo::{ConnInfo, Resolved};
+
+mod tls;
 
 /// Why a connection could not be made; `missing_database` lets callers create the database.
 #[derive(Debug)]
@@ -27,10 +26,10 @@ impl std::fmt::Display for ConnectError {
 
 /// Connects with the parameters libpq would use for `conninfo` in this environment.
 pub async fn connect(conninfo: &ConnInfo) -> Result<tokio_postgres::Client, ConnectError> {
-    let resolved = conninfo.resolve(&|key| std::env::var(key).ok());
     let fail = |message: String| ConnectError { message, missing_database: false };
+    let resolved = conninfo.try_resolve(&|key| std::env::var(key).ok()).map_err(fail)?;
     let config = client_config(&resolved).map_err(fail)?;
-    let tls = tls_connector(&resolved).map_err(fail)?;
+    let tls = tls::connector(&resolved).map_err(fail)?;
     let (client, connection) = config.connect(tls).await.map_err(|e| ConnectError {
         missing_database: e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME),
         message: describe(&e),
@@ -121,142 +120,4 @@ fn client_config(r: &Resolved) -> Result<tokio_postgres::Config, String> {
         }
     });
     Ok(config)
-}
-
-fn tls_connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    // libpq: with a root certificate, `require` behaves like `verify-ca`.
-    let mode = match (r.sslmode.as_str(), &r.sslrootcert) {
-        ("require", Some(_)) => "verify-ca",
-        (mode, _) => mode,
-    };
-    let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        "verify-ca" | "verify-full" => {
-            let roots = Arc::new(root_store(r.sslrootcert.as_deref())?);
-            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                .build()
-                .map_err(|e| format!("TLS set-up: {e}"))?;
-            Arc::new(Verifying { inner: webpki, check_host_name: mode == "verify-full" })
-        }
-        _ => Arc::new(EncryptOnly { provider: provider.clone() }),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
-}
-
-fn root_store(sslrootcert: Option<&str>) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match sslrootcert {
-        Some(path) if path != "system" => {
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert {path}: {e}"))? {
-                let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
-                roots.add(cert).map_err(|e| format!("sslrootcert {path}: {e}"))?;
-            }
-        }
-        _ => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    if roots.is_empty() {
-        return Err("no trusted root certificates for sslmode=verify-*: set sslrootcert".to_string());
-    }
-    Ok(roots)
-}
-
-/// `verify-ca` / `verify-full`: webpki's verdict, with the host-name mismatch forgiven for `verify-ca`.
-#[derive(Debug)]
-struct Verifying {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    check_host_name: bool,
-}
-
-impl ServerCertVerifier for Verifying {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }))
-                if !self.check_host_name =>
-            {
-                Ok(ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `prefer` / `require`: encrypt, check the handshake signatures, but trust any certificate (libpq's meaning).
-#[derive(Debug)]
-struct EncryptOnly {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
 }
