@@ -28,11 +28,21 @@ pub(super) fn connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustl
     let uses_tls = over_tcp && r.sslmode != "disable";
     let verifier: Arc<dyn ServerCertVerifier> = match uses_tls.then(|| verification(r)).transpose()?.flatten() {
         Some(Verification { roots, check_host_name }) => {
-            let crls = revocation_lists(r)?;
-            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .with_crls(crls)
-                .build()
-                .map_err(|e| format!("TLS set-up: {e}"))?;
+            let roots = Arc::new(roots);
+            let verifier = |crls: Vec<CertificateRevocationListDer<'static>>| {
+                rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+                    .with_crls(crls)
+                    .build()
+            };
+            let lists = revocation_lists(r)?;
+            let webpki = verifier(lists.iter().flat_map(|(_, crls)| crls.iter().cloned()).collect()).map_err(|e| {
+                // Name the file that holds the list webpki cannot parse.
+                let culprit = lists.iter().find(|(_, crls)| verifier(crls.clone()).is_err());
+                match culprit {
+                    Some((file, _)) => format!("revocation list {} (sslcrl/sslcrldir): {e}", file.display()),
+                    None => format!("TLS set-up: {e}"),
+                }
+            })?;
             Arc::new(Verifying { inner: webpki, check_host_name })
         }
         None => Arc::new(EncryptOnly { provider: provider.clone() }),
@@ -128,7 +138,7 @@ fn system_root_store() -> Result<rustls::RootCertStore, String> {
 
 /// `sslcrl` (else `~/.postgresql/root.crl`) when it exists, and the `HASH.rN` files of `sslcrldir` (OpenSSL's
 /// lookup directory); missing ones are skipped, as libpq skips them.
-fn revocation_lists(r: &Resolved) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+fn revocation_lists(r: &Resolved) -> Result<Vec<(PathBuf, Vec<CertificateRevocationListDer<'static>>)>, String> {
     let mut files: Vec<PathBuf> = Vec::new();
     if let Some(file) = r.sslcrl.as_ref().map(PathBuf::from).or_else(|| r.default_file("root.crl")) {
         files.push(file);
@@ -144,14 +154,16 @@ fn revocation_lists(r: &Resolved) -> Result<Vec<CertificateRevocationListDer<'st
         found.sort();
         files.extend(found);
     }
-    let mut crls = Vec::new();
-    for file in files.iter().filter(|f| f.is_file()) {
-        let shown = file.display();
-        for crl in CertificateRevocationListDer::pem_file_iter(file).map_err(|e| format!("sslcrl {shown}: {e}"))? {
+    let mut lists = Vec::new();
+    for file in files.into_iter().filter(|f| f.is_file()) {
+        let shown = file.display().to_string();
+        let mut crls = Vec::new();
+        for crl in CertificateRevocationListDer::pem_file_iter(&file).map_err(|e| format!("sslcrl {shown}: {e}"))? {
             crls.push(crl.map_err(|e| format!("sslcrl {shown}: {e}"))?);
         }
+        lists.push((file, crls));
     }
-    Ok(crls)
+    Ok(lists)
 }
 
 /// `0a1b2c3d.r0`: eight hex digits, `.r`, a number.
@@ -374,6 +386,7 @@ mod tests {
     const EC_KEY_ENCRYPTED: &str = include_str!("testdata/ec-key.encrypted.pem");
     const RSA_CERT: &str = include_str!("testdata/rsa-cert.pem");
     const RSA_KEY_PKCS1: &str = include_str!("testdata/rsa-key.pkcs1.pem");
+    const EC_ROOT_CRL: &str = include_str!("testdata/ec-root.crl.pem");
 
     /// `conninfo` resolved with HOME (and nothing else) from the environment.
     fn resolved(conninfo: &str, home: &Path) -> Resolved {
@@ -508,5 +521,24 @@ mod tests {
         assert!(verification(&resolved("host=db sslmode=verify-full", home.path())).unwrap().unwrap().check_host_name);
         assert!(verification(&resolved("host=db sslmode=prefer", home.path())).unwrap().is_none());
         assert!(is_hashed_crl_name("0a1b2c3d.r0") && !is_hashed_crl_name("0a1b2c3d.0") && !is_hashed_crl_name("x.r1"));
+    }
+
+    #[test]
+    fn revocation_lists_are_read_when_the_chain_is_checked() {
+        let home = tempfile::tempdir().unwrap();
+        write(&home.path().join(".postgresql/root.crt"), EC_CERT, 0o644);
+        let crl = write(&home.path().join(".postgresql/root.crl"), EC_ROOT_CRL, 0o644);
+        assert_eq!(revocation_lists(&resolved("host=db", home.path())).unwrap()[0].1.len(), 1);
+        connector(&resolved("host=db sslmode=verify-ca", home.path())).unwrap();
+        let dir = home.path().join("crls");
+        write(&dir.join("0a1b2c3d.r0"), EC_ROOT_CRL, 0o644);
+        write(&dir.join("README"), "not a CRL", 0o644);
+        let conninfo = format!("host=db sslcrl=/nonexistent sslcrldir={}", dir.display());
+        assert_eq!(revocation_lists(&resolved(&conninfo, home.path())).unwrap().len(), 1);
+        write(Path::new(&crl), "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", 0o644);
+        let Err(error) = connector(&resolved("host=db sslmode=verify-ca", home.path())) else {
+            panic!("a broken revocation list must fail");
+        };
+        assert!(error.contains(&crl), "{error}");
     }
 }
