@@ -1,5 +1,6 @@
 //! A throw-away PostgreSQL server: `initdb` in a temporary directory, listening only on a unix socket in that
-//! directory, stopped and deleted when dropped. `dr demo`, restore drills and the tests use it.
+//! directory (unless [`ScratchOptions::settings`] say otherwise), stopped and deleted when dropped. `dr demo`,
+//! restore drills and the tests use it.
 //!
 //! PostgreSQL refuses to run as root, so when dr runs as root the server runs as an unprivileged user (the
 //! `postgres` system user, else `nobody`) that owns the temporary directory.
@@ -28,6 +29,10 @@ pub struct ScratchOptions {
     pub major: Option<u32>,
     /// Where to create the temporary directory (default: the system temp directory).
     pub parent_dir: Option<PathBuf>,
+    /// Server settings (`postgres -c NAME=VALUE`), applied after the scratch defaults so they win: e.g.
+    /// `listen_addresses = 127.0.0.1` with `ssl = on` and an `hba_file` for a TLS test. Files they name must
+    /// be readable by the user the server runs as.
+    pub settings: Vec<(String, String)>,
 }
 
 /// A running scratch server. Dropping it stops the server and deletes its files.
@@ -96,6 +101,7 @@ impl ScratchPostgres {
             // Scratch data is disposable: durability settings only cost time here.
             .args(["-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=60"])
+            .args(options.settings.iter().flat_map(|(name, value)| ["-c".to_string(), format!("{name}={value}")]))
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::io("server log", e))?)
