@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::config::{SslMode, TargetSessionAttrs};
+use tokio_postgres::config::{ChannelBinding, SslMode, TargetSessionAttrs};
 
 use super::conninfo::{ConnInfo, Resolved};
 
@@ -109,6 +109,12 @@ fn client_config(r: &Resolved) -> Result<tokio_postgres::Config, String> {
         }
         Some(other) => return Err(format!("target_session_attrs {other:?} is not supported")),
     }
+    config.channel_binding(match r.channel_binding.as_deref() {
+        Some("disable") => ChannelBinding::Disable,
+        None | Some("prefer") => ChannelBinding::Prefer,
+        Some("require") => ChannelBinding::Require,
+        Some(other) => return Err(format!("channel_binding {other:?} is not one of disable, prefer, require")),
+    });
     config.ssl_mode(match r.sslmode.as_str() {
         "disable" => SslMode::Disable,
         "allow" | "prefer" => SslMode::Prefer,
@@ -120,4 +126,32 @@ fn client_config(r: &Resolved) -> Result<tokio_postgres::Config, String> {
         }
     });
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(conninfo: &str) -> Result<tokio_postgres::Config, String> {
+        client_config(&ConnInfo::parse(conninfo).unwrap().try_resolve(&|_| None).unwrap())
+    }
+
+    #[test]
+    fn channel_binding_follows_libpq() {
+        assert_eq!(config("host=db").unwrap().get_channel_binding(), ChannelBinding::Prefer);
+        assert_eq!(config("host=db channel_binding=require").unwrap().get_channel_binding(), ChannelBinding::Require);
+        assert_eq!(config("host=db channel_binding=disable").unwrap().get_channel_binding(), ChannelBinding::Disable);
+        let error = config("host=db channel_binding=always").unwrap_err();
+        assert!(error.contains("channel_binding \"always\""), "{error}");
+    }
+
+    #[test]
+    fn the_password_and_timeouts_reach_the_driver() {
+        let c = config("host=db port=6543 user=app password=pw dbname=site connect_timeout=0").unwrap();
+        assert_eq!(c.get_password(), Some(&b"pw"[..]));
+        assert_eq!((c.get_user(), c.get_dbname()), (Some("app"), Some("site")));
+        assert_eq!(c.get_connect_timeout(), None, "0 waits forever, as in libpq");
+        assert_eq!(config("host=db").unwrap().get_connect_timeout(), Some(&Duration::from_secs(30)));
+        assert_eq!(config("host=db").unwrap().get_application_name(), Some("dr"));
+    }
 }

@@ -189,6 +189,9 @@ fn env_var(key: &str) -> Option<&'static str> {
         "krbsrvname" => "PGKRBSRVNAME",
         "gsslib" => "PGGSSLIB",
         "gssdelegation" => "PGGSSDELEGATION",
+        "channel_binding" => "PGCHANNELBINDING",
+        "require_auth" => "PGREQUIREAUTH",
+        "requirepeer" => "PGREQUIREPEER",
         _ => return None,
     })
 }
@@ -259,6 +262,7 @@ impl Sources<'_> {
             options: pick("options"),
             connect_timeout: pick("connect_timeout"),
             target_session_attrs: pick("target_session_attrs"),
+            channel_binding: pick("channel_binding"),
             home,
             user,
         };
@@ -315,6 +319,20 @@ impl Sources<'_> {
                 _ => return Err(format!("{}: not one of disable, allow, require", s.describe("sslcertmode"))),
             }
         }
+        if let Some(s) = self.setting("require_auth") {
+            return Err(format!(
+                "{}: dr's own connection cannot limit the authentication methods the server may ask for; remove \
+                 it, and protect the password with sslmode=verify-full (and channel_binding=require for SCRAM)",
+                s.describe("require_auth")
+            ));
+        }
+        if let Some(s) = self.setting("requirepeer") {
+            return Err(format!(
+                "{}: dr's own connection cannot check which user runs the server behind a unix socket; remove it, \
+                 or connect over TCP with sslmode=verify-full",
+                s.describe("requirepeer")
+            ));
+        }
         // libpq reads an sslkey with a colon as an OpenSSL engine and key name.
         if let Some(s) = self.setting("sslkey")
             && s.value.contains(':')
@@ -350,6 +368,7 @@ pub struct Resolved {
     pub options: Option<String>,
     pub connect_timeout: Option<String>,
     pub target_session_attrs: Option<String>,
+    pub channel_binding: Option<String>,
     /// The home directory libpq looks in (`$HOME`, else the user database): `.pgpass`, `.postgresql/`.
     pub home: Option<PathBuf>,
 }
@@ -739,6 +758,8 @@ mod tests {
             ("host=db sslcertmode=require", "sslcertmode=require"),
             ("host=db sslkey=pkcs11:token", "sslkey=pkcs11:token"),
             ("host=db gssencmode=maybe", "gssencmode=maybe"),
+            ("host=db require_auth=scram-sha-256", "require_auth=scram-sha-256"),
+            ("host=/run/postgresql requirepeer=postgres", "requirepeer=postgres"),
         ] {
             let error = ConnInfo::parse(text).unwrap_err();
             assert!(error.starts_with(parameter), "{text}: {error}");
