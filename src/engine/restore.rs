@@ -4,6 +4,16 @@
 //! touched), check every target (non-empty ones are refused unless `--force`, all named at once), then
 //! restore each source: globals first, then the database, then files. A source that fails does not stop the
 //! others (an incident wants as much back as possible), but the restore as a whole then fails, naming them.
+//!
+//! A source whose objects are missing, cut short or damaged leaves its target as it was:
+//! - every object of the source is first checked to be in the store at its recorded size;
+//! - a parallel database restore stages the whole archive and checks it before the target is touched; a
+//!   streaming one (`--jobs 1`) runs pg_restore in one transaction and kills it at the first bad byte, then
+//!   drops the database and the roles that this restore created;
+//! - files are extracted into a staging directory and moved into place only once the archive checked out; a
+//!   target directory that the restore created is removed again.
+//!
+//! The per-file index of a files source is not needed to restore and is not read; `dr verify` checks it.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -37,6 +47,9 @@ pub struct RestoreOptions {
     pub into: Vec<(String, String)>,
     /// pg_restore jobs; 1 streams without a temporary file.
     pub jobs: usize,
+    /// Restore into targets that are not empty. A directory is replaced whole: what it held before is deleted,
+    /// including files the snapshot's excludes left out. A database gets the snapshot's objects dropped and
+    /// recreated (`pg_restore --clean --if-exists`); objects that are not in the snapshot are left as they are.
     pub force: bool,
     /// Where a parallel restore stages the archive.
     pub temp_dir: Option<PathBuf>,
@@ -241,6 +254,24 @@ impl Restorer<'_> {
         }
     }
 
+    /// Checks that every object of a source is in the store at its recorded size: cheap, and it catches a
+    /// missing or cut-off object before anything is written.
+    async fn check_stored(&self, plan: &Plan<'_>) -> Result<()> {
+        for object in plan.objects {
+            match self.repo.store().head(&object.key).await? {
+                None => return Err(Error::ObjectMissing { key: object.key.clone() }),
+                Some(meta) if meta.size != object.stored_size => {
+                    return Err(Error::ObjectCorrupt {
+                        key: object.key.clone(),
+                        reason: format!("it holds {} bytes, the manifest says {}", meta.size, object.stored_size),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     async fn database(&self, plan: &Plan<'_>, db: &DatabaseTarget, report: &mut SourceRestore) -> Result<()> {
         let details = self.private.postgres(&plan.name);
         let dump =
@@ -248,6 +279,7 @@ impl Restorer<'_> {
         let pg_restore = find_pg_restore(details)?;
         // Everything that can be read and checked is, before the target is touched: a bad object must not
         // leave roles or an empty database behind.
+        self.check_stored(plan).await?;
         let globals = match self.object(plan, ObjectRole::Globals) {
             Some(object) => Some(self.read_text(&object).await?),
             None => None,
@@ -268,21 +300,25 @@ impl Restorer<'_> {
             }
             report.globals = Some(outcome);
         }
+        let created_roles = report.globals.as_ref().map(|g| g.created_roles.clone()).unwrap_or_default();
         let created = plan.state == TargetState::Missing;
         if created {
             tracing::info!(source = %plan.name, database = %db.database_name(), "creating the target database");
-            db.create(details).await?;
+            if let Err(e) = db.create(details).await {
+                undo(plan, db, false, &created_roles).await;
+                return Err(e);
+            }
         }
         let clean = matches!(plan.state, TargetState::NotEmpty(_));
         let stderr = match staged {
+            // A parallel pg_restore that fails has restored part of the archive: that is left for inspection,
+            // and the error says the source failed.
             Some(file) => self.pg_restore_file(plan, db, file.path(), &pg_restore, clean).await?,
             None => match self.stream_into_pg_restore(plan, db, &dump, &pg_restore, clean).await {
                 Ok(stderr) => stderr,
                 Err(e) => {
-                    // One transaction: nothing was restored. A database dr created for it goes again too.
-                    if created && let Err(drop_error) = db.drop_database().await {
-                        tracing::warn!(source = %plan.name, "could not drop the empty target database: {drop_error}");
-                    }
+                    // One transaction: nothing was restored. What dr created for it goes again too.
+                    undo(plan, db, created, &created_roles).await;
                     return Err(e);
                 }
             },
@@ -385,6 +421,7 @@ impl Restorer<'_> {
 
     async fn directory(&self, plan: &Plan<'_>, dir: &Path, report: &mut SourceRestore) -> Result<()> {
         let tar = self.object(plan, ObjectRole::Tar).ok_or_else(|| Self::missing_object(plan, ObjectRole::Tar))?;
+        self.check_stored(plan).await?;
         let extraction = Extraction::prepare(&plan.name, dir)?;
         let (summary, extraction) = pipeline::download(
             self.repo.store(),
@@ -429,6 +466,20 @@ impl Restorer<'_> {
             },
         )
         .await
+    }
+}
+
+/// Takes back what a database restore set up before it failed with nothing restored: the database it created
+/// (when `drop_database`) and the roles its globals created. Best effort: what cannot be undone is logged.
+async fn undo(plan: &Plan<'_>, db: &DatabaseTarget, drop_database: bool, roles: &[String]) {
+    if drop_database && let Err(e) = db.drop_database().await {
+        tracing::warn!(source = %plan.name, "could not drop the empty target database: {e}");
+    }
+    if !roles.is_empty() {
+        tracing::info!(source = %plan.name, roles = %roles.join(", "), "dropping the roles this restore created");
+        if let Err(e) = db.drop_roles(roles).await {
+            tracing::warn!(source = %plan.name, "could not drop the roles this restore created: {e}");
+        }
     }
 }
 

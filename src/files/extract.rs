@@ -2,11 +2,16 @@
 //!
 //! - Every entry is checked before anything is written: no absolute paths, no `..`, no symlink pointing
 //!   outside the target, no device or FIFO entries. A bad entry fails the restore naming the entry.
+//! - A symlink's target is resolved the way the kernel would, following the links already extracted, so a
+//!   chain such as `a -> .` and `b -> a/..` cannot lead out either; once the whole archive is extracted, every
+//!   link is resolved again, because a later entry can change where an earlier link leads. Nothing is ever
+//!   written through a link (the tar crate refuses that too).
 //! - Extraction goes into a hidden staging directory inside the target (`.dr-restore-*`, same filesystem, and
 //!   it works when the target is a mount point such as a Docker volume). Only when the whole stream was read
 //!   and checked are the staged entries renamed into place, so a corrupt or interrupted restore changes
-//!   nothing in the target.
+//!   nothing in the target; a target directory created for the restore is removed again.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
@@ -17,6 +22,8 @@ use tar::EntryType;
 use crate::error::{Error, Result};
 
 const STAGING_PREFIX: &str = ".dr-restore-";
+/// Symlinks followed while resolving one path before giving up (Linux's own limit).
+const MAX_LINK_HOPS: usize = 40;
 
 /// What a restore target directory looks like now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +63,8 @@ pub struct Extraction {
     source_name: String,
     target: PathBuf,
     staging: Option<PathBuf>,
+    /// The highest directory `prepare` created for the target (the target itself, or an ancestor).
+    created: Option<PathBuf>,
 }
 
 impl Extraction {
@@ -65,10 +74,15 @@ impl Extraction {
             source_name: source_name.to_string(),
             message: format!("{}: {e}", target.display()),
         };
+        let created = highest_missing(target);
+        // From here on, dropping the extraction uncommitted takes back what it made.
+        let mut extraction =
+            Extraction { source_name: source_name.to_string(), target: target.to_path_buf(), staging: None, created };
         fs::create_dir_all(target).map_err(fail)?;
         let staging = target.join(format!("{STAGING_PREFIX}{:016x}", rand::random::<u64>()));
         fs::create_dir(&staging).map_err(fail)?;
-        Ok(Extraction { source_name: source_name.to_string(), target: target.to_path_buf(), staging: Some(staging) })
+        extraction.staging = Some(staging);
+        Ok(extraction)
     }
 
     fn staging(&self) -> &Path {
@@ -84,7 +98,15 @@ impl Extraction {
     }
 
     fn io_error(&self, what: &str, e: io::Error) -> Error {
-        Error::Files { source_name: self.source_name.clone(), message: format!("{what}: {e}") }
+        // The tar crate wraps the real reason (a bad header field, a refused path) in a generic "failed to
+        // unpack" error: quote the whole chain.
+        let mut message = format!("{what}: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(inner) = cause {
+            message.push_str(&format!(": {inner}"));
+            cause = inner.source();
+        }
+        Error::Files { source_name: self.source_name.clone(), message }
     }
 
     /// Extracts the whole stream into the staging directory.
@@ -100,6 +122,8 @@ impl Extraction {
         // Directory modes and times are applied last: adding files would change the times, and a read-only
         // directory would refuse its own contents.
         let mut directories: Vec<(PathBuf, u32, u64)> = Vec::new();
+        // Every symlink, checked again once the tree is complete.
+        let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
         let entries = archive.entries().map_err(|e| self.io_error("reading the archive", e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| self.io_error("reading the archive", e))?;
@@ -121,12 +145,13 @@ impl Extraction {
                         .link_name()
                         .map_err(|e| self.io_error("reading a link target", e))?
                         .ok_or_else(|| self.unsafe_entry(&raw_path, "symlink without a target"))?;
-                    if !link_stays_inside(&relative, &target) {
+                    if !resolves_inside(&staging, parent_of(&relative), &target) {
                         return Err(self.unsafe_entry(
                             &raw_path,
                             &format!("symlink to {} points outside the target", target.display()),
                         ));
                     }
+                    links.push((raw_path.clone(), relative.clone()));
                     summary.symlinks += 1;
                 }
                 EntryType::Link => {
@@ -148,9 +173,31 @@ impl Extraction {
                     return Err(self.unsafe_entry(&raw_path, &format!("{other:?} entries are never written by dr")));
                 }
             }
-            let unpacked = entry.unpack_in(&staging).map_err(|e| self.io_error(&relative.display().to_string(), e))?;
+            let hard_link = entry.link_name().ok().flatten().filter(|_| header.entry_type() == EntryType::Link);
+            let hard_link = hard_link.map(|l| l.into_owned());
+            let unpacked = entry.unpack_in(&staging).map_err(|e| {
+                // The tar crate refuses to write through a link that leads outside; say that is what happened.
+                let through_link = !resolves_inside(&staging, parent_of(&relative), Path::new(""))
+                    || hard_link.as_deref().is_some_and(|l| !resolves_inside(&staging, Path::new(""), l));
+                if through_link {
+                    self.unsafe_entry(&raw_path, "it would be written through a symlink that leads outside the target")
+                } else {
+                    self.io_error(&relative.display().to_string(), e)
+                }
+            })?;
             if !unpacked {
                 return Err(self.unsafe_entry(&raw_path, "it would be written outside the target"));
+            }
+        }
+        for (raw_path, relative) in links {
+            let Ok(target) = fs::read_link(staging.join(&relative)) else {
+                continue; // replaced by a later entry
+            };
+            if !resolves_inside(&staging, parent_of(&relative), &target) {
+                return Err(self.unsafe_entry(
+                    &raw_path,
+                    &format!("symlink to {} leads outside the target through other links", target.display()),
+                ));
             }
         }
         directories.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
@@ -199,17 +246,41 @@ impl Extraction {
         }
         fs::remove_dir(&staging).map_err(|e| self.io_error("removing the staging directory", e))?;
         self.staging = None;
+        self.created = None;
         Ok(())
     }
 }
 
 impl Drop for Extraction {
     fn drop(&mut self) {
-        // Not committed: the target is left exactly as it was.
+        // Not committed: the target is left exactly as it was, down to the directories made for it.
         if let Some(staging) = self.staging.take() {
             let _ = fs::remove_dir_all(staging);
         }
+        if let Some(created) = self.created.take() {
+            for dir in self.target.ancestors() {
+                if fs::remove_dir(dir).is_err() || dir == created {
+                    break;
+                }
+            }
+        }
     }
+}
+
+/// The highest directory of `path` (itself or an ancestor) that does not exist: what `create_dir_all` makes.
+fn highest_missing(path: &Path) -> Option<PathBuf> {
+    let mut missing = None;
+    for dir in path.ancestors() {
+        if fs::symlink_metadata(dir).is_ok() {
+            break;
+        }
+        missing = Some(dir.to_path_buf());
+    }
+    missing
+}
+
+fn parent_of(relative: &Path) -> &Path {
+    relative.parent().unwrap_or(Path::new(""))
 }
 
 /// The entry path as a clean relative path, or why it is unsafe.
@@ -229,20 +300,52 @@ fn safe_relative(path: &Path) -> std::result::Result<PathBuf, &'static str> {
     Ok(clean)
 }
 
-/// Whether a symlink at `entry` (relative to the root) pointing to `target` resolves inside the root.
-fn link_stays_inside(entry: &Path, target: &Path) -> bool {
-    let mut depth = entry.components().count() as i64 - 1;
-    for component in target.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
+/// One step of a path being resolved.
+enum Step {
+    Root,
+    Up,
+    Name(OsString),
+}
+
+fn steps(path: &Path) -> Vec<Step> {
+    path.components()
+        .filter_map(|component| match component {
+            Component::Normal(name) => Some(Step::Name(name.to_os_string())),
+            Component::ParentDir => Some(Step::Up),
+            Component::RootDir | Component::Prefix(_) => Some(Step::Root),
+            Component::CurDir => None,
+        })
+        .collect()
+}
+
+/// Whether `path`, taken from the directory `base` (relative to `root`), stays inside `root` when resolved the
+/// way the kernel would: symlinks already in the tree are followed, and `..` climbs from where they led.
+/// Components that do not exist are taken as written, so a dangling link is fine as long as it points inside.
+fn resolves_inside(root: &Path, base: &Path, path: &Path) -> bool {
+    // A stack of the steps still to take, the next one last.
+    let mut pending: Vec<Step> = steps(base).into_iter().chain(steps(path)).collect();
+    pending.reverse();
+    let mut position = PathBuf::new();
+    let mut hops = 0;
+    while let Some(step) = pending.pop() {
+        match step {
+            Step::Root => return false,
+            Step::Up => {
+                if !position.pop() {
                     return false;
                 }
             }
-            Component::RootDir | Component::Prefix(_) => return false,
+            Step::Name(name) => {
+                position.push(name);
+                if let Ok(target) = fs::read_link(root.join(&position)) {
+                    hops += 1;
+                    if hops > MAX_LINK_HOPS {
+                        return false;
+                    }
+                    position.pop();
+                    pending.extend(steps(&target).into_iter().rev());
+                }
+            }
         }
     }
     true
@@ -262,10 +365,28 @@ mod tests {
 
     #[test]
     fn symlinks_must_resolve_inside() {
-        assert!(link_stays_inside(Path::new("a/link"), Path::new("../b")));
-        assert!(link_stays_inside(Path::new("a/link"), Path::new("c/d")));
-        assert!(!link_stays_inside(Path::new("a/link"), Path::new("../../etc")));
-        assert!(!link_stays_inside(Path::new("link"), Path::new("/etc/passwd")));
-        assert!(!link_stays_inside(Path::new("link"), Path::new("..")));
+        let root = tempfile::tempdir().unwrap();
+        let inside = |base: &str, target: &str| resolves_inside(root.path(), Path::new(base), Path::new(target));
+        assert!(inside("a", "../b"));
+        assert!(inside("a", "c/d"));
+        assert!(inside("", "./missing.jpg"));
+        assert!(!inside("a", "../../etc"));
+        assert!(!inside("", "/etc/passwd"));
+        assert!(!inside("", ".."));
+    }
+
+    #[test]
+    fn symlinks_are_followed_when_resolving() {
+        let root = tempfile::tempdir().unwrap();
+        let inside = |base: &str, target: &str| resolves_inside(root.path(), Path::new(base), Path::new(target));
+        std::os::unix::fs::symlink(".", root.path().join("here")).unwrap();
+        assert!(inside("", "here/x"));
+        assert!(!inside("", "here/.."), "`here` is the root itself, so `..` leaves it");
+        fs::create_dir(root.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("../here/..", root.path().join("d/up")).unwrap();
+        assert!(!inside("d", "up"));
+        assert!(!inside("", "d/up/anything"));
+        std::os::unix::fs::symlink("loop", root.path().join("loop")).unwrap();
+        assert!(!inside("", "loop/x"), "a link loop never resolves");
     }
 }

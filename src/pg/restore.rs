@@ -137,6 +137,18 @@ impl DatabaseTarget {
         client.batch_execute(&sql).await.map_err(|e| self.error(describe(&e)))
     }
 
+    /// Drops roles (ones a failed restore created), last created first; reports every one that would not go.
+    pub async fn drop_roles(&self, roles: &[String]) -> Result<()> {
+        let client = self.maintenance().await?;
+        let mut failures = Vec::new();
+        for role in roles.iter().rev() {
+            if let Err(e) = client.batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role))).await {
+                failures.push(format!("{role}: {}", describe(&e)));
+            }
+        }
+        if failures.is_empty() { Ok(()) } else { Err(self.error(format!("dropping roles: {}", failures.join("; ")))) }
+    }
+
     /// Applies `pg_dumpall --globals-only` output to the target's server.
     pub async fn apply_globals(&self, sql: &str) -> Result<GlobalsOutcome> {
         let client = self.maintenance().await?;

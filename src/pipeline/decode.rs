@@ -4,7 +4,7 @@ use std::io::{self, BufReader, Read};
 use std::sync::Arc;
 
 use super::{Sealed, Tally};
-use crate::crypto::Identities;
+use crate::crypto::{DecryptFailure, Identities};
 use crate::error::{Error, Result};
 use crate::progress::ProgressTask;
 use crate::store::{Store, store_error};
@@ -59,7 +59,7 @@ pub fn open_decoder(
             if let Some(message) = tally.source_error() {
                 return Err(store_error(location, "read", key, message));
             }
-            return Err(identities.failure_error(failure, key));
+            return Err(header_error(failure, key));
         }
     };
     let decoder =
@@ -183,6 +183,24 @@ impl Read for DecodeReader {
             self.fill()?;
         }
     }
+}
+
+/// Why an object's age header would not open, as a user-facing error.
+///
+/// An object is read only after its snapshot's manifest opened with the same identity, and a backup encrypts
+/// the manifest and the objects to the same recipients. So an object that this identity cannot open was
+/// altered (one changed byte in a recipient stanza is enough) or replaced: corruption, not the wrong key.
+fn header_error(failure: DecryptFailure, key: &str) -> Error {
+    let reason = match failure {
+        DecryptFailure::WrongIdentity => "its age header has no recipient this identity can open, although the \
+                                          snapshot's manifest opened with it: the header was altered or the object \
+                                          replaced"
+            .to_string(),
+        DecryptFailure::Corrupt(message) => {
+            format!("its age header is damaged ({})", message.lines().next().unwrap_or_default().trim_end_matches('.'))
+        }
+    };
+    Error::ObjectCorrupt { key: key.to_string(), reason }
 }
 
 fn classify(tally: &Tally, location: &str, key: &str, e: &io::Error) -> Error {

@@ -146,7 +146,17 @@ impl Repository {
     /// Decrypts a manifest's private half.
     pub fn private(&self, manifest: &Manifest, identities: &Identities) -> Result<PrivateManifest> {
         let what = format!("the manifest of snapshot {}", manifest.id);
-        let json = identities.open(&manifest.private, &what)?;
+        let json = identities.open(&manifest.private, &what).map_err(|e| match e {
+            // Name the manifest by its key, and only the first line of age's explanation.
+            Error::ObjectCorrupt { reason, .. } => Error::ObjectCorrupt {
+                key: Self::manifest_key(&manifest.id),
+                reason: format!(
+                    "its encrypted part is damaged ({})",
+                    reason.lines().next().unwrap_or_default().trim_end_matches('.')
+                ),
+            },
+            other => other,
+        })?;
         serde_json::from_slice(&json).map_err(|e| Error::ObjectCorrupt {
             key: Self::manifest_key(&manifest.id),
             reason: format!("private part: {e}"),

@@ -63,6 +63,22 @@ impl Run {
         self.stderr.lines().find(|l| l.starts_with("hint: ")).map(String::from)
     }
 
+    /// A user-caused failure as the CLI must render it: exit `code`, no panic, exactly one `error:` line and a
+    /// `hint:` line that ends the output. Returns the error line.
+    #[track_caller]
+    pub fn user_error(self, code: i32) -> String {
+        let run = self.fails(code);
+        let error = run.error();
+        let last = run.stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
+        assert!(last.starts_with("hint: "), "the output must end with a hint:\n{}", run.stderr);
+        error
+    }
+
+    /// Everything dr printed, for checks that something never appears anywhere.
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
     }
@@ -150,14 +166,8 @@ impl Site {
         let identity = dir.path().join("identity.txt");
         key.write_identity_file(&identity).unwrap();
         let repo = dir.path().join("repo");
-        let site = Site {
-            config_path: dir.path().join("dr.toml"),
-            recipient: key.recipient(),
-            identity,
-            repo,
-            db,
-            dir,
-        };
+        let site =
+            Site { config_path: dir.path().join("dr.toml"), recipient: key.recipient(), identity, repo, db, dir };
         site.write_config("");
         site.dr(&["init"]).ok();
         site
@@ -289,14 +299,248 @@ pub fn write_files(site: &Path) {
     fs::write(uploads.join("private/key"), b"not for backups").unwrap();
 
     // Old, distinct mtimes, set deepest first so directories keep theirs.
-    let mut entries: Vec<PathBuf> = walkdir::WalkDir::new(site)
-        .min_depth(1)
-        .into_iter()
-        .map(|e| e.unwrap().path().to_path_buf())
-        .collect();
+    let mut entries: Vec<PathBuf> =
+        walkdir::WalkDir::new(site).min_depth(1).into_iter().map(|e| e.unwrap().path().to_path_buf()).collect();
     entries.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for (i, path) in entries.iter().enumerate() {
         let time = filetime::FileTime::from_unix_time(1_700_000_000 + i as i64 * 3_600, 0);
         filetime::set_symlink_file_times(path, time, time).unwrap();
     }
+}
+
+/// Adds a table of `mebibytes` MiB of random, incompressible bytes to a database: for dumps that take a moment and
+/// objects that span many age chunks (64 KiB each), so damage is found mid-stream rather than at the first read.
+pub async fn add_random_table(server: &ScratchPostgres, dbname: &str, table: &str, mebibytes: u32) {
+    sql(
+        server,
+        dbname,
+        &format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, data bytea);
+             ALTER TABLE {table} ALTER COLUMN data SET STORAGE EXTERNAL;
+             INSERT INTO {table}
+             SELECT i, decode(string_agg(md5(random()::text), ''), 'hex')
+             FROM generate_series(1, {rows}) AS i, generate_series(1, 4096) AS j GROUP BY i",
+            rows = mebibytes * 16
+        ),
+    )
+    .await;
+}
+
+/// Writes `len` pseudo-random (incompressible) bytes to `path`.
+pub fn write_random_file(path: &Path, len: usize) {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15 ^ len as u64;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect();
+    fs::write(path, bytes).unwrap();
+}
+
+impl Site {
+    /// Ids of the committed snapshots, oldest first, as `dr snapshots --json` lists them.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        let list = self.dr(&["snapshots", "--json"]).ok().json();
+        list.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    pub fn manifest_path(&self, snapshot: &str) -> PathBuf {
+        manifest_path(&self.repo, snapshot)
+    }
+
+    /// The repository key of a snapshot's object (`objects/<id>/<source>/<file>`).
+    pub fn object_key(&self, snapshot: &str, suffix: &str) -> String {
+        let path = self.object(snapshot, suffix);
+        path.strip_prefix(&self.repo).unwrap().to_string_lossy().into_owned()
+    }
+
+    /// `--into` arguments that send every source of the site somewhere new: `db` for the database, `dir` for the
+    /// two files sources.
+    pub fn into_args(db: &str, dir: &Path) -> Vec<String> {
+        vec![
+            "--into".into(),
+            format!("app={db}"),
+            "--into".into(),
+            format!("config={}", dir.join("config").display()),
+            "--into".into(),
+            format!("uploads={}", dir.join("uploads").display()),
+        ]
+    }
+
+    /// Runs dr with `args` followed by `more` (owned strings, e.g. from [`Site::into_args`]).
+    pub fn dr_with(&self, args: &[&str], more: &[String]) -> Run {
+        let mut command = self.command(args);
+        command.args(more);
+        run(&mut command)
+    }
+}
+
+/// Every file, symlink and directory below `root`, hidden ones included, relative; empty when `root` is missing.
+pub fn entries_below(root: &Path) -> Vec<String> {
+    if !root.exists() {
+        return Vec::new();
+    }
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Regular files below `root`, hidden ones included (what a crashed upload could leave behind).
+pub fn files_below(root: &Path) -> Vec<String> {
+    if !root.exists() {
+        return Vec::new();
+    }
+    walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Flips one bit of the byte at `offset` (negative: counted from the end).
+pub fn flip_byte(path: &Path, offset: i64) {
+    let mut bytes = fs::read(path).unwrap();
+    let at = if offset < 0 { bytes.len() - offset.unsigned_abs() as usize } else { offset as usize };
+    bytes[at] ^= 0x01;
+    fs::write(path, bytes).unwrap();
+}
+
+/// Cuts a file down to `fraction` of its length.
+pub fn truncate(path: &Path, fraction: f64) {
+    let len = fs::metadata(path).unwrap().len();
+    let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_len((len as f64 * fraction) as u64).unwrap();
+}
+
+pub async fn database_exists(server: &ScratchPostgres, dbname: &str) -> bool {
+    let found =
+        query_strings(server, "postgres", &format!("SELECT datname::text FROM pg_database WHERE datname = '{dbname}'"))
+            .await;
+    !found.is_empty()
+}
+
+/// A site with only files sources: for the command-line tests that need no PostgreSQL. Its repository is not
+/// initialized.
+pub struct FilesSite {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub identity: PathBuf,
+    pub recipient: String,
+    pub repo: PathBuf,
+}
+
+impl FilesSite {
+    pub fn new() -> FilesSite {
+        let dir = tempfile::Builder::new().prefix("dr-test-").tempdir().unwrap();
+        write_files(&dir.path().join("site"));
+        let key = dr::KeyPair::generate();
+        let identity = dir.path().join("identity.txt");
+        key.write_identity_file(&identity).unwrap();
+        let site = FilesSite {
+            config_path: dir.path().join("dr.toml"),
+            recipient: key.recipient(),
+            identity,
+            repo: dir.path().join("repo"),
+            dir,
+        };
+        site.write_config(&site.encryption());
+        site
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// The `[encryption]` section with this site's recipient and identity.
+    pub fn encryption(&self) -> String {
+        format!(
+            "[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n",
+            self.recipient,
+            self.identity.display()
+        )
+    }
+
+    /// Writes dr.toml: the repository, `encryption` (an `[encryption]` section, or anything else) and the
+    /// two files sources.
+    pub fn write_config(&self, encryption: &str) {
+        let text = format!(
+            "[repository]\nurl = \"file://{repo}\"\n\n{encryption}\n[[files]]\nname = \"config\"\npath = \"{config}\"\n\n\
+             [[files]]\nname = \"uploads\"\npath = \"{uploads}\"\nexclude = [{excludes}]\n",
+            repo = self.repo.display(),
+            config = self.path("site/config").display(),
+            uploads = self.path("site/uploads").display(),
+            excludes = UPLOAD_EXCLUDES.map(|e| format!("{e:?}")).join(", "),
+        );
+        fs::write(&self.config_path, text).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = dr_command();
+        command.arg("--config").arg(&self.config_path).args(args);
+        command
+    }
+
+    pub fn dr(&self, args: &[&str]) -> Run {
+        run(&mut self.command(args))
+    }
+
+    /// Initializes the repository and takes a snapshot; returns its id.
+    pub fn init_and_backup(&self) -> String {
+        self.dr(&["init"]).ok();
+        self.dr(&["backup"]).ok().stdout.trim().to_string()
+    }
+
+    /// The stored file of a snapshot's object whose key ends with `suffix`.
+    pub fn object(&self, snapshot: &str, suffix: &str) -> PathBuf {
+        let mut manifest = read_manifest(&self.repo, snapshot);
+        self.repo.join(object_entry(&mut manifest, suffix)["key"].as_str().unwrap())
+    }
+
+    pub fn object_key(&self, snapshot: &str, suffix: &str) -> String {
+        let mut manifest = read_manifest(&self.repo, snapshot);
+        object_entry(&mut manifest, suffix)["key"].as_str().unwrap().to_string()
+    }
+
+    /// `restore --to latest --into config=DIR/config --into uploads=DIR/uploads` plus `extra`.
+    pub fn restore_into(&self, dir: &Path, extra: &[&str]) -> Run {
+        let mut command = self.command(&["restore", "--to", "latest"]);
+        command
+            .arg("--into")
+            .arg(format!("config={}", dir.join("config").display()))
+            .arg("--into")
+            .arg(format!("uploads={}", dir.join("uploads").display()))
+            .args(extra);
+        run(&mut command)
+    }
+}
+
+pub fn manifest_path(repo: &Path, snapshot: &str) -> PathBuf {
+    repo.join(format!("snapshots/{snapshot}.json"))
+}
+
+pub fn read_manifest(repo: &Path, snapshot: &str) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(manifest_path(repo, snapshot)).unwrap()).unwrap()
+}
+
+pub fn write_manifest(repo: &Path, snapshot: &str, manifest: &serde_json::Value) {
+    fs::write(manifest_path(repo, snapshot), serde_json::to_vec_pretty(manifest).unwrap()).unwrap();
+}
+
+/// The manifest entry of the object whose key ends with `suffix`, for editing.
+pub fn object_entry<'m>(manifest: &'m mut serde_json::Value, suffix: &str) -> &'m mut serde_json::Value {
+    manifest["sources"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .flat_map(|s| s["objects"].as_array_mut().unwrap().iter_mut())
+        .find(|o| o["key"].as_str().unwrap().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no object ending in {suffix}"))
 }
