@@ -94,8 +94,17 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // clap prints help and version to stdout with exit 0, and usage errors to stderr with exit 2.
-            let _ = e.print();
+            use clap::error::ErrorKind;
+            // clap prints help and version to stdout with exit 0 (and the help, with exit 2, for a bare `dr`);
+            // a usage error is rendered like every other error, with a hint, and exits 2.
+            match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                }
+                _ => output::print_usage_error(&e),
+            }
             return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };

@@ -75,6 +75,19 @@ pub fn print_error(error: &Error) {
     }
 }
 
+/// Prints a command-line error found by clap in the same shape: clap's `error:` message with its usage and tips,
+/// then the hint every usage error gets, in place of clap's closing "For more information" line.
+pub fn print_usage_error(error: &clap::Error) {
+    let rendered =
+        if io::stderr().is_terminal() { error.render().ansi().to_string() } else { error.render().to_string() };
+    let kept: Vec<&str> = rendered.lines().filter(|l| !l.contains("For more information, try")).collect();
+    let mut stderr = io::stderr().lock();
+    let _ = writeln!(stderr, "{}", kept.join("\n").trim_end());
+    if let Some(hint) = Error::Usage(String::new()).hint() {
+        let _ = writeln!(stderr, "hint: {hint}");
+    }
+}
+
 /// Writes a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> dr::Result<()> {
     let mut stdout = io::stdout().lock();
