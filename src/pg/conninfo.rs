@@ -192,6 +192,7 @@ fn env_var(key: &str) -> Option<&'static str> {
         "channel_binding" => "PGCHANNELBINDING",
         "require_auth" => "PGREQUIREAUTH",
         "requirepeer" => "PGREQUIREPEER",
+        "load_balance_hosts" => "PGLOADBALANCEHOSTS",
         _ => return None,
     })
 }
@@ -332,6 +333,16 @@ impl Sources<'_> {
                  or connect over TCP with sslmode=verify-full",
                 s.describe("requirepeer")
             ));
+        }
+        if let Some(s) = self.setting("load_balance_hosts").filter(|s| s.value == "random") {
+            let several = |key: &str| self.get(key).is_some_and(|v| v.contains(','));
+            if several("host") || several("hostaddr") {
+                return Err(format!(
+                    "{}: dr's own connection and pg_dump's would each pick a host at random, and pg_dump must \
+                     reach the server that holds dr's snapshot; name one host, or use load_balance_hosts=disable",
+                    s.describe("load_balance_hosts")
+                ));
+            }
         }
         // libpq reads an sslkey with a colon as an OpenSSL engine and key name.
         if let Some(s) = self.setting("sslkey")
@@ -760,6 +771,7 @@ mod tests {
             ("host=db gssencmode=maybe", "gssencmode=maybe"),
             ("host=db require_auth=scram-sha-256", "require_auth=scram-sha-256"),
             ("host=/run/postgresql requirepeer=postgres", "requirepeer=postgres"),
+            ("host=a,b load_balance_hosts=random", "load_balance_hosts=random"),
         ] {
             let error = ConnInfo::parse(text).unwrap_err();
             assert!(error.starts_with(parameter), "{text}: {error}");
@@ -769,7 +781,13 @@ mod tests {
         assert!(error.contains("cannot use GSSAPI") && error.contains("gssencmode=prefer"), "{error}");
         let error = ConnInfo::parse("host=db krbsrvname=pg").unwrap_err();
         assert!(error.contains("Kerberos/GSSAPI") && error.contains("remove it"), "{error}");
-        for text in ["host=db gssencmode=prefer", "host=db gssencmode=disable", "host=db gssdelegation=0"] {
+        for text in [
+            "host=db gssencmode=prefer",
+            "host=db gssencmode=disable",
+            "host=db gssdelegation=0",
+            "host=db load_balance_hosts=random",
+            "host=a,b load_balance_hosts=disable",
+        ] {
             ConnInfo::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         }
     }
