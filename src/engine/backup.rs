@@ -232,8 +232,10 @@ impl Run<'_> {
         let roles = if source.globals { Some(exported.roles().await) } else { None };
         let facts = exported.facts.clone();
         exported.release().await;
-        let (stderr, sealed) = dump?;
+        // A count that fails aborts the exporting transaction, and a pg_dump that had not imported the snapshot
+        // yet then fails with "could not import the requested snapshot": the count's error is the cause.
         let tables = tables?;
+        let (stderr, sealed) = dump?;
         task.finish(&format!("{} tables", tables.len()));
         let mut warnings = child_warnings(&source.name, "pg_dump", &stderr);
         let mut objects = vec![ObjectEntry::new(key, ObjectRole::PgDump, sealed)];
