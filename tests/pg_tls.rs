@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{DATABASE, Site, fingerprint, sql, write_files};
+use common::{DATABASE, Site, fingerprint, run, sql, write_files};
 use dr::pg::{ScratchOptions, ScratchPostgres};
 
 const DEMO_SQL: &str = include_str!("../src/demo/sample_site.sql");
@@ -79,6 +79,21 @@ async fn backup_and_restore_over_tls_with_a_client_certificate() {
     let original = fingerprint(&site.db, DATABASE).await;
     assert!(original.len() >= 14, "the fixture has many tables: {original:?}");
     assert_eq!(fingerprint(&site.db, "restored").await, original, "every table, sequence and large object");
+
+    // The same connection defined in a service file: dr's own connection must find the same server and files
+    // there that pg_dump's libpq finds, or it would connect elsewhere (the default socket) and fail.
+    let services = site.path("pg_service.conf");
+    let service = tls_url("unused").replace("dbname=unused", "").split_whitespace().collect::<Vec<_>>().join("\n");
+    fs::write(&services, format!("[dr-tls]\n{service}\n")).unwrap();
+    let config = fs::read_to_string(&site.config_path).unwrap();
+    fs::write(&site.config_path, config.replace(&tls_url(DATABASE), &format!("service=dr-tls dbname={DATABASE}")))
+        .unwrap();
+    let second = run(site.command(&["backup"]).env("PGSERVICEFILE", &services)).ok().stdout.trim().to_string();
+    assert_ne!(second, snapshot);
+    // Without the service file the service is defined nowhere: refused, naming where dr looked.
+    let error = run(site.command(&["backup"]).env("PGSERVICEFILE", site.path("none.conf")).env("HOME", site.path("")))
+        .user_error(1);
+    assert!(error.contains("service \"dr-tls\" is not defined in"), "{error}");
 }
 
 /// A test certificate authority, the server's certificate (for 127.0.0.1) and a client certificate for the

@@ -348,9 +348,11 @@ impl Sources<'_> {
         if let Some(s) = self.setting("sslkey")
             && s.value.contains(':')
         {
+            // Not quoted: an engine's key name (a PKCS#11 URI) can carry a PIN.
             return Err(format!(
-                "{}: an OpenSSL engine key (engine:key) cannot be used by dr's own connection; use a PEM key file",
-                s.describe("sslkey")
+                "sslkey{} names an OpenSSL engine key (ENGINE:KEY), which dr's own connection cannot use; point \
+                 sslkey at a PEM key file",
+                s.origin
             ));
         }
         Ok(())
@@ -767,7 +769,7 @@ mod tests {
             ("host=db gsslib=gssapi", "gsslib=gssapi"),
             ("host=db gssdelegation=1", "gssdelegation=1"),
             ("host=db sslcertmode=require", "sslcertmode=require"),
-            ("host=db sslkey=pkcs11:token", "sslkey=pkcs11:token"),
+            ("host=db sslkey=pkcs11:token?pin-value=1234", "sslkey names an OpenSSL engine key"),
             ("host=db gssencmode=maybe", "gssencmode=maybe"),
             ("host=db require_auth=scram-sha-256", "require_auth=scram-sha-256"),
             ("host=/run/postgresql requirepeer=postgres", "requirepeer=postgres"),
@@ -779,6 +781,8 @@ mod tests {
         }
         let error = ConnInfo::parse("host=db gssencmode=require").unwrap_err();
         assert!(error.contains("cannot use GSSAPI") && error.contains("gssencmode=prefer"), "{error}");
+        let error = ConnInfo::parse("host=db sslkey=pkcs11:token?pin-value=1234").unwrap_err();
+        assert!(!error.contains("1234"), "an engine key name can hold a PIN: {error}");
         let error = ConnInfo::parse("host=db krbsrvname=pg").unwrap_err();
         assert!(error.contains("Kerberos/GSSAPI") && error.contains("remove it"), "{error}");
         for text in [
