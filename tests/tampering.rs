@@ -209,6 +209,14 @@ async fn a_damaged_index_fails_verify_but_a_restore_does_not_need_it() {
     let restored = site.path("restored");
     site.restore_into(&restored, &[]).ok();
     assert_eq!(listing(&restored.join("uploads"), &[]), listing(&site.path("site/uploads"), &UPLOAD_EXCLUDES));
+
+    // Even a missing index does not stand between an operator and the files.
+    fs::remove_file(site.object(&snapshot, "uploads/index.jsonl.zst.age")).unwrap();
+    let error = site.dr(&["verify"]).user_error(1);
+    assert!(error.contains(&format!("object {key} is missing")), "{error}");
+    let again = site.path("restored-again");
+    site.restore_into(&again, &[]).ok();
+    assert_eq!(listing(&again.join("uploads"), &[]), listing(&site.path("site/uploads"), &UPLOAD_EXCLUDES));
 }
 
 #[tokio::test(flavor = "multi_thread")]

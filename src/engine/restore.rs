@@ -6,7 +6,7 @@
 //! others (an incident wants as much back as possible), but the restore as a whole then fails, naming them.
 //!
 //! A source whose objects are missing, cut short or damaged leaves its target as it was:
-//! - every object of the source is first checked to be in the store at its recorded size;
+//! - every object the restore reads is first checked to be in the store at its recorded size;
 //! - a parallel database restore stages the whole archive and checks it before the target is touched; a
 //!   streaming one (`--jobs 1`) runs pg_restore in one transaction and kills it at the first bad byte, then
 //!   drops the database and the roles that this restore created;
@@ -254,10 +254,10 @@ impl Restorer<'_> {
         }
     }
 
-    /// Checks that every object of a source is in the store at its recorded size: cheap, and it catches a
-    /// missing or cut-off object before anything is written.
-    async fn check_stored(&self, plan: &Plan<'_>) -> Result<()> {
-        for object in plan.objects {
+    /// Checks that the objects of `roles` (the ones the restore reads) are in the store at their recorded
+    /// sizes: cheap, and it catches a missing or cut-off object before anything is written.
+    async fn check_stored(&self, plan: &Plan<'_>, roles: &[ObjectRole]) -> Result<()> {
+        for object in plan.objects.iter().filter(|o| roles.contains(&o.role)) {
             match self.repo.store().head(&object.key).await? {
                 None => return Err(Error::ObjectMissing { key: object.key.clone() }),
                 Some(meta) if meta.size != object.stored_size => {
@@ -279,7 +279,7 @@ impl Restorer<'_> {
         let pg_restore = find_pg_restore(details)?;
         // Everything that can be read and checked is, before the target is touched: a bad object must not
         // leave roles or an empty database behind.
-        self.check_stored(plan).await?;
+        self.check_stored(plan, &[ObjectRole::PgDump, ObjectRole::Globals]).await?;
         let globals = match self.object(plan, ObjectRole::Globals) {
             Some(object) => Some(self.read_text(&object).await?),
             None => None,
@@ -421,7 +421,7 @@ impl Restorer<'_> {
 
     async fn directory(&self, plan: &Plan<'_>, dir: &Path, report: &mut SourceRestore) -> Result<()> {
         let tar = self.object(plan, ObjectRole::Tar).ok_or_else(|| Self::missing_object(plan, ObjectRole::Tar))?;
-        self.check_stored(plan).await?;
+        self.check_stored(plan, &[ObjectRole::Tar]).await?;
         let extraction = Extraction::prepare(&plan.name, dir)?;
         let (summary, extraction) = pipeline::download(
             self.repo.store(),
