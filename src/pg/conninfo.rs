@@ -391,6 +391,15 @@ impl Resolved {
     pub fn default_file(&self, name: &str) -> Option<PathBuf> {
         self.home.as_ref().map(|home| home.join(".postgresql").join(name))
     }
+
+    /// The file a TLS keyword's value names, else libpq's default `~/.postgresql/NAME` (libpq treats an empty
+    /// value as unset there).
+    pub fn file_or_default(&self, value: Option<&str>, default_name: &str) -> Option<PathBuf> {
+        match value.filter(|v| !v.is_empty()) {
+            Some(value) => Some(PathBuf::from(value)),
+            None => self.default_file(default_name),
+        }
+    }
 }
 
 impl fmt::Debug for Resolved {

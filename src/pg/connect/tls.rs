@@ -80,8 +80,7 @@ struct Verification {
 fn verification(r: &Resolved) -> Result<Option<Verification>, String> {
     let root_file = match r.sslrootcert.as_deref() {
         Some("system") => None,
-        Some(path) => Some(PathBuf::from(path)),
-        None => r.default_file("root.crt"),
+        other => r.file_or_default(other, "root.crt"),
     };
     let system = r.sslrootcert.as_deref() == Some("system");
     let have_roots = system || root_file.as_deref().is_some_and(Path::exists);
@@ -140,10 +139,10 @@ fn system_root_store() -> Result<rustls::RootCertStore, String> {
 /// lookup directory); missing ones are skipped, as libpq skips them.
 fn revocation_lists(r: &Resolved) -> Result<Vec<(PathBuf, Vec<CertificateRevocationListDer<'static>>)>, String> {
     let mut files: Vec<PathBuf> = Vec::new();
-    if let Some(file) = r.sslcrl.as_ref().map(PathBuf::from).or_else(|| r.default_file("root.crl")) {
+    if let Some(file) = r.file_or_default(r.sslcrl.as_deref(), "root.crl") {
         files.push(file);
     }
-    if let Some(dir) = &r.sslcrldir
+    if let Some(dir) = r.sslcrldir.as_deref().filter(|d| !d.is_empty())
         && let Ok(entries) = std::fs::read_dir(dir)
     {
         let mut found: Vec<PathBuf> = entries
@@ -187,13 +186,13 @@ struct ClientIdentity {
 /// The client certificate libpq would present, or `None` when there is none (libpq then goes on without one,
 /// and a server that wants one says so).
 fn client_identity(r: &Resolved) -> Result<Option<ClientIdentity>, String> {
-    let Some(cert_file) = r.sslcert.as_ref().map(PathBuf::from).or_else(|| r.default_file("postgresql.crt")) else {
+    let Some(cert_file) = r.file_or_default(r.sslcert.as_deref(), "postgresql.crt") else {
         return Ok(None);
     };
     match std::fs::metadata(&cert_file) {
         Ok(_) => {}
         Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
-            if r.sslcert.is_some() {
+            if r.sslcert.as_deref().is_some_and(|v| !v.is_empty()) {
                 tracing::warn!(
                     sslcert = %cert_file.display(),
                     "the client certificate file does not exist; connecting without one, as libpq does"
@@ -211,10 +210,9 @@ fn client_identity(r: &Resolved) -> Result<Option<ClientIdentity>, String> {
     if chain.is_empty() {
         return Err(format!("sslcert {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
     }
-    let key_file =
-        r.sslkey.as_ref().map(PathBuf::from).or_else(|| r.default_file("postgresql.key")).ok_or_else(|| {
-            format!("the client certificate {shown} (sslcert) has no key: set sslkey to its private key file")
-        })?;
+    let key_file = r.file_or_default(r.sslkey.as_deref(), "postgresql.key").ok_or_else(|| {
+        format!("the client certificate {shown} (sslcert) has no key: set sslkey to its private key file")
+    })?;
     let key = read_private_key(&key_file, &cert_file)?;
     Ok(Some(ClientIdentity { chain, key, cert_file, key_file }))
 }
@@ -436,6 +434,8 @@ mod tests {
         write(&home.path().join(".postgresql/postgresql.key"), EC_KEY_SEC1, 0o600);
         let identity = client_identity(&resolved("host=db", home.path())).unwrap().unwrap();
         assert!(identity.key_file.ends_with(".postgresql/postgresql.key"));
+        // An empty value counts as unset, as in libpq.
+        assert!(client_identity(&resolved("host=db sslcert='' sslkey=''", home.path())).unwrap().is_some());
         // A named certificate that does not exist means no certificate, as in libpq.
         let missing = home.path().join("missing.crt").display().to_string();
         assert!(client_identity(&resolved(&format!("host=db sslcert={missing}"), home.path())).unwrap().is_none());
