@@ -22,11 +22,14 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use crate::pg::conninfo::Resolved;
 
+/// The TLS set-up libpq would make for these parameters; the files it names are read now, so a bad key fails
+/// before any connection attempt.
 pub(super) fn connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let over_tcp = r.hostaddr.is_some() || r.host.split(',').any(|h| !h.starts_with('/') && !h.starts_with('@'));
     let uses_tls = over_tcp && r.sslmode != "disable";
-    let verifier: Arc<dyn ServerCertVerifier> = match uses_tls.then(|| verification(r)).transpose()?.flatten() {
+    let checked = if uses_tls { verification(r)? } else { None };
+    let verifier: Arc<dyn ServerCertVerifier> = match checked {
         Some(Verification { roots, check_host_name }) => {
             let roots = Arc::new(roots);
             let verifier = |crls: Vec<CertificateRevocationListDer<'static>>| {
