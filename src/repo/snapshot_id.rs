@@ -1,7 +1,9 @@
-//! Snapshot ids: `20261125T065012Z-3fa9c1`, the UTC start time and 24 random bits.
+//! Snapshot ids: `20261125T065012Z-3fa9c1`, the UTC start time and a 24-bit suffix.
 //!
 //! Ids sort by time as plain strings, so a listing of keys is already a timeline, and `--to TIME` needs no
-//! manifest reads. The random suffix keeps two hosts backing up in the same second apart.
+//! manifest reads. The suffix's top 10 bits are the start's milliseconds, so two snapshots taken in the same
+//! second still sort in order; its low 14 bits are random, keeping two hosts that start in the same
+//! millisecond apart.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,7 +19,9 @@ pub struct SnapshotId(String);
 
 impl SnapshotId {
     pub fn new(time: DateTime<Utc>) -> SnapshotId {
-        SnapshotId(format!("{}-{:06x}", time.format(TIME_FORMAT), rand::random::<u32>() & 0xff_ffff))
+        let millis = time.timestamp_subsec_millis().min(999);
+        let suffix = (millis << 14) | (rand::random::<u32>() & 0x3fff);
+        SnapshotId(format!("{}-{suffix:06x}", time.format(TIME_FORMAT)))
     }
 
     /// The start time encoded in the id (second precision).
@@ -121,6 +125,13 @@ mod tests {
         assert_eq!(id.as_str().parse::<SnapshotId>().unwrap(), id);
         let later = SnapshotId::new(t + chrono::Duration::seconds(1));
         assert!(later > id);
+        // Within one second, by milliseconds, whatever the random bits.
+        for _ in 0..100 {
+            let a = SnapshotId::new(t + chrono::Duration::milliseconds(998));
+            let b = SnapshotId::new(t + chrono::Duration::milliseconds(999));
+            assert!(id < a && a < b && b < later, "{id} {a} {b} {later}");
+            assert_eq!(a.time(), t);
+        }
         assert!("20261125T065012Z".parse::<SnapshotId>().is_err());
     }
 
