@@ -102,6 +102,11 @@ pub struct FilesSource {
     /// relative to `path`. An excluded directory is skipped whole.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Restore symlinks that point outside the directory (absolute, or climbing out of it). Off by default: a
+    /// tampered archive could otherwise plant a link to, say, /etc/shadow for the web server to serve. Nothing
+    /// is ever written *through* a link, either way.
+    #[serde(default)]
+    pub external_symlinks: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -359,6 +364,7 @@ mod tests {
         assert!(config.postgres[0].globals);
         assert_eq!(config.files[1].path, PathBuf::from("/srv/isntgram/uploads"));
         assert_eq!(config.files[1].exclude, ["*.tmp", "cache/**"]);
+        assert!(config.files[0].external_symlinks && !config.files[1].external_symlinks);
         assert_eq!(config.objectives.rpo, Some(Duration::from_secs(24 * 3600)));
         assert_eq!(config.objectives.rto, Some(Duration::from_secs(3600)));
         assert_eq!(config.restore, RestoreConfig { temp_dir: Some(PathBuf::from("/var/tmp")), jobs: Some(4) });

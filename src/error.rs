@@ -88,6 +88,9 @@ pub enum Error {
     #[error("archive of {source_name:?} holds an unsafe entry {path:?}: {reason}")]
     UnsafeArchiveEntry { source_name: String, path: String, reason: String },
 
+    #[error("archive of {source_name:?} holds a symlink {path:?} pointing outside the target (to {target:?})")]
+    ExternalSymlink { source_name: String, path: String, target: String },
+
     #[error("files source {source_name:?}: {message}")]
     Files { source_name: String, message: String },
 
@@ -95,7 +98,13 @@ pub enum Error {
     NotEnoughSpace { dir: PathBuf, need: String, have: String },
 
     #[error("restore of {failed} of {total} sources failed: {}", .details.join("; "))]
-    RestoreIncomplete { failed: usize, total: usize, details: Vec<String> },
+    RestoreIncomplete {
+        failed: usize,
+        total: usize,
+        details: Vec<String>,
+        /// The failed sources' own hints, which say more than the generic one.
+        hints: Vec<String>,
+    },
 
     #[error("verification failed: {bad} of {total} snapshots have problems; first: {first}")]
     VerifyFailed { bad: usize, total: usize, first: String },
@@ -189,6 +198,10 @@ impl Error {
             Error::UnsafeArchiveEntry { .. } => {
                 "the archive was tampered with or not written by dr; nothing outside the target was touched".to_string()
             }
+            Error::ExternalSymlink { source_name, .. } => format!(
+                "nothing outside the target was touched; if the source really holds such links, set \
+                 `external_symlinks = true` in its [[files]] section ({source_name:?}) and restore again"
+            ),
             Error::Files { .. } => {
                 "fix the permissions, or exclude the path in the source's `exclude` list".to_string()
             }
@@ -197,9 +210,15 @@ impl Error {
                  temporary file"
                     .to_string()
             }
-            Error::RestoreIncomplete { .. } => {
-                "the failed sources are named above; fix the cause and restore them again with --only NAME --force"
-                    .to_string()
+            Error::RestoreIncomplete { hints, .. } => {
+                let mut hints = hints.clone();
+                hints.dedup();
+                let again = "restore the failed sources again with --only NAME --force";
+                if hints.is_empty() {
+                    format!("fix the cause, then {again}")
+                } else {
+                    format!("{}; then {again}", hints.join("; "))
+                }
             }
             Error::Mismatch { .. } => "run with -v for details; this is a bug or a broken restore".to_string(),
             Error::Interrupted => "nothing was committed; run the command again".to_string(),

@@ -7,6 +7,7 @@ mod common;
 
 use std::fs;
 use std::io::Write;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -318,7 +319,8 @@ async fn crafted_archives_cannot_reach_outside_the_target() {
                 args.push("--force");
             }
             let error = site.dr(&args).user_error(1);
-            assert!(error.contains("unsafe entry") && error.contains(named), "{what}: {error}");
+            let refused = error.contains("unsafe entry") || error.contains("pointing outside the target");
+            assert!(refused && error.contains(named), "{what}: {error}");
             assert_eq!(entries_below(&outside), ["secret"], "{what}: nothing was written outside");
             assert_eq!(fs::read_to_string(outside.join("secret")).unwrap(), "keep me", "{what}");
             assert!(
@@ -336,4 +338,92 @@ async fn crafted_archives_cannot_reach_outside_the_target() {
     site.dr(&["restore", "--to", "latest", "--only", "uploads", "--into", &into]).ok();
     assert_eq!(fs::read_to_string(target.join("b")).unwrap(), "fine");
     assert_eq!(entries_below(&target), ["a", "b", "harmless.jpg"]);
+}
+
+/// With `external_symlinks = true` a link may point anywhere, but nothing is ever written, created or chmod-ed
+/// through one.
+#[tokio::test(flavor = "multi_thread")]
+async fn external_symlinks_are_restored_when_allowed_but_never_written_through() {
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    let site = FilesSite::new();
+    let snapshot = site.init_and_backup();
+    let outside = site.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("secret"), "keep me").unwrap();
+    let outside_str = outside.to_str().unwrap();
+    let target = site.path("restore/uploads");
+    let into = format!("uploads={}", target.display());
+    let restore = ["restore", "--to", "latest", "--only", "uploads", "--into", &into, "--force"];
+
+    // Refused by default, with a hint that names the setting.
+    install(&site, &snapshot, crafted(&[(Symlink, "current", outside_str)])).await;
+    let run = site.dr(&restore);
+    let hint = run.hint().unwrap_or_default();
+    let error = run.user_error(1);
+    assert!(error.contains("\"current\" pointing outside the target"), "{error}");
+    assert!(hint.contains("external_symlinks = true"), "{hint}");
+
+    // Allowed for this source: the link comes back as it was.
+    let config = fs::read_to_string(&site.config_path).unwrap();
+    fs::write(&site.config_path, format!("{config}external_symlinks = true\n")).unwrap();
+    site.dr(&restore).ok();
+    assert_eq!(fs::read_link(target.join("current")).unwrap(), outside);
+
+    // Still never a way out.
+    let mode_before = fs::metadata(&outside).unwrap().permissions();
+    let cases: Vec<(&str, Vec<Entry<'_>>)> = vec![
+        ("a file through the link", vec![(Symlink, "ext", outside_str), (Regular, "ext/evil", "")]),
+        ("a directory under the link", vec![(Symlink, "ext", outside_str), (Directory, "ext/evil", "")]),
+        ("a directory entry over the link", vec![(Symlink, "ext", outside_str), (Directory, "ext", "")]),
+        ("a hard link through the link", vec![(Symlink, "ext", outside_str), (Link, "hard", "ext/secret")]),
+    ];
+    for (what, entries) in cases {
+        install(&site, &snapshot, crafted(&entries)).await;
+        let error = site.dr(&restore).user_error(1);
+        assert!(error.contains("unsafe entry"), "{what}: {error}");
+        assert_eq!(entries_below(&outside), ["secret"], "{what}: nothing was written outside");
+        assert_eq!(fs::read_to_string(outside.join("secret")).unwrap(), "keep me", "{what}");
+        assert_eq!(fs::metadata(&outside).unwrap().permissions(), mode_before, "{what}: no chmod through a link");
+        assert_eq!(fs::read_link(target.join("current")).unwrap(), outside, "{what}: the last restore stands");
+    }
+}
+
+/// A real tree with a link out of it: the backup warns at once (not at restore time, during an incident), and
+/// the setting makes it restorable.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_out_of_the_source_is_reported_at_backup_time() {
+    let site = FilesSite::new();
+    let uploads = site.path("site/uploads");
+    std::os::unix::fs::symlink("/srv/shared/watermark.png", uploads.join("watermark.png")).unwrap();
+    std::os::unix::fs::symlink("../../elsewhere", uploads.join("up")).unwrap();
+    site.dr(&["init"]).ok();
+    let report = site.dr(&["backup", "--json"]).ok().json();
+    let warnings = uploads_warnings(&report);
+    let warning = warnings.iter().filter_map(|w| w.as_str()).find(|w| w.contains("outside the source")).unwrap();
+    assert!(warning.starts_with("2 symlinks point outside the source"), "{warning}");
+    assert!(
+        warning.contains("watermark.png -> /srv/shared/watermark.png") && warning.contains("up -> ../../elsewhere")
+    );
+    assert!(warning.contains("external_symlinks = true"), "{warning}");
+
+    let target = site.path("restore/uploads");
+    let into = format!("uploads={}", target.display());
+    let error = site.dr(&["restore", "--to", "latest", "--only", "uploads", "--into", &into]).user_error(1);
+    assert!(error.contains("pointing outside the target"), "{error}");
+    assert!(!target.exists(), "a refused restore creates nothing");
+
+    let config = fs::read_to_string(&site.config_path).unwrap();
+    fs::write(&site.config_path, format!("{config}external_symlinks = true\n")).unwrap();
+    let report = site.dr(&["backup", "--json"]).ok().json();
+    let warnings = uploads_warnings(&report);
+    assert!(warnings.iter().all(|w| !w.as_str().unwrap().contains("outside the source")), "{warnings:?}");
+    site.dr(&["restore", "--to", "latest", "--only", "uploads", "--into", &into]).ok();
+    assert_eq!(fs::read_link(target.join("watermark.png")).unwrap(), Path::new("/srv/shared/watermark.png"));
+    assert_eq!(fs::read_link(target.join("up")).unwrap(), Path::new("../../elsewhere"));
+}
+
+fn uploads_warnings(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    let sources = report["sources"].as_array().unwrap();
+    let uploads = sources.iter().find(|s| s["name"] == "uploads").unwrap();
+    uploads["warnings"].as_array().unwrap().clone()
 }

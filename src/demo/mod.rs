@@ -188,11 +188,17 @@ fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
         repository: RepositoryConfig { url: format!("file://{}", root.join("repo").display()) },
         postgres: vec![PostgresSource { name: "app".into(), url: source.url(DATABASE), globals: true }],
         files: vec![
-            FilesSource { name: "config".into(), path: site.join("config"), exclude: Vec::new() },
+            FilesSource {
+                name: "config".into(),
+                path: site.join("config"),
+                exclude: Vec::new(),
+                external_symlinks: false,
+            },
             FilesSource {
                 name: "uploads".into(),
                 path: site.join("uploads"),
                 exclude: UPLOAD_EXCLUDES.iter().map(|s| s.to_string()).collect(),
+                external_symlinks: false,
             },
         ],
         ..Config::default()

@@ -353,7 +353,23 @@ impl Run<'_> {
         .and_then(|r| r);
         let (summary, sealed_tar, sealed_index) = pipeline::settle(produced, vec![tar_upload, index_upload]).await?;
         task.finish(&format!("{} files", summary.files));
-        let warnings: Vec<String> = summary.skipped.iter().map(|s| format!("skipped {s}")).collect();
+        let mut warnings: Vec<String> = summary.skipped.iter().map(|s| format!("skipped {s}")).collect();
+        if !source.external_symlinks && !summary.external_symlinks.is_empty() {
+            // Said now, at backup time, rather than discovered by a restore during an incident.
+            let links = &summary.external_symlinks;
+            let shown: Vec<&str> = links.iter().take(5).map(String::as_str).collect();
+            let more = if links.len() > shown.len() {
+                format!(" and {} more", links.len() - shown.len())
+            } else {
+                String::new()
+            };
+            warnings.push(format!(
+                "{} symlinks point outside the source ({}{more}): a restore refuses them unless \
+                 `external_symlinks = true` is set for this source",
+                links.len(),
+                shown.join(", ")
+            ));
+        }
         for warning in &warnings {
             tracing::warn!(source = %source.name, "{warning}");
         }

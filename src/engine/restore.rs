@@ -71,6 +71,9 @@ pub struct SourceRestore {
     pub duration_seconds: f64,
     pub ok: bool,
     pub error: Option<String>,
+    /// What to do about `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_hint: Option<String>,
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub globals: Option<GlobalsOutcome>,
@@ -111,6 +114,8 @@ struct Restorer<'a> {
     progress: &'a dyn Progress,
     options: &'a RestoreOptions,
     private: PrivateManifest,
+    /// The configured files sources, for their restore settings.
+    config_files: &'a [crate::config::FilesSource],
 }
 
 pub async fn restore(
@@ -127,7 +132,7 @@ pub async fn restore(
     tracing::info!(snapshot = %id, sources = plans.len(), "restore started");
 
     let clock = Instant::now();
-    let restorer = Restorer { repo, identities, progress, options, private };
+    let restorer = Restorer { repo, identities, progress, options, private, config_files: &config.files };
     let mut reports = Vec::new();
     for plan in &plans {
         reports.push(restorer.source(plan).await);
@@ -138,7 +143,8 @@ pub async fn restore(
         .map(|r| format!("{}: {}", r.name, r.error.as_deref().unwrap_or("failed")))
         .collect();
     if !failed.is_empty() {
-        return Err(Error::RestoreIncomplete { failed: failed.len(), total: reports.len(), details: failed });
+        let hints = reports.iter().filter_map(|r| r.error_hint.clone()).collect();
+        return Err(Error::RestoreIncomplete { failed: failed.len(), total: reports.len(), details: failed, hints });
     }
     Ok(RestoreReport { snapshot: id, duration_seconds: clock.elapsed().as_secs_f64(), sources: reports })
 }
@@ -223,6 +229,7 @@ impl Restorer<'_> {
             duration_seconds: 0.0,
             ok: true,
             error: None,
+            error_hint: None,
             warnings: Vec::new(),
             globals: None,
             files: None,
@@ -238,6 +245,7 @@ impl Restorer<'_> {
                 tracing::error!(source = %plan.name, target = %report.target, "restore failed: {e}");
                 report.ok = false;
                 report.error = Some(e.to_string());
+                report.error_hint = e.hint();
             }
         }
         report
@@ -422,7 +430,9 @@ impl Restorer<'_> {
     async fn directory(&self, plan: &Plan<'_>, dir: &Path, report: &mut SourceRestore) -> Result<()> {
         let tar = self.object(plan, ObjectRole::Tar).ok_or_else(|| Self::missing_object(plan, ObjectRole::Tar))?;
         self.check_stored(plan, &[ObjectRole::Tar]).await?;
-        let extraction = Extraction::prepare(&plan.name, dir)?;
+        let external_symlinks =
+            self.config_files.iter().find(|f| f.name == plan.name).is_some_and(|f| f.external_symlinks);
+        let extraction = Extraction::prepare(&plan.name, dir, external_symlinks)?;
         let (summary, extraction) = pipeline::download(
             self.repo.store(),
             &tar.key,

@@ -27,6 +27,8 @@ pub struct ArchiveSummary {
     pub symlinks: u64,
     pub bytes: u64,
     pub skipped: Vec<String>,
+    /// Symlinks pointing outside the source, as `path -> target` (a restore needs `external_symlinks`).
+    pub external_symlinks: Vec<String>,
 }
 
 /// Walks `root` and writes every kept entry to `tar_out` and a JSON line per entry to `index_out`.
@@ -60,7 +62,7 @@ pub fn write_archive(
             Err(e) => return Err(fail(e.to_string())),
         };
         let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let written = archive_entry(&mut builder, entry.path(), relative, index_out, &mut summary)
+        let written = archive_entry(&mut builder, root, entry.path(), relative, index_out, &mut summary)
             .map_err(|e| fail(format!("{}: {e}", entry.path().display())))?;
         if let Some(reason) = written {
             summary.skipped.push(format!("{}: {reason}", relative.display()));
@@ -77,6 +79,7 @@ fn display_path(e: &walkdir::Error) -> String {
 /// Writes one entry; `Ok(Some(reason))` when it was left out.
 fn archive_entry(
     builder: &mut tar::Builder<&mut dyn Write>,
+    root: &Path,
     path: &Path,
     relative: &Path,
     index_out: &mut dyn Write,
@@ -127,6 +130,9 @@ fn archive_entry(
         index.kind = EntryKind::Symlink;
         index.target = Some(target.to_string_lossy().into_owned());
         summary.symlinks += 1;
+        if !super::extract::resolves_inside(root, super::extract::parent_of(relative), &target) {
+            summary.external_symlinks.push(format!("{} -> {}", relative.display(), target.display()));
+        }
     } else if file_type.is_file() {
         let file = match File::open(path) {
             Ok(file) => file,

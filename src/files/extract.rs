@@ -65,19 +65,27 @@ pub struct Extraction {
     staging: Option<PathBuf>,
     /// The highest directory `prepare` created for the target (the target itself, or an ancestor).
     created: Option<PathBuf>,
+    /// Whether symlinks may point outside the target (`external_symlinks` of the files source).
+    external_symlinks: bool,
 }
 
 impl Extraction {
-    /// Creates the target if needed, and a fresh staging directory inside it.
-    pub fn prepare(source_name: &str, target: &Path) -> Result<Extraction> {
+    /// Creates the target if needed, and a fresh staging directory inside it. With `external_symlinks`,
+    /// symlinks pointing outside the target are restored as they are (still never written through).
+    pub fn prepare(source_name: &str, target: &Path, external_symlinks: bool) -> Result<Extraction> {
         let fail = |e: io::Error| Error::Files {
             source_name: source_name.to_string(),
             message: format!("{}: {e}", target.display()),
         };
         let created = highest_missing(target);
         // From here on, dropping the extraction uncommitted takes back what it made.
-        let mut extraction =
-            Extraction { source_name: source_name.to_string(), target: target.to_path_buf(), staging: None, created };
+        let mut extraction = Extraction {
+            source_name: source_name.to_string(),
+            target: target.to_path_buf(),
+            staging: None,
+            created,
+            external_symlinks,
+        };
         fs::create_dir_all(target).map_err(fail)?;
         let staging = target.join(format!("{STAGING_PREFIX}{:016x}", rand::random::<u64>()));
         fs::create_dir(&staging).map_err(fail)?;
@@ -94,6 +102,14 @@ impl Extraction {
             source_name: self.source_name.clone(),
             path: path.display().to_string(),
             reason: reason.to_string(),
+        }
+    }
+
+    fn external_symlink(&self, path: &Path, target: &Path) -> Error {
+        Error::ExternalSymlink {
+            source_name: self.source_name.clone(),
+            path: path.display().to_string(),
+            target: target.display().to_string(),
         }
     }
 
@@ -134,6 +150,11 @@ impl Extraction {
             let mtime = header.mtime().unwrap_or(0);
             match header.entry_type() {
                 EntryType::Directory => {
+                    // create_dir_all and the chmod below follow symlinks: a directory entry at or under a link
+                    // must not reach out of the target through it.
+                    if !resolves_inside(&staging, Path::new(""), &relative) || is_symlink(&staging.join(&relative)) {
+                        return Err(self.unsafe_entry(&raw_path, "directory entry at or under a symlink"));
+                    }
                     let dir = staging.join(&relative);
                     fs::create_dir_all(&dir).map_err(|e| self.io_error(&relative.display().to_string(), e))?;
                     directories.push((relative, mode, mtime));
@@ -145,11 +166,8 @@ impl Extraction {
                         .link_name()
                         .map_err(|e| self.io_error("reading a link target", e))?
                         .ok_or_else(|| self.unsafe_entry(&raw_path, "symlink without a target"))?;
-                    if !resolves_inside(&staging, parent_of(&relative), &target) {
-                        return Err(self.unsafe_entry(
-                            &raw_path,
-                            &format!("symlink to {} points outside the target", target.display()),
-                        ));
+                    if !self.external_symlinks && !resolves_inside(&staging, parent_of(&relative), &target) {
+                        return Err(self.external_symlink(&raw_path, &target));
                     }
                     links.push((raw_path.clone(), relative.clone()));
                     summary.symlinks += 1;
@@ -160,6 +178,11 @@ impl Extraction {
                         .map_err(|e| self.io_error("reading a link target", e))?
                         .ok_or_else(|| self.unsafe_entry(&raw_path, "hard link without a target"))?;
                     safe_relative(&target).map_err(|reason| self.unsafe_entry(&raw_path, reason))?;
+                    // A hard link to a path that leads through a symlink to the outside would share, and later
+                    // let a write reach, a file outside the target.
+                    if !resolves_inside(&staging, Path::new(""), &target) {
+                        return Err(self.unsafe_entry(&raw_path, "hard link through a symlink that leads outside"));
+                    }
                     summary.files += 1;
                 }
                 EntryType::Regular | EntryType::Continuous => {
@@ -189,7 +212,7 @@ impl Extraction {
                 return Err(self.unsafe_entry(&raw_path, "it would be written outside the target"));
             }
         }
-        for (raw_path, relative) in links {
+        for (raw_path, relative) in links.into_iter().filter(|_| !self.external_symlinks) {
             let Ok(target) = fs::read_link(staging.join(&relative)) else {
                 continue; // replaced by a later entry
             };
@@ -203,6 +226,9 @@ impl Extraction {
         directories.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
         for (relative, mode, mtime) in directories {
             let dir = staging.join(&relative);
+            if is_symlink(&dir) {
+                return Err(self.unsafe_entry(&relative, "a directory was replaced by a symlink"));
+            }
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777))
                 .and_then(|()| filetime::set_file_mtime(&dir, FileTime::from_unix_time(mtime as i64, 0)))
@@ -279,7 +305,11 @@ fn highest_missing(path: &Path) -> Option<PathBuf> {
     missing
 }
 
-fn parent_of(relative: &Path) -> &Path {
+fn is_symlink(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+pub(crate) fn parent_of(relative: &Path) -> &Path {
     relative.parent().unwrap_or(Path::new(""))
 }
 
@@ -321,7 +351,7 @@ fn steps(path: &Path) -> Vec<Step> {
 /// Whether `path`, taken from the directory `base` (relative to `root`), stays inside `root` when resolved the
 /// way the kernel would: symlinks already in the tree are followed, and `..` climbs from where they led.
 /// Components that do not exist are taken as written, so a dangling link is fine as long as it points inside.
-fn resolves_inside(root: &Path, base: &Path, path: &Path) -> bool {
+pub(crate) fn resolves_inside(root: &Path, base: &Path, path: &Path) -> bool {
     // A stack of the steps still to take, the next one last.
     let mut pending: Vec<Step> = steps(base).into_iter().chain(steps(path)).collect();
     pending.reverse();
