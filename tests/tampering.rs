@@ -367,3 +367,28 @@ async fn a_missing_or_unusable_identity_is_named() {
     }
     assert!(!restored.exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_manifest_is_listed_as_such_and_the_others_still_are() {
+    let site = FilesSite::new();
+    let damaged = site.init_and_backup();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let intact = site.dr(&["backup"]).ok().stdout.trim().to_string();
+    let manifest = site.repo.join(format!("snapshots/{damaged}.json"));
+    fs::write(&manifest, "{ not json").unwrap();
+
+    let run = site.dr(&["snapshots"]);
+    let line = run.stdout.lines().find(|l| l.starts_with(&damaged)).unwrap();
+    assert!(line.contains(&format!("UNREADABLE: object snapshots/{damaged}.json is corrupt")), "{line}");
+    assert!(run.stdout.contains(&intact) && run.stdout.contains("1 snapshot, "), "{}", run.stdout);
+    let error = run.user_error(1);
+    assert!(error.contains(&format!("snapshots/{damaged}.json")), "{error}");
+
+    let run = site.dr(&["snapshots", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(list[0]["id"], damaged.as_str());
+    assert!(list[0]["error"].as_str().unwrap().contains("not a valid manifest"));
+    assert_eq!(list[1]["id"], intact.as_str());
+    assert!(list[1]["stored_size"].as_u64().unwrap() > 0);
+    run.user_error(1);
+}

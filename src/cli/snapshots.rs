@@ -1,7 +1,7 @@
 //! `dr snapshots [--json]`
 
 use chrono::Utc;
-use dr::{Result, units};
+use dr::{Error, Result, units};
 use serde::Serialize;
 
 use super::Context;
@@ -25,6 +25,20 @@ struct Row<'a> {
     sources: Vec<SourceRow<'a>>,
 }
 
+/// A snapshot whose manifest cannot be read: listed, not hidden, and the command fails at the end.
+#[derive(Serialize)]
+struct BrokenRow<'a> {
+    id: &'a dr::SnapshotId,
+    error: String,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry<'a> {
+    Ok(Row<'a>),
+    Broken(BrokenRow<'a>),
+}
+
 #[derive(Serialize)]
 struct SourceRow<'a> {
     name: &'a str,
@@ -37,44 +51,65 @@ struct SourceRow<'a> {
 pub async fn run(context: &Context, args: Args) -> Result<()> {
     let loaded = context.load_config()?;
     let repo = context.open_repository(&loaded.config).await?;
-    let manifests = repo.manifests().await?;
+    let ids = repo.snapshot_ids().await?;
+    let mut manifests = Vec::new();
+    let mut broken = Vec::new();
+    for id in &ids {
+        match repo.manifest(id).await {
+            Ok(manifest) => manifests.push(manifest),
+            Err(e @ (Error::ObjectCorrupt { .. } | Error::ObjectMissing { .. })) => broken.push((id, e)),
+            Err(e) => return Err(e),
+        }
+    }
     let now = Utc::now();
     if args.json {
-        let rows: Vec<Row> = manifests
-            .iter()
-            .map(|m| Row {
-                id: &m.id,
-                time: m.started_at,
-                finished_at: m.finished_at,
-                age_seconds: (now - m.started_at).num_seconds(),
-                hostname: &m.hostname,
-                stored_size: m.stored_size(),
-                sources: m
-                    .sources
-                    .iter()
-                    .map(|s| SourceRow {
-                        name: &s.name,
-                        kind: s.kind,
-                        consistent_at: s.consistent_at,
-                        stored_size: s.stored_size(),
-                        plain_size: s.objects.iter().map(|o| o.plain_size).sum(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        return print_json(&rows);
-    }
-    if manifests.is_empty() {
+        let mut entries: Vec<(&dr::SnapshotId, Entry)> =
+            manifests.iter().map(|m| (&m.id, Entry::Ok(row(m, now)))).collect();
+        entries.extend(broken.iter().map(|(id, e)| (*id, Entry::Broken(BrokenRow { id, error: e.to_string() }))));
+        entries.sort_by_key(|(id, _)| *id);
+        print_json(&entries.into_iter().map(|(_, entry)| entry).collect::<Vec<_>>())?;
+    } else if ids.is_empty() {
         println!("no snapshots in {}", repo.location());
-        return Ok(());
+    } else {
+        print_table(&manifests, &broken, now);
     }
+    match broken.into_iter().next() {
+        None => Ok(()),
+        Some((_, first)) => Err(first),
+    }
+}
+
+fn row(m: &dr::Manifest, now: chrono::DateTime<Utc>) -> Row<'_> {
+    Row {
+        id: &m.id,
+        time: m.started_at,
+        finished_at: m.finished_at,
+        age_seconds: (now - m.started_at).num_seconds(),
+        hostname: &m.hostname,
+        stored_size: m.stored_size(),
+        sources: m
+            .sources
+            .iter()
+            .map(|s| SourceRow {
+                name: &s.name,
+                kind: s.kind,
+                consistent_at: s.consistent_at,
+                stored_size: s.stored_size(),
+                plain_size: s.objects.iter().map(|o| o.plain_size).sum(),
+            })
+            .collect(),
+    }
+}
+
+fn print_table(manifests: &[dr::Manifest], broken: &[(&dr::SnapshotId, Error)], now: chrono::DateTime<Utc>) {
     println!("{:<24} {:<20} {:<14} {:>10}  SOURCES", "ID", "TIME (UTC)", "AGE", "TOTAL");
+    let mut lines: Vec<(&dr::SnapshotId, String)> = Vec::new();
     let mut total = 0;
-    for m in &manifests {
+    for m in manifests {
         let sources: Vec<String> =
             m.sources.iter().map(|s| format!("{} {}", s.name, units::bytes(s.stored_size()))).collect();
         total += m.stored_size();
-        println!(
+        let line = format!(
             "{:<24} {:<20} {:<14} {:>10}  {}",
             m.id.as_str(),
             m.started_at.format("%Y-%m-%d %H:%M:%S"),
@@ -82,7 +117,18 @@ pub async fn run(context: &Context, args: Args) -> Result<()> {
             units::bytes(m.stored_size()),
             sources.join(", ")
         );
+        lines.push((&m.id, line));
     }
-    println!("{} snapshots, {} in total", manifests.len(), units::bytes(total));
-    Ok(())
+    for (id, error) in broken {
+        lines.push((id, format!("{:<24} UNREADABLE: {error}", id.as_str())));
+    }
+    lines.sort_by_key(|(id, _)| *id);
+    for (_, line) in lines {
+        println!("{line}");
+    }
+    let count = manifests.len();
+    println!("{count} snapshot{}, {} in total", if count == 1 { "" } else { "s" }, units::bytes(total));
+    if !broken.is_empty() {
+        println!("{} snapshot{} with an unreadable manifest", broken.len(), if broken.len() == 1 { "" } else { "s" });
+    }
 }
