@@ -67,6 +67,9 @@ pub struct Extraction {
     created: Option<PathBuf>,
     /// Whether symlinks may point outside the target (`external_symlinks` of the files source).
     external_symlinks: bool,
+    /// The existing target's modification time: making and removing the staging directory changes it, and
+    /// an extraction that is not committed leaves the target as it found it.
+    target_mtime: Option<FileTime>,
 }
 
 impl Extraction {
@@ -85,6 +88,7 @@ impl Extraction {
             staging: None,
             created,
             external_symlinks,
+            target_mtime: fs::metadata(target).ok().map(|m| FileTime::from_last_modification_time(&m)),
         };
         fs::create_dir_all(target).map_err(fail)?;
         let staging = target.join(format!("{STAGING_PREFIX}{:016x}", rand::random::<u64>()));
@@ -282,6 +286,9 @@ impl Drop for Extraction {
         // Not committed: the target is left exactly as it was, down to the directories made for it.
         if let Some(staging) = self.staging.take() {
             let _ = fs::remove_dir_all(staging);
+            if let Some(mtime) = self.target_mtime {
+                let _ = filetime::set_file_mtime(&self.target, mtime);
+            }
         }
         if let Some(created) = self.created.take() {
             for dir in self.target.ancestors() {
