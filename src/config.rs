@@ -41,13 +41,82 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
-    /// `file:///path`, a plain path, or (later) `s3://bucket/prefix`.
+    /// `file:///path`, a plain path, or `s3://bucket/prefix`.
     pub url: String,
+    /// S3 only: a custom endpoint for an S3-compatible service (`http://127.0.0.1:3900`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3 only: the signing region (default: the AWS configuration's, else `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3 only: path-style addressing; default on with a custom endpoint, off for AWS.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// S3 only: multipart part size; every part but the last has exactly this size.
+    #[serde(default)]
+    pub part_size: Option<bytesize::ByteSize>,
+    /// S3 only: parts uploaded at once.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 impl Default for RepositoryConfig {
     fn default() -> Self {
-        RepositoryConfig { url: DEFAULT_REPOSITORY_URL.to_string() }
+        RepositoryConfig {
+            url: DEFAULT_REPOSITORY_URL.to_string(),
+            endpoint: None,
+            region: None,
+            path_style: None,
+            part_size: None,
+            concurrency: None,
+        }
+    }
+}
+
+impl RepositoryConfig {
+    pub fn is_s3(&self) -> bool {
+        self.url.starts_with("s3://")
+    }
+
+    /// The S3 settings, checked; `None` for a repository that is not on S3.
+    pub fn s3_options(&self) -> Result<Option<crate::store::S3Options>> {
+        use crate::store::s3;
+        let invalid = |message: String| Error::ConfigInvalid(format!("[repository] {message}"));
+        if !self.is_s3() {
+            let s3_only = [
+                ("endpoint", self.endpoint.is_some()),
+                ("region", self.region.is_some()),
+                ("path_style", self.path_style.is_some()),
+                ("part_size", self.part_size.is_some()),
+                ("concurrency", self.concurrency.is_some()),
+            ];
+            if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(format!("{key} applies only to s3:// repositories")));
+            }
+            return Ok(None);
+        }
+        let mut options = s3::S3Options::from_url(&self.url).map_err(|e| invalid(format!("url: {e}")))?;
+        if let Some(endpoint) = &self.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(format!("endpoint {endpoint:?} must start with http:// or https://")));
+            }
+            options.endpoint = Some(endpoint.trim_end_matches('/').to_string());
+        }
+        options.region = self.region.clone();
+        options.path_style = self.path_style.unwrap_or(self.endpoint.is_some());
+        if let Some(size) = self.part_size {
+            if !(s3::MIN_PART_SIZE..=s3::MAX_PART_SIZE).contains(&size.as_u64()) {
+                return Err(invalid(format!("part_size = {size} must be between 5 MiB and 5 GiB")));
+            }
+            options.part_size = size.as_u64();
+        }
+        if let Some(concurrency) = self.concurrency {
+            if !(1..=64).contains(&concurrency) {
+                return Err(invalid(format!("concurrency = {concurrency} must be between 1 and 64")));
+            }
+            options.concurrency = concurrency;
+        }
+        Ok(Some(options))
     }
 }
 
@@ -255,6 +324,7 @@ impl Config {
                 self.compression.level
             )));
         }
+        self.repository.s3_options()?;
         if self.restore.jobs == Some(0) {
             return Err(Error::ConfigInvalid("[restore] jobs must be at least 1".into()));
         }

@@ -58,6 +58,18 @@ pub enum Error {
     #[error("repository {location}: {operation} {key}: {message}")]
     Store { location: String, operation: &'static str, key: String, message: String },
 
+    #[error("repository {location}: bucket {bucket:?} does not exist")]
+    NoSuchBucket { location: String, bucket: String },
+
+    #[error("repository {location}: access denied ({operation} {key}): {message}")]
+    StoreAccessDenied { location: String, operation: &'static str, key: String, message: String },
+
+    #[error("repository {location}: the credentials were refused: {message}")]
+    StoreCredentials { location: String, message: String },
+
+    #[error("repository {location}: cannot reach {endpoint}: {message}")]
+    StoreUnreachable { location: String, endpoint: String, message: String },
+
     #[error("object {key} is missing from the repository")]
     ObjectMissing { key: String },
 
@@ -167,9 +179,25 @@ impl Error {
                 "the repository is ready to use; `dr snapshots` lists what it holds".to_string()
             }
             Error::RepositoryUrl { .. } => {
-                "use file:///absolute/path (or a plain path) for a local repository".to_string()
+                "use file:///absolute/path (or a plain path) for a local repository, s3://bucket/prefix for S3"
+                    .to_string()
             }
             Error::Store { .. } => "check that the repository is reachable, writable and has free space".to_string(),
+            Error::NoSuchBucket { .. } => {
+                "create the bucket first (dr never creates buckets), or fix the bucket name in [repository] url"
+                    .to_string()
+            }
+            Error::StoreAccessDenied { .. } => {
+                "grant these credentials s3:ListBucket on the bucket and s3:GetObject, s3:PutObject, \
+                 s3:DeleteObject and s3:AbortMultipartUpload on its objects"
+                    .to_string()
+            }
+            Error::StoreCredentials { .. } => {
+                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile in use) and the region".to_string()
+            }
+            Error::StoreUnreachable { .. } => {
+                "check [repository] endpoint, DNS and the network path to it (dr retried before giving up)".to_string()
+            }
             Error::ObjectMissing { .. } | Error::ObjectCorrupt { .. } | Error::VerifyFailed { .. } => {
                 "this snapshot cannot be trusted; restore an older one (`dr snapshots`) and run `dr verify --all`"
                     .to_string()

@@ -8,7 +8,9 @@ use super::Context;
 
 pub async fn run(context: &Context) -> Result<()> {
     let loaded = context.load_config()?;
-    let store = dr::store::open(&loaded.config.repository.url)?;
+    let store = dr::store::open(&loaded.config.repository).await?;
+    // A missing bucket or refused credentials say so here, before anything else.
+    store.check_access().await?;
     let location = store.location().to_string();
     Repository::init(Arc::from(store)).await?;
     println!("initialized repository {location}");

@@ -80,7 +80,7 @@ impl Context {
     }
 
     pub async fn open_repository(&self, config: &Config) -> Result<Repository> {
-        let store = dr::store::open(&config.repository.url)?;
+        let store = dr::store::open(&config.repository).await?;
         Repository::open(Arc::from(store)).await
     }
 

@@ -91,7 +91,7 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&Step) + Send)) 
     let repo = steps
         .run("generate a key pair and initialize a local repository", async {
             key.write_identity_file(&identity_path)?;
-            let store = store::open(&format!("file://{}", root.join("repo").display()))?;
+            let store = store::open_local(&format!("file://{}", root.join("repo").display()))?;
             let repo = Repository::init(Arc::from(store)).await?;
             Ok((repo, format!("repository {}", root.join("repo").display())))
         })
@@ -185,7 +185,10 @@ async fn start_scratch() -> Result<ScratchPostgres> {
 
 fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
     Config {
-        repository: RepositoryConfig { url: format!("file://{}", root.join("repo").display()) },
+        repository: RepositoryConfig {
+            url: format!("file://{}", root.join("repo").display()),
+            ..RepositoryConfig::default()
+        },
         postgres: vec![PostgresSource { name: "app".into(), url: source.url(DATABASE), globals: true }],
         files: vec![
             FilesSource {

@@ -7,8 +7,9 @@ use tokio::io::AsyncReadExt;
 use super::{Store, get_bytes};
 use crate::error::Error;
 
-/// Sizes that cross the interesting boundaries: empty, one byte, and several multi-megabyte chunks.
-const SIZES: [usize; 5] = [0, 1, 4096, (1 << 20) + 1, 5 << 20];
+/// Sizes that cross the interesting boundaries: empty, one byte, several multi-megabyte chunks, and (with S3's
+/// smallest part size, 5 MiB) exactly one part and several parts with a short last one.
+const SIZES: [usize; 6] = [0, 1, 4096, (1 << 20) + 1, 5 << 20, (12 << 20) + 3];
 
 /// Runs the suite in a fresh namespace under `conformance/` and leaves nothing behind.
 pub async fn run(store: &dyn Store) {

@@ -8,11 +8,14 @@
 //!   an aborted, dropped or crashed writer leaves nothing visible under the key;
 //! - `put` is atomic: readers see the old state or the whole new object, never a part.
 //!
-//! Implementations: [`LocalStore`] (a directory), [`MemoryStore`] (tests). All pass [`conformance::run`].
+//! Implementations: [`LocalStore`] (a directory), [`S3Store`] (an S3-compatible bucket), [`MemoryStore`]
+//! (tests). All pass [`conformance::run`].
 
 pub mod conformance;
 mod local;
 mod memory;
+pub mod retry;
+pub mod s3;
 
 use std::fmt;
 use std::pin::Pin;
@@ -26,6 +29,7 @@ use crate::error::{Error, Result};
 
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use s3::{S3Options, S3Store};
 
 /// A streaming read of one object.
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
@@ -59,6 +63,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Removes an object; removing a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Checks that the store exists and may be used (a bucket and its credentials), with a clear error if not.
+    async fn check_access(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One object being written, chunk by chunk.
@@ -87,13 +96,22 @@ pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u
     Ok(buf)
 }
 
-/// Opens the store named by a repository URL: `file:///abs/path` or a plain absolute path.
-pub fn open(url: &str) -> Result<Box<dyn Store>> {
+/// Opens the store a repository configuration names: S3 for `s3://bucket/prefix`, a local directory otherwise.
+/// No request is made: a missing bucket or bad credentials show at the first operation.
+pub async fn open(repository: &crate::config::RepositoryConfig) -> Result<Box<dyn Store>> {
+    match repository.s3_options()? {
+        Some(options) => Ok(Box::new(S3Store::new(options).await)),
+        None => open_local(&repository.url),
+    }
+}
+
+/// Opens a local store from its URL: `file:///abs/path` or a plain absolute path.
+pub fn open_local(url: &str) -> Result<Box<dyn Store>> {
     let bad = |reason: &str| Error::RepositoryUrl { url: url.to_string(), reason: reason.to_string() };
     let path = if let Some(rest) = url.strip_prefix("file://") {
         rest
     } else if let Some((scheme, _)) = url.split_once("://") {
-        return Err(bad(&format!("the {scheme}:// scheme is not supported by this version of dr")));
+        return Err(bad(&format!("the {scheme}:// scheme is not supported: use file:// or s3://")));
     } else {
         url
     };
@@ -129,10 +147,10 @@ mod tests {
 
     #[test]
     fn urls_open_local_stores_or_say_why_not() {
-        assert_eq!(open("file:///var/lib/dr").unwrap().location(), "/var/lib/dr");
-        assert_eq!(open("/srv/repo").unwrap().location(), "/srv/repo");
-        let err = open("ftp://x/y").unwrap_err().to_string();
+        assert_eq!(open_local("file:///var/lib/dr").unwrap().location(), "/var/lib/dr");
+        assert_eq!(open_local("/srv/repo").unwrap().location(), "/srv/repo");
+        let err = open_local("ftp://x/y").unwrap_err().to_string();
         assert!(err.contains("ftp://"), "{err}");
-        assert!(open("relative/repo").is_err());
+        assert!(open_local("relative/repo").is_err());
     }
 }

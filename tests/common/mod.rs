@@ -3,6 +3,8 @@
 //! binary.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod garage;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
