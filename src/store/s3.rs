@@ -350,6 +350,7 @@ impl Store for S3Store {
             buffer: BytesMut::new(),
             upload_id: None,
             next_part: 1,
+            sent: 0,
             in_flight: JoinSet::new(),
             parts: Vec::new(),
         }))
@@ -499,6 +500,8 @@ struct S3Writer {
     buffer: BytesMut,
     upload_id: Option<String>,
     next_part: i32,
+    /// Bytes handed to part uploads so far.
+    sent: u64,
     in_flight: JoinSet<Result<CompletedPart>>,
     parts: Vec<CompletedPart>,
 }
@@ -549,6 +552,7 @@ impl S3Writer {
         }
         let number = self.next_part;
         self.next_part += 1;
+        self.sent += data.len() as u64;
         let inner = self.inner.clone();
         let (key, full) = (self.key.clone(), self.full.clone());
         self.in_flight.spawn(async move {
@@ -598,20 +602,63 @@ impl S3Writer {
         let upload = CompletedMultipartUpload::builder().set_parts(Some(self.parts.clone())).build();
         let inner = &self.inner;
         let upload_id = self.upload_id.clone().unwrap_or_default();
-        inner
+        let mut attempts = 0;
+        let completed = inner
             .retry("write", &self.key, || {
-                inner
+                attempts += 1;
+                let retried = attempts > 1;
+                let request = inner
                     .client
                     .complete_multipart_upload()
                     .bucket(&inner.options.bucket)
                     .key(&self.full)
                     .upload_id(&upload_id)
                     .multipart_upload(upload.clone())
-                    .send()
+                    .send();
+                async move {
+                    match request.await {
+                        Ok(_) => Ok(true),
+                        // An earlier attempt may have completed the upload and only its answer was lost.
+                        Err(e) if retried && e.code() == Some("NoSuchUpload") => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                }
             })
             .await?;
+        if !completed && !self.completed_earlier().await? {
+            return Err(Error::Store {
+                location: inner.location.clone(),
+                operation: "write",
+                key: self.key.clone(),
+                message: "the multipart upload disappeared before it was completed (NoSuchUpload)".to_string(),
+            });
+        }
         self.upload_id = None;
         Ok(())
+    }
+
+    /// Whether the object under the key is the one this upload's lost completion made: its size is the bytes
+    /// sent, and its ETag is a multipart one with as many parts. (Each object key is written once, by one
+    /// writer; the repository also checks every object's SHA-256 when it is read.)
+    async fn completed_earlier(&self) -> Result<bool> {
+        let inner = &self.inner;
+        let head = inner
+            .retry("stat", &self.key, || {
+                inner.client.head_object().bucket(&inner.options.bucket).key(&self.full).send()
+            })
+            .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(Error::ObjectMissing { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let suffix = format!("-{}", self.parts.len());
+        let multipart = head.e_tag().is_some_and(|etag| etag.trim_matches('"').ends_with(&suffix));
+        let complete = head.content_length().is_some_and(|length| length as u64 == self.sent);
+        if multipart && complete {
+            tracing::warn!(key = %self.key, "the answer to completing the upload was lost; the object is whole");
+        }
+        Ok(multipart && complete)
     }
 
     /// Stops the parts in flight and aborts the multipart upload, so no parts are left to pay for.
@@ -622,18 +669,24 @@ impl S3Writer {
         let inner = &self.inner;
         let result = inner
             .retry("abort", &self.key, || {
-                inner
+                let request = inner
                     .client
                     .abort_multipart_upload()
                     .bucket(&inner.options.bucket)
                     .key(&self.full)
                     .upload_id(&upload_id)
-                    .send()
+                    .send();
+                async move {
+                    match request.await {
+                        // Already gone (an earlier attempt whose answer was lost, a lifecycle rule): done.
+                        Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+                        other => other.map(|_| ()),
+                    }
+                }
             })
             .await;
         match result {
-            // Already gone (completed or aborted by a lifecycle rule): nothing to clean up.
-            Ok(_) | Err(Error::ObjectMissing { .. }) => Ok(()),
+            Ok(()) | Err(Error::ObjectMissing { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -3,6 +3,7 @@
 //! binary.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faults;
 pub mod garage;
 
 use std::collections::BTreeMap;
