@@ -440,6 +440,64 @@ mod tests {
         assert_eq!(config.restore, RestoreConfig { temp_dir: Some(PathBuf::from("/var/tmp")), jobs: Some(4) });
     }
 
+    fn repository_error(section: &str) -> String {
+        let config = Config::parse(section, Path::new("dr.toml")).unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(matches!(err, Error::ConfigInvalid(_)), "{err:?}");
+        err.to_string()
+    }
+
+    #[test]
+    fn s3_keys_are_refused_on_a_local_repository_by_name() {
+        for (key, value) in [
+            ("endpoint", "\"http://127.0.0.1:3900\""),
+            ("region", "\"garage\""),
+            ("path_style", "true"),
+            ("part_size", "\"16MiB\""),
+            ("concurrency", "4"),
+        ] {
+            for url in ["file:///var/lib/dr/repo", "/var/lib/dr/repo"] {
+                let err = repository_error(&format!("[repository]\nurl = \"{url}\"\n{key} = {value}\n"));
+                assert!(err.contains(key) && err.contains("s3://"), "{key} with {url}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn s3_settings_are_checked() {
+        let s3 = |extra: &str| format!("[repository]\nurl = \"s3://dr-backups/site\"\n{extra}");
+        let err = repository_error(&s3("part_size = \"4MiB\"\n"));
+        assert!(err.contains("part_size") && err.contains("5 MiB"), "{err}");
+        let err = repository_error(&s3("part_size = \"6GiB\"\n"));
+        assert!(err.contains("part_size"), "{err}");
+        for concurrency in [0, 65] {
+            let err = repository_error(&s3(&format!("concurrency = {concurrency}\n")));
+            assert!(err.contains("concurrency"), "{err}");
+        }
+        let err = repository_error(&s3("endpoint = \"127.0.0.1:3900\"\n"));
+        assert!(err.contains("endpoint") && err.contains("http://"), "{err}");
+        for bucket in ["Dr_Backups", "ab", "", "dr backups", &"b".repeat(64)] {
+            let err = repository_error(&format!("[repository]\nurl = \"s3://{bucket}/site\"\n"));
+            assert!(err.contains("bucket name"), "{bucket:?}: {err}");
+        }
+        let err = repository_error("[repository]\nurl = \"s3://dr-backups/a/../b\"\n");
+        assert!(err.contains("prefix"), "{err}");
+
+        // The smallest part S3 allows is accepted, with path-style addressing on by default with an endpoint.
+        let config = Config::parse(
+            &s3("endpoint = \"http://127.0.0.1:3900/\"\npart_size = \"5MiB\"\nconcurrency = 1\n"),
+            Path::new("dr.toml"),
+        )
+        .unwrap();
+        let options = config.repository.s3_options().unwrap().unwrap();
+        assert_eq!((options.bucket.as_str(), options.prefix.as_str()), ("dr-backups", "site"));
+        assert_eq!(options.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert!(options.path_style);
+        assert_eq!((options.part_size, options.concurrency), (5 << 20, 1));
+        let aws = Config::parse(&s3(""), Path::new("dr.toml")).unwrap().repository.s3_options().unwrap().unwrap();
+        assert!(!aws.path_style && aws.endpoint.is_none());
+    }
+
     #[test]
     fn a_missing_config_names_the_places_searched() {
         let err = Config::load(None, &no_env).unwrap_err();
