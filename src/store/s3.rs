@@ -220,8 +220,11 @@ impl Inner {
             (Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken"), _) => {
                 Error::StoreCredentials { location, message }
             }
-            // Some servers (Garage) answer a bad secret with AccessDenied and say why in the message.
-            (Some("AccessDenied"), _) if message.to_lowercase().contains("signature") => {
+            // Some servers (Garage) answer a bad secret or an unknown access key with AccessDenied and say why
+            // in the message ("Invalid signature", "No such key: GK...").
+            (Some("AccessDenied"), _)
+                if ["signature", "no such key"].iter().any(|s| message.to_lowercase().contains(s)) =>
+            {
                 Error::StoreCredentials { location, message }
             }
             (Some("AccessDenied" | "AllAccessDisabled"), _) | (None, Some(403)) => {
@@ -424,11 +427,16 @@ impl Store for S3Store {
         Ok(found)
     }
 
-    /// Checks up front that the bucket exists and these credentials may use it.
+    /// Checks up front that the bucket exists and these credentials may use it. A one-key listing rather than
+    /// a HEAD: an error response to a HEAD has no body, so a refused signature, an unknown key and a missing
+    /// permission would all be a bare 403; a GET's body says which.
     async fn check_access(&self) -> Result<()> {
         let inner = &self.inner;
+        let bucket = &inner.options.bucket;
         inner
-            .retry("checking the bucket", "", || inner.client.head_bucket().bucket(&inner.options.bucket).send())
+            .retry("checking the bucket", bucket, || {
+                inner.client.list_objects_v2().bucket(bucket).prefix(&inner.options.prefix).max_keys(1).send()
+            })
             .await
             .map(|_| ())
     }

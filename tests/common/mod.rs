@@ -190,10 +190,14 @@ impl Site {
 
     /// Writes dr.toml for this site; `extra` is appended verbatim.
     pub fn write_config(&self, extra: &str) {
-        let text = format!(
-            r#"[repository]
-url = "file://{repo}"
+        self.write_config_with_repository(&format!("[repository]\nurl = \"file://{}\"\n", self.repo.display()), extra);
+    }
 
+    /// Writes dr.toml for this site with `repository` (a whole `[repository]` section, e.g. an S3 one) in place
+    /// of the local repository; `extra` is appended verbatim.
+    pub fn write_config_with_repository(&self, repository: &str, extra: &str) {
+        let text = format!(
+            r#"{repository}
 [encryption]
 recipients = ["{recipient}"]
 identity_file = "{identity}"
@@ -212,7 +216,6 @@ name = "uploads"
 path = "{uploads}"
 exclude = [{excludes}]
 {extra}"#,
-            repo = self.repo.display(),
             recipient = self.recipient,
             identity = self.identity.display(),
             url = self.db.url(DATABASE),
