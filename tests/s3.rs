@@ -299,3 +299,16 @@ fn the_binary_refuses_s3_settings_that_cannot_work() {
         assert!(error.contains(named), "{repository}: {error}");
     }
 }
+
+/// Not even a trace log of every crate (the SDK's signing, hyper's requests) shows the secret key.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_secret_key_is_absent_even_from_trace_logs() {
+    let Some(garage) = Garage::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_repository_config(dir.path(), &garage.repository_toml("trace", None));
+    let mut command = common::dr_command();
+    command.arg("--config").arg(&config).arg("init").env("RUST_LOG", "trace");
+    let run = run_with(command, &garage.env()).ok();
+    assert!(run.stderr.len() > 10_000, "a trace log was written:\n{}", run.stderr);
+    assert!(!run.all_output().contains(&garage.secret), "the secret key is in the trace log");
+}
