@@ -150,7 +150,13 @@ impl S3Store {
             .timeout_config(
                 aws_sdk_s3::config::timeout::TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(60))
+                    .operation_attempt_timeout(attempt_timeout(options.part_size))
+                    .build(),
+            )
+            // A download whose body stops flowing fails after the grace period, and is resumed.
+            .stalled_stream_protection(
+                aws_sdk_s3::config::StalledStreamProtectionConfig::enabled()
+                    .grace_period(Duration::from_secs(30))
                     .build(),
             )
             // Many S3-compatible servers reject the newer default checksum headers; dr hashes every object
@@ -199,12 +205,12 @@ impl Inner {
                 async move {
                     attempt.await.map_err(|e| {
                         let transient = is_transient(&e);
-                        Attempt { error: e, transient }
+                        Attempt { error: Described { text: describe(&e), error: e }, transient }
                     })
                 }
             })
             .await
-            .map_err(|e| self.error(operation, key, &e))
+            .map_err(|e| self.error(operation, key, &e.error))
     }
 
     fn error<E>(&self, operation: &'static str, key: &str, e: &SdkError<E, HttpResponse>) -> Error
@@ -270,9 +276,37 @@ impl Inner {
     }
 }
 
+/// An SDK error with its one-line description, for the retry log lines (its own Display says only
+/// "service error" or "dispatch failure").
+struct Described<E> {
+    error: E,
+    text: String,
+}
+
+impl<E> std::fmt::Display for Described<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The base64 MD5 of a request body: S3 requires it on uploads into buckets with Object Lock, and every
+/// S3-compatible service accepts it (unlike the newer checksum headers).
+fn content_md5(data: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
+
 struct GetResponse {
     body: ByteStream,
     etag: Option<String>,
+}
+
+/// How long one request may take: a minute, plus the time to send one part at 128 KiB/s, so a slow but
+/// working uplink finishes its parts while a dead connection still fails in bounded time. (A download's body
+/// streams after its request completed; stalled stream protection watches that.)
+fn attempt_timeout(part_size: u64) -> Duration {
+    Duration::from_secs(60) + Duration::from_secs(part_size / (128 << 10))
 }
 
 /// Whether another attempt may succeed.
@@ -330,6 +364,7 @@ impl Store for S3Store {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let inner = &self.inner;
         let full = inner.full_key(key)?;
+        let md5 = content_md5(&data);
         inner
             .retry("write", key, || {
                 inner
@@ -337,6 +372,7 @@ impl Store for S3Store {
                     .put_object()
                     .bucket(&inner.options.bucket)
                     .key(&full)
+                    .content_md5(&md5)
                     .body(ByteStream::from(data.clone()))
                     .send()
             })
@@ -554,6 +590,17 @@ impl S3Writer {
 
     /// Sends one part, first waiting for a free slot: this wait is the backpressure on the producer.
     async fn send_part(&mut self, data: Bytes) -> Result<()> {
+        if self.next_part as u64 > MAX_PARTS {
+            return Err(Error::Store {
+                location: self.inner.location.clone(),
+                operation: "write",
+                key: self.key.clone(),
+                message: format!(
+                    "the object needs more than {MAX_PARTS} parts of {}: raise [repository] part_size",
+                    crate::units::bytes(self.inner.options.part_size)
+                ),
+            });
+        }
         let upload_id = self.start_multipart().await?;
         while self.in_flight.len() >= self.inner.options.concurrency {
             self.collect_one().await?;
@@ -563,6 +610,7 @@ impl S3Writer {
         self.sent += data.len() as u64;
         let inner = self.inner.clone();
         let (key, full) = (self.key.clone(), self.full.clone());
+        let md5 = content_md5(&data);
         self.in_flight.spawn(async move {
             let uploaded = inner
                 .retry("write", &key, || {
@@ -573,6 +621,7 @@ impl S3Writer {
                         .key(&full)
                         .upload_id(&upload_id)
                         .part_number(number)
+                        .content_md5(&md5)
                         .body(ByteStream::from(data.clone()))
                         .send()
                 })
@@ -585,6 +634,7 @@ impl S3Writer {
     async fn complete(&mut self) -> Result<()> {
         if self.upload_id.is_none() {
             let data = self.buffer.split().freeze();
+            let md5 = content_md5(&data);
             let inner = &self.inner;
             return inner
                 .retry("write", &self.key, || {
@@ -593,6 +643,7 @@ impl S3Writer {
                         .put_object()
                         .bucket(&inner.options.bucket)
                         .key(&self.full)
+                        .content_md5(&md5)
                         .body(ByteStream::from(data.clone()))
                         .send()
                 })
@@ -706,17 +757,6 @@ impl ObjectWriter for S3Writer {
         self.buffer.extend_from_slice(&chunk);
         let part_size = self.inner.options.part_size as usize;
         while self.buffer.len() >= part_size {
-            if self.next_part as u64 > MAX_PARTS {
-                return Err(Error::Store {
-                    location: self.inner.location.clone(),
-                    operation: "write",
-                    key: self.key.clone(),
-                    message: format!(
-                        "the object needs more than {MAX_PARTS} parts of {}: raise [repository] part_size",
-                        crate::units::bytes(part_size as u64)
-                    ),
-                });
-            }
             let part = self.buffer.split_to(part_size).freeze();
             self.send_part(part).await?;
         }
