@@ -6,11 +6,13 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::faults::{Action, FaultProxy, Rule, describe};
 use common::garage::Garage;
+use common::{DATABASE, FilesSite, Run, Site, UPLOAD_EXCLUDES, dr_command, fingerprint, listing};
 use dr::Store;
 use dr::store::retry::RetryPolicy;
 use dr::store::s3::MIN_PART_SIZE;
@@ -237,4 +239,200 @@ async fn an_abort_whose_answer_was_lost_is_not_a_failure() {
     writer.abort().await.unwrap_or_else(|e| panic!("{e}\n{}", describe(&proxy.seen())));
     assert_eq!(proxy.matched(lost), 2, "the abort was sent again, and its NoSuchUpload means done");
     assert_no_open_upload(&garage).await;
+}
+
+// ---- The real `dr` binary through the proxy (default retry policy: 200 ms base delay) ----
+
+/// The `[[files]]` sections of a site whose files live in `root/site`.
+fn files_sources(root: &Path) -> String {
+    format!(
+        "[[files]]\nname = \"config\"\npath = \"{config}\"\n\n[[files]]\nname = \"uploads\"\npath = \"{uploads}\"\n\
+         exclude = [{excludes}]\n",
+        config = root.join("site/config").display(),
+        uploads = root.join("site/uploads").display(),
+        excludes = UPLOAD_EXCLUDES.map(|e| format!("{e:?}")).join(", "),
+    )
+}
+
+/// Two configurations for the same repository: one reaching Garage directly, one through the proxy.
+fn s3_configs(dir: &Path, garage: &Garage, proxy: &FaultProxy, prefix: &str, rest: &str) -> (PathBuf, PathBuf) {
+    let direct = dir.join("direct.toml");
+    let proxied = dir.join("proxied.toml");
+    std::fs::write(&direct, format!("{}\n{rest}", garage.repository_toml(prefix, None))).unwrap();
+    std::fs::write(&proxied, format!("{}\n{rest}", garage.repository_toml(prefix, Some(&proxy.url())))).unwrap();
+    (direct, proxied)
+}
+
+fn dr_at(garage: &Garage, config: &Path, args: &[&str]) -> Run {
+    let mut command = dr_command();
+    command.arg("--config").arg(config).args(args).envs(garage.env());
+    common::run(&mut command)
+}
+
+/// A files-only site with a 13 MiB incompressible upload (a multipart object), its repository initialized on
+/// Garage under `prefix`; returns the direct and proxied configurations.
+fn files_site(garage: &Garage, proxy: &FaultProxy, prefix: &str) -> (FilesSite, PathBuf, PathBuf) {
+    let site = FilesSite::new();
+    common::write_random_file(&site.path("site/uploads/video.bin"), 13 * MIB);
+    let rest = format!("{}\n{}", site.encryption(), files_sources(site.dir.path()));
+    let (direct, proxied) = s3_configs(site.dir.path(), garage, proxy, prefix, &rest);
+    dr_at(garage, &direct, &["init"]).ok();
+    (site, direct, proxied)
+}
+
+/// Every key in the bucket under `prefix`.
+async fn bucket_keys(garage: &Garage, prefix: &str) -> Vec<String> {
+    let listed = garage.client().await.list_objects_v2().bucket(&garage.bucket).prefix(prefix).send().await.unwrap();
+    listed.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+}
+
+fn snapshot_ids(garage: &Garage, config: &Path) -> Vec<String> {
+    let list = dr_at(garage, config, &["snapshots", "--json"]).ok().json();
+    list.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// After a failed backup: no snapshot, no object of it, no multipart upload left open.
+async fn assert_nothing_left(garage: &Garage, direct: &Path, prefix: &str) {
+    assert_eq!(snapshot_ids(garage, direct), Vec::<String>::new(), "no snapshot was committed");
+    assert_eq!(bucket_keys(garage, &format!("{prefix}/objects/")).await, Vec::<String>::new(), "objects deleted");
+    assert_eq!(bucket_keys(garage, &format!("{prefix}/snapshots/")).await, Vec::<String>::new(), "no manifest");
+    assert_no_open_upload(garage).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_through_transient_faults_completes_with_identical_contents() {
+    let Some(garage) = Garage::start() else { return };
+    let proxy = FaultProxy::start(&garage.endpoint);
+    let prefix = "transient/site";
+    let site = Site::new().await;
+    // Incompressible rows and an incompressible file: a dump and an archive of several 5 MiB parts each.
+    common::add_random_table(&site.db, DATABASE, "blobs", 12).await;
+    common::write_random_file(&site.uploads_dir().join("video.bin"), 13 * MIB);
+    let rest = format!(
+        "[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\n[[postgres]]\nname = \"app\"\nurl = \"{}\"\n\
+         globals = true\n\n{}",
+        site.recipient,
+        site.identity.display(),
+        site.db.url(DATABASE),
+        files_sources(site.dir.path()),
+    );
+    let (direct, proxied) = s3_configs(site.dir.path(), &garage, &proxy, prefix, &rest);
+    dr_at(&garage, &direct, &["init"]).ok();
+
+    let part = "x-id=UploadPart";
+    let rules = [
+        proxy.add(Rule::new("PUT", part, Action::Error { status: 503, close: false }).and("partNumber=2&")),
+        proxy.add(Rule::new("PUT", part, Action::DropAfter { bytes: 0 }).and("partNumber=3&")),
+        proxy.add(Rule::new("POST", "uploadId=", Action::Error { status: 500, close: true })),
+        // A plain PUT of a small object, dropped before it reaches the server.
+        proxy.add(Rule::new("PUT", "/objects/", Action::Drop).except(part)),
+        proxy.add(Rule::new("PUT", "/snapshots/", Action::Delay(Duration::from_millis(500)))),
+    ];
+    let backup = dr_at(&garage, &proxied, &["backup"]);
+    let seen = describe(&proxy.seen());
+    let backup = Run { stderr: format!("{}\nproxy log:\n{seen}", backup.stderr), ..backup }.ok();
+    for rule in rules {
+        assert_eq!(proxy.fired(rule), 1, "rule {rule}:\n{seen}");
+    }
+    for rule in &rules[..4] {
+        assert!(proxy.matched(*rule) >= 2, "rule {rule}: the request was retried\n{seen}");
+    }
+    assert!(backup.stderr.matches("retrying").count() >= 4, "a log line per retry:\n{}", backup.stderr);
+    let snapshot = backup.stdout.trim().to_string();
+    assert_eq!(snapshot_ids(&garage, &direct), [snapshot]);
+    assert_no_open_upload(&garage).await;
+
+    // Restored straight from Garage: the same rows and files.
+    let restored = site.path("restored");
+    let mut command = dr_command();
+    command
+        .arg("--config")
+        .arg(&direct)
+        .args(["restore", "--to", "latest"])
+        .args(Site::into_args(&site.db.url("restored"), &restored))
+        .envs(garage.env());
+    common::run(&mut command).ok();
+    assert_eq!(fingerprint(&site.db, "restored").await, fingerprint(&site.db, DATABASE).await);
+    assert_eq!(listing(&restored.join("config"), &[]), listing(&site.config_dir(), &[]));
+    assert_eq!(listing(&restored.join("uploads"), &[]), listing(&site.uploads_dir(), &UPLOAD_EXCLUDES));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_fault_fails_the_backup_cleanly() {
+    let Some(garage) = Garage::start() else { return };
+    let proxy = FaultProxy::start(&garage.endpoint);
+    let prefix = "permanent/site";
+    let (_site, direct, proxied) = files_site(&garage, &proxy, prefix);
+    let denied = proxy.add(Rule::new("PUT", "x-id=UploadPart", Action::Error { status: 403, close: false }).always());
+
+    let run = dr_at(&garage, &proxied, &["backup"]);
+    let error = run.user_error(1);
+    assert!(error.contains(&format!("s3://{}/{prefix}", garage.bucket)), "names the repository: {error}");
+    assert!(error.contains("uploads/files.tar"), "names the object: {error}");
+    assert!(error.contains("AccessDenied"), "{error}");
+    assert!(proxy.fired(denied) >= 1);
+    assert!(proxy.count("DELETE", "uploadId=") >= 1, "the upload was aborted:\n{}", describe(&proxy.seen()));
+    assert_nothing_left(&garage, &direct, prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_that_cannot_be_written_leaves_no_snapshot_and_no_objects() {
+    let Some(garage) = Garage::start() else { return };
+    let proxy = FaultProxy::start(&garage.endpoint);
+    let prefix = "manifest/site";
+    let (_site, direct, proxied) = files_site(&garage, &proxy, prefix);
+    let failing = proxy.add(Rule::new("PUT", "/snapshots/", Action::Error { status: 500, close: false }).always());
+
+    let run = dr_at(&garage, &proxied, &["backup"]);
+    let stderr = run.stderr.clone();
+    let error = run.user_error(1);
+    assert!(error.contains("snapshots/") && error.contains("InternalError"), "{error}");
+    assert_eq!(proxy.fired(failing), 8, "every attempt of the default policy:\n{stderr}");
+    let retries = stderr.lines().filter(|l| l.contains("retrying") && l.contains("snapshots/")).count();
+    assert_eq!(retries, 7, "a log line per retry:\n{stderr}");
+    assert!(proxy.count("DELETE", "/objects/") >= 4, "the snapshot's objects were deleted");
+    assert_nothing_left(&garage, &direct, prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_and_verify_resume_an_interrupted_download() {
+    let Some(garage) = Garage::start() else { return };
+    let proxy = FaultProxy::start(&garage.endpoint);
+    let prefix = "download/site";
+    let (site, direct, proxied) = files_site(&garage, &proxy, prefix);
+    dr_at(&garage, &direct, &["backup"]).ok();
+
+    let cut = 3 * MIB as u64;
+    let rule = proxy.add(Rule::new("GET", "uploads/files.tar", Action::DropAfter { bytes: cut }));
+    let restored = site.path("restored");
+    let mut command = dr_command();
+    command
+        .arg("--config")
+        .arg(&proxied)
+        .args(["restore", "--to", "latest"])
+        .arg("--into")
+        .arg(format!("config={}", restored.join("config").display()))
+        .arg("--into")
+        .arg(format!("uploads={}", restored.join("uploads").display()))
+        .envs(garage.env());
+    let run = common::run(&mut command);
+    let seen = describe(&proxy.seen());
+    let run = Run { stderr: format!("{}\nproxy log:\n{seen}", run.stderr), ..run }.ok();
+    assert_eq!(proxy.fired(rule), 1);
+    let tar_gets: Vec<Option<String>> = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.target.contains("uploads/files.tar"))
+        .map(|s| s.range.clone())
+        .collect();
+    assert_eq!(tar_gets, [None, Some(format!("bytes={cut}-"))], "resumed where it broke:\n{seen}");
+    assert!(run.stderr.contains("resuming from byte"), "{}", run.stderr);
+    assert_eq!(listing(&restored.join("uploads"), &[]), listing(&site.path("site/uploads"), &UPLOAD_EXCLUDES));
+    assert_eq!(listing(&restored.join("config"), &[]), listing(&site.path("site/config"), &[]));
+
+    proxy.add(Rule::new("GET", "uploads/files.tar", Action::DropAfter { bytes: cut }));
+    let verify = dr_at(&garage, &proxied, &["verify", "--json"]).ok().json();
+    let objects = verify["snapshots"][0]["objects"].as_array().unwrap();
+    assert!(!objects.is_empty() && objects.iter().all(|o| o["error"].is_null()), "{verify}");
+    assert_eq!(proxy.count("GET", "uploads/files.tar"), 4, "verify's read was resumed too");
 }
