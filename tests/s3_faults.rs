@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::faults::{Action, FaultProxy, Rule, describe};
+use common::faults::{Action, FaultProxy, Gate, Rule, describe};
 use common::garage::Garage;
 use common::{DATABASE, FilesSite, Run, Site, UPLOAD_EXCLUDES, dr_command, fingerprint, listing};
 use dr::Store;
@@ -172,26 +172,20 @@ async fn a_resumed_download_refuses_an_object_replaced_meanwhile() {
     let data = random_bytes(12 * MIB);
     upload(&direct, "objects/big", &data).await.unwrap();
 
-    // The first GET breaks after 1 MiB; the resuming GET waits while the object is replaced (same size).
+    // The first GET breaks after 1 MiB; the resuming GET is held while the object is replaced (same size).
+    let gate = Gate::new();
     proxy.add(Rule::new("GET", "objects/big", Action::DropAfter { bytes: MIB as u64 }));
-    proxy.add(Rule::new("GET", "objects/big", Action::Delay(Duration::from_secs(3))).after(1));
-    let replace = {
-        let proxy_seen = || proxy.count("GET", "objects/big");
-        let started = Instant::now();
-        let replacement = random_bytes(12 * MIB);
-        let reader = read_all(&proxied, "objects/big");
-        let writer = async {
-            while proxy_seen() < 2 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            upload(&direct, "objects/big", &replacement).await.unwrap();
-            started.elapsed()
-        };
-        let (read, replaced_at) = tokio::join!(reader, writer);
-        (read, replaced_at, started.elapsed())
+    let held = proxy.add(Rule::new("GET", "objects/big", Action::Hold(gate.clone())).after(1));
+    let replacement = random_bytes(12 * MIB);
+    let replace = async {
+        while proxy.fired(held) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        upload(&direct, "objects/big", &replacement).await.unwrap();
+        gate.open();
     };
-    let (read, replaced_at, total) = replace;
-    assert!(replaced_at < total, "the object was replaced before the resumed GET went through");
+    let (read, ()) = tokio::join!(read_all(&proxied, "objects/big"), replace);
+    assert_eq!(proxy.seen().last().unwrap().range.as_deref(), Some("bytes=1048576-"), "the resumed GET");
     let error = read.expect_err("two versions of an object must never be spliced").to_string();
     assert!(error.contains("changed while it was being read"), "{error}");
 }

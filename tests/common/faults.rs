@@ -9,14 +9,35 @@
 //! can both use it; dropping the proxy stops it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A barrier the test opens: requests held by [`Action::Hold`] wait for it.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    pub fn open(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    async fn passed(&self) {
+        while !self.0.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// What a rule does to a request it fires on.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Action {
     /// Answer with this status and an S3 XML error (`InternalError`, `SlowDown` for 503, `AccessDenied` for 403)
     /// without forwarding; `close` closes the connection afterwards.
@@ -28,6 +49,8 @@ pub enum Action {
     DropAfter { bytes: u64 },
     /// Wait, then forward as usual.
     Delay(Duration),
+    /// Wait until the test opens the gate, then forward as usual.
+    Hold(Gate),
 }
 
 /// Which requests a rule applies to, and how often.
@@ -501,6 +524,7 @@ async fn serve(client: TcpStream, upstream_addr: SocketAddr, state: Arc<Mutex<St
                 return Ok(());
             }
             Some(Action::Delay(delay)) => tokio::time::sleep(delay).await,
+            Some(Action::Hold(ref gate)) => gate.passed().await,
             Some(Action::DropAfter { .. }) | None => {}
         }
 
@@ -550,7 +574,7 @@ async fn serve(client: TcpStream, upstream_addr: SocketAddr, state: Arc<Mutex<St
     }
 }
 
-/// How the proxy's state is shared with the test: the log of a request, readable after the fact.
+/// The requests seen, one a line (method, target, Range, the rule that fired), for assertion messages.
 pub fn describe(seen: &[Seen]) -> String {
     seen.iter()
         .map(|s| {
