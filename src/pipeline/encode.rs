@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 use crate::progress::ProgressTask;
 use crate::store::{ObjectWriter, Store};
 
+/// Bytes per zstd worker job in multithreaded mode.
+const JOB_SIZE: u32 = 1 << 20;
+
 /// Messages from the encoding thread to the task that owns the store writer.
 enum Feed {
     Data(Bytes),
@@ -53,6 +56,10 @@ impl EncodeWriter {
         let threads = compression.worker_threads();
         if threads > 1 {
             encoder.multithread(threads)?;
+            // zstd's default jobs are several windows long and it keeps several jobs' input and output per
+            // worker: 45-60 MiB with two workers. 1 MiB jobs keep the whole backup near 27 MiB, measured at no
+            // cost in speed and under 0.01 % in size (docs/benchmarks.md).
+            encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
         }
         Ok(EncodeWriter { encoder, tally, plain_size: 0, progress })
     }

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Memory is bounded by fixed budgets: the channel holds at most [`CHANNEL_CHUNKS`] chunks of [`CHUNK_SIZE`],
-//! age works in 64 KiB chunks, and zstd's buffers depend on the level and thread count, never on the data size.
+//! age works in 64 KiB chunks, and zstd's buffers depend on the level, thread count and job size (1 MiB),
+//! never on the data size.
 //! The SHA-256 is taken over the stored (encrypted) bytes, so `sha256sum` on an object checks it without a key.
 
 mod child;
