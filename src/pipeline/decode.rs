@@ -3,6 +3,7 @@
 use std::io::{self, BufReader, Read};
 use std::sync::Arc;
 
+use super::read_ahead::ReadAhead;
 use super::{Sealed, Tally};
 use crate::crypto::{DecryptFailure, Identities};
 use crate::error::{Error, Result};
@@ -19,7 +20,8 @@ type Source = Box<dyn Read + Send>;
 /// those end-of-stream checks passed, so a consumer (pg_restore, tar) can never complete on a bad object: it
 /// sees an error instead of the end of its input.
 pub struct DecodeReader {
-    decoder: zstd::stream::read::Decoder<'static, BufReader<age::stream::StreamReader<BufReader<TallyReader>>>>,
+    /// zstd on this thread; age, the hash and the store's reads on the read-ahead's.
+    decoder: zstd::stream::read::Decoder<'static, BufReader<ReadAhead>>,
     tally: Tally,
     key: String,
     location: String,
@@ -62,6 +64,7 @@ pub fn open_decoder(
             return Err(header_error(failure, key));
         }
     };
+    let decrypted = ReadAhead::new(decrypted).map_err(|e| Error::io(format!("starting to read {key}"), e))?;
     let decoder =
         zstd::stream::read::Decoder::new(decrypted).map_err(|e| Error::io(format!("starting zstd for {key}"), e))?;
     Ok(DecodeReader {

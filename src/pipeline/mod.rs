@@ -3,7 +3,8 @@
 //! ```text
 //! backup:   source ──Write──▶ zstd ─▶ age ─▶ sha256+count ─▶ 1 MiB chunks ─▶ bounded channel ─▶ ObjectWriter
 //!           (blocking thread: compression and encryption are CPU work)                (async task)
-//! restore:  ObjectReader ─▶ sync bridge ─▶ sha256+count ─▶ age ─▶ zstd ──Read──▶ consumer (pg_restore, tar, file)
+//! restore:  ObjectReader ─▶ sync bridge ─▶ sha256+count ─▶ age ─▶ read-ahead ─▶ zstd ──Read──▶ consumer
+//!           (read-ahead thread: store, hash, decryption)       (blocking thread: zstd, pg_restore's pipe, tar)
 //! ```
 //!
 //! Memory is bounded by fixed budgets: the channel holds at most [`CHANNEL_CHUNKS`] chunks of [`CHUNK_SIZE`],
@@ -14,6 +15,7 @@
 mod child;
 mod decode;
 mod encode;
+mod read_ahead;
 
 use std::io;
 use std::sync::{Arc, Mutex};
