@@ -7,7 +7,8 @@
 #   c. dr backup                                         (local repository, zstd level 3, threads 0)
 #   d. createdb + pg_restore -j2 from the local -Z0 dump file
 #   e. dr restore --jobs 2 --into app=<new database>
-# and prints medians, ratios, output sizes, dr's peak RSS and PASS/FAIL against the targets in issue 2.
+#   f. dr backup to S3 (a single-node Garage on loopback; skipped with --no-s3 or without garage)
+# and prints medians, ratios, output sizes, dr's peak RSS and PASS/FAIL against the targets of issues 2 and 3.
 # See docs/benchmarks.md. Run `bench/run.sh --help` for the options.
 
 set -euo pipefail
@@ -15,9 +16,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
 
-# Targets (issue 2).
+# Targets (issues 2 and 3).
 BACKUP_VS_PIPELINE_MAX=1.05
 RESTORE_VS_PG_RESTORE_MAX=1.10
+S3_VS_LOCAL_MAX=1.10
 RSS_MAX_MIB=64
 
 # Posts per GB (GiB, as pg_size_pretty counts) of pg_database_size, calibrated on bench/site.sql: about
@@ -50,6 +52,7 @@ Options:
   --durable        run PostgreSQL with fsync/full_page_writes on (default: off, for steadier timings)
   --dr PATH        use this dr binary instead of building it (cargo build --release)
   --results FILE   also write the results table (Markdown) to FILE
+  --no-s3          skip dr backup to S3 (a local Garage server; measured when garage is installed)
   -h, --help       this help
 
 Environment: PG_BIN (PostgreSQL bin directory; default: the newest /usr/lib/postgresql/*/bin),
@@ -77,6 +80,7 @@ while (($#)); do
         --durable) DURABLE=1; shift ;;
         --dr) DR_BIN=${2:?--dr needs a value}; shift 2 ;;
         --results) RESULTS=${2:?--results needs a value}; shift 2 ;;
+        --no-s3) S3=0; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
     esac
@@ -153,6 +157,7 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     [[ -n $POLL_PID ]] && kill "$POLL_PID" 2>/dev/null
+    [[ -n $GARAGE_PID ]] && kill "$GARAGE_PID" 2>/dev/null && wait "$GARAGE_PID" 2>/dev/null
     stop_server
     if ((KEEP)); then
         log "kept $RUN"
@@ -317,6 +322,66 @@ url = "$(conninfo app)"
 globals = false
 EOF
 
+# ---------------------------------------------------------------------------------------------------------
+# S3: a single-node Garage on loopback, as in tests/common/garage.rs.
+
+GARAGE=$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")
+if ((${S3:-1})) && [[ ! -x $GARAGE ]]; then
+    log "garage not found: the S3 measurement is skipped (tests/run installs it)"
+    S3=0
+fi
+S3=${S3:-1}
+garage_cli() { "$GARAGE" -c "$RUN/garage/garage.toml" "$@"; }
+start_garage() {
+    mkdir -p "$RUN/garage"
+    GARAGE_S3_PORT=$(free_port)
+    cat >"$RUN/garage/garage.toml" <<EOG
+metadata_dir = "$RUN/garage/meta"
+data_dir = "$RUN/garage/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$(free_port)"
+rpc_secret = "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$GARAGE_S3_PORT"
+root_domain = ".s3.garage.localhost"
+[admin]
+api_bind_addr = "127.0.0.1:$(free_port)"
+EOG
+    RUST_LOG=warn "$GARAGE" -c "$RUN/garage/garage.toml" server >"$RUN/garage/server.log" 2>&1 &
+    GARAGE_PID=$!
+    local node="" i
+    for ((i = 0; i < 100; i++)); do
+        node=$(garage_cli node id -q 2>/dev/null) && break
+        sleep 0.2
+    done
+    [[ -n $node ]] || die "garage did not start: $(tail -n 5 "$RUN/garage/server.log")"
+    garage_cli layout assign -z dc1 -c 100G "${node%%@*}" >/dev/null
+    garage_cli layout apply --version 1 >/dev/null
+    garage_cli bucket create dr-bench >/dev/null
+    local key
+    key=$(garage_cli key create dr-bench-key)
+    S3_KEY_ID=$(awk '/^Key ID:/ { print $3 }' <<<"$key")
+    S3_SECRET=$(awk '/^Secret key:/ { print $3 }' <<<"$key")
+    garage_cli bucket allow --read --write --owner dr-bench --key dr-bench-key >/dev/null
+    log "garage on 127.0.0.1:$GARAGE_S3_PORT"
+}
+S3_RUNS=0
+# A config like the local one, with a fresh prefix in the bucket for every run.
+fresh_s3_repo() {
+    S3_RUNS=$((S3_RUNS + 1))
+    sed "s|^url = \"file://.*\"|url = \"s3://dr-bench/run-$S3_RUNS\"\nendpoint = \"http://127.0.0.1:$GARAGE_S3_PORT\"\nregion = \"garage\"|" \
+        "$CONFIG" >"$RUN/dr-s3.toml"
+    "${DR_S3[@]}" init >/dev/null
+}
+if ((S3)); then
+    start_garage
+    # dr with the bucket's key in its environment (never in the config), as a plain command for GNU time.
+    DR_S3=(env "AWS_ACCESS_KEY_ID=$S3_KEY_ID" "AWS_SECRET_ACCESS_KEY=$S3_SECRET" AWS_EC2_METADATA_DISABLED=true
+        AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null "$DR" --config "$RUN/dr-s3.toml" -q)
+fi
+
 fresh_repo() {
     rm -rf "$REPO"
     "$DR" --config "$CONFIG" -q init >/dev/null
@@ -363,6 +428,16 @@ run_dr_backup() {
     t1=$(now)
     LAST_SECONDS=$(elapsed "$t0" "$t1")
     LAST_BYTES=$(dir_bytes "$REPO/objects")
+}
+
+run_dr_backup_s3() {
+    fresh_s3_repo
+    sync
+    local t0 t1
+    t0=$(now)
+    measure_rss "${DR_S3[@]}" backup >"$RUN/snapshot-s3.id"
+    t1=$(now)
+    LAST_SECONDS=$(elapsed "$t0" "$t1")
 }
 
 run_pg_restore() {
@@ -442,11 +517,14 @@ for size in "${SIZE_LIST[@]}"; do
     z0_bytes=$(file_bytes "$OUT/z0.dump")
     run_dr_backup
 
-    declare -a T_A=() T_B=() T_BS=() T_C=() T_D=() T_E=() RSS_C=() RSS_E=() OWN_C=() OWN_E=()
+    ((S3)) && run_dr_backup_s3
+    declare -a T_A=() T_B=() T_BS=() T_C=() T_D=() T_E=() T_F=() RSS_C=() RSS_E=() RSS_F=() OWN_C=() OWN_E=() OWN_F=()
     for ((rep = 0; rep < REPS; rep++)); do
         # Interleaved, and the order rotates from one repetition to the next so no tool always goes first.
         backups=(a b c)
-        order=("${backups[@]:rep % 3}" "${backups[@]:0:rep % 3}")
+        ((S3)) && backups+=(f)
+        n=${#backups[@]}
+        order=("${backups[@]:rep % n}" "${backups[@]:0:rep % n}")
         if ((rep % 2)); then order+=(e d); else order+=(d e); fi
         for m in "${order[@]}"; do
             case $m in
@@ -464,6 +542,11 @@ for size in "${SIZE_LIST[@]}"; do
                     T_C+=("$LAST_SECONDS"); BYTES_C=$LAST_BYTES
                     RSS_C+=("$LAST_RSS_KB"); OWN_C+=("$LAST_OWN_KB")
                     log "rep $((rep + 1)): dr backup              $LAST_SECONDS s, peak RSS $(mib "$LAST_RSS_KB") MiB (own $(mib "$LAST_OWN_KB"))" ;;
+                f)
+                    run_dr_backup_s3
+                    T_F+=("$LAST_SECONDS")
+                    RSS_F+=("$LAST_RSS_KB"); OWN_F+=("$LAST_OWN_KB")
+                    log "rep $((rep + 1)): dr backup to S3        $LAST_SECONDS s, peak RSS $(mib "$LAST_RSS_KB") MiB (own $(mib "$LAST_OWN_KB"))" ;;
                 d)
                     run_pg_restore
                     T_D+=("$LAST_SECONDS")
@@ -501,9 +584,18 @@ for size in "${SIZE_LIST[@]}"; do
         "| $label | dr backup / pg_dump -Fc | $r_ca | (information) | | | |"
         "| $label | **dr restore / pg_restore -j$JOBS** | **$r_ed** | target ≤ $RESTORE_VS_PG_RESTORE_MAX | | | **$(pass "$r_ed" "$RESTORE_VS_PG_RESTORE_MAX")** |"
     )
+    if ((S3)); then
+        f=$(median "${T_F[@]}"); r_fc=$(ratio "$f" "$c")
+        rss_f=$(printf '%s\n' "${RSS_F[@]}" | sort -n | tail -n 1); own_f=$(printf '%s\n' "${OWN_F[@]}" | sort -n | tail -n 1)
+        TABLE+=(
+            "| $label | dr backup to S3 (Garage on loopback) | $f | ${T_F[*]} | | $(mib "$rss_f") ($(mib "$own_f")) | $(pass "$(max "$rss_f" "$own_f")" "$rss_limit_kb") |"
+            "| $label | **dr backup S3 / local** | **$r_fc** | target ≤ $S3_VS_LOCAL_MAX | | | **$(pass "$r_fc" "$S3_VS_LOCAL_MAX")** |"
+            "| $label | dr backup S3 / pipeline | $(ratio "$f" "$b") | (information) | | | |"
+        )
+    fi
     "$PG_BIN/dropdb" app
     rm -f "$OUT"/*.dump "$OUT"/*.age
-    unset T_A T_B T_BS T_C T_D T_E RSS_C RSS_E OWN_C OWN_E
+    unset T_A T_B T_BS T_C T_D T_E T_F RSS_C RSS_E RSS_F OWN_C OWN_E OWN_F
 done
 
 # ---------------------------------------------------------------------------------------------------------
