@@ -37,10 +37,11 @@ use crate::error::{Error, Result};
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 pub const MAX_PART_SIZE: u64 = 5 << 30;
 pub const MAX_PARTS: u64 = 10_000;
-/// Defaults: 8 MiB x 10,000 parts allows objects of 78 GiB (compressed); 3 parts in flight keep the upload
-/// buffers within 32 MiB.
+/// Defaults: 8 MiB x 10,000 parts allows objects of 78 GiB (compressed); 2 parts in flight keep the upload
+/// buffers within 24 MiB and a whole backup to S3 near 55 MiB (docs/benchmarks.md: 3 in flight peaked at
+/// 63.6 MiB, too close to the 64 MiB budget).
 pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
-pub const DEFAULT_CONCURRENCY: usize = 3;
+pub const DEFAULT_CONCURRENCY: usize = 2;
 /// Downloaded pieces in flight between the download task and the reader.
 const DOWNLOAD_CHANNEL: usize = 16;
 
