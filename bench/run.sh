@@ -141,6 +141,7 @@ RUN=$(mktemp -d "$WORKDIR/run.XXXXXX")
 chmod 711 "$RUN" # the server's user must reach its directory inside
 PGDATA=""
 POLL_PID=""
+GARAGE_PID=""
 
 stop_server() {
     [[ -n $PGDATA && -f $PGDATA/postmaster.pid ]] || return 0
@@ -156,8 +157,11 @@ stop_server() {
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    [[ -n $POLL_PID ]] && kill "$POLL_PID" 2>/dev/null
-    [[ -n $GARAGE_PID ]] && kill "$GARAGE_PID" 2>/dev/null && wait "$GARAGE_PID" 2>/dev/null
+    if [[ -n $POLL_PID ]]; then kill "$POLL_PID" 2>/dev/null || true; fi
+    if [[ -n $GARAGE_PID ]]; then
+        kill "$GARAGE_PID" 2>/dev/null || true
+        wait "$GARAGE_PID" 2>/dev/null || true
+    fi
     stop_server
     if ((KEEP)); then
         log "kept $RUN"
