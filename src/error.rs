@@ -64,7 +64,7 @@ pub enum Error {
     #[error("repository {location}: access denied ({operation} {key}): {message}")]
     StoreAccessDenied { location: String, operation: &'static str, key: String, message: String },
 
-    #[error("repository {location}: the credentials were refused: {message}")]
+    #[error("repository {location}: bad or missing credentials: {message}")]
     StoreCredentials { location: String, message: String },
 
     #[error("repository {location}: cannot reach {endpoint}: {message}")]

@@ -17,7 +17,10 @@ pub fn init_logging(verbose: u8, quiet: bool, default_level: &str, display: &Dis
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warn,dr={level}")));
+    // Other crates (the AWS SDK's credential chain in particular) speak only of errors: dr reports what
+    // matters itself, once, as its own error.
+    let others = if verbose >= 2 { "debug" } else { "error" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{others},dr={level}")));
     let ansi = io::stderr().is_terminal();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -221,6 +221,9 @@ impl Inner {
         let location = self.location.clone();
         let message = describe(e);
         let status = e.raw_response().map(|r| r.status().as_u16());
+        if is_missing_credentials(e) {
+            return Error::StoreCredentials { location, message: format!("no AWS credentials were found ({message})") };
+        }
         match (e.code(), status) {
             (Some("NoSuchBucket"), _) => Error::NoSuchBucket { location, bucket: self.options.bucket.clone() },
             (Some("NoSuchKey"), _) => Error::ObjectMissing { key: key.to_string() },
@@ -310,8 +313,25 @@ fn attempt_timeout(part_size: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_secs(part_size / (128 << 10))
 }
 
+/// Whether the request never left because no credentials could be found (the SDK reports this as a failure
+/// to dispatch, like an unreachable endpoint).
+fn is_missing_credentials<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if text.contains("loading credentials") || text.contains("no credentials") {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
+}
+
 /// Whether another attempt may succeed.
-fn is_transient<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+fn is_transient<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
+    if is_missing_credentials(e) {
+        return false;
+    }
     match e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         SdkError::ServiceError(_) => {
@@ -353,7 +373,8 @@ where
         }
         cause = inner.source();
     }
-    if text.is_empty() { e.to_string() } else { text }
+    let text = if text.is_empty() { e.to_string() } else { text };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[async_trait]
@@ -392,6 +413,7 @@ impl Store for S3Store {
             next_part: 1,
             sent: 0,
             in_flight: JoinSet::new(),
+            spare: Vec::new(),
             parts: Vec::new(),
         }))
     }
@@ -547,7 +569,11 @@ struct S3Writer {
     next_part: i32,
     /// Bytes handed to part uploads so far.
     sent: u64,
-    in_flight: JoinSet<Result<CompletedPart>>,
+    /// Parts being uploaded; each hands its buffer back when done.
+    in_flight: JoinSet<Result<(CompletedPart, Bytes)>>,
+    /// Buffers of uploaded parts, for the next parts: a writer allocates at most `concurrency + 1` of them, so
+    /// the allocator never churns through fresh part-sized blocks (glibc keeps freed ones, and memory grows).
+    spare: Vec<BytesMut>,
     parts: Vec<CompletedPart>,
 }
 
@@ -576,7 +602,12 @@ impl S3Writer {
     async fn collect_one(&mut self) -> Result<()> {
         match self.in_flight.join_next().await {
             Some(Ok(part)) => {
-                self.parts.push(part?);
+                let (part, data) = part?;
+                self.parts.push(part);
+                if let Ok(mut buffer) = data.try_into_mut() {
+                    buffer.clear();
+                    self.spare.push(buffer);
+                }
                 Ok(())
             }
             Some(Err(e)) => Err(Error::Store {
@@ -627,7 +658,9 @@ impl S3Writer {
                         .send()
                 })
                 .await?;
-            Ok(CompletedPart::builder().part_number(number).set_e_tag(uploaded.e_tag().map(str::to_string)).build())
+            let part =
+                CompletedPart::builder().part_number(number).set_e_tag(uploaded.e_tag().map(str::to_string)).build();
+            Ok((part, data))
         });
         Ok(())
     }
@@ -755,11 +788,21 @@ impl S3Writer {
 #[async_trait]
 impl ObjectWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.buffer.extend_from_slice(&chunk);
         let part_size = self.inner.options.part_size as usize;
-        while self.buffer.len() >= part_size {
-            let part = self.buffer.split_to(part_size).freeze();
-            self.send_part(part).await?;
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            // Each part fills an allocation of exactly its size: a growing buffer would double its capacity, and
+            // every part cut from it would pin the whole oversized allocation until uploaded.
+            if self.buffer.capacity() == 0 {
+                self.buffer = self.spare.pop().unwrap_or_else(|| BytesMut::with_capacity(part_size));
+            }
+            let take = rest.len().min(part_size - self.buffer.len());
+            self.buffer.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buffer.len() == part_size {
+                let part = std::mem::take(&mut self.buffer).freeze();
+                self.send_part(part).await?;
+            }
         }
         Ok(())
     }
