@@ -285,6 +285,31 @@ async fn init_explains_an_unreachable_endpoint() {
     eprintln!("an unreachable endpoint took {elapsed:?} to give up on");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn init_says_at_once_when_no_credentials_are_found() {
+    let Some(garage) = Garage::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_repository_config(dir.path(), &garage.repository_toml("x", None));
+    // The environment of a host with no AWS set-up at all.
+    let env: Vec<(&'static str, String)> = garage
+        .env()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("AWS_ACCESS") && !name.starts_with("AWS_SECRET"))
+        .collect();
+    let mut command = common::dr_command();
+    command.arg("--config").arg(&config).arg("init");
+    for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"] {
+        command.env_remove(name);
+    }
+    let started = std::time::Instant::now();
+    let run = run_with(command, &env);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "not retried like a network failure");
+    assert!(!run.stderr.contains("WARN"), "the SDK's own provider warnings stay quiet:\n{}", run.stderr);
+    let (error, hint) = init_error(run, &garage);
+    assert!(error.contains("no AWS credentials were found"), "{error}");
+    assert!(hint.contains("AWS_ACCESS_KEY_ID"), "{hint}");
+}
+
 #[test]
 fn the_binary_refuses_s3_settings_that_cannot_work() {
     let dir = tempfile::tempdir().unwrap();
