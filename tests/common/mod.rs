@@ -96,6 +96,13 @@ pub fn dr_command() -> Command {
     command
 }
 
+/// The `dr` binary with `--config FILE` and `args`.
+pub fn config_command(config: &Path, args: &[&str]) -> Command {
+    let mut command = dr_command();
+    command.arg("--config").arg(config).args(args);
+    command
+}
+
 pub fn run(command: &mut Command) -> Run {
     let output = command.output().expect("running dr");
     Run {
@@ -227,9 +234,7 @@ exclude = [{excludes}]
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = dr_command();
-        command.arg("--config").arg(&self.config_path).args(args);
-        command
+        config_command(&self.config_path, args)
     }
 
     pub fn dr(&self, args: &[&str]) -> Run {
@@ -489,9 +494,7 @@ impl FilesSite {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = dr_command();
-        command.arg("--config").arg(&self.config_path).args(args);
-        command
+        config_command(&self.config_path, args)
     }
 
     pub fn dr(&self, args: &[&str]) -> Run {
