@@ -101,11 +101,20 @@ pub fn candidates(program: &str) -> Vec<Tool> {
         if !is_executable(&path) || tools.iter().any(|t| same_file(&t.path, &path)) {
             continue;
         }
+        // Debian's /usr/bin/pg_dump is a Perl wrapper that dispatches to the versioned directories already
+        // listed; asking it for its version costs 40-120 ms per lookup and adds no candidate.
+        if !tools.is_empty() && is_pg_wrapper(&path) {
+            continue;
+        }
         if let Some(major) = major_from_dir(&dir).or_else(|| major_from_version_output(&path)) {
             tools.push(Tool { path, major });
         }
     }
     tools
+}
+
+fn is_pg_wrapper(path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|p| p.file_name().is_some_and(|n| n == "pg_wrapper"))
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -31,6 +31,10 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 /// Chunks in flight between the encoder thread and the store.
 pub const CHANNEL_CHUNKS: usize = 4;
 
+/// Each zstd worker holds a few MiB (its 1 MiB jobs and its window), so "one per CPU" stops here: memory stays
+/// within budget on a big host, and four workers at level 3 already outrun pg_dump's output.
+pub const AUTO_THREADS_MAX: u32 = 4;
+
 /// zstd settings for the encoder.
 #[derive(Debug, Clone, Copy)]
 pub struct Compression {
@@ -44,11 +48,13 @@ impl Compression {
         Compression { level: config.level, threads: config.threads }
     }
 
+    /// Workers for `threads = 0`: one per CPU, up to [`AUTO_THREADS_MAX`].
     fn worker_threads(&self) -> u32 {
         if self.threads > 0 {
             return self.threads;
         }
-        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        cpus.min(AUTO_THREADS_MAX)
     }
 }
 
