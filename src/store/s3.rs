@@ -254,6 +254,22 @@ impl Inner {
         }
     }
 
+    /// One whole object in a single PUT (small objects, and streams that stayed under one part).
+    async fn put_object(&self, key: &str, full: &str, data: Bytes) -> Result<()> {
+        let md5 = content_md5(&data);
+        self.retry("write", key, || {
+            self.client
+                .put_object()
+                .bucket(&self.options.bucket)
+                .key(full)
+                .content_md5(&md5)
+                .body(ByteStream::from(data.clone()))
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// A GET from `offset`, checking that the object is still the one the download started on.
     async fn get_from(&self, full: &str, key: &str, offset: u64, etag: Option<&str>) -> Result<GetResponse> {
         let response = self
@@ -384,22 +400,8 @@ impl Store for S3Store {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        let inner = &self.inner;
-        let full = inner.full_key(key)?;
-        let md5 = content_md5(&data);
-        inner
-            .retry("write", key, || {
-                inner
-                    .client
-                    .put_object()
-                    .bucket(&inner.options.bucket)
-                    .key(&full)
-                    .content_md5(&md5)
-                    .body(ByteStream::from(data.clone()))
-                    .send()
-            })
-            .await
-            .map(|_| ())
+        let full = self.inner.full_key(key)?;
+        self.inner.put_object(key, &full, data).await
     }
 
     async fn put_stream(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
@@ -668,21 +670,7 @@ impl S3Writer {
     async fn complete(&mut self) -> Result<()> {
         if self.upload_id.is_none() {
             let data = self.buffer.split().freeze();
-            let md5 = content_md5(&data);
-            let inner = &self.inner;
-            return inner
-                .retry("write", &self.key, || {
-                    inner
-                        .client
-                        .put_object()
-                        .bucket(&inner.options.bucket)
-                        .key(&self.full)
-                        .content_md5(&md5)
-                        .body(ByteStream::from(data.clone()))
-                        .send()
-                })
-                .await
-                .map(|_| ());
+            return self.inner.put_object(&self.key, &self.full, data).await;
         }
         if !self.buffer.is_empty() {
             let rest = self.buffer.split().freeze();
