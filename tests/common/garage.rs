@@ -4,6 +4,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,8 +31,22 @@ fn find_binary() -> Option<PathBuf> {
     std::env::split_paths(&path).chain(cargo_bin).map(|dir| dir.join("garage")).find(|p| p.is_file())
 }
 
+/// A port for Garage, taken from below the kernel's ephemeral range (32768 and up on Linux). With `bind(0)`, the
+/// port was free when picked but could become the source port of one of the many connections the parallel tests
+/// open before Garage bound it, and a test's requests then met a reset (seen in CI). Below that range only
+/// listeners that name their port compete; a process-wide counter keeps this process's servers apart, and the
+/// bind check skips ports that something else on the machine holds.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    const FIRST: u32 = 16_000;
+    const SPAN: u32 = 16_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Garage {
