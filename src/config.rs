@@ -36,6 +36,8 @@ pub struct Config {
     pub objectives: Objectives,
     #[serde(default)]
     pub restore: RestoreConfig,
+    #[serde(default)]
+    pub drill: DrillConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -196,6 +198,46 @@ pub struct RestoreConfig {
     pub temp_dir: Option<PathBuf>,
     /// Default for `--jobs` (default: the number of CPUs).
     pub jobs: Option<usize>,
+}
+
+/// `[drill]`: how restore drills run and what they check beyond the built-in checks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// A PostgreSQL server the drill may create and drop `dr_drill_*` databases (and the snapshot's roles) on,
+    /// instead of an embedded scratch cluster. Never a server a `[[postgres]]` source lives on.
+    #[serde(default)]
+    pub scratch_url: Option<String>,
+    /// Warn when a source's size or a table's row count falls by more than this fraction against the previous
+    /// snapshot (0.5: to less than half). Backups, drills and reports use it.
+    #[serde(default = "default_max_shrink")]
+    pub max_shrink: f64,
+    /// Queries run against the restored databases, each with an expected answer.
+    #[serde(default, rename = "check")]
+    pub checks: Vec<DrillCheck>,
+}
+
+impl Default for DrillConfig {
+    fn default() -> DrillConfig {
+        DrillConfig { scratch_url: None, max_shrink: default_max_shrink(), checks: Vec::new() }
+    }
+}
+
+fn default_max_shrink() -> f64 {
+    0.5
+}
+
+/// `[[drill.check]]`: one query with its expected answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DrillCheck {
+    pub name: String,
+    /// The `[[postgres]]` source whose restored database the query runs in.
+    pub database: String,
+    /// A query whose first column of the first row is compared.
+    pub sql: String,
+    /// `=`, `!=`, `>`, `>=`, `<`, `<=` followed by a number, or a literal string compared as text.
+    pub expect: String,
 }
 
 /// Where the configuration came from, for messages and for resolving relative paths.

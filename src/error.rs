@@ -124,6 +124,15 @@ pub enum Error {
     #[error("{what} differs from the original: {}", .differences.join(", "))]
     Mismatch { what: String, differences: Vec<String> },
 
+    #[error(
+        "refusing scratch server {scratch}: it is the server of source {source_name:?}, and a drill never runs on production"
+    )]
+    ScratchIsProduction { source_name: String, scratch: String },
+
+    /// A drill ran to its end and did not succeed: a check failed or an objective was missed.
+    #[error("drill {outcome}: {reason}")]
+    DrillFailed { outcome: &'static str, reason: String },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -213,6 +222,10 @@ impl Error {
                 "the tool's own message is quoted above; check the connection and the role's privileges".to_string()
             }
             Error::ChildFailed { .. } => return None,
+            Error::ToolNotFound { tool, wanted: Some(v) } if tool == "initdb" || tool == "postgres" => format!(
+                "install the PostgreSQL {v} server (Debian: apt-get install postgresql-{v}), or point [drill] \
+                 scratch_url (or --scratch-url) at a PostgreSQL {v} server the drill may create databases on"
+            ),
             Error::ToolNotFound { tool, wanted } => match wanted {
                 Some(v) => format!(
                     "install the PostgreSQL {v} client tools (Debian: apt-get install postgresql-client-{v}) \
@@ -249,6 +262,16 @@ impl Error {
                 }
             }
             Error::Mismatch { .. } => "run with -v for details; this is a bug or a broken restore".to_string(),
+            Error::ScratchIsProduction { .. } => {
+                "point --scratch-url or [drill] scratch_url at a separate server, or leave it unset for an embedded \
+                 scratch cluster"
+                    .to_string()
+            }
+            Error::DrillFailed { .. } => {
+                "the lines above name each failed check and missed objective; the record is in the repository \
+                 (`dr report`)"
+                    .to_string()
+            }
             Error::Interrupted => "nothing was committed; run the command again".to_string(),
             Error::Cancelled => "nothing was committed; run the command again".to_string(),
             Error::Signal { .. } => "an interrupted backup leaves no snapshot (its partial objects are invisible); \

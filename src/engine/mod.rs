@@ -6,5 +6,5 @@ mod restore;
 mod verify;
 
 pub use backup::{BackupOptions, BackupReport, SourceReport, backup};
-pub use restore::{RestoreOptions, RestoreReport, SourceRestore, restore};
+pub use restore::{RestoreOptions, RestoreReport, SourceRestore, restore, restore_sources};
 pub use verify::{ObjectVerdict, SnapshotVerdict, VerifyReport, VerifySelection, verify};

@@ -30,6 +30,7 @@ use crate::pg::{self, ConnInfo, DatabaseTarget, GlobalsOutcome, RestoreInput, Ta
 use crate::pipeline::{self, ChildWriter};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::repo::drill_record::{PHASE_FETCH, PHASE_FILES, PHASE_PG_RESTORE, PHASE_STREAMED, Phase};
 use crate::repo::manifest::{Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind};
 use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::units;
@@ -79,6 +80,10 @@ pub struct SourceRestore {
     pub globals: Option<GlobalsOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<ExtractSummary>,
+    /// Wall time of each phase of this source's restore (see [`crate::repo::drill_record`] for the names).
+    pub phases: Vec<Phase>,
+    /// Keys of the objects read to their end with size, SHA-256, decryption and decompression checked.
+    pub objects_verified: Vec<String>,
 }
 
 /// Where one source goes.
@@ -125,6 +130,35 @@ pub async fn restore(
     options: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    let report = restore_sources(config, repo, identities, options, progress).await?;
+    let failed: Vec<String> = report
+        .sources
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| format!("{}: {}", r.name, r.error.as_deref().unwrap_or("failed")))
+        .collect();
+    if !failed.is_empty() {
+        let hints = report.sources.iter().filter_map(|r| r.error_hint.clone()).collect();
+        return Err(Error::RestoreIncomplete {
+            failed: failed.len(),
+            total: report.sources.len(),
+            details: failed,
+            hints,
+        });
+    }
+    Ok(report)
+}
+
+/// [`restore`], except that sources that failed are reported in the result (`ok: false`) rather than as an
+/// error: a drill wants to check and record what did come back. Errors before any source started (no such
+/// snapshot, wrong key, a refused target) are still errors.
+pub async fn restore_sources(
+    config: &Config,
+    repo: &Repository,
+    identities: Arc<Identities>,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let id = repo.resolve(&options.selector).await?;
     let manifest = repo.manifest(&id).await?;
     let private = repo.private(&manifest, &identities)?;
@@ -136,15 +170,6 @@ pub async fn restore(
     let mut reports = Vec::new();
     for plan in &plans {
         reports.push(restorer.source(plan).await);
-    }
-    let failed: Vec<String> = reports
-        .iter()
-        .filter(|r| !r.ok)
-        .map(|r| format!("{}: {}", r.name, r.error.as_deref().unwrap_or("failed")))
-        .collect();
-    if !failed.is_empty() {
-        let hints = reports.iter().filter_map(|r| r.error_hint.clone()).collect();
-        return Err(Error::RestoreIncomplete { failed: failed.len(), total: reports.len(), details: failed, hints });
     }
     Ok(RestoreReport { snapshot: id, duration_seconds: clock.elapsed().as_secs_f64(), sources: reports })
 }
@@ -233,6 +258,8 @@ impl Restorer<'_> {
             warnings: Vec::new(),
             globals: None,
             files: None,
+            phases: Vec::new(),
+            objects_verified: Vec::new(),
         };
         let result = match &plan.target {
             Target::Database(db) => self.database(plan, db, &mut report).await,
@@ -288,11 +315,23 @@ impl Restorer<'_> {
         // Everything that can be read and checked is, before the target is touched: a bad object must not
         // leave roles or an empty database behind.
         self.check_stored(plan, &[ObjectRole::PgDump, ObjectRole::Globals]).await?;
+        let fetch = Instant::now();
         let globals = match self.object(plan, ObjectRole::Globals) {
-            Some(object) => Some(self.read_text(&object).await?),
+            Some(object) => {
+                let sql = self.read_text(&object).await?;
+                report.objects_verified.push(object.key.clone());
+                Some(sql)
+            }
             None => None,
         };
-        let staged = if self.options.jobs > 1 { Some(self.stage(plan, &dump).await?) } else { None };
+        let staged = if self.options.jobs > 1 {
+            let staged = self.stage(plan, &dump).await?;
+            report.objects_verified.push(dump.key.clone());
+            Some(staged)
+        } else {
+            None
+        };
+        report.phases.push(Phase { name: PHASE_FETCH.into(), seconds: fetch.elapsed().as_secs_f64() });
 
         if let Some(sql) = globals {
             let outcome = db.apply_globals(&sql).await?;
@@ -318,18 +357,32 @@ impl Restorer<'_> {
             }
         }
         let clean = matches!(plan.state, TargetState::NotEmpty(_));
+        let pg_restore_start = Instant::now();
         let stderr = match staged {
             // A parallel pg_restore that fails has restored part of the archive: that is left for inspection,
             // and the error says the source failed.
-            Some(file) => self.pg_restore_file(plan, db, file.path(), &pg_restore, clean).await?,
-            None => match self.stream_into_pg_restore(plan, db, &dump, &pg_restore, clean).await {
-                Ok(stderr) => stderr,
-                Err(e) => {
-                    // One transaction: nothing was restored. What dr created for it goes again too.
-                    undo(plan, db, created, &created_roles).await;
-                    return Err(e);
+            Some(file) => {
+                let result = self.pg_restore_file(plan, db, file.path(), &pg_restore, clean).await;
+                let seconds = pg_restore_start.elapsed().as_secs_f64();
+                report.phases.push(Phase { name: PHASE_PG_RESTORE.into(), seconds });
+                result?
+            }
+            None => {
+                let result = self.stream_into_pg_restore(plan, db, &dump, &pg_restore, clean).await;
+                let seconds = pg_restore_start.elapsed().as_secs_f64();
+                report.phases.push(Phase { name: PHASE_STREAMED.into(), seconds });
+                match result {
+                    Ok(stderr) => {
+                        report.objects_verified.push(dump.key.clone());
+                        stderr
+                    }
+                    Err(e) => {
+                        // One transaction: nothing was restored. What dr created for it goes again too.
+                        undo(plan, db, created, &created_roles).await;
+                        return Err(e);
+                    }
                 }
-            },
+            }
         };
         for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
             tracing::warn!(source = %plan.name, "pg_restore: {line}");
@@ -433,6 +486,7 @@ impl Restorer<'_> {
         let external_symlinks =
             self.config_files.iter().find(|f| f.name == plan.name).is_some_and(|f| f.external_symlinks);
         let extraction = Extraction::prepare(&plan.name, dir, external_symlinks)?;
+        let start = Instant::now();
         let (summary, extraction) = pipeline::download(
             self.repo.store(),
             &tar.key,
@@ -447,8 +501,10 @@ impl Restorer<'_> {
             },
         )
         .await?;
+        report.objects_verified.push(tar.key.clone());
         let replace = matches!(plan.state, TargetState::NotEmpty(_));
         extraction.commit(replace)?;
+        report.phases.push(Phase { name: PHASE_FILES.into(), seconds: start.elapsed().as_secs_f64() });
         report.files = Some(summary);
         Ok(())
     }

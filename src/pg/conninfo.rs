@@ -116,6 +116,13 @@ impl ConnInfo {
             .join(" ")
     }
 
+    /// The whole connection string as key=value, secrets included: for handing a target to dr's own restore
+    /// code, which parses it again. Never for logs or argv (use [`ConnInfo::for_child`] and
+    /// [`ConnInfo::redacted`]).
+    pub fn to_keyword_value(&self) -> String {
+        self.params.iter().map(|(k, v)| format!("{k}={}", quote_value(v))).collect::<Vec<_>>().join(" ")
+    }
+
     /// Environment for a child tool: the password the command line must not carry. (`sslpassword` has no
     /// environment variable in libpq, so it is not passed on; use an unencrypted client key.)
     pub fn child_env(&self) -> Vec<(&'static str, String)> {

@@ -137,6 +137,31 @@ impl DatabaseTarget {
         client.batch_execute(&sql).await.map_err(|e| self.error(describe(&e)))
     }
 
+    /// Drops the target database even while sessions are connected to it (a drill's scratch database, which a
+    /// user check or a `--keep`ed psql may still hold open).
+    pub async fn drop_database_force(&self) -> Result<()> {
+        let client = self.maintenance().await?;
+        let name = self.database_name();
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| self.error(describe(&e)))?
+            .get(0);
+        let sql = if version >= 130_000 {
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&name))
+        } else {
+            client
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| self.error(describe(&e)))?;
+            format!("DROP DATABASE IF EXISTS {}", quote_ident(&name))
+        };
+        client.batch_execute(&sql).await.map_err(|e| self.error(describe(&e)))
+    }
+
     /// Drops roles (ones a failed restore created), last created first; reports every one that would not go.
     pub async fn drop_roles(&self, roles: &[String]) -> Result<()> {
         let client = self.maintenance().await?;

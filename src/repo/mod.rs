@@ -5,10 +5,12 @@
 //! config.json                                  format version and repository id (plain JSON)
 //! objects/<snapshot>/<source>/<role file>      data: age(zstd(stream))
 //! snapshots/<snapshot>.json                    the manifest, written last: its presence *is* the commit
+//! drills/<drill>.json.age                      a restore drill's record, encrypted (drill_record.rs)
 //! ```
 //! Objects of a snapshot whose manifest was never written belong to no snapshot: nothing lists or restores
 //! them, and a failed backup deletes them on its way out (prune sweeps up after a crash).
 
+pub mod drill_record;
 pub mod manifest;
 pub mod snapshot_id;
 
@@ -21,12 +23,15 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Identities, Recipients};
 use crate::error::{Error, Result};
 use crate::store::{self, Store};
+use drill_record::DrillRecord;
 use manifest::{FORMAT_VERSION, Manifest, ObjectRole, PrivateManifest};
 use snapshot_id::{Selector, SnapshotId};
 
 const CONFIG_KEY: &str = "config.json";
 const SNAPSHOTS_PREFIX: &str = "snapshots/";
 const OBJECTS_PREFIX: &str = "objects/";
+const DRILLS_PREFIX: &str = "drills/";
+const DRILL_SUFFIX: &str = ".json.age";
 /// Manifests are small (sizes and hashes); anything bigger is not one of ours.
 const MANIFEST_LIMIT: u64 = 64 << 20;
 
@@ -189,6 +194,49 @@ impl Repository {
                 tracing::warn!(key = %object.key, error = %e, "could not delete an object of a failed backup");
             }
         }
+    }
+
+    fn drill_key(id: &SnapshotId) -> String {
+        format!("{DRILLS_PREFIX}{id}{DRILL_SUFFIX}")
+    }
+
+    /// Stores a drill's record, encrypted to `recipients`.
+    pub async fn save_drill(&self, recipients: &Recipients, record: &DrillRecord) -> Result<String> {
+        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::io("encoding the drill record", e.into()))?;
+        let sealed = recipients.seal(&json).map_err(|e| Error::io("encrypting the drill record", e))?;
+        let key = Self::drill_key(&record.id);
+        self.store.put(&key, Bytes::from(sealed)).await?;
+        Ok(key)
+    }
+
+    /// Ids of every stored drill record, oldest first.
+    pub async fn drill_ids(&self) -> Result<Vec<SnapshotId>> {
+        let mut ids: Vec<SnapshotId> = self
+            .store
+            .list(DRILLS_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|meta| meta.key.strip_prefix(DRILLS_PREFIX)?.strip_suffix(DRILL_SUFFIX)?.parse().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads and decrypts one drill record.
+    pub async fn drill(&self, id: &SnapshotId, identities: &Identities) -> Result<DrillRecord> {
+        let key = Self::drill_key(id);
+        let bytes = store::get_bytes(self.store(), &key, MANIFEST_LIMIT).await?;
+        let armored = String::from_utf8(bytes)
+            .map_err(|_| Error::ObjectCorrupt { key: key.clone(), reason: "not ASCII-armored age".into() })?;
+        let json = identities.open(&armored, &format!("drill record {id}")).map_err(|e| match e {
+            Error::ObjectCorrupt { reason, .. } => Error::ObjectCorrupt {
+                key: key.clone(),
+                reason: reason.lines().next().unwrap_or_default().trim_end_matches('.').to_string(),
+            },
+            other => other,
+        })?;
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::ObjectCorrupt { key, reason: format!("not a valid drill record: {e}") })
     }
 
     /// Finds the snapshot `selector` names.

@@ -1,0 +1,253 @@
+//! The drill's checks: each compares what came back with what the snapshot recorded at backup time, and
+//! reports every difference it finds, not just the first.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use super::expect::Expectation;
+use crate::config::DrillCheck;
+use crate::engine::SourceRestore;
+use crate::files::{EntryKind, IndexEntry};
+use crate::pg::{describe, quote_ident};
+use crate::repo::drill_record::{Check, CheckStatus};
+use crate::repo::manifest::{FilesDetails, GlobalsDetails, Manifest, TableRows};
+
+/// A files check lists at most this many problems (and says how many more): a wiped uploads directory would
+/// otherwise put every one of its paths into the record.
+const MAX_FILE_PROBLEMS: usize = 200;
+
+fn check(name: impl Into<String>, problems: Vec<String>, pass_detail: String, fail_detail: String) -> Check {
+    let failed = !problems.is_empty();
+    Check {
+        name: name.into(),
+        status: if failed { CheckStatus::Fail } else { CheckStatus::Pass },
+        detail: if failed { fail_detail } else { pass_detail },
+        problems,
+    }
+}
+
+/// Every object of the restored sources was read to its end with its size, SHA-256, decryption and
+/// decompression checked (by the restore itself, or by the files check for an index).
+pub fn objects(manifest: &Manifest, sources: &[String], verified: &BTreeSet<String>, errors: &[String]) -> Check {
+    let expected: Vec<&str> = manifest
+        .sources
+        .iter()
+        .filter(|s| sources.contains(&s.name))
+        .flat_map(|s| s.objects.iter().map(|o| o.key.as_str()))
+        .collect();
+    let mut problems: Vec<String> =
+        expected.iter().filter(|k| !verified.contains(**k)).map(|k| format!("{k}: not read to the end")).collect();
+    problems.extend(errors.iter().cloned());
+    check(
+        "objects",
+        problems,
+        format!("{} objects read back: SHA-256, decryption and decompression checked to the end", expected.len()),
+        format!(
+            "{} of {} objects could not be read back whole",
+            expected.len() - verified.len().min(expected.len()),
+            expected.len()
+        ),
+    )
+}
+
+/// The restore of one database finished without errors; its warnings are listed.
+pub fn pg_restore(report: &SourceRestore) -> Check {
+    let name = format!("pg_restore {}", report.name);
+    if let Some(error) = &report.error {
+        return Check {
+            name,
+            status: CheckStatus::Fail,
+            detail: error.lines().next().unwrap_or_default().to_string(),
+            problems: error.lines().skip(1).map(str::to_string).collect(),
+        };
+    }
+    let status = if report.warnings.is_empty() { CheckStatus::Pass } else { CheckStatus::Warn };
+    let detail = match report.warnings.len() {
+        0 => "finished without errors or warnings".to_string(),
+        n => format!("finished without errors, {n} warning(s)"),
+    };
+    Check { name, status, detail, problems: report.warnings.clone() }
+}
+
+/// Each table holds exactly the rows counted in the dump's own snapshot at backup time.
+pub async fn row_counts(source: &str, client: &Client, tables: &[TableRows]) -> Check {
+    let mut problems = Vec::new();
+    let mut rows = 0i64;
+    for table in tables {
+        let qualified = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.table));
+        match client.query_one(&format!("SELECT count(*) FROM {qualified}"), &[]).await {
+            Ok(row) => {
+                let restored: i64 = row.get(0);
+                rows += restored;
+                if restored != table.rows {
+                    problems.push(format!(
+                        "{}.{}: {restored} rows restored, {} recorded at backup",
+                        table.schema, table.table, table.rows
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("{}.{}: {}", table.schema, table.table, describe(&e))),
+        }
+    }
+    check(
+        format!("row counts {source}"),
+        problems,
+        format!("{} tables, {rows} rows: every count equals the backup's", tables.len()),
+        "restored row counts differ from the counts recorded at backup".to_string(),
+    )
+}
+
+/// The check for a database that could not be reached at all after its restore.
+pub fn unreachable(name: String, message: String) -> Check {
+    Check { name, status: CheckStatus::Fail, detail: message, problems: Vec::new() }
+}
+
+/// The roles the globals recorded exist on the scratch server.
+pub async fn roles(source: &str, client: &Client, globals: &GlobalsDetails) -> Check {
+    let name = format!("roles {source}");
+    let existing: BTreeSet<String> = match client.query("SELECT rolname::text FROM pg_roles", &[]).await {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) => return unreachable(name, describe(&e)),
+    };
+    let problems =
+        globals.roles.iter().filter(|r| !existing.contains(*r)).map(|r| format!("role {r}: missing")).collect();
+    let mut pass = format!("{} roles from the globals exist", globals.roles.len());
+    if !globals.role_passwords {
+        pass.push_str(" (backed up without password hashes: set passwords after a real restore)");
+    }
+    check(name, problems, pass, "roles recorded at backup are missing".to_string())
+}
+
+/// A user check from `[[drill.check]]`.
+pub async fn user(client: &Client, user_check: &DrillCheck, expectation: &Expectation) -> Check {
+    let answer = match first_value(client, &user_check.sql).await {
+        Ok(answer) => answer,
+        Err(message) => return unreachable(user_check.name.clone(), format!("query failed: {message}")),
+    };
+    let shown = answer.as_deref().map_or("NULL (or no row)".to_string(), |a| format!("{a:?}"));
+    let ok = expectation.accepts(answer.as_deref());
+    Check {
+        name: user_check.name.clone(),
+        status: if ok { CheckStatus::Pass } else { CheckStatus::Fail },
+        detail: format!("got {shown}, expected {expectation}"),
+        problems: Vec::new(),
+    }
+}
+
+/// The first column of the first row, as PostgreSQL's text output.
+async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, String> {
+    let messages = client.simple_query(sql).await.map_err(|e| describe(&e))?;
+    Ok(messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
+            _ => None,
+        })
+        .flatten())
+}
+
+/// A restored directory tree equals the index written at backup: every entry present with its kind, every
+/// regular file with its size and SHA-256, nothing extra; the totals equal the manifest's.
+pub fn files(source: &str, root: &Path, index: &[IndexEntry], details: Option<&FilesDetails>) -> Check {
+    let mut problems = Vec::new();
+    let mut expected_paths = BTreeSet::new();
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for entry in index {
+        let relative = entry_path(entry);
+        expected_paths.insert(relative.clone());
+        let path = root.join(&relative);
+        let shown = relative.display();
+        let metadata = match std::fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(_) => {
+                problems.push(format!("{shown}: missing"));
+                continue;
+            }
+        };
+        match entry.kind {
+            EntryKind::Dir if !metadata.is_dir() => problems.push(format!("{shown}: not a directory")),
+            EntryKind::Symlink => match std::fs::read_link(&path) {
+                Ok(target) if entry.target.as_deref().is_none_or(|t| Path::new(t) == target) => {}
+                Ok(target) => problems.push(format!("{shown}: link to {}, not {:?}", target.display(), entry.target)),
+                Err(_) => problems.push(format!("{shown}: not a symlink")),
+            },
+            EntryKind::File if !metadata.is_file() => problems.push(format!("{shown}: not a regular file")),
+            EntryKind::File => {
+                files += 1;
+                bytes += metadata.len();
+                if entry.size.is_some_and(|size| size != metadata.len()) {
+                    problems.push(format!("{shown}: {} bytes, the index says {:?}", metadata.len(), entry.size));
+                } else if let Some(expected) = &entry.sha256 {
+                    match sha256_file(&path) {
+                        Ok(actual) if &actual == expected => {}
+                        Ok(_) => problems.push(format!("{shown}: content differs (SHA-256)")),
+                        Err(e) => problems.push(format!("{shown}: unreadable: {e}")),
+                    }
+                }
+            }
+            EntryKind::Dir => {}
+        }
+    }
+    for extra in walk(root).into_iter().filter(|p| !expected_paths.contains(p)) {
+        problems.push(format!("{}: not in the backup's index", extra.display()));
+    }
+    if let Some(details) = details
+        && (details.files, details.bytes) != (files, bytes)
+    {
+        problems.push(format!(
+            "{files} files / {bytes} bytes restored, the manifest says {} / {}",
+            details.files, details.bytes
+        ));
+    }
+    let total = problems.len();
+    if total > MAX_FILE_PROBLEMS {
+        problems.truncate(MAX_FILE_PROBLEMS);
+        problems.push(format!("... and {} more", total - MAX_FILE_PROBLEMS));
+    }
+    check(
+        format!("files {source}"),
+        problems,
+        format!(
+            "{files} files, {} and {} entries in all: every digest equals the index",
+            crate::units::bytes(bytes),
+            index.len()
+        ),
+        format!("{total} differences from the backup's index"),
+    )
+}
+
+fn entry_path(entry: &IndexEntry) -> PathBuf {
+    match entry.path_hex.as_deref().and_then(|h| hex::decode(h).ok()) {
+        Some(raw) => PathBuf::from(OsString::from_vec(raw)),
+        None => PathBuf::from(&entry.path),
+    }
+}
+
+/// Every path under `root`, relative to it.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.path().strip_prefix(root).ok().map(Path::to_path_buf))
+        .collect()
+}
+
+fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buffer[..n]);
+    }
+}

@@ -1,0 +1,486 @@
+//! Restore drills: restore a snapshot the way an incident would, prove the result equals what was backed up,
+//! measure RPO and RTO against the objectives, and leave an encrypted record in the repository.
+//!
+//! Order of work: resolve the snapshot and decrypt its manifest; compare it with the previous snapshot
+//! (shrinkage); start the scratch (an embedded cluster of the backed-up server's major version, or `dr_drill_*`
+//! databases on `scratch_url`); restore every source exactly as `dr restore` does, databases into the scratch
+//! and files into a temporary directory; run the checks; clean up in every outcome (unless `--keep`); store
+//! the record, also for a drill that failed. The RTO clock runs from the first byte fetched to the end of the
+//! checks; starting the embedded cluster is timed apart, since in an incident the target server exists.
+//!
+//! docs/drills.md says what each check proves and what it cannot.
+
+mod checks;
+pub mod expect;
+mod scratch;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::anomalies;
+use crate::config::Config;
+use crate::crypto::{Identities, Recipients};
+use crate::engine::{self, RestoreOptions, RestoreReport};
+use crate::error::{Error, Result};
+use crate::files::IndexEntry;
+use crate::pg::{ConnInfo, connect, tools};
+use crate::pipeline;
+use crate::progress::{NoProgress, Progress};
+use crate::repo::Repository;
+use crate::repo::drill_record::{
+    Check, CheckStatus, DRILL_RECORD_FORMAT, DrillRecord, Measure, PHASE_CHECKS, Phase, ScratchDescription, SourceSize,
+    Tools,
+};
+use crate::repo::manifest::{Manifest, ObjectRole, PrivateManifest, SourceKind};
+use crate::repo::snapshot_id::{Selector, SnapshotId};
+use expect::Expectation;
+pub use scratch::{DATABASE_PREFIX, DrillScratch};
+
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    pub selector: Selector,
+    /// A server to create `dr_drill_*` databases on instead of an embedded cluster.
+    pub scratch_url: Option<String>,
+    /// Leave the scratch server, its databases and the restored files in place.
+    pub keep: bool,
+    /// pg_restore jobs, as for `dr restore`.
+    pub jobs: usize,
+    /// Where the restored files and a parallel restore's staged archive go (default: the system temp dir).
+    pub temp_dir: Option<PathBuf>,
+    /// Stops the drill early; clean-up still runs and the record is still written.
+    pub cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+pub struct DrillOutcome {
+    pub record: DrillRecord,
+    /// Where the record was stored, or why it could not be.
+    pub stored: std::result::Result<String, String>,
+    /// With `--keep`: how to reach what was left in place.
+    pub kept: Vec<String>,
+}
+
+/// What the drill holds that must be cleaned up whatever happens.
+#[derive(Default)]
+struct Resources {
+    scratch: Option<DrillScratch>,
+    files_dir: Option<tempfile::TempDir>,
+    /// Where each database source was restored.
+    databases: Vec<(String, ConnInfo)>,
+}
+
+pub async fn drill(
+    config: &Config,
+    repo: &Repository,
+    identities: Arc<Identities>,
+    options: &DrillOptions,
+    progress: &dyn Progress,
+) -> Result<DrillOutcome> {
+    // Checked before anything starts: a drill whose record cannot be written would leave no trace.
+    let recipients = Recipients::parse(&config.encryption.recipients)?;
+    let expectations = config
+        .drill
+        .checks
+        .iter()
+        .map(|c| {
+            Expectation::parse(&c.expect)
+                .map_err(|e| Error::ConfigInvalid(format!("[[drill.check]] {:?}: {e}", c.name)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let started_at = Utc::now();
+    let mut record = new_record(started_at, config);
+    let mut resources = Resources::default();
+    let result = {
+        let run = Run { config, repo, identities: &identities, options, progress, expectations: &expectations };
+        let body = run.body(&mut record, &mut resources);
+        tokio::select! {
+            result = body => result,
+            () = options.cancel.cancelled() => Err(Error::Cancelled),
+        }
+    };
+
+    let mut kept = Vec::new();
+    if options.keep {
+        if let Some(scratch) = resources.scratch.take() {
+            kept = scratch.keep(&resources.databases);
+        }
+        if let Some(dir) = resources.files_dir.take() {
+            kept.push(format!("restored files: {}", dir.keep().display()));
+        }
+    } else if let Err(e) = clean_up(&mut resources).await {
+        record.checks.push(Check {
+            name: "clean-up".into(),
+            status: CheckStatus::Fail,
+            detail: e.to_string(),
+            problems: Vec::new(),
+        });
+    }
+    conclude(&mut record, result.as_ref().err());
+    record.finished_at = Utc::now();
+    let stored = repo.save_drill(&recipients, &record).await.map_err(|e| e.to_string());
+    if let Err(e) = result
+        && matches!(e, Error::Cancelled)
+    {
+        return Err(e);
+    }
+    Ok(DrillOutcome { record, stored, kept })
+}
+
+fn new_record(started_at: DateTime<Utc>, config: &Config) -> DrillRecord {
+    let objective = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    DrillRecord {
+        format: DRILL_RECORD_FORMAT,
+        id: SnapshotId::new(started_at),
+        snapshot: None,
+        started_at,
+        finished_at: started_at,
+        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        dr_version: env!("CARGO_PKG_VERSION").to_string(),
+        passed: false,
+        succeeded: false,
+        reason: None,
+        snapshot_consistent_at: None,
+        scratch: ScratchDescription {
+            kind: "none".into(),
+            location: String::new(),
+            server_version: None,
+            start_seconds: 0.0,
+        },
+        phases: Vec::new(),
+        checks: Vec::new(),
+        rpo: Measure { seconds: None, objective_seconds: objective(config.objectives.rpo) },
+        rto: Measure { seconds: None, objective_seconds: objective(config.objectives.rto) },
+        sizes: Vec::new(),
+        anomalies: Vec::new(),
+        tools: Tools::default(),
+    }
+}
+
+/// Stops the embedded cluster or drops the scratch databases, and removes the restored files.
+async fn clean_up(resources: &mut Resources) -> Result<()> {
+    let dir = resources.files_dir.take().map(|dir| dir.close().map_err(|e| Error::io("removing the drill's files", e)));
+    let scratch = match resources.scratch.take() {
+        Some(scratch) => scratch.clean_up().await,
+        None => Ok(()),
+    };
+    scratch.and(dir.unwrap_or(Ok(())))
+}
+
+/// Verdict and reason from the checks, the objectives and how the run ended.
+fn conclude(record: &mut DrillRecord, error: Option<&Error>) {
+    let failed: Vec<Check> = record.failed_checks().cloned().collect();
+    record.passed = error.is_none() && failed.is_empty();
+    let rpo_missed = record.rpo.met() == Some(false);
+    let rto_missed = record.rto.met() == Some(false);
+    record.succeeded = record.passed && !rpo_missed && !rto_missed;
+    let seconds = |s: Option<f64>| crate::units::duration(Duration::from_secs_f64(s.unwrap_or(0.0).max(0.0)));
+    record.reason = if let Some(e) = error {
+        Some(match e {
+            Error::Cancelled => "the drill was interrupted before it finished".to_string(),
+            e => e.to_string().lines().next().unwrap_or_default().to_string(),
+        })
+    } else if let Some(first) = failed.first() {
+        let more = match failed.len() {
+            1 => String::new(),
+            n => format!(" (and {} more failed checks)", n - 1),
+        };
+        Some(format!("check {:?} failed: {}{more}", first.name, first.detail))
+    } else if rpo_missed {
+        Some(format!(
+            "RPO objective missed: the snapshot's data was {} old, the objective is {}",
+            seconds(record.rpo.seconds),
+            seconds(record.rpo.objective_seconds)
+        ))
+    } else if rto_missed {
+        Some(format!(
+            "RTO objective missed: the restore and checks took {}, the objective is {}",
+            seconds(record.rto.seconds),
+            seconds(record.rto.objective_seconds)
+        ))
+    } else {
+        None
+    };
+}
+
+/// The inputs of one drill.
+struct Run<'a> {
+    config: &'a Config,
+    repo: &'a Repository,
+    identities: &'a Arc<Identities>,
+    options: &'a DrillOptions,
+    progress: &'a dyn Progress,
+    expectations: &'a [Expectation],
+}
+
+impl Run<'_> {
+    async fn body(&self, record: &mut DrillRecord, resources: &mut Resources) -> Result<()> {
+        let id = self.repo.resolve(&self.options.selector).await?;
+        record.snapshot = Some(id.clone());
+        let manifest = self.repo.manifest(&id).await?;
+        let private = self.repo.private(&manifest, self.identities)?;
+        let consistent_at = manifest.sources.iter().map(|s| s.consistent_at).min().unwrap_or(manifest.started_at);
+        record.snapshot_consistent_at = Some(consistent_at);
+        record.rpo.seconds = Some((record.started_at - consistent_at).num_milliseconds().max(0) as f64 / 1000.0);
+        record.sizes = manifest
+            .sources
+            .iter()
+            .map(|s| SourceSize {
+                name: s.name.clone(),
+                kind: s.kind,
+                stored_bytes: s.stored_size(),
+                plain_bytes: s.objects.iter().map(|o| o.plain_size).sum(),
+            })
+            .collect();
+        record.anomalies = self.shrinkage(&manifest, &private).await;
+        tracing::info!(snapshot = %id, "drill started");
+
+        let databases: Vec<&crate::repo::manifest::SourceEntry> =
+            manifest.sources.iter().filter(|s| s.kind == SourceKind::Postgres).collect();
+        if !databases.is_empty() {
+            let scratch_start = Instant::now();
+            let major = databases.iter().filter_map(|s| private.postgres(&s.name)).map(|d| d.server_major()).max();
+            let scratch = match &self.options.scratch_url {
+                Some(url) => DrillScratch::server(url, self.config).await?,
+                None => DrillScratch::embedded(major, self.options.temp_dir.clone()).await?,
+            };
+            record.scratch = scratch.describe();
+            record.scratch.start_seconds = scratch_start.elapsed().as_secs_f64();
+            record.tools.scratch_postgres = record.scratch.server_version.clone();
+            resources.scratch = Some(scratch);
+        }
+        let parent = self.options.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let files_dir = tempfile::Builder::new()
+            .prefix("dr-drill-")
+            .tempdir_in(&parent)
+            .map_err(|e| Error::io(format!("creating a directory for the drill in {}", parent.display()), e))?;
+        let files_root = files_dir.path().to_path_buf();
+        resources.files_dir = Some(files_dir);
+
+        let mut into = Vec::new();
+        for source in &manifest.sources {
+            let target = match source.kind {
+                SourceKind::Postgres => {
+                    let original = private.postgres(&source.name).map_or(source.name.as_str(), |d| d.database.as_str());
+                    let scratch = resources
+                        .scratch
+                        .as_mut()
+                        .ok_or_else(|| Error::io("drill", std::io::Error::other("no scratch")))?;
+                    let conninfo = scratch.target(&source.name, original);
+                    resources.databases.push((source.name.clone(), conninfo.clone()));
+                    conninfo.to_keyword_value()
+                }
+                SourceKind::Files => files_root.join(&source.name).display().to_string(),
+            };
+            into.push((source.name.clone(), target));
+        }
+        record.tools.pg_restore = databases
+            .iter()
+            .filter_map(|s| private.postgres(&s.name))
+            .filter_map(|d| tools::parse_major(&d.pg_dump_version))
+            .max()
+            .and_then(|major| tools::find("pg_restore", tools::Want::AtLeast(major)).ok())
+            .map(|tool| tool.version_line());
+
+        // The RTO clock: from here to the end of the checks.
+        let clock = Instant::now();
+        let restore_options = RestoreOptions {
+            selector: Selector::Id(id.to_string()),
+            only: Vec::new(),
+            into,
+            jobs: self.options.jobs,
+            force: false,
+            temp_dir: self.options.temp_dir.clone(),
+        };
+        let restored =
+            engine::restore_sources(self.config, self.repo, self.identities.clone(), &restore_options, self.progress)
+                .await?;
+        if let Some(scratch) = resources.scratch.as_mut() {
+            for source in &restored.sources {
+                scratch.created_roles(source.globals.as_ref().map_or(&[][..], |g| &g.created_roles));
+            }
+        }
+        record.phases = sum_phases(&restored);
+
+        let checks_start = Instant::now();
+        record.checks = self.checks(&manifest, &private, &restored, resources, &files_root).await;
+        record.checks.push(shrinkage_check(&record.anomalies, self.config.drill.max_shrink));
+        record.phases.push(Phase { name: PHASE_CHECKS.into(), seconds: checks_start.elapsed().as_secs_f64() });
+        record.rto.seconds = Some(clock.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Compares the snapshot with the one before it; a previous snapshot that cannot be read is only logged.
+    async fn shrinkage(&self, manifest: &Manifest, private: &PrivateManifest) -> Vec<String> {
+        let previous = async {
+            let ids = self.repo.snapshot_ids().await?;
+            let Some(previous) = ids.iter().rev().find(|id| **id < manifest.id) else {
+                return Ok(None);
+            };
+            let previous = self.repo.manifest(previous).await?;
+            let previous_private = self.repo.private(&previous, self.identities).ok();
+            Ok::<_, Error>(Some((previous, previous_private)))
+        };
+        match previous.await {
+            Ok(Some((previous, previous_private))) => anomalies::compare(
+                &previous,
+                previous_private.as_ref(),
+                manifest,
+                Some(private),
+                self.config.drill.max_shrink,
+            )
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::warn!("could not read the previous snapshot to compare sizes: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn checks(
+        &self,
+        manifest: &Manifest,
+        private: &PrivateManifest,
+        restored: &RestoreReport,
+        resources: &Resources,
+        files_root: &Path,
+    ) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let mut verified: BTreeSet<String> =
+            restored.sources.iter().flat_map(|s| s.objects_verified.iter().cloned()).collect();
+        let mut object_errors: Vec<String> =
+            restored.sources.iter().filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.name))).collect();
+        let targets: BTreeMap<&str, &ConnInfo> = resources.databases.iter().map(|(n, c)| (n.as_str(), c)).collect();
+
+        for source in &restored.sources {
+            match source.kind {
+                SourceKind::Postgres => {
+                    checks.push(checks::pg_restore(source));
+                    let Some(details) = private.postgres(&source.name) else { continue };
+                    let Some(conninfo) = targets.get(source.name.as_str()) else { continue };
+                    if !source.ok {
+                        checks.push(checks::unreachable(
+                            format!("row counts {}", source.name),
+                            "not checked: the database was not restored".into(),
+                        ));
+                        continue;
+                    }
+                    match connect(conninfo).await {
+                        Ok(client) => {
+                            checks.push(checks::row_counts(&source.name, &client, &details.tables).await);
+                            if let Some(globals) = &details.globals {
+                                checks.push(checks::roles(&source.name, &client, globals).await);
+                            }
+                        }
+                        Err(e) => checks.push(checks::unreachable(format!("row counts {}", source.name), e.message)),
+                    }
+                }
+                SourceKind::Files => {
+                    let name = format!("files {}", source.name);
+                    if let Some(error) = &source.error {
+                        checks.push(checks::unreachable(name, format!("not restored: {error}")));
+                        continue;
+                    }
+                    let Some(index) = manifest.source(&source.name).and_then(|s| s.object(ObjectRole::Index)) else {
+                        checks.push(checks::unreachable(name, "the snapshot has no index for this source".into()));
+                        continue;
+                    };
+                    match self.read_index(&index.key, index.expected()).await {
+                        Ok(entries) => {
+                            verified.insert(index.key.clone());
+                            let root = files_root.join(&source.name);
+                            let details = private.files(&source.name).cloned();
+                            let source_name = source.name.clone();
+                            let check = tokio::task::spawn_blocking(move || {
+                                checks::files(&source_name, &root, &entries, details.as_ref())
+                            })
+                            .await
+                            .unwrap_or_else(|e| checks::unreachable(name, e.to_string()));
+                            checks.push(check);
+                        }
+                        Err(e) => {
+                            object_errors.push(e.to_string());
+                            checks.push(checks::unreachable(name, format!("its index could not be read: {e}")));
+                        }
+                    }
+                }
+            }
+        }
+        let sources: Vec<String> = restored.sources.iter().map(|s| s.name.clone()).collect();
+        checks.insert(0, checks::objects(manifest, &sources, &verified, &object_errors));
+
+        for (user_check, expectation) in self.config.drill.checks.iter().zip(self.expectations) {
+            let check = match targets.get(user_check.database.as_str()) {
+                None => checks::unreachable(
+                    user_check.name.clone(),
+                    format!("snapshot {} has no database source {:?}", manifest.id, user_check.database),
+                ),
+                Some(conninfo) => match connect(conninfo).await {
+                    Ok(client) => checks::user(&client, user_check, expectation).await,
+                    Err(e) => checks::unreachable(user_check.name.clone(), e.message),
+                },
+            };
+            checks.push(check);
+        }
+        checks
+    }
+
+    async fn read_index(&self, key: &str, expected: crate::pipeline::Sealed) -> Result<Vec<IndexEntry>> {
+        let key_owned = key.to_string();
+        pipeline::download(
+            self.repo.store(),
+            key,
+            self.identities.clone(),
+            expected,
+            Arc::new(NoProgress),
+            move |decoder| {
+                let mut entries = Vec::new();
+                for (n, line) in BufReader::new(decoder).lines().enumerate() {
+                    let line =
+                        line.map_err(|e| Error::ObjectCorrupt { key: key_owned.clone(), reason: e.to_string() })?;
+                    entries.push(serde_json::from_str(&line).map_err(|e| Error::ObjectCorrupt {
+                        key: key_owned.clone(),
+                        reason: format!("index line {}: {e}", n + 1),
+                    })?);
+                }
+                Ok(entries)
+            },
+        )
+        .await
+    }
+}
+
+/// Shrinkage is a warning, not a failure: a big cleanup or a retention job can shrink data legitimately.
+fn shrinkage_check(anomalies: &[String], max_shrink: f64) -> Check {
+    let limit = format!("{:.0}%", max_shrink * 100.0);
+    Check {
+        name: "shrinkage".into(),
+        status: if anomalies.is_empty() { CheckStatus::Pass } else { CheckStatus::Warn },
+        detail: match anomalies.len() {
+            0 => format!("no source or table shrank by more than {limit} since the previous snapshot"),
+            n => format!("{n} sources or tables shrank by more than {limit} since the previous snapshot"),
+        },
+        problems: anomalies.to_vec(),
+    }
+}
+
+/// Phase times summed over the sources, in the order phases first appear.
+fn sum_phases(restored: &RestoreReport) -> Vec<Phase> {
+    let mut phases: Vec<Phase> = Vec::new();
+    for phase in restored.sources.iter().flat_map(|s| s.phases.iter()) {
+        match phases.iter_mut().find(|p| p.name == phase.name) {
+            Some(existing) => existing.seconds += phase.seconds,
+            None => phases.push(phase.clone()),
+        }
+    }
+    phases
+}
