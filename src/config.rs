@@ -370,6 +370,37 @@ impl Config {
         if self.restore.jobs == Some(0) {
             return Err(Error::ConfigInvalid("[restore] jobs must be at least 1".into()));
         }
+        self.validate_drill()
+    }
+
+    fn validate_drill(&self) -> Result<()> {
+        let drill = &self.drill;
+        if !(drill.max_shrink > 0.0 && drill.max_shrink <= 1.0) {
+            return Err(Error::ConfigInvalid(format!(
+                "[drill] max_shrink = {} is out of range; use a fraction above 0 and at most 1 (0.5: warn when \
+                 something falls to less than half)",
+                drill.max_shrink
+            )));
+        }
+        if let Some(url) = &drill.scratch_url {
+            crate::pg::ConnInfo::parse(url)
+                .map_err(|e| Error::ConfigInvalid(format!("[drill] scratch_url: {e}")))?;
+        }
+        let mut names = HashSet::new();
+        for check in &drill.checks {
+            let context = format!("[[drill.check]] {:?}", check.name);
+            if !names.insert(check.name.as_str()) {
+                return Err(Error::ConfigInvalid(format!("{context} is defined twice; give each check its own name")));
+            }
+            if !self.postgres.iter().any(|p| p.name == check.database) {
+                return Err(Error::ConfigInvalid(format!(
+                    "{context}: database {:?} is not a [[postgres]] source (use a source's name)",
+                    check.database
+                )));
+            }
+            crate::drill::expect::Expectation::parse(&check.expect)
+                .map_err(|e| Error::ConfigInvalid(format!("{context}: {e}")))?;
+        }
         Ok(())
     }
 

@@ -251,3 +251,64 @@ fn sha256_file(path: &Path) -> io::Result<String> {
         hasher.update(&buffer[..n]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, content: &[u8]) -> IndexEntry {
+        IndexEntry {
+            path: path.into(),
+            path_hex: None,
+            kind: EntryKind::File,
+            mode: 0o644,
+            mtime: 0,
+            size: Some(content.len() as u64),
+            sha256: Some(hex::encode(Sha256::digest(content))),
+            target: None,
+        }
+    }
+
+    fn dir(path: &str) -> IndexEntry {
+        IndexEntry { kind: EntryKind::Dir, size: None, sha256: None, ..file(path, b"") }
+    }
+
+    fn details(files: u64, bytes: u64) -> FilesDetails {
+        FilesDetails {
+            name: "uploads".into(),
+            root: "/srv/uploads".into(),
+            files,
+            directories: 1,
+            symlinks: 0,
+            bytes,
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_tree_equal_to_its_index_passes_and_every_difference_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("a")).unwrap();
+        std::fs::write(root.path().join("a/one.jpg"), b"one").unwrap();
+        std::fs::write(root.path().join("two.jpg"), b"two!").unwrap();
+        let index = vec![dir("a"), file("a/one.jpg", b"one"), file("two.jpg", b"two!")];
+        let good = files("uploads", root.path(), &index, Some(&details(2, 7)));
+        assert_eq!(good.status, CheckStatus::Pass, "{good:?}");
+
+        // Same size, other bytes; a file gone; a file nobody backed up.
+        std::fs::write(root.path().join("two.jpg"), b"TWO!").unwrap();
+        std::fs::remove_file(root.path().join("a/one.jpg")).unwrap();
+        std::fs::write(root.path().join("stray.txt"), b"?").unwrap();
+        let bad = files("uploads", root.path(), &index, Some(&details(2, 7)));
+        assert_eq!(bad.status, CheckStatus::Fail);
+        assert_eq!(
+            bad.problems,
+            [
+                "a/one.jpg: missing",
+                "two.jpg: content differs (SHA-256)",
+                "stray.txt: not in the backup's index",
+                "1 files / 4 bytes restored, the manifest says 2 / 7",
+            ]
+        );
+    }
+}

@@ -386,32 +386,36 @@ impl Run<'_> {
                 }
                 SourceKind::Files => {
                     let name = format!("files {}", source.name);
-                    if let Some(error) = &source.error {
-                        checks.push(checks::unreachable(name, format!("not restored: {error}")));
-                        continue;
-                    }
                     let Some(index) = manifest.source(&source.name).and_then(|s| s.object(ObjectRole::Index)) else {
                         checks.push(checks::unreachable(name, "the snapshot has no index for this source".into()));
                         continue;
                     };
-                    match self.read_index(&index.key, index.expected()).await {
+                    // Read even when the restore failed: the objects check then tells a bad archive from a
+                    // bad index.
+                    let entries = match self.read_index(&index.key, index.expected()).await {
                         Ok(entries) => {
                             verified.insert(index.key.clone());
-                            let root = files_root.join(&source.name);
-                            let details = private.files(&source.name).cloned();
-                            let source_name = source.name.clone();
-                            let check = tokio::task::spawn_blocking(move || {
-                                checks::files(&source_name, &root, &entries, details.as_ref())
-                            })
-                            .await
-                            .unwrap_or_else(|e| checks::unreachable(name, e.to_string()));
-                            checks.push(check);
+                            entries
                         }
                         Err(e) => {
                             object_errors.push(e.to_string());
                             checks.push(checks::unreachable(name, format!("its index could not be read: {e}")));
+                            continue;
                         }
+                    };
+                    if let Some(error) = &source.error {
+                        checks.push(checks::unreachable(name, format!("not restored: {error}")));
+                        continue;
                     }
+                    let root = files_root.join(&source.name);
+                    let details = private.files(&source.name).cloned();
+                    let source_name = source.name.clone();
+                    let check = tokio::task::spawn_blocking(move || {
+                        checks::files(&source_name, &root, &entries, details.as_ref())
+                    })
+                    .await
+                    .unwrap_or_else(|e| checks::unreachable(name, e.to_string()));
+                    checks.push(check);
                 }
             }
         }

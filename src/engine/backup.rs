@@ -43,6 +43,8 @@ pub struct BackupReport {
     pub duration_seconds: f64,
     pub stored_size: u64,
     pub sources: Vec<SourceReport>,
+    /// Sources that shrank by more than `[drill] max_shrink` since the previous snapshot.
+    pub anomalies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,6 +129,7 @@ pub async fn backup(
         Ok((manifest, sources)) => {
             let elapsed = clock.elapsed();
             tracing::info!(snapshot = %manifest.id, seconds = elapsed.as_secs_f64(), "backup committed");
+            let anomalies = shrinkage(repo, &manifest, config.drill.max_shrink).await;
             Ok(BackupReport {
                 snapshot: manifest.id.clone(),
                 started_at: manifest.started_at,
@@ -134,6 +137,7 @@ pub async fn backup(
                 duration_seconds: elapsed.as_secs_f64(),
                 stored_size: manifest.stored_size(),
                 sources,
+                anomalies,
             })
         }
         Err(e) => {
@@ -395,4 +399,33 @@ impl Run<'_> {
             warnings,
         })
     }
+}
+
+/// Compares the new snapshot's sizes with the previous snapshot's (the public half only: a backup host holds
+/// no identity) and warns about each source that shrank beyond `max_shrink`. Best effort: the snapshot is
+/// committed already, and a previous manifest that cannot be read only costs the comparison.
+async fn shrinkage(repo: &Repository, manifest: &Manifest, max_shrink: f64) -> Vec<String> {
+    let previous = async {
+        let ids = repo.snapshot_ids().await?;
+        match ids.iter().rev().find(|id| **id < manifest.id) {
+            Some(id) => repo.manifest(id).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let previous = match previous.await {
+        Ok(Some(previous)) => previous,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            tracing::debug!("no size comparison with the previous snapshot: {e}");
+            return Vec::new();
+        }
+    };
+    let found: Vec<String> = crate::anomalies::compare(&previous, None, manifest, None, max_shrink)
+        .iter()
+        .map(|a| format!("{a} since snapshot {}", previous.id))
+        .collect();
+    for anomaly in &found {
+        tracing::warn!("{anomaly}: check that the backup still captures everything");
+    }
+    found
 }
