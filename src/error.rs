@@ -131,7 +131,12 @@ pub enum Error {
 
     /// A drill ran to its end and did not succeed: a check failed or an objective was missed.
     #[error("drill {outcome}: {reason}")]
-    DrillFailed { outcome: &'static str, reason: String },
+    DrillFailed {
+        outcome: &'static str,
+        reason: String,
+        /// The hint of the error that stopped the drill, when one did.
+        hint: Option<String>,
+    },
 
     #[error("interrupted")]
     Interrupted,
@@ -267,7 +272,8 @@ impl Error {
                  scratch cluster"
                     .to_string()
             }
-            Error::DrillFailed { .. } => {
+            Error::DrillFailed { hint: Some(hint), .. } => hint.clone(),
+            Error::DrillFailed { hint: None, .. } => {
                 "the lines above name each failed check and missed objective; the record is in the repository \
                  (`dr report`)"
                     .to_string()

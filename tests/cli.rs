@@ -43,7 +43,19 @@ fn keygen_writes_a_private_identity_and_prints_its_recipient() {
 #[test]
 fn help_and_version() {
     let run = dr(&["--help"]).ok();
-    for text in ["Usage: dr", "keygen", "init", "backup", "snapshots", "restore", "verify", "demo", "Exit codes"] {
+    for text in [
+        "Usage: dr",
+        "keygen",
+        "init",
+        "backup",
+        "snapshots",
+        "restore",
+        "verify",
+        "drill",
+        "report",
+        "demo",
+        "Exit codes",
+    ] {
         assert!(run.stdout.contains(text), "{text}:\n{}", run.stdout);
     }
     let run = dr(&["restore", "--help"]).ok();
@@ -260,4 +272,18 @@ fn the_environment_overrides_the_configuration() {
     let mut command = dr_command();
     command.current_dir(empty.path()).env("DR_REPOSITORY_URL", &env_repo).env("DR_IDENTITY_FILE", &other);
     run(command.args(["verify", "--all"])).ok();
+}
+
+/// The README's first command: the whole round trip and a restore drill, leaving nothing behind.
+#[test]
+fn the_demo_runs_end_to_end_and_cleans_up() {
+    let tmp = tempfile::Builder::new().prefix("dr-demo-tmp-").tempdir().unwrap();
+    let output = common::dr_command().arg("demo").env("TMPDIR", tmp.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("ok  restore drill"), "{stdout}");
+    assert!(stdout.contains("7 checks passed; RTO"), "{stdout}");
+    assert!(stdout.contains("The restored site is identical to the original (10 steps"), "{stdout}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
 }

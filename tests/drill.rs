@@ -155,23 +155,30 @@ async fn a_damaged_object_fails_the_drill_naming_it_and_leaves_nothing_behind() 
     assert_eq!(drill_records(&site).len(), 1, "a failed drill still writes its record");
 }
 
-/// Rewrites a snapshot's recorded row counts, as if the dump had captured fewer rows than the snapshot says.
-fn inflate_recorded_rows(site: &Site, snapshot: &str, tables: &[(&str, i64)]) {
+/// Rewrites the private half of a snapshot's manifest, as a backup with other facts would have written it.
+fn edit_private(site: &Site, snapshot: &str, edit: impl FnOnce(&mut Value)) {
     let path = site.manifest_path(snapshot);
     let mut manifest: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     let identities = dr::Identities::load(&site.identity).unwrap();
     let plain = identities.open(manifest["private"].as_str().unwrap(), "test").unwrap();
     let mut private: Value = serde_json::from_slice(&plain).unwrap();
-    for source in private["sources"].as_array_mut().unwrap() {
-        for table in source["tables"].as_array_mut().into_iter().flatten() {
-            if let Some((_, extra)) = tables.iter().find(|(name, _)| table["table"] == *name) {
-                table["rows"] = Value::from(table["rows"].as_i64().unwrap() + extra);
-            }
-        }
-    }
+    edit(&mut private);
     let recipients = dr::Recipients::parse(std::slice::from_ref(&site.recipient)).unwrap();
     manifest["private"] = Value::from(recipients.seal(&serde_json::to_vec(&private).unwrap()).unwrap());
     fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+/// As if the dump had captured fewer rows than the snapshot recorded.
+fn inflate_recorded_rows(site: &Site, snapshot: &str, tables: &[(&str, i64)]) {
+    edit_private(site, snapshot, |private| {
+        for source in private["sources"].as_array_mut().unwrap() {
+            for table in source["tables"].as_array_mut().into_iter().flatten() {
+                if let Some((_, extra)) = tables.iter().find(|(name, _)| table["table"] == *name) {
+                    table["rows"] = Value::from(table["rows"].as_i64().unwrap() + extra);
+                }
+            }
+        }
+    });
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,4 +399,34 @@ async fn an_interrupted_drill_cleans_up_and_records_why() {
     assert!(stderr.contains("error: stopped by SIGINT"), "{stderr}");
     tmp.assert_clean();
     assert_eq!(drill_records(&site).len(), 1, "the interrupted drill left its record");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_server_version_is_named_with_what_to_install() {
+    let site = Site::new().await;
+    let snapshot = site.backup();
+    // A snapshot of a PostgreSQL 9 server: no such server binaries exist on any test machine.
+    edit_private(&site, &snapshot, |private| {
+        private["sources"][0]["server_version_num"] = Value::from(90_624);
+    });
+    let tmp = Tmp::new();
+    let run = drill(&site, &tmp, &[]).fails(1);
+    let error = run.error();
+    assert!(error.contains("cannot find initdb for PostgreSQL 9"), "{error}");
+    let hint = run.hint().unwrap();
+    assert!(hint.contains("apt-get install postgresql-9") && hint.contains("scratch_url"), "{hint}");
+    tmp.assert_clean();
+    assert_eq!(drill_records(&site).len(), 1, "the failed drill is on record");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_drill_reports_download_and_pg_restore_as_one_phase() {
+    let site = Site::new().await;
+    site.backup();
+    let tmp = Tmp::new();
+    let record = drill(&site, &tmp, &["--json", "--jobs", "1"]).ok().json();
+    let phases: Vec<&str> = record["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["download+decrypt", "download+decrypt+pg_restore", "files", "checks"]);
+    assert_eq!(check_names(&record), EXPECTED_CHECKS);
+    tmp.assert_clean();
 }

@@ -168,6 +168,13 @@ async fn the_core_round_trip_works_on_s3() {
         assert_eq!(uploads["dangling.jpg"], "symlink -> missing.jpg");
         assert!(uploads["albums/restricted"].starts_with("dir 750 "));
     }
+
+    // A restore drill from S3: every check passes, and its encrypted record lands in the bucket.
+    let drill = s3_dr(&site, &garage, &["drill", "--json"]).ok().json();
+    assert_eq!(drill["snapshot"], snapshot.as_str());
+    assert_eq!(drill["succeeded"], true, "{drill:#}");
+    let record_key = format!("{prefix}/drills/{}.json.age", drill["id"].as_str().unwrap());
+    assert!(bucket_keys(&garage, prefix).await.contains(&record_key), "the record is on S3: {record_key}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -76,6 +76,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
         (Some(reason), passed) => Err(Error::DrillFailed {
             outcome: if passed { "passed its checks but missed an objective" } else { "failed" },
             reason: reason.clone(),
+            hint: outcome.hint.clone(),
         }),
     }
 }

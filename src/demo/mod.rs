@@ -2,7 +2,8 @@
 //!
 //! Starts a scratch PostgreSQL, fills it with a small photo-sharing site (plus configuration and upload
 //! files), backs it all up to a local repository, restores into a second scratch server and directory, proves
-//! the contents are identical, verifies the snapshot, and cleans up. Each step is reported with its time.
+//! the contents are identical, verifies the snapshot, runs a restore drill on it, and cleans up. Each step is
+//! reported with its time.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -158,6 +159,34 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&Step) + Send)) 
         })
         .await?;
 
+    steps
+        .run("restore drill: a third scratch server, every check, RPO and RTO", async {
+            let options = crate::drill::DrillOptions {
+                selector: Selector::Latest,
+                scratch_url: None,
+                keep: false,
+                jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                temp_dir: Some(root.clone()),
+                cancel: tokio_util::sync::CancellationToken::new(),
+            };
+            let outcome = crate::drill::drill(&config, &repo, identities.clone(), &options, &NoProgress).await?;
+            let record = &outcome.record;
+            if let Some(reason) = &record.reason {
+                return Err(Error::DrillFailed { outcome: "failed", reason: reason.clone(), hint: outcome.hint });
+            }
+            let seconds = |s: Option<f64>| crate::units::duration(Duration::from_secs_f64(s.unwrap_or(0.0)));
+            let detail = format!(
+                "{} checks passed; RTO {} (objective {}), RPO {} (objective {})",
+                record.checks.len(),
+                seconds(record.rto.seconds),
+                seconds(record.rto.objective_seconds),
+                seconds(record.rpo.seconds),
+                seconds(record.rpo.objective_seconds),
+            );
+            Ok(((), detail))
+        })
+        .await?;
+
     let kept = steps
         .run("stop the scratch servers and clean up", async {
             let stopped = tokio::task::spawn_blocking(move || source.stop().and(target.stop()))
@@ -204,6 +233,11 @@ fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
                 external_symlinks: false,
             },
         ],
+        // The objectives of a small site with hourly backups, for the drill step to measure against.
+        objectives: crate::config::Objectives {
+            rpo: Some(Duration::from_secs(3600)),
+            rto: Some(Duration::from_secs(15 * 60)),
+        },
         ..Config::default()
     }
 }

@@ -64,6 +64,8 @@ pub struct DrillOutcome {
     pub stored: std::result::Result<String, String>,
     /// With `--keep`: how to reach what was left in place.
     pub kept: Vec<String>,
+    /// What to do about the error that stopped the drill early, if one did.
+    pub hint: Option<String>,
 }
 
 /// What the drill holds that must be cleaned up whatever happens.
@@ -123,6 +125,7 @@ pub async fn drill(
         });
     }
     conclude(&mut record, result.as_ref().err());
+    let hint = result.as_ref().err().and_then(Error::hint);
     record.finished_at = Utc::now();
     let stored = repo.save_drill(&recipients, &record).await.map_err(|e| e.to_string());
     if let Err(e) = result
@@ -130,7 +133,7 @@ pub async fn drill(
     {
         return Err(e);
     }
-    Ok(DrillOutcome { record, stored, kept })
+    Ok(DrillOutcome { record, stored, kept, hint })
 }
 
 fn new_record(started_at: DateTime<Utc>, config: &Config) -> DrillRecord {

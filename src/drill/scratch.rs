@@ -13,7 +13,8 @@ const MAX_IDENTIFIER: usize = 63;
 
 #[derive(Debug)]
 pub enum DrillScratch {
-    Embedded(ScratchPostgres),
+    /// The cluster, and the database names given out so far.
+    Embedded(ScratchPostgres, Vec<String>),
     Server(ScratchServer),
 }
 
@@ -38,7 +39,7 @@ impl DrillScratch {
         let server = tokio::task::spawn_blocking(move || ScratchPostgres::start(&options))
             .await
             .map_err(|e| Error::io("starting the scratch PostgreSQL", std::io::Error::other(e)))??;
-        Ok(DrillScratch::Embedded(server))
+        Ok(DrillScratch::Embedded(server, Vec::new()))
     }
 
     /// Uses the server at `url`, after making sure it is not where a configured source lives and that it
@@ -74,7 +75,17 @@ impl DrillScratch {
     /// Where the restore of database source `source` (database `original` at backup) goes.
     pub fn target(&mut self, source: &str, original: &str) -> ConnInfo {
         match self {
-            DrillScratch::Embedded(server) => server.conninfo(original),
+            // The cluster is the drill's own: the original name reads naturally with `--keep`, unless two
+            // sources (from two servers) share it.
+            DrillScratch::Embedded(server, used) => {
+                let mut name = original.to_string();
+                if used.contains(&name) || name == "template0" || name == "template1" {
+                    name = format!("{DATABASE_PREFIX}{source}");
+                    name.truncate(MAX_IDENTIFIER);
+                }
+                used.push(name.clone());
+                server.conninfo(&name)
+            }
             DrillScratch::Server(server) => {
                 let mut name = format!("{DATABASE_PREFIX}{}_{source}", server.tag);
                 name.truncate(MAX_IDENTIFIER);
@@ -93,7 +104,7 @@ impl DrillScratch {
 
     pub fn describe(&self) -> ScratchDescription {
         match self {
-            DrillScratch::Embedded(server) => ScratchDescription {
+            DrillScratch::Embedded(server, _) => ScratchDescription {
                 kind: "embedded".into(),
                 location: server.socket_dir().display().to_string(),
                 server_version: Some(format!("PostgreSQL {}", server.major())),
@@ -112,7 +123,7 @@ impl DrillScratch {
     /// the first failure is returned.
     pub async fn clean_up(self) -> Result<()> {
         match self {
-            DrillScratch::Embedded(server) => tokio::task::spawn_blocking(move || server.stop())
+            DrillScratch::Embedded(server, _) => tokio::task::spawn_blocking(move || server.stop())
                 .await
                 .map_err(|e| Error::io("stopping the scratch PostgreSQL", std::io::Error::other(e)))?,
             DrillScratch::Server(server) => server.drop_everything().await,
@@ -123,7 +134,7 @@ impl DrillScratch {
     pub fn keep(self, databases: &[(String, ConnInfo)]) -> Vec<String> {
         let mut lines: Vec<String> =
             databases.iter().map(|(source, conninfo)| format!("{source}: psql \"{}\"", conninfo.for_child())).collect();
-        if let DrillScratch::Embedded(server) = self {
+        if let DrillScratch::Embedded(server, _) = self {
             let dir = server.keep();
             lines.push(format!(
                 "the scratch cluster keeps running from {}; stop it with: pg_ctl -D {}/data stop, then remove the directory",
