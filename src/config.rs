@@ -238,6 +238,9 @@ pub struct DrillCheck {
     pub sql: String,
     /// `=`, `!=`, `>`, `>=`, `<`, `<=` followed by a number, or a literal string compared as text.
     pub expect: String,
+    /// How long the query may run (PostgreSQL's `statement_timeout`); default 5 minutes.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// Where the configuration came from, for messages and for resolving relative paths.
@@ -383,8 +386,7 @@ impl Config {
             )));
         }
         if let Some(url) = &drill.scratch_url {
-            crate::pg::ConnInfo::parse(url)
-                .map_err(|e| Error::ConfigInvalid(format!("[drill] scratch_url: {e}")))?;
+            crate::pg::ConnInfo::parse(url).map_err(|e| Error::ConfigInvalid(format!("[drill] scratch_url: {e}")))?;
         }
         let mut names = HashSet::new();
         for check in &drill.checks {

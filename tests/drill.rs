@@ -241,14 +241,46 @@ expect = "> 1000000"
     );
     tmp.assert_clean();
 
-    // A check that cannot even run (bad SQL) fails by name too.
+    // A check that cannot even run fails by name too: bad SQL, a write (checks are read-only), a timeout.
     site.write_config(
-        "[[drill.check]]\nname = \"typo\"\ndatabase = \"app\"\nsql = \"select count(*) from postz\"\nexpect = \"> 0\"\n",
+        r#"
+[[drill.check]]
+name = "typo"
+database = "app"
+sql = "select count(*) from postz"
+expect = "> 0"
+
+[[drill.check]]
+name = "sneaky write"
+database = "app"
+sql = "delete from comments"
+expect = "0"
+
+[[drill.check]]
+name = "slow"
+database = "app"
+sql = "select pg_sleep(30)"
+expect = "x"
+timeout = "200ms"
+
+[[drill.check]]
+name = "still counts"
+database = "app"
+sql = "select count(*) from comments"
+expect = "= 3000"
+"#,
     );
     let record = drill(&site, &tmp, &["--json"]).fails(1).json();
-    let typo = check(&record, "typo");
-    assert_eq!(typo["status"], "fail");
-    assert!(typo["detail"].as_str().unwrap().contains("postz"), "{typo}");
+    let detail = |name: &str| {
+        let found = check(&record, name);
+        assert_eq!(found["status"], "fail", "{found}");
+        found["detail"].as_str().unwrap().to_string()
+    };
+    assert!(detail("typo").contains("postz"), "{record:#}");
+    assert!(detail("sneaky write").contains("read-only transaction"), "{record:#}");
+    assert!(detail("slow").contains("statement timeout"), "{record:#}");
+    assert_eq!(check(&record, "still counts")["status"], "pass", "the write did not happen");
+    tmp.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -124,8 +125,18 @@ pub async fn roles(source: &str, client: &Client, globals: &GlobalsDetails) -> C
     check(name, problems, pass, "roles recorded at backup are missing".to_string())
 }
 
-/// A user check from `[[drill.check]]`.
+/// How long a user check may run unless it says otherwise.
+const USER_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A user check from `[[drill.check]]`, in a read-only session (a check must not change what the next one
+/// sees) under a statement timeout (a check must not hang the drill).
 pub async fn user(client: &Client, user_check: &DrillCheck, expectation: &Expectation) -> Check {
+    let timeout = user_check.timeout.unwrap_or(USER_CHECK_TIMEOUT);
+    let session =
+        format!("SET default_transaction_read_only = on; SET statement_timeout = {}", timeout.as_millis().max(1));
+    if let Err(e) = client.batch_execute(&session).await {
+        return unreachable(user_check.name.clone(), format!("could not prepare the session: {}", describe(&e)));
+    }
     let answer = match first_value(client, &user_check.sql).await {
         Ok(answer) => answer,
         Err(message) => return unreachable(user_check.name.clone(), format!("query failed: {message}")),
