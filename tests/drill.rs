@@ -462,3 +462,16 @@ async fn a_streamed_drill_reports_download_and_pg_restore_as_one_phase() {
     assert_eq!(check_names(&record), EXPECTED_CHECKS);
     tmp.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_with_nothing_to_restore_fails_on_record() {
+    let site = Site::new().await;
+    let tmp = Tmp::new();
+    let run = drill(&site, &tmp, &["--json"]).fails(1);
+    assert_eq!(run.error(), "error: drill failed: the repository holds no snapshots");
+    assert!(run.hint().unwrap().contains("dr snapshots"), "the cause's own hint: {:?}", run.hint());
+    let record = run.json();
+    assert!(record["snapshot"].is_null() && record["passed"] == false, "{record:#}");
+    assert_eq!(drill_records(&site).len(), 1, "even this drill is on record, for the weekly report");
+    tmp.assert_clean();
+}
