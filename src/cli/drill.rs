@@ -16,7 +16,7 @@ use super::progress::Display;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Which snapshot (default: latest).
-    #[arg(long, value_name = "latest|ID|TIME", value_parser = parse_selector)]
+    #[arg(long, value_name = "latest|ID|TIME", value_parser = super::parse_selector)]
     to: Option<Selector>,
 
     /// A PostgreSQL server to restore into (as `dr_drill_*` databases, dropped afterwards) instead of an
@@ -37,20 +37,12 @@ pub struct Args {
     json: bool,
 }
 
-fn parse_selector(text: &str) -> std::result::Result<Selector, String> {
-    text.parse()
-}
-
 pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()> {
     let loaded = context.load_config()?;
     let config = &loaded.config;
     let identities = context.identities(config, "drill")?;
     let repo = context.open_repository(config).await?;
-    let jobs = args
-        .jobs
-        .map(|j| j as usize)
-        .or(config.restore.jobs)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = Context::restore_jobs(config, args.jobs);
     let options = DrillOptions {
         selector: args.to.unwrap_or(Selector::Latest),
         scratch_url: args.scratch_url.or_else(|| config.drill.scratch_url.clone()),

@@ -11,7 +11,7 @@ use super::progress::Display;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Which snapshot: `latest`, an id (or unique prefix), or an RFC 3339 time (the newest at or before it).
-    #[arg(long, value_name = "latest|ID|TIME", value_parser = parse_selector)]
+    #[arg(long, value_name = "latest|ID|TIME", value_parser = super::parse_selector)]
     to: Selector,
 
     /// Restore only this source (repeatable).
@@ -39,10 +39,6 @@ pub struct Args {
     json: bool,
 }
 
-fn parse_selector(text: &str) -> std::result::Result<Selector, String> {
-    text.parse()
-}
-
 fn parse_into(text: &str) -> std::result::Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, target)) if !name.is_empty() && !target.is_empty() => Ok((name.to_string(), target.to_string())),
@@ -55,11 +51,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let config = &loaded.config;
     let identities = context.identities(config, "restore")?;
     let repo = context.open_repository(config).await?;
-    let jobs = args
-        .jobs
-        .map(|j| j as usize)
-        .or(config.restore.jobs)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = Context::restore_jobs(config, args.jobs);
     let options = RestoreOptions {
         selector: args.to,
         only: args.only,

@@ -9,7 +9,7 @@ use super::progress::Display;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Which snapshot (default: latest).
-    #[arg(long, value_name = "latest|ID|TIME", value_parser = parse_selector, conflicts_with = "all")]
+    #[arg(long, value_name = "latest|ID|TIME", value_parser = super::parse_selector, conflicts_with = "all")]
     to: Option<Selector>,
 
     /// Verify every snapshot.
@@ -19,10 +19,6 @@ pub struct Args {
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_selector(text: &str) -> std::result::Result<Selector, String> {
-    text.parse()
 }
 
 pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()> {

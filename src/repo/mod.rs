@@ -105,15 +105,17 @@ impl Repository {
 
     /// Ids of every committed snapshot, oldest first.
     pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        self.ids_between(SNAPSHOTS_PREFIX, ".json").await
+    }
+
+    /// The ids named by the keys `<prefix><id><suffix>`, sorted (so oldest first); other keys are ignored.
+    async fn ids_between(&self, prefix: &str, suffix: &str) -> Result<Vec<SnapshotId>> {
         let mut ids: Vec<SnapshotId> = self
             .store
-            .list(SNAPSHOTS_PREFIX)
+            .list(prefix)
             .await?
             .into_iter()
-            .filter_map(|meta| {
-                let name = meta.key.strip_prefix(SNAPSHOTS_PREFIX)?.strip_suffix(".json")?;
-                name.parse().ok()
-            })
+            .filter_map(|meta| meta.key.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok())
             .collect();
         ids.sort();
         Ok(ids)
@@ -211,15 +213,7 @@ impl Repository {
 
     /// Ids of every stored drill record, oldest first.
     pub async fn drill_ids(&self) -> Result<Vec<SnapshotId>> {
-        let mut ids: Vec<SnapshotId> = self
-            .store
-            .list(DRILLS_PREFIX)
-            .await?
-            .into_iter()
-            .filter_map(|meta| meta.key.strip_prefix(DRILLS_PREFIX)?.strip_suffix(DRILL_SUFFIX)?.parse().ok())
-            .collect();
-        ids.sort();
-        Ok(ids)
+        self.ids_between(DRILLS_PREFIX, DRILL_SUFFIX).await
     }
 
     /// Reads and decrypts one drill record.
