@@ -11,9 +11,11 @@
 //! - [`engine`]: backup, restore and verify;
 //! - [`demo`]: the end-to-end demonstration behind `dr demo`.
 
+pub mod anomalies;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod files;
@@ -21,6 +23,7 @@ pub mod pg;
 pub mod pipeline;
 pub mod progress;
 pub mod repo;
+pub mod report;
 pub mod store;
 pub mod units;
 

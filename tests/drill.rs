@@ -120,6 +120,16 @@ async fn a_drill_of_a_good_snapshot_passes_with_every_check_listed() {
     assert_eq!(record["scratch"]["kind"], "embedded");
     assert!(record["tools"]["pg_restore"].as_str().unwrap().starts_with("pg_restore (PostgreSQL)"));
 
+    // The weekly report reads both records back from the repository, with the same figures.
+    let report = site.dr(&["report", "--format", "json"]).ok().json();
+    let drills = report["drills"].as_array().unwrap();
+    assert_eq!(drills.len(), 2, "{report:#}");
+    assert_eq!(drills[1]["id"], record["id"]);
+    assert_eq!(drills[1]["verdict"], "succeeded");
+    assert_eq!(drills[1]["rto"]["seconds"], record["rto"]["seconds"]);
+    assert_eq!(drills[1]["checks_passed"], EXPECTED_CHECKS.len());
+    assert_eq!(report["snapshots"].as_array().unwrap().len(), 1);
+
     // Both drills left an encrypted record: nothing readable in it without the identity.
     let records = drill_records(&site);
     assert_eq!(records.len(), 2, "{records:?}");
@@ -153,6 +163,9 @@ async fn a_damaged_object_fails_the_drill_naming_it_and_leaves_nothing_behind() 
     assert!(run.stdout.contains("pass  row counts app"), "the other sources are still checked:\n{}", run.stdout);
     tmp.assert_clean();
     assert_eq!(drill_records(&site).len(), 1, "a failed drill still writes its record");
+    let report = site.dr(&["report"]).ok();
+    assert!(report.stdout.contains("failed"), "the report shows the failed drill:\n{}", report.stdout);
+    assert!(report.stdout.contains("uploads/files.tar.zst.age is corrupt"), "with its detail:\n{}", report.stdout);
 }
 
 /// Rewrites the private half of a snapshot's manifest, as a backup with other facts would have written it.

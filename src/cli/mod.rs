@@ -2,10 +2,12 @@
 
 mod backup;
 mod demo;
+mod drill;
 mod init;
 mod keygen;
 mod output;
 mod progress;
+mod report;
 mod restore;
 mod signals;
 mod snapshots;
@@ -62,6 +64,10 @@ enum Command {
     Restore(restore::Args),
     /// Read snapshots back and check every object: hash, decryption, decompression, content.
     Verify(verify::Args),
+    /// Restore a snapshot into a scratch PostgreSQL, prove it complete, and measure RPO and RTO.
+    Drill(drill::Args),
+    /// Summarize drills and snapshots over a window: Markdown, HTML or JSON.
+    Report(report::Args),
     /// Back up and restore a sample site on scratch PostgreSQL servers, and check the result.
     Demo(demo::Args),
 }
@@ -84,10 +90,22 @@ impl Context {
         Repository::open(Arc::from(store)).await
     }
 
+    /// pg_restore jobs: the flag, else `[restore] jobs`, else one per CPU.
+    pub fn restore_jobs(config: &Config, flag: Option<u32>) -> usize {
+        flag.map(|j| j as usize)
+            .or(config.restore.jobs)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     pub fn identities(&self, config: &Config, action: &'static str) -> Result<Arc<Identities>> {
         let path = config.encryption.identity_file.as_ref().ok_or(Error::NoIdentity { action })?;
         Ok(Arc::new(Identities::load(path)?))
     }
+}
+
+/// clap's parser for `--to latest|ID|TIME`.
+fn parse_selector(text: &str) -> std::result::Result<dr::Selector, String> {
+    text.parse()
 }
 
 pub fn main() -> ExitCode {
@@ -119,7 +137,8 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let grace = if matches!(cli.command, Command::Backup(_)) { signals::GRACE } else { Duration::ZERO };
+    let grace =
+        if matches!(cli.command, Command::Backup(_) | Command::Drill(_)) { signals::GRACE } else { Duration::ZERO };
     let result = runtime.block_on(async {
         let stop = signals::Stop::listen();
         let context = Context { config_path: cli.config, quiet: cli.quiet, stop: stop.clone() };
@@ -149,6 +168,8 @@ async fn run(command: Command, context: &Context, display: &progress::Display) -
         Command::Snapshots(args) => snapshots::run(context, args).await,
         Command::Restore(args) => restore::run(context, args, display).await,
         Command::Verify(args) => verify::run(context, args, display).await,
+        Command::Drill(args) => drill::run(context, args, display).await,
+        Command::Report(args) => report::run(context, args).await,
         Command::Demo(args) => demo::run(args).await,
     }
 }

@@ -1,0 +1,298 @@
+//! The report as Markdown, for chat and email: readable raw as well as rendered. Every string that comes from a
+//! record (check names and details, reasons, host names) goes through [`text`], so a detail cannot open a
+//! table cell, a link or an HTML tag in the reader's client.
+
+use std::fmt::{self, Write};
+
+use super::{Measured, Report, Verdict, duration, time};
+use crate::units;
+
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = write_report(&mut out, report);
+    out
+}
+
+fn write_report(out: &mut String, report: &Report) -> fmt::Result {
+    header(out, report)?;
+    summary(out, report)?;
+    drills(out, report)?;
+    failed_checks(out, report)?;
+    rpo_gap(out, report)?;
+    days(out, report)?;
+    anomalies(out, report)?;
+    unreadable(out, report)
+}
+
+fn header(out: &mut String, report: &Report) -> fmt::Result {
+    writeln!(out, "# Backup report: {}", report.headline())?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Window {} to {} ({}). Repository {}. Made by dr {}.",
+        time(report.window.start),
+        time(report.window.end),
+        duration(report.window.seconds),
+        code(&report.repository),
+        report.dr_version
+    )?;
+    writeln!(out)
+}
+
+fn summary(out: &mut String, report: &Report) -> fmt::Result {
+    let s = &report.summary;
+    writeln!(out, "## Summary")?;
+    writeln!(out)?;
+    if s.findings.is_empty() {
+        writeln!(out, "All clear: every drill succeeded and nothing else needs a look.")?;
+    }
+    for finding in &s.findings {
+        writeln!(out, "- **Warning:** {}", text(finding))?;
+    }
+    writeln!(out)?;
+    writeln!(out, "| | This window |")?;
+    writeln!(out, "|---|---|")?;
+    writeln!(
+        out,
+        "| Drills | {}: {} succeeded, {} missed an objective, {} failed |",
+        s.drills, s.drills_succeeded, s.drills_objective_missed, s.drills_failed
+    )?;
+    writeln!(out, "| Failed checks | {} |", s.failed_checks)?;
+    let gap = match &report.worst_rpo_gap {
+        Some(gap) => {
+            measured(&Measured { seconds: Some(gap.seconds), objective_seconds: gap.objective_seconds, met: gap.met })
+        }
+        None => "no snapshot".to_string(),
+    };
+    writeln!(out, "| Worst RPO gap | {gap} |")?;
+    writeln!(out, "| Snapshots | {}, {} stored |", s.snapshots, units::bytes(s.stored_bytes))?;
+    writeln!(out, "| Anomalies | {} between snapshots, {} recorded by drills |", s.anomalies, s.drill_anomalies)?;
+    writeln!(out)
+}
+
+fn drills(out: &mut String, report: &Report) -> fmt::Result {
+    writeln!(out, "## Drills")?;
+    writeln!(out)?;
+    if report.drills.is_empty() {
+        writeln!(
+            out,
+            "**Warning:** no drill in this window, so nothing shows that the backups restore. `dr drill` runs one."
+        )?;
+        return writeln!(out);
+    }
+    writeln!(out, "| Started | Snapshot | Verdict | RTO | RPO | Checks | Host |")?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    for drill in &report.drills {
+        let verdict = match drill.verdict {
+            Verdict::Succeeded => drill.verdict.label().to_string(),
+            _ => format!("**{}**", drill.verdict.label()),
+        };
+        let mut checks = vec![format!("{} passed", drill.checks_passed)];
+        if drill.checks_warned > 0 {
+            checks.push(format!("{} warned", drill.checks_warned));
+        }
+        if drill.checks_failed > 0 {
+            checks.push(format!("**{} failed**", drill.checks_failed));
+        }
+        writeln!(
+            out,
+            "| {} | {} | {verdict} | {} | {} | {} | {} |",
+            time(drill.started_at),
+            drill.snapshot.as_ref().map_or("none".to_string(), |s| code(s.as_str())),
+            measured(&drill.rto),
+            measured(&drill.rpo),
+            checks.join(", "),
+            text(&drill.hostname)
+        )?;
+    }
+    writeln!(out)?;
+    let reasons: Vec<_> = report.drills.iter().filter_map(|d| Some((d, d.reason.as_ref()?))).collect();
+    for (drill, reason) in &reasons {
+        writeln!(out, "- Drill {} ({}): {}", code(drill.id.as_str()), drill.verdict.label(), text(reason))?;
+    }
+    if !reasons.is_empty() {
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn failed_checks(out: &mut String, report: &Report) -> fmt::Result {
+    writeln!(out, "## Failed checks")?;
+    writeln!(out)?;
+    if report.failed_checks.is_empty() {
+        writeln!(out, "None.")?;
+    }
+    for check in &report.failed_checks {
+        writeln!(
+            out,
+            "- **{}** (drill {}, {}): {}",
+            text(&check.name),
+            code(check.drill.as_str()),
+            time(check.drill_started_at),
+            text(&check.detail)
+        )?;
+        for problem in &check.problems {
+            writeln!(out, "  - {}", text(problem))?;
+        }
+    }
+    writeln!(out)
+}
+
+fn rpo_gap(out: &mut String, report: &Report) -> fmt::Result {
+    writeln!(out, "## Worst RPO gap")?;
+    writeln!(out)?;
+    let Some(gap) = &report.worst_rpo_gap else {
+        writeln!(out, "No snapshot was taken before the end of the window: there is nothing to restore.")?;
+        return writeln!(out);
+    };
+    let verdict = match (gap.objective_seconds, gap.met) {
+        (Some(objective), Some(true)) => format!("within the RPO objective of {}", duration(objective)),
+        (Some(objective), _) => format!("**over the RPO objective of {}**", duration(objective)),
+        _ => "no RPO objective is configured".to_string(),
+    };
+    let end = match &gap.to_snapshot {
+        Some(to) => format!("snapshot {} (data of {})", code(to.as_str()), time(gap.to)),
+        None => format!("the end of the window ({}), with no snapshot since", time(gap.to)),
+    };
+    let before_window = if gap.from < report.window.start { ", taken before the window" } else { "" };
+    writeln!(
+        out,
+        "**{}** from snapshot {} (data of {}{before_window}) to {end}: {verdict}.",
+        duration(gap.seconds),
+        code(gap.from_snapshot.as_str()),
+        time(gap.from)
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Counted between consecutive snapshots, from the last snapshot before the window to the first inside it, \
+         and from the newest snapshot to the end of the window."
+    )?;
+    writeln!(out)
+}
+
+fn days(out: &mut String, report: &Report) -> fmt::Result {
+    writeln!(out, "## Snapshots per day")?;
+    writeln!(out)?;
+    writeln!(out, "| Day (UTC) | Snapshots | Stored |")?;
+    writeln!(out, "|---|--:|--:|")?;
+    for day in &report.days {
+        let count = if day.snapshots == 0 { "**0**".to_string() } else { day.snapshots.to_string() };
+        writeln!(out, "| {} | {count} | {} |", day.date.format("%a %Y-%m-%d"), units::bytes(day.stored_bytes))?;
+    }
+    writeln!(
+        out,
+        "| **Total** | **{}** | **{}** |",
+        report.summary.snapshots,
+        units::bytes(report.summary.stored_bytes)
+    )?;
+    writeln!(out)
+}
+
+fn anomalies(out: &mut String, report: &Report) -> fmt::Result {
+    writeln!(out, "## Anomalies")?;
+    writeln!(out)?;
+    let threshold = format!("{:.0}%", report.max_shrink * 100.0);
+    let recorded: Vec<_> = report.drills.iter().flat_map(|d| d.anomalies.iter().map(move |a| (d, a))).collect();
+    if report.anomalies.is_empty() && recorded.is_empty() {
+        writeln!(out, "None: no source or table shrank by more than {threshold} from one snapshot to the next.")?;
+        return writeln!(out);
+    }
+    if !report.anomalies.is_empty() {
+        writeln!(out, "Between snapshots (shrank by more than {threshold}):")?;
+        writeln!(out)?;
+        for found in &report.anomalies {
+            writeln!(
+                out,
+                "- {} ({}, against {}): {}",
+                code(found.snapshot.as_str()),
+                time(found.snapshot_started_at),
+                code(found.previous_snapshot.as_str()),
+                text(&found.description)
+            )?;
+        }
+        writeln!(out)?;
+    }
+    if !recorded.is_empty() {
+        writeln!(out, "Recorded by drills:")?;
+        writeln!(out)?;
+        for (drill, anomaly) in recorded {
+            writeln!(out, "- Drill {} ({}): {}", code(drill.id.as_str()), time(drill.started_at), text(anomaly))?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn unreadable(out: &mut String, report: &Report) -> fmt::Result {
+    if report.unreadable.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "## Unreadable records")?;
+    writeln!(out)?;
+    for record in &report.unreadable {
+        let kind = match record.kind {
+            super::RecordKind::Snapshot => "Snapshot",
+            super::RecordKind::Drill => "Drill",
+        };
+        writeln!(out, "- {kind} {}: {}", code(record.id.as_str()), text(&record.error))?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "`dr verify --all` checks every snapshot in full; a damaged drill record loses only that drill's history."
+    )?;
+    writeln!(out)
+}
+
+/// `12m 00s / 1h 00m`, with the objective when there is one and a bold `missed` when it was.
+fn measured(m: &Measured) -> String {
+    let Some(seconds) = m.seconds else {
+        return "n/a".to_string();
+    };
+    match (m.objective_seconds, m.met) {
+        (Some(objective), Some(false)) => format!("{} / {} **missed**", duration(seconds), duration(objective)),
+        (Some(objective), _) => format!("{} / {}", duration(seconds), duration(objective)),
+        _ => duration(seconds),
+    }
+}
+
+/// A string from a record, made inert: one line, Markdown's active characters backslash-escaped (CommonMark
+/// allows that for any ASCII punctuation, and the raw text stays readable). `<` is enough to stop tags and
+/// autolinks, so `->` stays as it is; `#` and `>` only act at the start of a line, where a record never is.
+fn text(raw: &str) -> String {
+    let mut escaped = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        match c {
+            '\n' | '\r' | '\t' => escaped.push(' '),
+            '\\' | '`' | '*' | '[' | ']' | '<' | '|' | '&' | '~' => {
+                escaped.push('\\');
+                escaped.push(c);
+            }
+            _ => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// An identifier in a code span; one with a backtick (never an id, maybe a hand-made location) falls back to
+/// escaped text.
+fn code(raw: &str) -> String {
+    if raw.contains(['`', '\n', '|']) { text(raw) } else { format!("`{raw}`") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_strings_cannot_format_or_break_the_table() {
+        assert_eq!(text("3 < 5 & <b>x</b> | *y*"), "3 \\< 5 \\& \\<b>x\\</b> \\| \\*y\\*");
+        assert_eq!(text("10.0 MiB -> 4.0 MiB"), "10.0 MiB -> 4.0 MiB");
+        assert_eq!(text("two\nlines"), "two lines");
+        assert_eq!(text("public.user_sessions"), "public.user_sessions");
+        assert_eq!(code("20261125T040000Z-1a2b3c"), "`20261125T040000Z-1a2b3c`");
+        assert_eq!(code("a`b"), "a\\`b");
+    }
+}
