@@ -75,7 +75,9 @@ fn bad_arguments_exit_2_naming_what_is_wrong() {
         (&["restore"], "--to"),
         (&["verify", "--all", "--to", "latest"], "--to"),
         (&["frobnicate"], "'frobnicate'"),
-        (&["restor", "--to", "latest"], "a similar subcommand exists: 'restore'"),
+        (&["restor", "--to", "latest"], "'restore'"),
+        (&["drill", "--jobs", "0"], "'0' for '--jobs"),
+        (&["report", "--format", "pdf"], "'pdf'"),
         (&["backup", "--bogus"], "'--bogus'"),
         (&["--verbose", "--quiet", "snapshots"], "--quiet"),
     ];
