@@ -51,8 +51,7 @@ pub fn compare(
     let mut found = Vec::new();
     for before in &previous.sources {
         let Some(after) = current.source(&before.name) else { continue };
-        let before_bytes: u64 = before.objects.iter().map(|o| o.plain_size).sum();
-        let after_bytes: u64 = after.objects.iter().map(|o| o.plain_size).sum();
+        let (before_bytes, after_bytes) = (before.plain_size(), after.plain_size());
         if before_bytes >= MIN_BYTES && shrank(before_bytes, after_bytes, max_shrink) {
             found.push(Anomaly {
                 subject: format!("source {}", before.name),

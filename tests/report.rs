@@ -233,17 +233,7 @@ fn drill_record(started_at: DateTime<Utc>, snapshot: Option<&Manifest>, outcome:
         checks: outcome.checks,
         rpo,
         rto,
-        sizes: snapshot.map_or(Vec::new(), |m| {
-            m.sources
-                .iter()
-                .map(|s| SourceSize {
-                    name: s.name.clone(),
-                    kind: s.kind,
-                    stored_bytes: s.stored_size(),
-                    plain_bytes: s.objects.iter().map(|o| o.plain_size).sum(),
-                })
-                .collect()
-        }),
+        sizes: snapshot.map_or(Vec::new(), |m| m.sources.iter().map(SourceSize::from).collect()),
         anomalies: outcome.anomalies.into_iter().map(String::from).collect(),
         tools: Tools::default(),
     }

@@ -95,7 +95,7 @@ fn row(m: &dr::Manifest, now: chrono::DateTime<Utc>) -> Row<'_> {
                 kind: s.kind,
                 consistent_at: s.consistent_at,
                 stored_size: s.stored_size(),
-                plain_size: s.objects.iter().map(|o| o.plain_size).sum(),
+                plain_size: s.plain_size(),
             })
             .collect(),
     }

@@ -231,16 +231,7 @@ impl Run<'_> {
         let consistent_at = manifest.sources.iter().map(|s| s.consistent_at).min().unwrap_or(manifest.started_at);
         record.snapshot_consistent_at = Some(consistent_at);
         record.rpo.seconds = Some((record.started_at - consistent_at).num_milliseconds().max(0) as f64 / 1000.0);
-        record.sizes = manifest
-            .sources
-            .iter()
-            .map(|s| SourceSize {
-                name: s.name.clone(),
-                kind: s.kind,
-                stored_bytes: s.stored_size(),
-                plain_bytes: s.objects.iter().map(|o| o.plain_size).sum(),
-            })
-            .collect();
+        record.sizes = manifest.sources.iter().map(SourceSize::from).collect();
         record.anomalies = self.shrinkage(&manifest, &private).await;
         tracing::info!(snapshot = %id, "drill started");
 

@@ -161,7 +161,7 @@ fn report(outcome: &SourceOutcome, elapsed: Duration) -> SourceReport {
     SourceReport {
         name: outcome.entry.name.clone(),
         kind: outcome.entry.kind,
-        plain_size: outcome.entry.objects.iter().map(|o| o.plain_size).sum(),
+        plain_size: outcome.entry.plain_size(),
         stored_size: outcome.entry.stored_size(),
         duration_seconds: elapsed.as_secs_f64(),
         warnings: outcome.warnings.clone(),

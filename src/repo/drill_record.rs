@@ -129,6 +129,17 @@ pub struct SourceSize {
     pub plain_bytes: u64,
 }
 
+impl From<&super::manifest::SourceEntry> for SourceSize {
+    fn from(source: &super::manifest::SourceEntry) -> SourceSize {
+        SourceSize {
+            name: source.name.clone(),
+            kind: source.kind,
+            stored_bytes: source.stored_size(),
+            plain_bytes: source.plain_size(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tools {
     pub pg_restore: Option<String>,

@@ -70,6 +70,11 @@ impl SourceEntry {
         self.objects.iter().map(|o| o.stored_size).sum()
     }
 
+    /// Size before compression and encryption: what the source produced.
+    pub fn plain_size(&self) -> u64 {
+        self.objects.iter().map(|o| o.plain_size).sum()
+    }
+
     pub fn object(&self, role: ObjectRole) -> Option<&ObjectEntry> {
         self.objects.iter().find(|o| o.role == role)
     }
