@@ -28,7 +28,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let selection =
         if args.all { VerifySelection::All } else { VerifySelection::One(args.to.unwrap_or(Selector::Latest)) };
     let display = if args.json { display.silent() } else { display.clone() };
-    let report = dr::verify(&repo, identities, &selection, &display).await?;
+    let report = dr::verify(&loaded.config, &repo, identities, &selection, &display).await?;
     display.clear();
     if args.json {
         print_json(&report)?;

@@ -10,12 +10,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
 use crate::files::IndexEntry;
 use crate::pipeline::{self, DecodeReader};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{FilesDetails, ObjectEntry, ObjectRole, PrivateManifest};
 use crate::repo::snapshot_id::{Selector, SnapshotId};
 
@@ -64,7 +66,26 @@ pub struct ObjectVerdict {
     pub error: Option<String>,
 }
 
+/// Verifies under a shared repository lock (only its `[lock]` settings are read from `config`), so that a prune
+/// cannot delete what is being read; losing the lock stops the verification rather than report deleted
+/// objects as damage.
 pub async fn verify(
+    config: &Config,
+    repo: &Repository,
+    identities: Arc<Identities>,
+    selection: &VerifySelection,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let lock = repo.lock(LockKind::Shared, &LockOptions::from_config(&config.lock, "verify")).await?;
+    let report = tokio::select! {
+        report = verify_selection(repo, identities, selection, progress) => report,
+        () = lock.lost() => Err(lock.lost_error()),
+    };
+    let _ = lock.release().await;
+    report
+}
+
+async fn verify_selection(
     repo: &Repository,
     identities: Arc<Identities>,
     selection: &VerifySelection,
