@@ -41,6 +41,16 @@ pub struct ObjectMeta {
     pub modified: Option<DateTime<Utc>>,
 }
 
+/// A multipart upload that was started and neither completed nor aborted: a writer killed before it could
+/// clean up leaves one behind (S3), its parts stored and billed but never visible as an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// The key the upload would have created.
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<DateTime<Utc>>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
     /// Where the store is, for messages (never contains credentials).
@@ -66,6 +76,18 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Checks that the store exists and may be used (a bucket and its credentials), with a clear error if not.
     async fn check_access(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Uploads under the store's prefix that were started before `before` and are still open. Only S3 has
+    /// such uploads; elsewhere an unfinished object is a hidden file its writer removes (or, after a crash,
+    /// one nothing lists).
+    async fn stale_uploads(&self, _before: DateTime<Utc>) -> Result<Vec<PendingUpload>> {
+        Ok(Vec::new())
+    }
+
+    /// Aborts an open upload, deleting its parts; one that is already gone counts as aborted.
+    async fn abort_upload(&self, _upload: &PendingUpload) -> Result<()> {
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::retry::{Attempt, RetryPolicy};
-use super::{ObjectMeta, ObjectReader, ObjectWriter, Store, check_key};
+use super::{ObjectMeta, ObjectReader, ObjectWriter, PendingUpload, Store, check_key};
 use crate::error::{Error, Result};
 
 /// S3's smallest part (but the last), and its largest number of parts.
@@ -510,6 +510,75 @@ impl Store for S3Store {
             .await;
         match result {
             Ok(_) | Err(Error::ObjectMissing { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// ListMultipartUploads under the prefix, page by page (`list_page_size` uploads a page). Needs
+    /// `s3:ListBucketMultipartUploads` on the bucket.
+    async fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<PendingUpload>> {
+        let inner = &self.inner;
+        // With the trailing `/`, so that the prefix `site` does not take in `site2/...`.
+        let prefix = if inner.options.prefix.is_empty() { String::new() } else { format!("{}/", inner.options.prefix) };
+        let mut found = Vec::new();
+        let mut markers: (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = inner
+                .retry("list multipart uploads", &prefix, || {
+                    inner
+                        .client
+                        .list_multipart_uploads()
+                        .bucket(&inner.options.bucket)
+                        .prefix(&prefix)
+                        .max_uploads(inner.options.list_page_size)
+                        .set_key_marker(markers.0.clone())
+                        .set_upload_id_marker(markers.1.clone())
+                        .send()
+                })
+                .await?;
+            for upload in page.uploads() {
+                let (Some(full), Some(upload_id)) = (upload.key(), upload.upload_id()) else { continue };
+                let Some(key) = inner.relative_key(full) else { continue };
+                let initiated = upload.initiated().and_then(to_chrono);
+                // An upload of unknown age is left alone: it may be a backup's, running now.
+                if initiated.is_some_and(|t| t < before) {
+                    found.push(PendingUpload { key: key.to_string(), upload_id: upload_id.to_string(), initiated });
+                }
+            }
+            let next = (page.next_key_marker().map(str::to_string), page.next_upload_id_marker().map(str::to_string));
+            // A server that says "truncated" without moving the markers on would loop forever.
+            if page.is_truncated() != Some(true) || next.0.is_none() || next == markers {
+                break;
+            }
+            markers = next;
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key).then(a.initiated.cmp(&b.initiated)));
+        Ok(found)
+    }
+
+    async fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        let inner = &self.inner;
+        let full = inner.full_key(&upload.key)?;
+        let result = inner
+            .retry("abort", &upload.key, || {
+                let request = inner
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&inner.options.bucket)
+                    .key(&full)
+                    .upload_id(&upload.upload_id)
+                    .send();
+                async move {
+                    match request.await {
+                        // Already gone (aborted by a lifecycle rule, or by an earlier attempt whose answer was lost).
+                        Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+                        other => other.map(|_| ()),
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(()) | Err(Error::ObjectMissing { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }

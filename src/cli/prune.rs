@@ -1,0 +1,106 @@
+//! `dr prune [--dry-run] [--json]`
+
+use std::time::Duration;
+
+use dr::engine::{Action, PruneOptions, PruneReport};
+use dr::retention::Policy;
+use dr::{Error, Result, units};
+
+use super::Context;
+use super::output::print_json;
+use super::progress::Display;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print what would be deleted and why, and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Print a JSON report.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()> {
+    let loaded = context.load_config()?;
+    // Said first: without a policy, the identity and the repository do not matter yet.
+    if Policy::from_config(&loaded.config.retention).is_empty() {
+        return Err(Error::RetentionUnset);
+    }
+    let identities = context.identities(&loaded.config, "prune")?;
+    let repo = context.open_repository(&loaded.config).await?;
+    let display = if args.json { display.silent() } else { display.clone() };
+    let options = PruneOptions { dry_run: args.dry_run, cancel: context.stop.token() };
+    let report = dr::engine::prune(&loaded.config, &repo, &identities, &options, &display).await?;
+    display.clear();
+    if args.json {
+        return print_json(&report);
+    }
+    print(&report);
+    Ok(())
+}
+
+const TIME: &str = "%Y-%m-%d %H:%M:%S";
+
+fn print(report: &PruneReport) {
+    let grace = units::duration(Duration::from_secs(report.orphan_grace_seconds));
+    if report.dry_run {
+        println!("dry run: nothing is deleted");
+    }
+    println!("policy: {}; orphan grace {grace}", report.policy);
+    for snapshot in &report.snapshots {
+        let (verb, size) = match snapshot.action {
+            Action::Keep => ("keep  ", String::new()),
+            Action::Remove => {
+                ("remove", format!(" ({}, {})", plural(snapshot.objects, "object"), units::bytes(snapshot.bytes)))
+            }
+        };
+        println!("{verb}  {}  {}  {}{size}", snapshot.id, snapshot.time.format(TIME), snapshot.reasons.join(", "));
+    }
+    for group in &report.orphans {
+        let what = format!("{}, {}", plural(group.keys.len(), "object"), units::bytes(group.bytes));
+        let prefix = &group.prefix;
+        match (group.action, group.last_activity) {
+            (Action::Remove, _) => println!("delete  {prefix} ({what}): {}", group.reason),
+            (Action::Keep, Some(last)) => {
+                let until = last + chrono::Duration::seconds(report.orphan_grace_seconds as i64);
+                println!(
+                    "leave   {prefix} ({what}): {}; younger than {grace}, until {}",
+                    group.reason,
+                    until.format(TIME)
+                )
+            }
+            (Action::Keep, None) => println!("leave   {prefix} ({what}): {}; its age is unknown", group.reason),
+        }
+    }
+    for upload in &report.uploads {
+        let started = upload.initiated.map_or(String::new(), |t| format!(", started {}", t.format(TIME)));
+        println!("abort   multipart upload of {}{started}", upload.key);
+    }
+    for warning in &report.warnings {
+        println!("warning: {warning}");
+    }
+    let totals = &report.totals;
+    let mut summary = format!(
+        "{} {} of {} and {} ({}), {} {}",
+        if report.dry_run { "would remove" } else { "removed" },
+        totals.snapshots_removed,
+        plural(totals.snapshots_removed + totals.snapshots_kept, "snapshot"),
+        plural(totals.objects_deleted, "object"),
+        plural(totals.orphans_deleted, "orphan"),
+        units::bytes(totals.bytes_freed),
+        if report.dry_run { "to free" } else { "freed" },
+    );
+    if totals.uploads_aborted > 0 {
+        let verb = if report.dry_run { "to abort" } else { "aborted" };
+        summary.push_str(&format!("; {} {verb}", plural(totals.uploads_aborted, "multipart upload")));
+    }
+    if totals.orphans_young > 0 {
+        summary.push_str(&format!("; {} younger than {grace} left", plural(totals.orphans_young, "orphan")));
+    }
+    println!("{summary}");
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
