@@ -38,6 +38,22 @@ pub struct Config {
     pub restore: RestoreConfig,
     #[serde(default)]
     pub drill: DrillConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub lock: LockConfig,
+    #[serde(default)]
+    pub service: ServiceConfig,
+    /// `[[job]]`: what `dr serve` runs, and when.
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<JobConfig>,
+    #[serde(default)]
+    pub report: ReportConfig,
+    /// `[[alert]]`: webhooks `dr serve` notifies.
+    #[serde(default, rename = "alert")]
+    pub alerts: Vec<AlertConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -200,6 +216,128 @@ pub struct RestoreConfig {
     pub jobs: Option<usize>,
 }
 
+/// `[retention]`: which snapshots `dr prune` keeps (restic's `forget` semantics, docs/retention.md). A
+/// snapshot is kept when any rule keeps it; an unset rule keeps nothing by itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// The newest N snapshots.
+    pub keep_last: Option<u32>,
+    /// The newest snapshot of each of the last N hours that have one (likewise for the others).
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// Objects that belong to no snapshot (a crashed backup's) are deleted once older than this (default 24h),
+    /// so that a backup still running is never swept.
+    #[serde(default, with = "humantime_serde")]
+    pub orphan_grace: Option<Duration>,
+}
+
+/// `[lock]`: the repository lock that keeps writers apart (docs/locks.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LockConfig {
+    /// How long a lock lives without renewal; the holder renews it well before. A crashed holder's lock is
+    /// taken over once this has passed (default 5 minutes).
+    #[serde(default, with = "humantime_serde")]
+    pub lease: Option<Duration>,
+    /// How long a command waits for a conflicting lock before giving up (default 0: fail at once, naming the
+    /// holder). `dr serve` jobs wait up to their own schedule.
+    #[serde(default, with = "humantime_serde")]
+    pub wait: Option<Duration>,
+}
+
+/// `[service]`: `dr serve`, the long-running appliance (docs/service.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Address of the health, metrics and status endpoints (default `127.0.0.1:9187`).
+    pub listen: Option<String>,
+    /// IANA time zone the job schedules are read in (default `UTC`), e.g. `Europe/Paris`.
+    pub timezone: Option<String>,
+    /// A directory of `*.toml` files, each holding `[[job]]` tables, read besides the configuration's own.
+    pub schedules_dir: Option<PathBuf>,
+    /// A file holding a bearer token that `/metrics` and `/status` then require.
+    pub token_file: Option<PathBuf>,
+    /// Where the service keeps its state: each job's last run, so that a run missed while the host was down
+    /// is caught up once at start-up (default `/var/lib/dr/state`).
+    pub state_dir: Option<PathBuf>,
+    /// How long a running job may take to finish after SIGTERM before it is cancelled (default 60s).
+    #[serde(default, with = "humantime_serde")]
+    pub grace: Option<Duration>,
+}
+
+/// `[[job]]`: one scheduled job of `dr serve`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub name: String,
+    /// Six fields, seconds first: `sec min hour day-of-month month day-of-week` (the `cron` crate's syntax;
+    /// day-of-week names `Mon`-`Sun`, or numbers 1-7 with 1 = Sunday).
+    pub schedule: String,
+    pub run: JobKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Backup,
+    Drill,
+    Prune,
+    Report,
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JobKind::Backup => "backup",
+            JobKind::Drill => "drill",
+            JobKind::Prune => "prune",
+            JobKind::Report => "report",
+        })
+    }
+}
+
+/// `[report]`: what a scheduled `report` job writes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Where the job writes `report-<date>.{md,html,json}` (default: `<state_dir>/reports`).
+    pub output_dir: Option<PathBuf>,
+    /// The window of a scheduled report (default 7 days).
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+}
+
+/// `[[alert]]`: a webhook that receives a JSON POST per incident and per resolution (and the weekly report).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    pub name: String,
+    /// The webhook URL. It is a credential for most services (Slack, Teams, ...): prefer `url_file`.
+    pub url: Option<String>,
+    /// A file holding the webhook URL.
+    pub url_file: Option<PathBuf>,
+    /// Also post each scheduled report's Markdown summary here (default true).
+    #[serde(default = "default_true")]
+    pub reports: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[audit]`: the audit log, one JSON line per backup, restore, drill and prune (who, what, which snapshot,
+/// outcome).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The file the lines are appended to; unset: no audit log.
+    pub path: Option<PathBuf>,
+}
+
 /// `[drill]`: how restore drills run and what they check beyond the built-in checks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -333,6 +471,21 @@ impl Config {
         for files in &mut self.files {
             resolve(&mut files.path);
         }
+        let service = &mut self.service;
+        for p in [&mut service.schedules_dir, &mut service.token_file, &mut service.state_dir].into_iter().flatten() {
+            resolve(p);
+        }
+        if let Some(p) = self.report.output_dir.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = self.audit.path.as_mut() {
+            resolve(p);
+        }
+        for alert in &mut self.alerts {
+            if let Some(p) = alert.url_file.as_mut() {
+                resolve(p);
+            }
+        }
         let url = &self.repository.url;
         if !url.contains("://") && Path::new(url).is_relative() {
             self.repository.url = base.join(url).display().to_string();
@@ -373,7 +526,22 @@ impl Config {
         if self.restore.jobs == Some(0) {
             return Err(Error::ConfigInvalid("[restore] jobs must be at least 1".into()));
         }
+        self.validate_lock()?;
         self.validate_drill()
+    }
+
+    fn validate_lock(&self) -> Result<()> {
+        // Renewal runs every lease / 3 and each write to an S3 store can take a second: shorter leases would
+        // be lost under load.
+        if let Some(lease) = self.lock.lease
+            && lease < Duration::from_secs(1)
+        {
+            return Err(Error::ConfigInvalid(format!(
+                "[lock] lease = {} is too short; use at least 1s (default 5m)",
+                humantime::format_duration(lease)
+            )));
+        }
+        Ok(())
     }
 
     fn validate_drill(&self) -> Result<()> {

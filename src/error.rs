@@ -11,6 +11,8 @@
 
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,14 @@ pub enum Error {
 
     #[error("unsupported repository URL {url:?}: {reason}")]
     RepositoryUrl { url: String, reason: String },
+
+    /// Another command holds a conflicting repository lock (docs/locks.md).
+    #[error("the repository is locked: {holder} holds it since {}", .since.format("%Y-%m-%d %H:%M:%S UTC"))]
+    RepositoryLocked { holder: String, since: DateTime<Utc>, expires: DateTime<Utc> },
+
+    /// The holder of a repository lock could not keep it: it stopped before committing anything.
+    #[error("{purpose} lost its repository lock: {reason}")]
+    LockLost { purpose: String, reason: String },
 
     /// The storage backend failed on one object (I/O error, permission, disk full, ...).
     #[error("repository {location}: {operation} {key}: {message}")]
@@ -138,6 +148,18 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// `dr prune` without a `[retention]` rule: it would have nothing to keep by.
+    #[error("no retention rule is set: prune keeps only what [retention] asks for, and it asks for nothing")]
+    RetentionUnset,
+
+    /// The policy would delete every snapshot (a safety net: a policy that is set always keeps the newest).
+    #[error("refusing to prune: the retention policy ({policy}) would keep none of the {snapshots} snapshots")]
+    RetentionKeepsNothing { policy: String, snapshots: usize },
+
+    /// Prune must know what every manifest references before it deletes anything.
+    #[error("prune stopped before deleting anything: {key} cannot be read: {reason}")]
+    PruneUnreadable { key: String, reason: String },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -194,6 +216,16 @@ impl Error {
             }
             Error::RepositoryUrl { .. } => {
                 "use file:///absolute/path (or a plain path) for a local repository, s3://bucket/prefix for S3"
+                    .to_string()
+            }
+            Error::RepositoryLocked { expires, .. } => format!(
+                "wait for it to finish and run the command again, or set [lock] wait (e.g. \"10m\") to wait for it; \
+                 if that process is gone (crashed, or its host is down), its lock expires by itself at {}",
+                expires.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            Error::LockLost { .. } => {
+                "the command stopped before finishing (a backup commits nothing then); check that the repository \
+                 stays reachable while it runs (the lock is renewed every [lock] lease / 3), then run it again"
                     .to_string()
             }
             Error::Store { .. } => "check that the repository is reachable, writable and has free space".to_string(),
@@ -278,11 +310,25 @@ impl Error {
                  (`dr report`)"
                     .to_string()
             }
+            Error::RetentionUnset => "set at least one of keep_last, keep_hourly, keep_daily, keep_weekly, \
+                                      keep_monthly, keep_yearly in [retention] (docs/retention.md), then try \
+                                      `dr prune --dry-run`"
+                .to_string(),
+            Error::RetentionKeepsNothing { .. } => {
+                "nothing was deleted; check [retention] and the snapshot times (`dr snapshots`), and report this as \
+                 a bug"
+                    .to_string()
+            }
+            Error::PruneUnreadable { .. } => {
+                "nothing was deleted; run `dr verify --all` to see what is damaged, then restore the object from a \
+                 copy or move the damaged manifest out of snapshots/, and run prune again"
+                    .to_string()
+            }
             Error::Interrupted => "nothing was committed; run the command again".to_string(),
             Error::Cancelled => "nothing was committed; run the command again".to_string(),
             Error::Signal { .. } => "an interrupted backup leaves no snapshot (its partial objects are invisible); \
                                      an interrupted restore may leave its targets half-written: run it again with \
-                                     --force"
+                                     --force; an interrupted prune is finished by the next prune"
                 .to_string(),
             Error::Io { .. } => return None,
         };

@@ -12,6 +12,7 @@
 //! - [`demo`]: the end-to-end demonstration behind `dr demo`.
 
 pub mod anomalies;
+pub mod audit;
 pub mod config;
 pub mod crypto;
 pub mod demo;
@@ -24,6 +25,8 @@ pub mod pipeline;
 pub mod progress;
 pub mod repo;
 pub mod report;
+pub mod retention;
+pub mod service;
 pub mod store;
 pub mod units;
 

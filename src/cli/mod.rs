@@ -7,10 +7,13 @@ mod init;
 mod keygen;
 mod output;
 mod progress;
+mod prune;
 mod report;
 mod restore;
+mod serve;
 mod signals;
 mod snapshots;
+mod status;
 mod verify;
 
 use std::path::PathBuf;
@@ -68,6 +71,12 @@ enum Command {
     Drill(drill::Args),
     /// Summarize drills and snapshots over a window: Markdown, HTML or JSON.
     Report(report::Args),
+    /// Delete the snapshots [retention] does not keep, and what no snapshot references.
+    Prune(prune::Args),
+    /// Run the appliance: scheduled jobs, health, metrics and status endpoints, until SIGTERM.
+    Serve,
+    /// The service's status at a glance (or, with no service running, the repository's RPO age).
+    Status(status::Args),
     /// Back up and restore a sample site on scratch PostgreSQL servers, and check the result.
     Demo(demo::Args),
 }
@@ -83,6 +92,12 @@ pub struct Context {
 impl Context {
     pub fn load_config(&self) -> Result<LoadedConfig> {
         Config::load(self.config_path.as_deref(), &|key| std::env::var(key).ok())
+    }
+
+    /// A loader that reads the configuration again each time (for `dr serve`'s reloads).
+    pub fn loader(&self) -> impl Fn() -> Result<LoadedConfig> + Send + Sync + 'static {
+        let path = self.config_path.clone();
+        move || Config::load(path.as_deref(), &|key| std::env::var(key).ok())
     }
 
     pub async fn open_repository(&self, config: &Config) -> Result<Repository> {
@@ -129,7 +144,10 @@ pub fn main() -> ExitCode {
     let progress_display = progress::Display::new(cli.quiet);
     // The demo narrates its own steps; the engine's info lines would only repeat them.
     let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
-    output::init_logging(cli.verbose, cli.quiet, default_level, &progress_display);
+    // The service logs JSON lines when nobody watches a terminal (a container, journald): one event per line,
+    // with the job name and outcome as fields, for the log pipeline to index.
+    let json_logs = matches!(cli.command, Command::Serve) && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    output::init_logging(cli.verbose, cli.quiet, default_level, &progress_display, json_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -137,8 +155,13 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let grace =
-        if matches!(cli.command, Command::Backup(_) | Command::Drill(_)) { signals::GRACE } else { Duration::ZERO };
+    let grace = match cli.command {
+        // Prune stops between two deletions, and releases its lock.
+        Command::Backup(_) | Command::Drill(_) | Command::Prune(_) => signals::GRACE,
+        // The service winds down on its own ([service] grace, then cancellation); this is only a backstop.
+        Command::Serve => signals::SERVICE_BACKSTOP,
+        _ => Duration::ZERO,
+    };
     let result = runtime.block_on(async {
         let stop = signals::Stop::listen();
         let context = Context { config_path: cli.config, quiet: cli.quiet, stop: stop.clone() };
@@ -170,6 +193,9 @@ async fn run(command: Command, context: &Context, display: &progress::Display) -
         Command::Verify(args) => verify::run(context, args, display).await,
         Command::Drill(args) => drill::run(context, args, display).await,
         Command::Report(args) => report::run(context, args).await,
+        Command::Prune(args) => prune::run(context, args, display).await,
+        Command::Serve => serve::run(context).await,
+        Command::Status(args) => status::run(context, args).await,
         Command::Demo(args) => demo::run(args).await,
     }
 }

@@ -10,7 +10,7 @@ use super::progress::Display;
 
 /// Logs go to stderr: `default_level` (info, or warn for commands that narrate on their own), `-v` debug, `-vv` trace, `-q` errors only; `RUST_LOG` overrides.
 /// While progress bars are on screen, log lines are printed above them instead of through them.
-pub fn init_logging(verbose: u8, quiet: bool, default_level: &str, display: &Display) {
+pub fn init_logging(verbose: u8, quiet: bool, default_level: &str, display: &Display, json: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => default_level,
@@ -21,6 +21,16 @@ pub fn init_logging(verbose: u8, quiet: bool, default_level: &str, display: &Dis
     // matters itself, once, as its own error.
     let others = if verbose >= 2 { "debug" } else { "error" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{others},dr={level}")));
+    if json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(io::stderr)
+            .with_current_span(false)
+            .with_target(false)
+            .try_init();
+        return;
+    }
     let ansi = io::stderr().is_terminal();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

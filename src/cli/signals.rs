@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a cancelled command may take to clean up before the process exits regardless.
 pub const GRACE: Duration = Duration::from_secs(10);
+/// For `dr serve`, which applies its own grace period to running jobs: exit regardless after this long.
+pub const SERVICE_BACKSTOP: Duration = Duration::from_secs(3600);
 
 /// The stop request of this process: cancelled when a signal arrives, remembering which one.
 #[derive(Clone, Debug, Default)]

@@ -147,7 +147,7 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&Step) + Send)) 
     steps
         .run("verify the snapshot: hashes, decryption, archive contents", async {
             let selection = engine::VerifySelection::One(Selector::Latest);
-            let report = engine::verify(&repo, identities.clone(), &selection, &NoProgress).await?;
+            let report = engine::verify(&config, &repo, identities.clone(), &selection, &NoProgress).await?;
             let objects = report.snapshots.iter().map(|s| s.objects.len()).sum::<usize>();
             if !report.ok() {
                 return Err(Error::Mismatch {

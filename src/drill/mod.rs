@@ -37,6 +37,7 @@ use crate::repo::drill_record::{
     Check, CheckStatus, DRILL_RECORD_FORMAT, DrillRecord, Measure, PHASE_CHECKS, Phase, ScratchDescription, SourceSize,
     Tools,
 };
+use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{Manifest, ObjectRole, PrivateManifest, SourceKind};
 use crate::repo::snapshot_id::{Selector, SnapshotId};
 use expect::Expectation;
@@ -95,6 +96,12 @@ pub async fn drill(
                 .map_err(|e| Error::ConfigInvalid(format!("[[drill.check]] {:?}: {e}", c.name)))
         })
         .collect::<Result<Vec<_>>>()?;
+    // Shared, so that a prune cannot delete the snapshot under the drill; held until the record is stored.
+    let lock_options = LockOptions::from_config(&config.lock, "drill");
+    let Some(lock) = options.cancel.run_until_cancelled(repo.lock(LockKind::Shared, &lock_options)).await else {
+        return Err(Error::Cancelled);
+    };
+    let lock = lock?;
 
     let started_at = Utc::now();
     let mut record = new_record(started_at, config);
@@ -105,6 +112,7 @@ pub async fn drill(
         tokio::select! {
             result = body => result,
             () = options.cancel.cancelled() => Err(Error::Cancelled),
+            () = lock.lost() => Err(lock.lost_error()),
         }
     };
 
@@ -128,6 +136,16 @@ pub async fn drill(
     let hint = result.as_ref().err().and_then(Error::hint);
     record.finished_at = Utc::now();
     let stored = repo.save_drill(&recipients, &record).await.map_err(|e| e.to_string());
+    crate::audit::record(
+        config,
+        crate::audit::AuditEntry::new(
+            "drill",
+            record.snapshot.as_ref().map(ToString::to_string),
+            record.reason.clone(),
+        )
+        .detail(format!("drill {}", record.id)),
+    );
+    let _ = lock.release().await;
     if let Err(e) = result
         && matches!(e, Error::Cancelled)
     {
@@ -292,9 +310,14 @@ impl Run<'_> {
             force: false,
             temp_dir: self.options.temp_dir.clone(),
         };
-        let restored =
-            engine::restore_sources(self.config, self.repo, self.identities.clone(), &restore_options, self.progress)
-                .await?;
+        let restored = engine::restore_sources_under_lock(
+            self.config,
+            self.repo,
+            self.identities.clone(),
+            &restore_options,
+            self.progress,
+        )
+        .await?;
         if let Some(scratch) = resources.scratch.as_mut() {
             for source in &restored.sources {
                 scratch.created_roles(source.globals.as_ref().map_or(&[][..], |g| &g.created_roles));

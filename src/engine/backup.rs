@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditEntry;
 use crate::config::{Config, FilesSource, PostgresSource};
 use crate::crypto::Recipients;
 use crate::error::{Error, Result};
@@ -20,6 +21,7 @@ use crate::pg::{self, ConnInfo, ExportedSnapshot, tools};
 use crate::pipeline::{self, ChildReader, Compression, child_failure};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{
     FORMAT_VERSION, FilesDetails, GlobalsDetails, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest,
     SourceDetails, SourceEntry, SourceKind,
@@ -30,7 +32,8 @@ use crate::repo::snapshot_id::SnapshotId;
 pub struct BackupOptions {
     /// Back up only these sources (all when empty).
     pub only: Vec<String>,
-    /// Cancelling it stops the backup: nothing is committed and the objects written so far are deleted.
+    /// Cancelling it stops the backup: nothing is committed and the objects written so far are deleted. Losing
+    /// the repository lock does the same.
     pub cancel: CancellationToken,
 }
 
@@ -86,6 +89,12 @@ pub async fn backup(
         return Err(Error::ConfigInvalid("no sources configured: add [[postgres]] or [[files]] sections".to_string()));
     }
 
+    // Shared: concurrent backups write apart (docs/locks.md); a prune's exclusive lock keeps it out.
+    let lock_options = LockOptions::from_config(&config.lock, "backup");
+    let Some(lock) = options.cancel.run_until_cancelled(repo.lock(LockKind::Shared, &lock_options)).await else {
+        return Err(Error::Cancelled);
+    };
+    let lock = lock?;
     let started_at = Utc::now();
     let clock = Instant::now();
     let run = Run {
@@ -119,13 +128,15 @@ pub async fn backup(
     let sources = tokio::select! {
         sources = sources => sources,
         () = options.cancel.cancelled() => Err(Error::Cancelled),
+        () = lock.lost() => Err(lock.lost_error()),
     };
-    let result = match sources {
+    // A lock lost after the sources finished still stops the commit: a prune may be running by now.
+    let result = match sources.and_then(|sources| lock.check().map(|()| sources)) {
         Ok((outcomes, reports)) => run.commit(started_at, outcomes).await.map(|manifest| (manifest, reports)),
         Err(e) => Err(e),
     };
 
-    match result {
+    let outcome = match result {
         Ok((manifest, sources)) => {
             let elapsed = clock.elapsed();
             tracing::info!(snapshot = %manifest.id, seconds = elapsed.as_secs_f64(), "backup committed");
@@ -144,7 +155,16 @@ pub async fn backup(
             repo.discard_uncommitted(&run.snapshot).await;
             Err(e)
         }
-    }
+    };
+    // A failed release is logged; the lock then expires by itself.
+    let _ = lock.release().await;
+    let entry = match &outcome {
+        Ok(report) => AuditEntry::new("backup", Some(report.snapshot.to_string()), None),
+        Err(e) => AuditEntry::new("backup", None, Some(e.to_string()))
+            .detail(format!("snapshot {} not committed", run.snapshot)),
+    };
+    crate::audit::record(config, entry);
+    outcome
 }
 
 fn check_only(config: &Config, only: &[String]) -> Result<()> {

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::audit::AuditEntry;
 use crate::config::Config;
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
@@ -31,6 +32,7 @@ use crate::pipeline::{self, ChildWriter};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::drill_record::{PHASE_FETCH, PHASE_FILES, PHASE_PG_RESTORE, PHASE_STREAMED, Phase};
+use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind};
 use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::units;
@@ -130,6 +132,38 @@ pub async fn restore(
     options: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    let result = restore_checked(config, repo, identities, options, progress).await;
+    let targets =
+        options.into.iter().map(|(name, target)| format!("{name} -> {}", redact_target(target))).collect::<Vec<_>>();
+    let entry = match &result {
+        Ok(report) => AuditEntry::new("restore", Some(report.snapshot.to_string()), None),
+        Err(e) => AuditEntry::new("restore", None, Some(e.to_string())),
+    };
+    let detail = format!(
+        "to {}{}",
+        options.selector,
+        if targets.is_empty() { String::new() } else { format!("; into {}", targets.join(", ")) }
+    );
+    crate::audit::record(config, entry.detail(detail));
+    result
+}
+
+/// A `--into` target for the audit log: a connection string without its password, or the path.
+fn redact_target(target: &str) -> String {
+    if !(target.contains("://") || target.contains('=')) {
+        return target.to_string();
+    }
+    // A connection string that does not parse could still hold a password: never echo it.
+    ConnInfo::parse(target).map_or_else(|_| "(a connection string)".to_string(), |c| c.redacted())
+}
+
+async fn restore_checked(
+    config: &Config,
+    repo: &Repository,
+    identities: Arc<Identities>,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let report = restore_sources(config, repo, identities, options, progress).await?;
     let failed: Vec<String> = report
         .sources
@@ -153,6 +187,26 @@ pub async fn restore(
 /// error: a drill wants to check and record what did come back. Errors before any source started (no such
 /// snapshot, wrong key, a refused target) are still errors.
 pub async fn restore_sources(
+    config: &Config,
+    repo: &Repository,
+    identities: Arc<Identities>,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    // Shared, so that a prune cannot delete the snapshot while it is read.
+    let lock = repo.lock(LockKind::Shared, &LockOptions::from_config(&config.lock, "restore")).await?;
+    let report = restore_sources_under_lock(config, repo, identities, options, progress).await;
+    if lock.is_lost() {
+        // Not a reason to stop half-way through the targets: every object read was checked whole (size,
+        // SHA-256), so an object a prune deleted meanwhile fails its source rather than corrupting it.
+        tracing::warn!("{}", lock.lost_error());
+    }
+    let _ = lock.release().await;
+    report
+}
+
+/// [`restore_sources`] for a caller that holds a repository lock already (a drill).
+pub(crate) async fn restore_sources_under_lock(
     config: &Config,
     repo: &Repository,
     identities: Arc<Identities>,

@@ -6,11 +6,13 @@
 //! objects/<snapshot>/<source>/<role file>      data: age(zstd(stream))
 //! snapshots/<snapshot>.json                    the manifest, written last: its presence *is* the commit
 //! drills/<drill>.json.age                      a restore drill's record, encrypted (drill_record.rs)
+//! locks/<lock>.json                            a writer's lease lock (lock.rs)
 //! ```
 //! Objects of a snapshot whose manifest was never written belong to no snapshot: nothing lists or restores
 //! them, and a failed backup deletes them on its way out (prune sweeps up after a crash).
 
 pub mod drill_record;
+pub mod lock;
 pub mod manifest;
 pub mod snapshot_id;
 
@@ -29,7 +31,8 @@ use snapshot_id::{Selector, SnapshotId};
 
 const CONFIG_KEY: &str = "config.json";
 const SNAPSHOTS_PREFIX: &str = "snapshots/";
-const OBJECTS_PREFIX: &str = "objects/";
+/// Where every snapshot's objects live: `objects/<snapshot>/...`.
+pub const OBJECTS_PREFIX: &str = "objects/";
 const DRILLS_PREFIX: &str = "drills/";
 const DRILL_SUFFIX: &str = ".json.age";
 /// Manifests are small (sizes and hashes); anything bigger is not one of ours.
@@ -99,8 +102,14 @@ impl Repository {
         format!("{OBJECTS_PREFIX}{snapshot}/{source}/{}", role.file_name())
     }
 
-    fn manifest_key(snapshot: &SnapshotId) -> String {
+    pub fn manifest_key(snapshot: &SnapshotId) -> String {
         format!("{SNAPSHOTS_PREFIX}{snapshot}.json")
+    }
+
+    /// Deletes a snapshot's manifest: from this moment the snapshot no longer exists, and its objects belong to
+    /// no snapshot (prune deletes them next).
+    pub async fn forget(&self, id: &SnapshotId) -> Result<()> {
+        self.store.delete(&Self::manifest_key(id)).await
     }
 
     /// Ids of every committed snapshot, oldest first.

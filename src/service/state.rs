@@ -1,0 +1,160 @@
+//! What the service knows about itself and the repository: every job's runs, the last backup per source, the
+//! last drill, the repository's RPO age. `/status`, `/metrics`, `/readyz` and `dr status` read it; the jobs and
+//! the repository watcher write it. Each job's last start is also persisted, for catching up missed runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::JobKind;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub started_at: Option<DateTime<Utc>>,
+    pub jobs: BTreeMap<String, JobStatus>,
+    /// Per source, from the last successful backup job.
+    pub backups: BTreeMap<String, SourceBackup>,
+    pub last_backup: Option<BackupRun>,
+    pub last_drill: Option<DrillRun>,
+    pub repository: RepositoryStatus,
+    pub lock_wait_seconds_total: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub kind: JobKind,
+    pub schedule: String,
+    pub next_run: Option<DateTime<Utc>>,
+    pub running_since: Option<DateTime<Utc>>,
+    pub last_started: Option<DateTime<Utc>>,
+    pub last_finished: Option<DateTime<Utc>>,
+    pub last_outcome: Option<Outcome>,
+    pub last_error: Option<String>,
+    pub last_duration_seconds: Option<f64>,
+    /// Runs by outcome since the service started.
+    pub runs: BTreeMap<Outcome, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// Skipped because the previous run of the same job was still going.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceBackup {
+    pub finished_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    pub stored_bytes: u64,
+    pub plain_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRun {
+    pub snapshot: String,
+    pub finished_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillRun {
+    pub id: String,
+    pub snapshot: Option<String>,
+    pub finished_at: DateTime<Utc>,
+    pub passed: bool,
+    pub succeeded: bool,
+    pub reason: Option<String>,
+    pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepositoryStatus {
+    pub location: String,
+    /// When the repository was last listed successfully.
+    pub checked_at: Option<DateTime<Utc>>,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub snapshots: usize,
+    pub latest_snapshot: Option<String>,
+    /// The newest snapshot's consistency time: its age is the RPO an incident would suffer now.
+    pub latest_consistent_at: Option<DateTime<Utc>>,
+    pub rpo_objective_seconds: Option<f64>,
+}
+
+impl RepositoryStatus {
+    pub fn rpo_age_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
+        self.latest_consistent_at.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
+    }
+
+    /// Why the service is not ready, if it is not: the repository unreachable, or the newest snapshot older
+    /// than the RPO objective (or none at all while an objective is set).
+    pub fn unready_reasons(&self, now: DateTime<Utc>) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if !self.reachable {
+            reasons.push(format!(
+                "repository {} unreachable: {}",
+                self.location,
+                self.error.as_deref().unwrap_or("not checked yet")
+            ));
+        }
+        if let Some(objective) = self.rpo_objective_seconds {
+            match self.rpo_age_seconds(now) {
+                Some(age) if age > objective => reasons.push(format!(
+                    "RPO objective breached: the newest snapshot's data is {age:.0}s old, the objective is {objective:.0}s"
+                )),
+                None if self.reachable => reasons.push("RPO objective breached: no snapshot yet".into()),
+                _ => {}
+            }
+        }
+        reasons
+    }
+}
+
+/// Each job's last start, persisted in `<state_dir>/jobs.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Persisted {
+    pub last_started: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl Persisted {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("jobs.json")
+    }
+
+    /// A missing or unreadable file is an empty state (logged): at worst a missed run is not caught up.
+    pub fn load(state_dir: &Path) -> Persisted {
+        let path = Persisted::path(state_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), "ignoring an unreadable state file: {e}");
+                Persisted::default()
+            }),
+            Err(_) => Persisted::default(),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(state_dir)?;
+        let path = Persisted::path(state_dir);
+        let temp = path.with_extension("json.tmp");
+        std::fs::write(&temp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(temp, path)
+    }
+}
