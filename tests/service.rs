@@ -214,6 +214,11 @@ async fn scheduled_backups_run_and_the_endpoints_report_them() {
         (event["fields"]["job"].as_str(), event["fields"]["outcome"].as_str()),
         (Some("frequent"), Some("success"))
     );
+    // The engine's own lines inside a job carry the job's name and run id too.
+    let committed = stderr.lines().find(|l| l.contains("backup committed")).unwrap_or_else(|| panic!("{stderr}"));
+    let event: serde_json::Value = serde_json::from_str(committed).unwrap();
+    assert_eq!(event["span"]["job"], "frequent", "{event}");
+    assert_eq!(event["span"]["run_id"].as_str().map(str::len), Some(23), "{event}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,7 +26,8 @@ pub fn init_logging(verbose: u8, quiet: bool, default_level: &str, display: &Dis
             .json()
             .with_env_filter(filter)
             .with_writer(io::stderr)
-            .with_current_span(false)
+            .with_current_span(true)
+            .with_span_list(false)
             .with_target(false)
             .try_init();
         return;

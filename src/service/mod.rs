@@ -23,6 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Config, JobKind};
 use crate::error::{Error, Result};
@@ -339,12 +340,17 @@ impl Scheduler {
             self.running.insert(job.name.clone(), Running { cancel: cancel.clone() });
             let shared = self.shared.clone();
             let run_id = crate::repo::snapshot_id::SnapshotId::new(now).to_string();
-            tracing::info!(job = %job.name, run = %job.kind, run_id = %run_id, "job started");
-            self.tasks.spawn(async move {
-                let config = shared.config();
-                let result = jobs::run(job.kind, &config, &shared, cancel).await;
-                (job.name, job.kind, now, result)
-            });
+            // Every line the job's engine logs carries the job's name, kind and run id (in the span).
+            let span = tracing::info_span!("job", job = %job.name, run = %job.kind, run_id = %run_id);
+            span.in_scope(|| tracing::info!("job started"));
+            self.tasks.spawn(
+                async move {
+                    let config = shared.config();
+                    let result = jobs::run(job.kind, &config, &shared, cancel).await;
+                    (job.name, job.kind, now, result)
+                }
+                .instrument(span),
+            );
         }
     }
 
