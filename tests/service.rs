@@ -238,8 +238,16 @@ async fn readyz_turns_unhealthy_when_the_rpo_objective_is_breached_and_status_sa
     let (code, stderr) = service.stop();
     assert_eq!(code, 0, "{stderr}");
 
-    // Without a service, `dr status` reads the repository and says the same.
+    // Without a service, `dr status` reads the repository and says the same, and who holds a lock.
+    let repo =
+        dr::Repository::open(std::sync::Arc::from(dr::store::open_local(&site.repo.display().to_string()).unwrap()))
+            .await
+            .unwrap();
+    let options = dr::repo::lock::LockOptions::new("prune");
+    let held = repo.lock(dr::repo::lock::LockKind::Exclusive, &options).await.unwrap();
     let run = site.dr(&["status"]).ok();
+    assert!(run.stdout.contains("lock:        exclusive prune by "), "{}", run.stdout);
+    held.release().await.unwrap();
     assert!(
         run.stdout.contains("repository (no dr serve answered)") && run.stdout.contains("ready:       NO"),
         "{}",

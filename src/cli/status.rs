@@ -64,6 +64,21 @@ async fn repository_status(context: &Context, config: &dr::Config) -> Result<Val
         latest.as_ref().and_then(|m| m.sources.iter().map(|s| s.consistent_at).min());
     let age = consistent_at.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
     let objective = config.objectives.rpo.map(|d| d.as_secs_f64());
+    let locks: Vec<Value> = repo
+        .locks()
+        .await?
+        .into_iter()
+        .filter(|l| !l.expired)
+        .filter_map(|l| l.info)
+        .map(|info| {
+            serde_json::json!({
+                "kind": format!("{:?}", info.kind).to_lowercase(),
+                "holder": info.holder(),
+                "since": info.created_at,
+                "expires_at": info.expires_at,
+            })
+        })
+        .collect();
     let breached = match (age, objective) {
         (Some(age), Some(objective)) => age > objective,
         (None, Some(_)) => true,
@@ -82,6 +97,7 @@ async fn repository_status(context: &Context, config: &dr::Config) -> Result<Val
                 "latest_snapshot": latest.as_ref().map(|m| m.id.to_string()),
                 "latest_consistent_at": consistent_at,
                 "rpo_objective_seconds": objective,
+                "locks": locks,
             }
         }
     }))
@@ -104,6 +120,15 @@ fn print_human(status: &Value) {
     println!("ready:       {}", if status["ready"] == true { "yes" } else { "NO" });
     for reason in status["unready_reasons"].as_array().into_iter().flatten() {
         println!("  - {}", reason.as_str().unwrap_or_default());
+    }
+    for lock in repository["locks"].as_array().into_iter().flatten() {
+        println!(
+            "lock:        {} {} since {} (expires {})",
+            lock["kind"].as_str().unwrap_or("?"),
+            lock["holder"].as_str().unwrap_or("?"),
+            lock["since"].as_str().unwrap_or("?"),
+            lock["expires_at"].as_str().unwrap_or("?")
+        );
     }
     if let Some(drill) = status["status"]["last_drill"].as_object() {
         println!(

@@ -170,7 +170,20 @@ async fn refresh_repository(shared: &Shared) {
             Some(id) => Some(repo.manifest(id).await?),
             None => None,
         };
-        Ok::<_, Error>((repo.location().to_string(), ids.len(), latest))
+        let locks: Vec<state::HeldLock> = repo
+            .locks()
+            .await?
+            .into_iter()
+            .filter(|l| !l.expired)
+            .filter_map(|l| l.info)
+            .map(|info| state::HeldLock {
+                kind: format!("{:?}", info.kind).to_lowercase(),
+                holder: info.holder(),
+                since: info.created_at,
+                expires_at: info.expires_at,
+            })
+            .collect();
+        Ok::<_, Error>((repo.location().to_string(), ids.len(), latest, locks))
     }
     .await;
     let now = Utc::now();
@@ -179,8 +192,9 @@ async fn refresh_repository(shared: &Shared) {
     repository.checked_at = Some(now);
     repository.rpo_objective_seconds = config.objectives.rpo.map(|d| d.as_secs_f64());
     match result {
-        Ok((location, count, latest)) => {
+        Ok((location, count, latest, locks)) => {
             repository.location = location;
+            repository.locks = locks;
             repository.reachable = true;
             repository.error = None;
             repository.snapshots = count;

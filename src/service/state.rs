@@ -96,6 +96,16 @@ pub struct RepositoryStatus {
     /// The newest snapshot's consistency time: its age is the RPO an incident would suffer now.
     pub latest_consistent_at: Option<DateTime<Utc>>,
     pub rpo_objective_seconds: Option<f64>,
+    /// Live locks on the repository (who holds them, since when), as of `checked_at`.
+    pub locks: Vec<HeldLock>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldLock {
+    pub kind: String,
+    pub holder: String,
+    pub since: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl RepositoryStatus {
