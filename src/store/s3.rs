@@ -254,6 +254,32 @@ impl Inner {
         }
     }
 
+    /// Aborts a multipart upload (retried); one that is already gone counts as aborted.
+    async fn abort_multipart(&self, key: &str, full: &str, upload_id: &str) -> Result<()> {
+        let result = self
+            .retry("abort", key, || {
+                let request = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.options.bucket)
+                    .key(full)
+                    .upload_id(upload_id)
+                    .send();
+                async move {
+                    match request.await {
+                        // Already gone (aborted by a lifecycle rule, or by an earlier attempt whose answer was lost).
+                        Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+                        other => other.map(|_| ()),
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(()) | Err(Error::ObjectMissing { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// One whole object in a single PUT (small objects, and streams that stayed under one part).
     async fn put_object(&self, key: &str, full: &str, data: Bytes) -> Result<()> {
         let md5 = content_md5(&data);
@@ -557,30 +583,8 @@ impl Store for S3Store {
     }
 
     async fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
-        let inner = &self.inner;
-        let full = inner.full_key(&upload.key)?;
-        let result = inner
-            .retry("abort", &upload.key, || {
-                let request = inner
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&inner.options.bucket)
-                    .key(&full)
-                    .upload_id(&upload.upload_id)
-                    .send();
-                async move {
-                    match request.await {
-                        // Already gone (aborted by a lifecycle rule, or by an earlier attempt whose answer was lost).
-                        Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
-                        other => other.map(|_| ()),
-                    }
-                }
-            })
-            .await;
-        match result {
-            Ok(()) | Err(Error::ObjectMissing { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let full = self.inner.full_key(&upload.key)?;
+        self.inner.abort_multipart(&upload.key, &full, &upload.upload_id).await
     }
 }
 
@@ -816,29 +820,7 @@ impl S3Writer {
         self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
         let Some(upload_id) = self.upload_id.take() else { return Ok(()) };
-        let inner = &self.inner;
-        let result = inner
-            .retry("abort", &self.key, || {
-                let request = inner
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&inner.options.bucket)
-                    .key(&self.full)
-                    .upload_id(&upload_id)
-                    .send();
-                async move {
-                    match request.await {
-                        // Already gone (an earlier attempt whose answer was lost, a lifecycle rule): done.
-                        Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
-                        other => other.map(|_| ()),
-                    }
-                }
-            })
-            .await;
-        match result {
-            Ok(()) | Err(Error::ObjectMissing { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.inner.abort_multipart(&self.key, &self.full, &upload_id).await
     }
 }
 
