@@ -160,6 +160,30 @@ pub enum Error {
     #[error("prune stopped before deleting anything: {key} cannot be read: {reason}")]
     PruneUnreadable { key: String, reason: String },
 
+    /// A runbook that does not validate: every problem, each naming its line or step (docs/runbooks.md).
+    #[error("runbook {} is invalid: {}", .path.display(), .problems.join("; "))]
+    RunbookInvalid { path: PathBuf, problems: Vec<String> },
+
+    /// A destructive recovery without `--yes`: no terminal to ask on, or the answer was not the runbook's name.
+    #[error("{}", if *.interactive {
+        format!("recovery not confirmed: runbook {runbook:?} was not run")
+    } else {
+        format!("refusing to run runbook {runbook:?} unconfirmed: it restores or runs commands, and there is no terminal to ask on")
+    })]
+    RecoverNotConfirmed { runbook: String, interactive: bool },
+
+    /// A step of `dr recover` failed and the run stopped there (its state is saved).
+    #[error("step {step:?} failed: {reason}")]
+    RecoverStepFailed { step: String, reason: String, hint: Option<String>, runbook: PathBuf },
+
+    /// Every step ran, but some with `on_failure = "continue"` failed.
+    #[error("the recovery ran to its end, but {} step(s) failed: {}", .failed.len(), .failed.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))]
+    RecoverIncomplete { failed: Vec<String>, runbook: PathBuf },
+
+    /// `dr recover` was stopped by a signal; the state is saved for `--resume`.
+    #[error("stopped by {signal} during step {step:?}; the recovery's state is saved in {}", .state.display())]
+    RecoverInterrupted { signal: &'static str, number: i32, step: String, state: PathBuf, resume: String },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -182,6 +206,8 @@ impl Error {
             Error::Usage(_) => 2,
             // The shell convention for "killed by a signal".
             Error::Signal { number, .. } => 128 + number,
+            Error::RecoverInterrupted { number, .. } => 128 + number,
+            Error::RecoverNotConfirmed { interactive: false, .. } => 2,
             _ => 1,
         }
     }
@@ -323,6 +349,36 @@ impl Error {
                 "nothing was deleted; run `dr verify --all` to see what is damaged, then restore the object from a \
                  copy or move the damaged manifest out of snapshots/, and run prune again"
                     .to_string()
+            }
+            Error::RunbookInvalid { .. } => {
+                "nothing was run; fix the runbook (docs/runbooks.md describes every key), and check it with \
+                 `dr recover --runbook FILE --dry-run`"
+                    .to_string()
+            }
+            Error::RecoverNotConfirmed { interactive: false, .. } => {
+                "pass --yes to confirm (see the plan first with --dry-run)".to_string()
+            }
+            Error::RecoverNotConfirmed { interactive: true, runbook } => {
+                format!("nothing was changed; to go on, type the runbook's name ({runbook}) or \"yes\"")
+            }
+            Error::RecoverStepFailed { hint, runbook, .. } => {
+                let resume = format!(
+                    "`dr recover --runbook {} --resume` continues with this step (the steps before it are not run \
+                     again; the report and the state file are listed above)",
+                    runbook.display()
+                );
+                match hint {
+                    Some(hint) => format!("{hint}; then {resume}"),
+                    None => format!("fix the cause (the step's output is above and in the report), then {resume}"),
+                }
+            }
+            Error::RecoverIncomplete { runbook, .. } => format!(
+                "the report has each step's error; run one again with `dr recover --runbook {} --resume \
+                 --from-step NAME`",
+                runbook.display()
+            ),
+            Error::RecoverInterrupted { resume, .. } => {
+                format!("the running step was stopped (its process group killed); continue with `{resume}`")
             }
             Error::Interrupted => "nothing was committed; run the command again".to_string(),
             Error::Cancelled => "nothing was committed; run the command again".to_string(),

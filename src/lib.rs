@@ -23,6 +23,7 @@ pub mod files;
 pub mod pg;
 pub mod pipeline;
 pub mod progress;
+pub mod recover;
 pub mod repo;
 pub mod report;
 pub mod retention;

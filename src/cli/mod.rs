@@ -8,6 +8,7 @@ mod keygen;
 mod output;
 mod progress;
 mod prune;
+mod recover;
 mod report;
 mod restore;
 mod serve;
@@ -73,6 +74,8 @@ enum Command {
     Report(report::Args),
     /// Delete the snapshots [retention] does not keep, and what no snapshot references.
     Prune(prune::Args),
+    /// Run a recovery runbook: restores, commands, checks, step by step, resumable (docs/runbooks.md).
+    Recover(recover::Args),
     /// Run the appliance: scheduled jobs, health, metrics and status endpoints, until SIGTERM.
     Serve,
     /// The service's status at a glance (or, with no service running, the repository's RPO age).
@@ -156,8 +159,9 @@ pub fn main() -> ExitCode {
         }
     };
     let grace = match cli.command {
-        // Prune stops between two deletions, and releases its lock.
-        Command::Backup(_) | Command::Drill(_) | Command::Prune(_) => signals::GRACE,
+        // Prune stops between two deletions, and releases its lock. Recover kills its step's process group and
+        // saves its state.
+        Command::Backup(_) | Command::Drill(_) | Command::Prune(_) | Command::Recover(_) => signals::GRACE,
         // The service winds down on its own ([service] grace, then cancellation); this is only a backstop.
         Command::Serve => signals::SERVICE_BACKSTOP,
         _ => Duration::ZERO,
@@ -194,6 +198,7 @@ async fn run(command: Command, context: &Context, display: &progress::Display) -
         Command::Drill(args) => drill::run(context, args, display).await,
         Command::Report(args) => report::run(context, args).await,
         Command::Prune(args) => prune::run(context, args, display).await,
+        Command::Recover(args) => recover::run(context, args, display).await,
         Command::Serve => serve::run(context).await,
         Command::Status(args) => status::run(context, args).await,
         Command::Demo(args) => demo::run(args).await,

@@ -10,7 +10,7 @@
 //!
 //! docs/drills.md says what each check proves and what it cannot.
 
-mod checks;
+pub(crate) mod checks;
 pub mod expect;
 mod scratch;
 

@@ -1,0 +1,115 @@
+//! The state of a recovery, saved after every step so that `--resume` can continue an interrupted one with the
+//! same snapshot. One file per runbook: `<runbook file stem>.recover-state.json`.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::repo::snapshot_id::SnapshotId;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecoverState {
+    pub runbook: String,
+    pub runbook_path: PathBuf,
+    pub snapshot: SnapshotId,
+    /// When the snapshot's data was consistent (the earliest of its sources).
+    pub snapshot_consistent_at: DateTime<Utc>,
+    /// When the first run of this recovery started: the RTO clock.
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// How many times `dr recover` worked on this recovery (1 + resumes).
+    pub runs: u32,
+    /// The run went past the last step.
+    pub finished: bool,
+    /// One per step of the runbook, in its order.
+    pub steps: Vec<StepRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub kind: String,
+    /// What it does, with its resolved arguments and no secret.
+    pub description: String,
+    pub outcome: Outcome,
+    pub attempts: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub duration_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The output of a `run` step (its last lines), or what a check found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Not run (yet).
+    Pending,
+    Succeeded,
+    /// Failed with `on_failure = "stop"`: the run stopped here.
+    Failed,
+    /// Failed with `on_failure = "continue"`: the run went on.
+    FailedContinued,
+    /// Before `--from-step`: not run by choice.
+    Skipped,
+    /// Stopped by a signal while it ran.
+    Interrupted,
+}
+
+impl Outcome {
+    /// Whether a resumed run goes past this step.
+    pub fn is_done(self) -> bool {
+        matches!(self, Outcome::Succeeded | Outcome::FailedContinued | Outcome::Skipped)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pending => "not run",
+            Outcome::Succeeded => "ok",
+            Outcome::Failed => "FAILED",
+            Outcome::FailedContinued => "FAILED (continued)",
+            Outcome::Skipped => "skipped",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl RecoverState {
+    pub fn load(path: &Path) -> Result<Option<RecoverState>> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::io(format!("reading recovery state {}", path.display()), std::io::Error::other(e))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading recovery state {}", path.display()), e)),
+        }
+    }
+
+    /// Writes the state atomically (temp file + rename), so a crash leaves the previous state.
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        self.updated_at = Utc::now();
+        let context = || format!("saving recovery state {}", path.display());
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::io(context(), std::io::Error::other(e)))?;
+        write_atomically(path, &json).map_err(|e| Error::io(context(), e))
+    }
+
+    /// Where the run starts: after the last step that is done.
+    pub fn resume_index(&self) -> usize {
+        self.steps.iter().position(|s| !s.outcome.is_done()).unwrap_or(self.steps.len())
+    }
+}
+
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
