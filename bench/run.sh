@@ -8,7 +8,9 @@
 #   d. createdb + pg_restore -j2 from the local -Z0 dump file
 #   e. dr restore --jobs 2 --into app=<new database>
 #   f. dr backup to S3 (a single-node Garage on loopback; skipped with --no-s3 or without garage)
-# and prints medians, ratios, output sizes, dr's peak RSS and PASS/FAIL against the targets of issues 2 and 3.
+#   g. dr drill --jobs 2 (the same snapshot into an embedded scratch cluster, then every check; --no-drill skips it)
+# and prints medians, ratios, output sizes, dr's peak RSS and PASS/FAIL against the targets of issues 2 and 3,
+# and the drill's RTO, its phases and its cost over dr restore.
 # See docs/benchmarks.md. Run `bench/run.sh --help` for the options.
 
 set -euo pipefail
@@ -34,30 +36,34 @@ KEEP=0
 DURABLE=0
 DR_BIN=""
 RESULTS=""
+DRILL=1
 
 usage() {
     cat <<EOF
 Usage: bench/run.sh [options]
 
 Generates a realistic photo-sharing database on a scratch PostgreSQL cluster and times pg_dump -Fc,
-the pg_dump | zstd | age shell pipeline and dr backup; pg_restore -j2 and dr restore --jobs 2.
+the pg_dump | zstd | age shell pipeline and dr backup; pg_restore -j2, dr restore --jobs 2 and
+dr drill --jobs 2 (restore into an embedded scratch cluster, then every check).
 
 Options:
   --sizes LIST     database sizes in GB (pg_database_size), comma-separated (default: $SIZES);
                    --sizes 0.05 is a quick smoke run
   --reps N         repetitions of every measurement; the median is reported (default: $REPS)
-  --jobs N         parallel jobs of both restores (default: $JOBS)
+  --jobs N         parallel jobs of the restores and of the drill (default: $JOBS)
   --workdir DIR    where everything is created; removed at the end (default: bench/out)
   --keep           keep the work directory (dumps, repository, server log) for inspection
   --durable        run PostgreSQL with fsync/full_page_writes on (default: off, for steadier timings)
   --dr PATH        use this dr binary instead of building it (cargo build --release)
   --results FILE   also write the results table (Markdown) to FILE
   --no-s3          skip dr backup to S3 (a local Garage server; measured when garage is installed)
+  --no-drill       skip dr drill
   -h, --help       this help
 
 Environment: PG_BIN (PostgreSQL bin directory; default: the newest /usr/lib/postgresql/*/bin),
 POSTS_PER_GB (generator scale, default $POSTS_PER_GB).
-Needs: zstd, age, GNU time (/usr/bin/time); installed with apt-get when run as root.
+Needs: zstd, age, GNU time (/usr/bin/time), jq (for dr's JSON reports); installed with apt-get when run
+as root.
 EOF
 }
 
@@ -81,6 +87,7 @@ while (($#)); do
         --dr) DR_BIN=${2:?--dr needs a value}; shift 2 ;;
         --results) RESULTS=${2:?--results needs a value}; shift 2 ;;
         --no-s3) S3=0; shift ;;
+        --no-drill) DRILL=0; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
     esac
@@ -115,6 +122,7 @@ need() { # need COMMAND PACKAGE
 need zstd zstd
 need age age
 [[ -x /usr/bin/time ]] || need /usr/bin/time time
+need jq jq
 [[ -n $DR_BIN ]] || command -v cargo >/dev/null 2>&1 || die "cargo is missing (or pass --dr PATH)"
 
 if [[ -z ${PG_BIN:-} ]]; then
@@ -142,6 +150,7 @@ chmod 711 "$RUN" # the server's user must reach its directory inside
 PGDATA=""
 POLL_PID=""
 GARAGE_PID=""
+MEASURED_PID="" # GNU time, while it runs a dr command
 
 stop_server() {
     [[ -n $PGDATA && -f $PGDATA/postmaster.pid ]] || return 0
@@ -154,10 +163,36 @@ stop_server() {
     fi
 }
 
+# A dr drill cleans its scratch cluster up itself, also on SIGTERM; this is for one that was killed outright.
+stop_drill_scratch() {
+    local pid_file pid
+    for pid_file in "$RUN"/tmp/dr-scratch-*/data/postmaster.pid; do
+        [[ -f $pid_file ]] || continue
+        log "stopping a scratch cluster a drill left behind: ${pid_file%/postmaster.pid}"
+        if ! "${AS_SERVER[@]}" "$PG_BIN/pg_ctl" -D "${pid_file%/postmaster.pid}" -m immediate -w -t 30 stop \
+            >/dev/null 2>&1; then
+            pid=$(head -n 1 "$pid_file" 2>/dev/null || true)
+            if [[ -n $pid ]]; then kill -QUIT "$pid" 2>/dev/null || true; fi
+        fi
+    done
+}
+
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     if [[ -n $POLL_PID ]]; then kill "$POLL_PID" 2>/dev/null || true; fi
+    if [[ -n $MEASURED_PID ]]; then
+        # Interrupted mid-measurement: let dr stop cleanly (a drill stops its scratch cluster on SIGTERM).
+        local dr_pid="" i
+        read -r dr_pid _ <"/proc/$MEASURED_PID/task/$MEASURED_PID/children" 2>/dev/null || true
+        if [[ -n $dr_pid ]]; then kill -TERM "$dr_pid" 2>/dev/null || true; fi
+        for ((i = 0; i < 300; i++)); do
+            [[ -d /proc/$MEASURED_PID ]] || break
+            sleep 0.1
+        done
+        wait "$MEASURED_PID" 2>/dev/null || true
+    fi
+    stop_drill_scratch
     if [[ -n $GARAGE_PID ]]; then
         kill "$GARAGE_PID" 2>/dev/null || true
         wait "$GARAGE_PID" 2>/dev/null || true
@@ -200,6 +235,7 @@ measure_rss() {
     rm -f "$hwm_file"
     /usr/bin/time -f '%M' -o "$time_out" "$@" &
     local time_pid=$!
+    MEASURED_PID=$time_pid
     (
         # Reads /proc with builtins only, so the sampler itself costs next to nothing.
         pid="" hwm=0
@@ -221,6 +257,7 @@ measure_rss() {
     POLL_PID=$!
     local status=0
     wait "$time_pid" || status=$?
+    MEASURED_PID=""
     wait "$POLL_PID" 2>/dev/null || true
     POLL_PID=""
     if ((status != 0)); then
@@ -319,6 +356,10 @@ identity_file = "$RUN/identity.txt"
 [compression]
 level = 3
 threads = 0
+
+# dr drill's scratch cluster, restored files and staged archive (dr restore gets --temp-dir, the same).
+[restore]
+temp_dir = "$RUN/tmp"
 
 [[postgres]]
 name = "app"
@@ -456,17 +497,47 @@ run_pg_restore() {
     LAST_BYTES=$(sql -d postgres -c "SELECT pg_database_size('restore_pg')")
 }
 
-run_dr_restore() {
+run_dr_restore() { # run_dr_restore FILE (its JSON report, with the phases to compare with the drill's)
     drop_db restore_dr
     sync
     local t0 t1
     t0=$(now)
     measure_rss "$DR" --config "$CONFIG" -q restore --to latest --into "app=$(conninfo restore_dr)" \
-        --jobs "$JOBS" --temp-dir "$RUN/tmp" >/dev/null
+        --jobs "$JOBS" --temp-dir "$RUN/tmp" --json >"$1"
     t1=$(now)
     LAST_SECONDS=$(elapsed "$t0" "$t1")
     LAST_BYTES=$(sql -d postgres -c "SELECT pg_database_size('restore_dr')")
 }
+
+# dr drill of the latest snapshot (the one dr restore restores) into an embedded scratch cluster, with every
+# check. The record (--json) goes to FILE; TMPDIR too points into the work directory, for anything that does
+# not follow [restore] temp_dir. A drill that does not pass stops the benchmark, naming the failed checks.
+run_dr_drill() { # run_dr_drill FILE
+    sync
+    local t0 t1 status=0
+    t0=$(now)
+    measure_rss env TMPDIR="$RUN/tmp" "$DR" --config "$CONFIG" -q drill --jobs "$JOBS" --json >"$1" || status=$?
+    t1=$(now)
+    if ((status != 0)) || [[ $(jq -r '.passed' "$1" 2>/dev/null) != true ]]; then
+        jq -r '"reason: \(.reason)", (.checks[] | select(.status != "pass") | "  \(.status) \(.name): \(.detail)")' \
+            "$1" >&2 2>/dev/null || true
+        die "dr drill did not pass (exit status $status)"
+    fi
+    # Clean-up is the drill's own job: nothing of it may be left in the temporary directory.
+    local left
+    left=$(find "$RUN/tmp" -mindepth 1 -maxdepth 1 -print -quit)
+    [[ -z $left ]] || die "dr drill left $left behind"
+    LAST_SECONDS=$(elapsed "$t0" "$t1")
+}
+# Seconds of one phase of a drill record (0 when absent), and the other figures of it.
+drill_phase() { awk -v s="$(jq -r --arg name "$2" '[.phases[] | select(.name == $name) | .seconds] | add // 0' "$1")" 'BEGIN { printf "%.3f", s }'; }
+drill_rto() { awk -v s="$(jq -r '.rto.seconds // 0' "$1")" 'BEGIN { printf "%.3f", s }'; }
+drill_start() { awk -v s="$(jq -r '.scratch.start_seconds' "$1")" 'BEGIN { printf "%.3f", s }'; }
+drill_phases() { jq -r '.phases[].name' "$1"; }
+# The same for a dr restore --json report: one phase summed over the sources.
+restore_phase() { awk -v s="$(jq -r --arg name "$2" '[.sources[].phases[] | select(.name == $name) | .seconds] | add // 0' "$1")" 'BEGIN { printf "%.3f", s }'; }
+# The index (0-based) of the run at the median of the values given (the lower middle one for an even count).
+median_index() { local i=0 v; for v in "$@"; do echo "$v $((i++))"; done | sort -g | awk '{ i[NR] = $2 } END { print i[int((NR + 1) / 2)] }'; }
 
 # Row counts and a digest of every table, to check that both restores are complete.
 DIGEST_SQL="SELECT string_agg(t || ':' || n || ':' || d, ' ' ORDER BY t) FROM (
@@ -523,13 +594,18 @@ for size in "${SIZE_LIST[@]}"; do
 
     ((S3)) && run_dr_backup_s3
     declare -a T_A=() T_B=() T_BS=() T_C=() T_D=() T_E=() T_F=() RSS_C=() RSS_E=() RSS_F=() OWN_C=() OWN_E=() OWN_F=()
+    declare -a T_G=() RTO_G=() RSS_G=() OWN_G=() JSON_G=() JSON_E=()
     for ((rep = 0; rep < REPS; rep++)); do
         # Interleaved, and the order rotates from one repetition to the next so no tool always goes first.
         backups=(a b c)
         ((S3)) && backups+=(f)
         n=${#backups[@]}
         order=("${backups[@]:rep % n}" "${backups[@]:0:rep % n}")
-        if ((rep % 2)); then order+=(e d); else order+=(d e); fi
+        # The restores (and the drill) follow the backups, so they all restore the snapshot of this repetition.
+        restores=(d e)
+        ((DRILL)) && restores+=(g)
+        n=${#restores[@]}
+        order+=("${restores[@]:rep % n}" "${restores[@]:0:rep % n}")
         for m in "${order[@]}"; do
             case $m in
                 a)
@@ -558,12 +634,20 @@ for size in "${SIZE_LIST[@]}"; do
                     ((rep)) || check_restored restore_pg "pg_restore"
                     "$PG_BIN/dropdb" restore_pg ;;
                 e)
-                    run_dr_restore
-                    T_E+=("$LAST_SECONDS")
+                    json="$RUN/restore-$size-$rep.json"
+                    run_dr_restore "$json"
+                    T_E+=("$LAST_SECONDS"); JSON_E+=("$json")
                     RSS_E+=("$LAST_RSS_KB"); OWN_E+=("$LAST_OWN_KB")
-                    log "rep $((rep + 1)): dr restore --jobs $JOBS    $LAST_SECONDS s, peak RSS $(mib "$LAST_RSS_KB") MiB (own $(mib "$LAST_OWN_KB"))"
+                    log "rep $((rep + 1)): dr restore --jobs $JOBS    $LAST_SECONDS s ($(jq -r '[.sources[].phases[] | "\(.name) \(.seconds * 1000 | floor / 1000)"] | join(", ")' "$json")), peak RSS $(mib "$LAST_RSS_KB") MiB (own $(mib "$LAST_OWN_KB"))"
                     ((rep)) || check_restored restore_dr "dr restore"
                     "$PG_BIN/dropdb" restore_dr ;;
+                g)
+                    json="$RUN/drill-$size-$rep.json"
+                    run_dr_drill "$json"
+                    T_G+=("$LAST_SECONDS"); RTO_G+=("$(drill_rto "$json")"); JSON_G+=("$json")
+                    RSS_G+=("$LAST_RSS_KB"); OWN_G+=("$LAST_OWN_KB")
+                    log "rep $((rep + 1)): dr drill --jobs $JOBS      $LAST_SECONDS s (RTO ${RTO_G[-1]} s: $(jq -r '[.phases[] | "\(.name) \(.seconds * 1000 | floor / 1000)"] | join(", ")' "$json"); scratch start $(drill_start "$json") s), peak RSS $(mib "$LAST_RSS_KB") MiB (own $(mib "$LAST_OWN_KB"))"
+                    ((rep)) || log "       drill checks: $(jq -r '[.checks[] | "\(.name) \(.status)"] | join(", ")' "$json"); $(jq -r '.checks[] | select(.name | startswith("row counts")) | .detail' "$json")" ;;
             esac
         done
     done
@@ -597,9 +681,42 @@ for size in "${SIZE_LIST[@]}"; do
             "| $label | dr backup S3 / pipeline | $(ratio "$f" "$b") | (information) | | | |"
         )
     fi
+    if ((DRILL)); then
+        g=$(median "${T_G[@]}"); rto=$(median "${RTO_G[@]}")
+        rss_g=$(printf '%s\n' "${RSS_G[@]}" | sort -n | tail -n 1); own_g=$(printf '%s\n' "${OWN_G[@]}" | sort -n | tail -n 1)
+        # The phases of the median drill (by wall time), with every run's figure beside them.
+        mid=$(median_index "${T_G[@]}")
+        mid_json=${JSON_G[mid]}
+        phase_runs() { local j; for j in "${JSON_G[@]}"; do "$1" "$j" "${2:-}"; echo; done | paste -sd ' '; } # FIGURE [PHASE]
+        TABLE+=(
+            "| $label | dr drill --jobs $JOBS (wall) | $g | ${T_G[*]} | | $(mib "$rss_g") ($(mib "$own_g")) | $(pass "$own_g" "$rss_limit_kb") |"
+            "| $label | dr drill RTO (first byte fetched to end of checks) | $rto | ${RTO_G[*]} | | | |"
+        )
+        while read -r phase; do
+            TABLE+=("| $label | · phase $phase (median drill: run $((mid + 1))) | $(drill_phase "$mid_json" "$phase") | $(phase_runs drill_phase "$phase") | | | |")
+        done < <(drill_phases "$mid_json")
+        planning=$(awk -v r="$(drill_rto "$mid_json")" -v p="$(jq -r '[.phases[].seconds] | add // 0' "$mid_json")" 'BEGIN { printf "%.3f", r - p }')
+        outside=$(awk -v w="${T_G[mid]}" -v r="$(drill_rto "$mid_json")" -v s="$(drill_start "$mid_json")" 'BEGIN { printf "%.3f", w - r - s }')
+        # The same restore phases of the median dr restore, on the bench's server (the drill's go to its scratch).
+        mid_e=$(median_index "${T_E[@]}")
+        restore_runs() { local j; for j in "${JSON_E[@]}"; do restore_phase "$j" "$1"; echo; done | paste -sd ' '; }
+        TABLE+=(
+            "| $label | · in the RTO, outside the phases (planning) | $planning | | | | |"
+            "| $label | · scratch start (not in the RTO) | $(drill_start "$mid_json") | $(phase_runs drill_start) | | | |"
+            "| $label | · rest of the wall time (start-up, manifest, tool look-up, clean-up, record) | $outside | | | | |"
+        )
+        while read -r phase; do
+            TABLE+=("| $label | (dr restore --jobs $JOBS, phase $phase, median run $((mid_e + 1))) | $(restore_phase "${JSON_E[mid_e]}" "$phase") | $(restore_runs "$phase") | | | |")
+        done < <(jq -r '.sources[].phases[].name' "${JSON_E[mid_e]}" | awk '!seen[$0]++')
+        TABLE+=(
+            "| $label | **dr drill RTO / dr restore --jobs $JOBS** | **$(ratio "$rto" "$e")** | (information) | | | |"
+            "| $label | dr drill wall / dr restore --jobs $JOBS | $(ratio "$g" "$e") | (information) | | | |"
+            "| $label | drill checks / dr restore --jobs $JOBS | $(ratio "$(drill_phase "$mid_json" checks)" "$e") | (information) | | | |"
+        )
+    fi
     "$PG_BIN/dropdb" app
     rm -f "$OUT"/*.dump "$OUT"/*.age
-    unset T_A T_B T_BS T_C T_D T_E T_F RSS_C RSS_E RSS_F OWN_C OWN_E OWN_F
+    unset T_A T_B T_BS T_C T_D T_E T_F RSS_C RSS_E RSS_F OWN_C OWN_E OWN_F T_G RTO_G RSS_G OWN_G JSON_G JSON_E
 done
 
 # ---------------------------------------------------------------------------------------------------------
@@ -618,4 +735,8 @@ done
     echo
     echo "peak RSS: GNU time %M of the dr process tree (the kernel folds in reaped children such as pg_dump);"
     echo "in parentheses dr's own VmHWM, sampled every 0.1 s. Target: both ≤ $RSS_MAX_MIB MiB."
+    if ((DRILL)); then
+        echo "dr drill: the tree includes the scratch PostgreSQL that dr starts and reaps (initdb, the postmaster and"
+        echo "its backends, shared buffers included), so its PASS/FAIL is dr's own VmHWM against the same limit."
+    fi
 } | tee "${RESULTS:-/dev/null}"
