@@ -128,8 +128,15 @@ impl Store for LocalStore {
                 .into_iter()
                 // Hidden entries are partial uploads (or not ours); they are never objects.
                 .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+            // An entry deleted while the walk runs (a lock released, a prune at work) is simply not listed: a
+            // listing is a snapshot of a moment, as on S3.
+            let vanished = |e: &walkdir::Error| e.io_error().is_some_and(|io| io.kind() == io::ErrorKind::NotFound);
             for entry in walker {
-                let entry = entry.map_err(|e| store_error(&location, "list", &prefix_owned, e))?;
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) if vanished(&e) => continue,
+                    Err(e) => return Err(store_error(&location, "list", &prefix_owned, e)),
+                };
                 if !entry.file_type().is_file() {
                     continue;
                 }
@@ -142,7 +149,11 @@ impl Store for LocalStore {
                 if !key.starts_with(&prefix_owned) {
                     continue;
                 }
-                let meta = entry.metadata().map_err(|e| store_error(&location, "list", &key, e))?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    Err(e) if vanished(&e) => continue,
+                    Err(e) => return Err(store_error(&location, "list", &key, e)),
+                };
                 found.push(object_meta(key, &meta));
             }
             found.sort_by(|a, b| a.key.cmp(&b.key));
