@@ -235,7 +235,7 @@ struct Verified {
 /// Everything a prune will do, decided before anything is deleted.
 struct Plan {
     snapshots: Vec<SnapshotPlan>,
-    /// Manifest key and size of each snapshot to remove.
+    /// Id and manifest size of each snapshot to remove.
     manifests: Vec<(SnapshotId, u64)>,
     /// Objects of the removed snapshots: deleted right after the manifests.
     dropped: Vec<ObjectMeta>,
@@ -247,7 +247,8 @@ struct Plan {
 }
 
 async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutoff: DateTime<Utc>) -> Result<Plan> {
-    let ids = repo.snapshot_ids().await?;
+    let listed = repo.snapshot_sizes().await?;
+    let ids: Vec<SnapshotId> = listed.iter().map(|(id, _)| id.clone()).collect();
     let manifests = read_manifests(repo, &ids).await?;
     let mut warnings = Vec::new();
     let verified = newest_verified(repo, identities, &ids, &mut warnings).await?;
@@ -261,8 +262,7 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
     let objects = repo.store().list(OBJECTS_PREFIX).await?;
     let sorted = sort_objects(objects, &referenced, &committed, &removed, cutoff);
 
-    let manifest_sizes: HashMap<String, u64> =
-        repo.store().list("snapshots/").await?.into_iter().map(|meta| (meta.key, meta.size)).collect();
+    let manifest_sizes: HashMap<&SnapshotId, u64> = listed.iter().map(|(id, size)| (id, *size)).collect();
     let by_id: HashMap<&SnapshotId, &Manifest> = manifests.iter().map(|m| (&m.id, m)).collect();
     let mut snapshots = Vec::new();
     for decision in decisions {
@@ -278,7 +278,7 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
     let manifests = snapshots
         .iter()
         .filter(|s| s.action == Action::Remove)
-        .map(|s| (s.id.clone(), manifest_sizes.get(&Repository::manifest_key(&s.id)).copied().unwrap_or(0)))
+        .map(|s| (s.id.clone(), manifest_sizes.get(&s.id).copied().unwrap_or(0)))
         .collect();
     let uploads = match repo.store().stale_uploads(cutoff).await {
         Ok(uploads) => uploads,

@@ -132,7 +132,7 @@ pub async fn restore(
     options: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    let result = restore_checked(config, repo, identities, options, progress).await;
+    let result = restore_sources(config, repo, identities, options, progress).await.and_then(complete);
     let targets =
         options.into.iter().map(|(name, target)| format!("{name} -> {}", redact_target(target))).collect::<Vec<_>>();
     let entry = match &result {
@@ -157,14 +157,8 @@ fn redact_target(target: &str) -> String {
     ConnInfo::parse(target).map_or_else(|_| "(a connection string)".to_string(), |c| c.redacted())
 }
 
-async fn restore_checked(
-    config: &Config,
-    repo: &Repository,
-    identities: Arc<Identities>,
-    options: &RestoreOptions,
-    progress: &dyn Progress,
-) -> Result<RestoreReport> {
-    let report = restore_sources(config, repo, identities, options, progress).await?;
+/// The report of a restore whose every source came back, or the error naming those that did not.
+fn complete(report: RestoreReport) -> Result<RestoreReport> {
     let failed: Vec<String> = report
         .sources
         .iter()

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{ChildStderr, ChildStdout};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -178,9 +179,8 @@ impl Steps<'_> {
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Attempt::failed("sh started without its pipes");
         };
-        let mut stdout = BufReader::new(stdout).lines();
-        let mut stderr = BufReader::new(stderr).lines();
-        let (mut out_open, mut err_open) = (true, true);
+        let mut pipes =
+            Pipes { stdout: Some(BufReader::new(stdout).lines()), stderr: Some(BufReader::new(stderr).lines()) };
         let mut output = VecDeque::new();
         let line = |text: String, output: &mut VecDeque<String>| {
             let text = self.runbook.mask(&text);
@@ -200,14 +200,7 @@ impl Steps<'_> {
         tokio::pin!(expired);
         let status = loop {
             tokio::select! {
-                read = stdout.next_line(), if out_open => match read {
-                    Ok(Some(text)) => line(text, &mut output),
-                    _ => out_open = false,
-                },
-                read = stderr.next_line(), if err_open => match read {
-                    Ok(Some(text)) => line(text, &mut output),
-                    _ => err_open = false,
-                },
+                Some(text) = pipes.next_line() => line(text, &mut output),
                 status = child.wait() => break status,
                 _ = &mut expired => {
                     stop_group(group, &mut child).await;
@@ -225,21 +218,12 @@ impl Steps<'_> {
                 }
             }
         };
-        let drained = tokio::time::sleep(DRAIN);
-        tokio::pin!(drained);
-        while out_open || err_open {
-            tokio::select! {
-                read = stdout.next_line(), if out_open => match read {
-                    Ok(Some(text)) => line(text, &mut output),
-                    _ => out_open = false,
-                },
-                read = stderr.next_line(), if err_open => match read {
-                    Ok(Some(text)) => line(text, &mut output),
-                    _ => err_open = false,
-                },
-                _ = &mut drained => break,
+        let drain = async {
+            while let Some(text) = pipes.next_line().await {
+                line(text, &mut output);
             }
-        }
+        };
+        let _ = tokio::time::timeout(DRAIN, drain).await;
         match status {
             Ok(status) if status.success() => Attempt::Succeeded { output: output.into() },
             Ok(status) => Attempt::Failed {
@@ -249,6 +233,39 @@ impl Steps<'_> {
                 refused: false,
             },
             Err(e) => Attempt::failed(format!("waiting for sh: {e}")),
+        }
+    }
+}
+
+type PipeLines<R> = Option<Lines<BufReader<R>>>;
+
+/// A step's stdout and stderr, read line by line as the lines come; a pipe is dropped at its end (or on a read
+/// error).
+struct Pipes {
+    stdout: PipeLines<ChildStdout>,
+    stderr: PipeLines<ChildStderr>,
+}
+
+impl Pipes {
+    /// The next line from either pipe; `None` once both are closed. Cancel-safe: no line is lost when the
+    /// future is dropped.
+    async fn next_line(&mut self) -> Option<String> {
+        loop {
+            let (out, err) = (self.stdout.as_mut(), self.stderr.as_mut());
+            let (read, from_stdout) = match (out, err) {
+                (None, None) => return None,
+                (Some(out), None) => (out.next_line().await, true),
+                (None, Some(err)) => (err.next_line().await, false),
+                (Some(out), Some(err)) => tokio::select! {
+                    read = out.next_line() => (read, true),
+                    read = err.next_line() => (read, false),
+                },
+            };
+            match read {
+                Ok(Some(text)) => return Some(text),
+                _ if from_stdout => self.stdout = None,
+                _ => self.stderr = None,
+            }
         }
     }
 }

@@ -102,7 +102,7 @@ impl Repository {
         format!("{OBJECTS_PREFIX}{snapshot}/{source}/{}", role.file_name())
     }
 
-    pub fn manifest_key(snapshot: &SnapshotId) -> String {
+    fn manifest_key(snapshot: &SnapshotId) -> String {
         format!("{SNAPSHOTS_PREFIX}{snapshot}.json")
     }
 
@@ -114,19 +114,25 @@ impl Repository {
 
     /// Ids of every committed snapshot, oldest first.
     pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self.snapshot_sizes().await?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Ids of every committed snapshot with the size of its manifest, oldest first.
+    pub async fn snapshot_sizes(&self) -> Result<Vec<(SnapshotId, u64)>> {
         self.ids_between(SNAPSHOTS_PREFIX, ".json").await
     }
 
-    /// The ids named by the keys `<prefix><id><suffix>`, sorted (so oldest first); other keys are ignored.
-    async fn ids_between(&self, prefix: &str, suffix: &str) -> Result<Vec<SnapshotId>> {
-        let mut ids: Vec<SnapshotId> = self
+    /// The ids named by the keys `<prefix><id><suffix>`, with the objects' sizes, sorted by id (so oldest
+    /// first); other keys are ignored.
+    async fn ids_between(&self, prefix: &str, suffix: &str) -> Result<Vec<(SnapshotId, u64)>> {
+        let mut ids: Vec<(SnapshotId, u64)> = self
             .store
             .list(prefix)
             .await?
             .into_iter()
-            .filter_map(|meta| meta.key.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok())
+            .filter_map(|meta| Some((meta.key.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()?, meta.size)))
             .collect();
-        ids.sort();
+        ids.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(ids)
     }
 
@@ -222,7 +228,7 @@ impl Repository {
 
     /// Ids of every stored drill record, oldest first.
     pub async fn drill_ids(&self) -> Result<Vec<SnapshotId>> {
-        self.ids_between(DRILLS_PREFIX, DRILL_SUFFIX).await
+        Ok(self.ids_between(DRILLS_PREFIX, DRILL_SUFFIX).await?.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Reads and decrypts one drill record.

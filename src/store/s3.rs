@@ -653,6 +653,11 @@ struct S3Writer {
 }
 
 impl S3Writer {
+    /// A failure of this upload that is not a request's (those are classified by [`Inner::retry`]).
+    fn error(&self, message: String) -> Error {
+        Error::Store { location: self.inner.location.clone(), operation: "write", key: self.key.clone(), message }
+    }
+
     async fn start_multipart(&mut self) -> Result<String> {
         if let Some(id) = &self.upload_id {
             return Ok(id.clone());
@@ -663,12 +668,9 @@ impl S3Writer {
                 inner.client.create_multipart_upload().bucket(&inner.options.bucket).key(&self.full).send()
             })
             .await?;
-        let id = created.upload_id().ok_or_else(|| Error::Store {
-            location: inner.location.clone(),
-            operation: "write",
-            key: self.key.clone(),
-            message: "the server started a multipart upload without an upload id".to_string(),
-        })?;
+        let id = created
+            .upload_id()
+            .ok_or_else(|| self.error("the server started a multipart upload without an upload id".to_string()))?;
         self.upload_id = Some(id.to_string());
         Ok(id.to_string())
     }
@@ -685,12 +687,7 @@ impl S3Writer {
                 }
                 Ok(())
             }
-            Some(Err(e)) => Err(Error::Store {
-                location: self.inner.location.clone(),
-                operation: "write",
-                key: self.key.clone(),
-                message: format!("a part upload stopped: {e}"),
-            }),
+            Some(Err(e)) => Err(self.error(format!("a part upload stopped: {e}"))),
             None => Ok(()),
         }
     }
@@ -698,15 +695,10 @@ impl S3Writer {
     /// Sends one part, first waiting for a free slot: this wait is the backpressure on the producer.
     async fn send_part(&mut self, data: Bytes) -> Result<()> {
         if self.next_part as u64 > MAX_PARTS {
-            return Err(Error::Store {
-                location: self.inner.location.clone(),
-                operation: "write",
-                key: self.key.clone(),
-                message: format!(
-                    "the object needs more than {MAX_PARTS} parts of {}: raise [repository] part_size",
-                    crate::units::bytes(self.inner.options.part_size)
-                ),
-            });
+            return Err(self.error(format!(
+                "the object needs more than {MAX_PARTS} parts of {}: raise [repository] part_size",
+                crate::units::bytes(self.inner.options.part_size)
+            )));
         }
         let upload_id = self.start_multipart().await?;
         while self.in_flight.len() >= self.inner.options.concurrency {
@@ -780,12 +772,9 @@ impl S3Writer {
             })
             .await?;
         if !completed && !self.completed_earlier().await? {
-            return Err(Error::Store {
-                location: inner.location.clone(),
-                operation: "write",
-                key: self.key.clone(),
-                message: "the multipart upload disappeared before it was completed (NoSuchUpload)".to_string(),
-            });
+            return Err(
+                self.error("the multipart upload disappeared before it was completed (NoSuchUpload)".to_string())
+            );
         }
         self.upload_id = None;
         Ok(())
