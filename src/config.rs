@@ -534,7 +534,7 @@ impl Config {
         // Renewal runs every lease / 3 and each write to an S3 store can take a second: shorter leases would
         // be lost under load.
         if let Some(lease) = self.lock.lease
-            && lease < Duration::from_secs(1)
+            && lease < crate::repo::lock::MIN_LEASE
         {
             return Err(Error::ConfigInvalid(format!(
                 "[lock] lease = {} is too short; use at least 1s (default 5m)",
@@ -577,6 +577,17 @@ impl Config {
     /// All source names, databases first, in configuration order.
     pub fn source_names(&self) -> Vec<&str> {
         self.postgres.iter().map(|p| p.name.as_str()).chain(self.files.iter().map(|f| f.name.as_str())).collect()
+    }
+
+    /// The identities of `[encryption] identity_file`, which `action` needs to decrypt.
+    pub fn identities(&self, action: &'static str) -> Result<std::sync::Arc<crate::crypto::Identities>> {
+        let path = self.encryption.identity_file.as_ref().ok_or(Error::NoIdentity { action })?;
+        Ok(std::sync::Arc::new(crate::crypto::Identities::load(path)?))
+    }
+
+    /// pg_restore jobs: `requested` (a `--jobs` flag), else `[restore] jobs`, else one per CPU.
+    pub fn restore_jobs(&self, requested: Option<usize>) -> usize {
+        requested.or(self.restore.jobs).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 }
 

@@ -110,14 +110,11 @@ impl Context {
 
     /// pg_restore jobs: the flag, else `[restore] jobs`, else one per CPU.
     pub fn restore_jobs(config: &Config, flag: Option<u32>) -> usize {
-        flag.map(|j| j as usize)
-            .or(config.restore.jobs)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        config.restore_jobs(flag.map(|j| j as usize))
     }
 
     pub fn identities(&self, config: &Config, action: &'static str) -> Result<Arc<Identities>> {
-        let path = config.encryption.identity_file.as_ref().ok_or(Error::NoIdentity { action })?;
-        Ok(Arc::new(Identities::load(path)?))
+        config.identities(action)
     }
 }
 

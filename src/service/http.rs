@@ -15,7 +15,6 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::jobs::lock;
 
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     let app = Router::new()
@@ -45,7 +44,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let reasons = lock(&shared.status).repository.unready_reasons(Utc::now());
+    let reasons = shared.status().repository.unready_reasons(Utc::now());
     let code = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, axum::Json(json!({ "ready": reasons.is_empty(), "reasons": reasons }))).into_response()
 }
@@ -54,9 +53,8 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     if let Some(refused) = authorize(&shared, &headers) {
         return refused;
     }
-    let counters = shared.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let mut status = lock(&shared.status).clone();
-    status.lock_wait_seconds_total = crate::repo::lock::total_wait().as_secs_f64();
+    let counters = shared.counters().clone();
+    let status = shared.status().clone();
     let text = super::metrics::render(&status, &counters, Utc::now());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
@@ -66,14 +64,17 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         return refused;
     }
     let now = Utc::now();
-    let mut status = lock(&shared.status).clone();
-    status.lock_wait_seconds_total = crate::repo::lock::total_wait().as_secs_f64();
+    let status = shared.status().clone();
     let reasons = status.repository.unready_reasons(now);
+    let rpo_age = status.repository.rpo_age_seconds(now);
+    let mut status = json!(status);
+    // A process-wide counter kept by the lock module, read as of now.
+    status["lock_wait_seconds_total"] = json!(crate::repo::lock::total_wait().as_secs_f64());
     axum::Json(json!({
         "now": now,
         "ready": reasons.is_empty(),
         "unready_reasons": reasons,
-        "rpo_age_seconds": status.repository.rpo_age_seconds(now),
+        "rpo_age_seconds": rpo_age,
         "open_incidents": shared.incidents.open(),
         "status": status,
     }))

@@ -8,9 +8,8 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::state::{BackupRun, DrillRun, SourceBackup, Status};
+use super::state::{BackupRun, DrillRun, SourceBackup};
 use crate::config::{Config, JobKind};
-use crate::crypto::Identities;
 use crate::error::{Error, Result};
 use crate::progress::NoProgress;
 use crate::repo::Repository;
@@ -31,24 +30,18 @@ pub(super) async fn run(
 ) -> Result<JobSummary> {
     let store = store::open(&config.repository).await?;
     let repo = Repository::open(Arc::from(store)).await?;
-    let status = &shared.status;
     match kind {
-        JobKind::Backup => backup(config, &repo, status, cancel).await,
-        JobKind::Drill => drill(config, &repo, status, cancel).await,
+        JobKind::Backup => backup(config, &repo, shared, cancel).await,
+        JobKind::Drill => drill(config, &repo, shared, cancel).await,
         JobKind::Report => report(config, &repo, shared).await,
         JobKind::Prune => prune(config, &repo, shared, cancel).await,
     }
 }
 
-async fn backup(
-    config: &Config,
-    repo: &Repository,
-    status: &std::sync::Mutex<Status>,
-    cancel: CancellationToken,
-) -> Result<JobSummary> {
+async fn backup(config: &Config, repo: &Repository, shared: &Shared, cancel: CancellationToken) -> Result<JobSummary> {
     let options = engine::BackupOptions { only: Vec::new(), cancel };
     let report = engine::backup(config, repo, &options, &NoProgress).await?;
-    let mut status = lock(status);
+    let mut status = shared.status();
     for source in &report.sources {
         status.backups.insert(
             source.name.clone(),
@@ -73,24 +66,19 @@ async fn backup(
     Ok(summary)
 }
 
-async fn drill(
-    config: &Config,
-    repo: &Repository,
-    status: &std::sync::Mutex<Status>,
-    cancel: CancellationToken,
-) -> Result<JobSummary> {
-    let identities = identities(config, "drill")?;
+async fn drill(config: &Config, repo: &Repository, shared: &Shared, cancel: CancellationToken) -> Result<JobSummary> {
+    let identities = config.identities("drill")?;
     let options = drill::DrillOptions {
         selector: Selector::Latest,
         scratch_url: config.drill.scratch_url.clone(),
         keep: false,
-        jobs: config.restore.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        jobs: config.restore_jobs(None),
         temp_dir: config.restore.temp_dir.clone(),
         cancel,
     };
     let outcome = drill::drill(config, repo, identities, &options, &NoProgress).await?;
     let record = &outcome.record;
-    lock(status).last_drill = Some(DrillRun {
+    shared.status().last_drill = Some(DrillRun {
         id: record.id.to_string(),
         snapshot: record.snapshot.as_ref().map(ToString::to_string),
         finished_at: record.finished_at,
@@ -114,12 +102,12 @@ async fn drill(
 }
 
 async fn prune(config: &Config, repo: &Repository, shared: &Shared, cancel: CancellationToken) -> Result<JobSummary> {
-    let identities = identities(config, "prune")?;
+    let identities = config.identities("prune")?;
     let options = engine::PruneOptions { dry_run: false, cancel };
     let report = engine::prune(config, repo, &identities, &options, &NoProgress).await?;
     let totals = report.totals;
     {
-        let mut counters = shared.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counters = shared.counters();
         counters.pruned_snapshots += totals.snapshots_removed as u64;
         counters.pruned_objects += totals.objects_deleted as u64;
     }
@@ -134,7 +122,7 @@ async fn prune(config: &Config, repo: &Repository, shared: &Shared, cancel: Canc
 
 /// Writes `report-<date>.md`, `.html` and `.json` into `[report] output_dir`.
 async fn report(config: &Config, repo: &Repository, shared: &Shared) -> Result<JobSummary> {
-    let identities = identities(config, "report")?;
+    let identities = config.identities("report")?;
     let now = Utc::now();
     let window = config.report.window.unwrap_or(REPORT_WINDOW);
     let start = now - chrono::Duration::from_std(window).unwrap_or_else(|_| chrono::Duration::days(7));
@@ -156,15 +144,4 @@ async fn report(config: &Config, repo: &Repository, shared: &Shared) -> Result<J
 
 pub fn report_dir(config: &Config) -> std::path::PathBuf {
     config.report.output_dir.clone().unwrap_or_else(|| super::state_dir(config).join("reports"))
-}
-
-fn identities(config: &Config, action: &'static str) -> Result<Arc<Identities>> {
-    let path = config.encryption.identity_file.as_ref().ok_or(Error::NoIdentity { action })?;
-    Ok(Arc::new(Identities::load(path)?))
-}
-
-/// The status lock is never held across an await, so a poisoned lock can only come from a panic elsewhere;
-/// the data is still the best there is.
-pub fn lock(status: &std::sync::Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
-    status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -128,7 +128,7 @@ pub fn render(status: &Status, counters: &Counters, now: DateTime<Utc>) -> Strin
     out.family("dr_prune_deleted_objects_total", "counter", "Objects deleted by prune jobs.");
     out.sample("dr_prune_deleted_objects_total", &[], counters.pruned_objects as f64);
     out.family("dr_lock_wait_seconds_total", "counter", "Time jobs spent waiting for the repository lock.");
-    out.sample("dr_lock_wait_seconds_total", &[], status.lock_wait_seconds_total);
+    out.sample("dr_lock_wait_seconds_total", &[], crate::repo::lock::total_wait().as_secs_f64());
     out.0
 }
 

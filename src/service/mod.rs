@@ -29,8 +29,8 @@ use crate::config::{Config, JobKind};
 use crate::error::{Error, Result};
 pub use metrics::Counters;
 pub use schedule::Job;
+pub use state::{HeldLock, Outcome, RepositoryStatus, Status};
 use state::{JobStatus, Persisted};
-pub use state::{Outcome, Status};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
 const DEFAULT_STATE_DIR: &str = "/var/lib/dr/state";
@@ -69,6 +69,16 @@ pub(crate) struct Shared {
 impl Shared {
     fn config(&self) -> Arc<Config> {
         self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The status lock is never held across an await, so a poisoned lock can only come from a panic elsewhere;
+    /// the data is still the best there is.
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn sinks(&self) -> alerts::Sinks {
@@ -165,47 +175,20 @@ async fn refresh_repository(shared: &Shared) {
     let result = async {
         let store = crate::store::open(&config.repository).await?;
         let repo = crate::repo::Repository::open(Arc::from(store)).await?;
-        let ids = repo.snapshot_ids().await?;
-        let latest = match ids.last() {
-            Some(id) => Some(repo.manifest(id).await?),
-            None => None,
-        };
-        let locks: Vec<state::HeldLock> = repo
-            .locks()
-            .await?
-            .into_iter()
-            .filter(|l| !l.expired)
-            .filter_map(|l| l.info)
-            .map(|info| state::HeldLock {
-                kind: format!("{:?}", info.kind).to_lowercase(),
-                holder: info.holder(),
-                since: info.created_at,
-                expires_at: info.expires_at,
-            })
-            .collect();
-        Ok::<_, Error>((repo.location().to_string(), ids.len(), latest, locks))
+        RepositoryStatus::read(&repo, config.objectives.rpo).await
     }
     .await;
     let now = Utc::now();
-    let mut status = jobs::lock(&shared.status);
+    let mut status = shared.status();
     let repository = &mut status.repository;
-    repository.checked_at = Some(now);
-    repository.rpo_objective_seconds = config.objectives.rpo.map(|d| d.as_secs_f64());
     match result {
-        Ok((location, count, latest, locks)) => {
-            repository.location = location;
-            repository.locks = locks;
-            repository.reachable = true;
-            repository.error = None;
-            repository.snapshots = count;
-            repository.latest_snapshot = latest.as_ref().map(|m| m.id.to_string());
-            repository.latest_consistent_at =
-                latest.as_ref().and_then(|m| m.sources.iter().map(|s| s.consistent_at).min());
-        }
+        Ok(fresh) => *repository = fresh,
         Err(e) => {
             if repository.reachable || repository.error.is_none() {
                 tracing::warn!("repository check failed: {e}");
             }
+            repository.checked_at = Some(now);
+            repository.rpo_objective_seconds = config.objectives.rpo.map(|d| d.as_secs_f64());
             repository.location = config.repository.url.clone();
             repository.reachable = false;
             repository.error = Some(e.to_string());
@@ -235,7 +218,7 @@ struct Scheduler {
     jobs: Vec<Job>,
     next: HashMap<String, DateTime<Utc>>,
     running: HashMap<String, Running>,
-    tasks: JoinSet<(String, JobKind, DateTime<Utc>, Result<String>)>,
+    tasks: JoinSet<Finished>,
     persisted: Persisted,
 }
 
@@ -258,7 +241,7 @@ impl Scheduler {
     fn install(&mut self, jobs: Vec<Job>, catch_up: bool) {
         let now = Utc::now();
         self.next.clear();
-        let mut status = jobs::lock(&self.shared.status);
+        let mut status = self.shared.status();
         status.jobs.retain(|name, _| jobs.iter().any(|j| &j.name == name));
         for job in &jobs {
             let last = self.persisted.last_started.get(&job.name).copied();
@@ -334,7 +317,7 @@ impl Scheduler {
                 Some(next) => self.next.insert(job.name.clone(), next),
                 None => self.next.remove(&job.name),
             };
-            let mut status = jobs::lock(&self.shared.status);
+            let mut status = self.shared.status();
             let Some(entry) = status.jobs.get_mut(&job.name) else { continue };
             entry.next_run = next;
             if self.running.contains_key(&job.name) {
@@ -376,7 +359,7 @@ impl Scheduler {
         self.running.remove(&name);
         let now = Utc::now();
         let seconds = (now - started).num_milliseconds() as f64 / 1000.0;
-        let mut status = jobs::lock(&self.shared.status);
+        let mut status = self.shared.status();
         if let Some(entry) = status.jobs.get_mut(&name) {
             entry.running_since = None;
             entry.last_finished = Some(now);

@@ -4,11 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::JobKind;
+use crate::error::Result;
+use crate::repo::Repository;
+use crate::repo::manifest::Manifest;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
@@ -19,7 +23,6 @@ pub struct Status {
     pub last_backup: Option<BackupRun>,
     pub last_drill: Option<DrillRun>,
     pub repository: RepositoryStatus,
-    pub lock_wait_seconds_total: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +112,39 @@ pub struct HeldLock {
 }
 
 impl RepositoryStatus {
+    /// Lists `repo`: its snapshots, the newest one's consistency time and the live locks.
+    pub async fn read(repo: &Repository, rpo_objective: Option<Duration>) -> Result<RepositoryStatus> {
+        let ids = repo.snapshot_ids().await?;
+        let latest = match ids.last() {
+            Some(id) => Some(repo.manifest(id).await?),
+            None => None,
+        };
+        let locks = repo
+            .locks()
+            .await?
+            .into_iter()
+            .filter(|l| !l.expired)
+            .filter_map(|l| l.info)
+            .map(|info| HeldLock {
+                kind: info.kind.to_string(),
+                holder: info.holder(),
+                since: info.created_at,
+                expires_at: info.expires_at,
+            })
+            .collect();
+        Ok(RepositoryStatus {
+            location: repo.location().to_string(),
+            checked_at: Some(Utc::now()),
+            reachable: true,
+            error: None,
+            snapshots: ids.len(),
+            latest_snapshot: latest.as_ref().map(|m| m.id.to_string()),
+            latest_consistent_at: latest.as_ref().and_then(Manifest::consistent_at),
+            rpo_objective_seconds: rpo_objective.map(|d| d.as_secs_f64()),
+            locks,
+        })
+    }
+
     pub fn rpo_age_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
         self.latest_consistent_at.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
     }
