@@ -29,6 +29,12 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// Formats seconds as [`duration`] does; negative, NaN or absurdly large values read as `0ms` rather than
+/// panicking (measurements taken across a clock step can come out negative).
+pub fn seconds(seconds: f64) -> String {
+    duration(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or_default())
+}
+
 /// Formats an age such as "3h 12m ago"; a time in the future reads "in the future".
 pub fn age(since: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
     match (now - since).to_std() {

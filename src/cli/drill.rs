@@ -3,8 +3,6 @@
 //! Exit 0 only when the drill passed and both objectives were met; otherwise 1, with the reason on the
 //! `error:` line (the record is stored either way).
 
-use std::time::Duration;
-
 use dr::drill::{DrillOptions, DrillOutcome};
 use dr::repo::drill_record::{CheckStatus, DrillRecord, Measure};
 use dr::{Error, Result, Selector, units};
@@ -88,11 +86,12 @@ fn print_outcome(outcome: &DrillOutcome) {
             record.scratch.kind,
             record.scratch.server_version.as_deref().unwrap_or("PostgreSQL"),
             record.scratch.location,
-            seconds(record.scratch.start_seconds)
+            units::seconds(record.scratch.start_seconds)
         );
     }
     if !record.phases.is_empty() {
-        let phases: Vec<String> = record.phases.iter().map(|p| format!("{} {}", p.name, seconds(p.seconds))).collect();
+        let phases: Vec<String> =
+            record.phases.iter().map(|p| format!("{} {}", p.name, units::seconds(p.seconds))).collect();
         println!("  phases:   {}", phases.join(", "));
     }
     println!("  RTO:      {}", measure(&record.rto));
@@ -129,16 +128,12 @@ fn print_sizes(record: &DrillRecord) {
     }
 }
 
-fn seconds(value: f64) -> String {
-    units::duration(Duration::from_secs_f64(value.max(0.0)))
-}
-
 fn measure(measure: &Measure) -> String {
-    let value = measure.seconds.map_or("not measured".to_string(), seconds);
+    let value = measure.seconds.map_or("not measured".to_string(), units::seconds);
     match (measure.objective_seconds, measure.met()) {
         (None, _) => format!("{value} (no objective set)"),
-        (Some(objective), Some(true)) => format!("{value} (objective {}: met)", seconds(objective)),
-        (Some(objective), None) => format!("{value} (objective {})", seconds(objective)),
-        (Some(objective), Some(false)) => format!("{value} (objective {}: MISSED)", seconds(objective)),
+        (Some(objective), Some(true)) => format!("{value} (objective {}: met)", units::seconds(objective)),
+        (Some(objective), None) => format!("{value} (objective {})", units::seconds(objective)),
+        (Some(objective), Some(false)) => format!("{value} (objective {}: MISSED)", units::seconds(objective)),
     }
 }

@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use dr::recover::{self, Event, Outcome, RecoverOptions, Recovery, Runbook};
 use dr::{Error, Result, Selector, units};
@@ -116,10 +115,6 @@ fn confirm(runbook: &Runbook, plan: &str) -> Result<()> {
     if answer == "yes" || answer == runbook.name { Ok(()) } else { Err(refused(true)) }
 }
 
-fn seconds(s: f64) -> String {
-    units::duration(Duration::from_secs_f64(s.max(0.0)))
-}
-
 fn print_event(event: &Event<'_>) {
     match event {
         Event::StepStarted { number, total, step, description } => {
@@ -132,7 +127,11 @@ fn print_event(event: &Event<'_>) {
         Event::StepFinished { record, .. } => {
             let attempts = if record.attempts > 1 { format!(" ({} attempts)", record.attempts) } else { String::new() };
             let error = record.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
-            eprintln!("      {} in {}{attempts}{error}", record.outcome.label(), seconds(record.duration_seconds));
+            eprintln!(
+                "      {} in {}{attempts}{error}",
+                record.outcome.label(),
+                units::seconds(record.duration_seconds)
+            );
         }
     }
 }
@@ -143,8 +142,11 @@ fn print_summary(recovery: &Recovery, quiet: bool) {
         let done = report.steps.iter().filter(|s| s.outcome == Outcome::Succeeded).count();
         println!("recovery {}: {done} of {} steps succeeded", report.outcome, report.steps.len());
         println!("  snapshot       {}", report.snapshot);
-        println!("  data age       {} (the RPO suffered)", seconds(report.data_age_seconds));
-        println!("  total time     {} (the RTO achieved, since the first run started)", seconds(report.total_seconds));
+        println!("  data age       {} (the RPO suffered)", units::seconds(report.data_age_seconds));
+        println!(
+            "  total time     {} (the RTO achieved, since the first run started)",
+            units::seconds(report.total_seconds)
+        );
     }
     if let Some((json, markdown)) = &recovery.report_paths {
         println!("  report         {}", markdown.display());

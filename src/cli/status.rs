@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use dr::{Result, units};
+use chrono::Utc;
+use dr::Result;
+use dr::service::RepositoryStatus;
 use serde_json::Value;
 
 use super::Context;
@@ -54,57 +55,29 @@ async fn ask_service(listen: &str, token_file: Option<&std::path::Path>) -> std:
 /// The part of `/status` the repository alone can give.
 async fn repository_status(context: &Context, config: &dr::Config) -> Result<Value> {
     let repo = context.open_repository(config).await?;
-    let ids = repo.snapshot_ids().await?;
+    let repository = RepositoryStatus::read(&repo, config.objectives.rpo).await?;
     let now = Utc::now();
-    let latest = match ids.last() {
-        Some(id) => Some(repo.manifest(id).await?),
-        None => None,
-    };
-    let consistent_at: Option<DateTime<Utc>> =
-        latest.as_ref().and_then(|m| m.sources.iter().map(|s| s.consistent_at).min());
-    let age = consistent_at.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
-    let objective = config.objectives.rpo.map(|d| d.as_secs_f64());
-    let locks: Vec<Value> = repo
-        .locks()
-        .await?
-        .into_iter()
-        .filter(|l| !l.expired)
-        .filter_map(|l| l.info)
-        .map(|info| {
-            serde_json::json!({
-                "kind": format!("{:?}", info.kind).to_lowercase(),
-                "holder": info.holder(),
-                "since": info.created_at,
-                "expires_at": info.expires_at,
-            })
-        })
-        .collect();
-    let breached = match (age, objective) {
-        (Some(age), Some(objective)) => age > objective,
-        (None, Some(_)) => true,
-        _ => false,
-    };
     Ok(serde_json::json!({
         "source": "repository (no dr serve answered)",
         "now": now,
-        "ready": !breached,
-        "rpo_age_seconds": age,
+        "ready": repository.unready_reasons(now).is_empty(),
+        "rpo_age_seconds": repository.rpo_age_seconds(now),
         "status": {
             "repository": {
-                "location": repo.location(),
+                "location": repository.location,
                 "reachable": true,
-                "snapshots": ids.len(),
-                "latest_snapshot": latest.as_ref().map(|m| m.id.to_string()),
-                "latest_consistent_at": consistent_at,
-                "rpo_objective_seconds": objective,
-                "locks": locks,
+                "snapshots": repository.snapshots,
+                "latest_snapshot": repository.latest_snapshot,
+                "latest_consistent_at": repository.latest_consistent_at,
+                "rpo_objective_seconds": repository.rpo_objective_seconds,
+                "locks": repository.locks,
             }
         }
     }))
 }
 
 fn print_human(status: &Value) {
-    let seconds = |v: &Value| v.as_f64().map(|s| units::duration(Duration::from_secs_f64(s.max(0.0))));
+    let seconds = |v: &Value| v.as_f64().map(dr::units::seconds);
     println!("source:      {}", status["source"].as_str().unwrap_or("?"));
     let repository = &status["status"]["repository"];
     println!(

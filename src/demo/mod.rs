@@ -174,7 +174,7 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&Step) + Send)) 
             if let Some(reason) = &record.reason {
                 return Err(Error::DrillFailed { outcome: "failed", reason: reason.clone(), hint: outcome.hint });
             }
-            let seconds = |s: Option<f64>| crate::units::duration(Duration::from_secs_f64(s.unwrap_or(0.0)));
+            let seconds = |s: Option<f64>| crate::units::seconds(s.unwrap_or(0.0));
             let detail = format!(
                 "{} checks passed; RTO {} (objective {}), RPO {} (objective {})",
                 record.checks.len(),

@@ -3,18 +3,16 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::io::{self, Read};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::expect::Expectation;
 use crate::config::DrillCheck;
 use crate::engine::SourceRestore;
-use crate::files::{EntryKind, IndexEntry};
+use crate::files::{EntryKind, IndexEntry, sha256_file};
 use crate::pg::{describe, quote_ident};
 use crate::repo::drill_record::{Check, CheckStatus};
 use crate::repo::manifest::{FilesDetails, GlobalsDetails, Manifest, TableRows};
@@ -250,22 +248,10 @@ fn walk(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buffer[..n]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn file(path: &str, content: &[u8]) -> IndexEntry {
         IndexEntry {

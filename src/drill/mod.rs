@@ -201,7 +201,7 @@ fn conclude(record: &mut DrillRecord, error: Option<&Error>) {
     let rpo_missed = record.rpo.met() == Some(false);
     let rto_missed = record.rto.met() == Some(false);
     record.succeeded = record.passed && !rpo_missed && !rto_missed;
-    let seconds = |s: Option<f64>| crate::units::duration(Duration::from_secs_f64(s.unwrap_or(0.0).max(0.0)));
+    let seconds = |s: Option<f64>| crate::units::seconds(s.unwrap_or(0.0));
     record.reason = if let Some(e) = error {
         Some(match e {
             Error::Cancelled => "the drill was interrupted before it finished".to_string(),
@@ -246,7 +246,7 @@ impl Run<'_> {
         record.snapshot = Some(id.clone());
         let manifest = self.repo.manifest(&id).await?;
         let private = self.repo.private(&manifest, self.identities)?;
-        let consistent_at = manifest.sources.iter().map(|s| s.consistent_at).min().unwrap_or(manifest.started_at);
+        let consistent_at = manifest.consistent_at().unwrap_or(manifest.started_at);
         record.snapshot_consistent_at = Some(consistent_at);
         record.rpo.seconds = Some((record.started_at - consistent_at).num_milliseconds().max(0) as f64 / 1000.0);
         record.sizes = manifest.sources.iter().map(SourceSize::from).collect();

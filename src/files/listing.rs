@@ -35,7 +35,7 @@ pub fn tree_listing(root: &Path, excludes: &Excludes) -> io::Result<BTreeMap<Str
     Ok(listing)
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> io::Result<String> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();

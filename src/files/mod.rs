@@ -10,4 +10,5 @@ pub use archive::{ArchiveSummary, write_archive};
 pub use excludes::Excludes;
 pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
 pub use index::{EntryKind, IndexEntry};
+pub(crate) use listing::sha256_file;
 pub use listing::tree_listing;

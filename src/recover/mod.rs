@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 pub use report::RecoveryReport;
@@ -29,7 +29,6 @@ use crate::crypto::Identities;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::repo::manifest::Manifest;
 use crate::repo::snapshot_id::Selector;
 use crate::units;
 use steps::{Attempt, Steps};
@@ -177,10 +176,6 @@ fn pending(runbook: &Runbook, step: &Step) -> StepRecord {
     }
 }
 
-fn consistent_at(manifest: &Manifest) -> DateTime<Utc> {
-    manifest.sources.iter().map(|s| s.consistent_at).min().unwrap_or(manifest.started_at)
-}
-
 /// Resolves the snapshot (or loads the interrupted recovery), decides the first step, and checks that every
 /// restore step's source is in the snapshot. Changes nothing.
 pub async fn prepare(config: &Config, repo: &Repository, runbook: &Runbook, options: &RecoverOptions) -> Result<Plan> {
@@ -245,7 +240,7 @@ pub async fn prepare(config: &Config, repo: &Repository, runbook: &Runbook, opti
             runbook: runbook.name.clone(),
             runbook_path: runbook.path.clone(),
             snapshot: id,
-            snapshot_consistent_at: consistent_at(&manifest),
+            snapshot_consistent_at: manifest.consistent_at().unwrap_or(manifest.started_at),
             started_at: now,
             updated_at: now,
             runs: 1,

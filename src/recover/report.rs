@@ -2,7 +2,6 @@
 //! step's time, attempts and outcome. Written as JSON and Markdown next to the state file after every run.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -55,7 +54,7 @@ impl RecoveryReport {
     }
 
     pub fn markdown(&self) -> String {
-        let d = |s: f64| units::duration(Duration::from_secs_f64(s.max(0.0)));
+        let d = units::seconds;
         let mut out = format!("# Recovery: {}\n\n", self.runbook);
         out.push_str(&format!("- Runbook: `{}`\n", self.runbook_path.display()));
         out.push_str(&format!("- Outcome: **{}**\n", self.outcome));

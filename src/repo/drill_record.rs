@@ -53,10 +53,6 @@ impl DrillRecord {
     pub fn failed_checks(&self) -> impl Iterator<Item = &Check> {
         self.checks.iter().filter(|c| c.status == CheckStatus::Fail)
     }
-
-    pub fn phase_seconds(&self, name: &str) -> Option<f64> {
-        self.phases.iter().find(|p| p.name == name).map(|p| p.seconds)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -38,6 +38,12 @@ impl Manifest {
     pub fn objects(&self) -> impl Iterator<Item = &ObjectEntry> {
         self.sources.iter().flat_map(|s| s.objects.iter())
     }
+
+    /// When the snapshot's data was consistent: the earliest of its sources' `consistent_at` (what a restore
+    /// gets back to); `None` for a snapshot without sources.
+    pub fn consistent_at(&self) -> Option<DateTime<Utc>> {
+        self.sources.iter().map(|s| s.consistent_at).min()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

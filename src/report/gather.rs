@@ -101,7 +101,7 @@ struct Snapshot {
 impl Snapshot {
     /// What a restore of it gets back to: the oldest of its sources' consistent moments.
     fn recovery_point(&self) -> RecoveryPoint {
-        let at = self.manifest.sources.iter().map(|s| s.consistent_at).min().unwrap_or(self.manifest.started_at);
+        let at = self.manifest.consistent_at().unwrap_or(self.manifest.started_at);
         RecoveryPoint { snapshot: self.manifest.id.clone(), at }
     }
 

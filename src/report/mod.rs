@@ -21,7 +21,6 @@ use crate::anomalies::Anomaly;
 use crate::error::{Error, Result};
 use crate::repo::drill_record::{Measure, Phase};
 use crate::repo::snapshot_id::SnapshotId;
-use crate::units;
 
 pub use file::write_atomically;
 pub use gather::gather;
@@ -294,9 +293,7 @@ impl Report {
 }
 
 /// Seconds as the report shows them (`12m 00s`, `1d 06h`); negative or absurd values read as `0ms`.
-pub fn duration(seconds: f64) -> String {
-    units::duration(std::time::Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or_default())
-}
+pub use crate::units::seconds as duration;
 
 /// A time as the report shows it: `2026-11-25 04:00 UTC`.
 pub fn time(at: DateTime<Utc>) -> String {
