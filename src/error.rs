@@ -184,6 +184,10 @@ pub enum Error {
     #[error("stopped by {signal} during step {step:?}; the recovery's state is saved in {}", .state.display())]
     RecoverInterrupted { signal: &'static str, number: i32, step: String, state: PathBuf, resume: String },
 
+    /// `dr healthcheck`: the service did not answer, or answered that it is not healthy (or not ready).
+    #[error("dr serve at {url}: {reason}")]
+    ServiceUnhealthy { url: String, reason: String },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -380,6 +384,9 @@ impl Error {
             Error::RecoverInterrupted { resume, .. } => {
                 format!("the running step was stopped (its process group killed); continue with `{resume}`")
             }
+            Error::ServiceUnhealthy { .. } => "check that `dr serve` runs and listens at [service] listen (its log \
+                                               says why it stopped); `dr status` tells why it is not ready"
+                .to_string(),
             Error::Interrupted => "nothing was committed; run the command again".to_string(),
             Error::Cancelled => "nothing was committed; run the command again".to_string(),
             Error::Signal { .. } => "an interrupted backup leaves no snapshot (its partial objects are invisible); \

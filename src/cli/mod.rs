@@ -3,6 +3,7 @@
 mod backup;
 mod demo;
 mod drill;
+mod healthcheck;
 mod init;
 mod keygen;
 mod output;
@@ -80,6 +81,8 @@ enum Command {
     Serve,
     /// The service's status at a glance (or, with no service running, the repository's RPO age).
     Status(status::Args),
+    /// Exit 0 when the running service answers /healthz (or /readyz with --ready): a container HEALTHCHECK.
+    Healthcheck(healthcheck::Args),
     /// Back up and restore a sample site on scratch PostgreSQL servers, and check the result.
     Demo(demo::Args),
 }
@@ -198,6 +201,7 @@ async fn run(command: Command, context: &Context, display: &progress::Display) -
         Command::Recover(args) => recover::run(context, args, display).await,
         Command::Serve => serve::run(context).await,
         Command::Status(args) => status::run(context, args).await,
+        Command::Healthcheck(args) => healthcheck::run(context, args).await,
         Command::Demo(args) => demo::run(args).await,
     }
 }

@@ -38,7 +38,7 @@ pub async fn run(context: &Context, args: Args) -> Result<()> {
 
 async fn ask_service(listen: &str, token_file: Option<&std::path::Path>) -> std::result::Result<Value, String> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
-    let mut request = client.get(format!("http://{listen}/status"));
+    let mut request = client.get(format!("{}/status", dr::service::local_base_url(listen)));
     if let Some(path) = token_file {
         let token = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         request = request.bearer_auth(token.trim());

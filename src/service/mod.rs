@@ -33,6 +33,19 @@ pub use state::{HeldLock, Outcome, RepositoryStatus, Status};
 use state::{JobStatus, Persisted};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+
+/// The base URL a client on this host uses to reach the service listening at `listen`: a wildcard address
+/// (`0.0.0.0`, `[::]`, as in a container) is reached over loopback.
+pub fn local_base_url(listen: &str) -> String {
+    let local = if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        listen.to_string()
+    };
+    format!("http://{local}")
+}
 const DEFAULT_STATE_DIR: &str = "/var/lib/dr/state";
 const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 /// How often the repository is listed for `dr_rpo_age_seconds` and `/readyz`, besides after every backup.
@@ -98,6 +111,15 @@ pub fn state_dir(config: &Config) -> PathBuf {
     config.service.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
 
+/// Creates `dir` if it is missing and proves a file can be written in it.
+fn ensure_writable(dir: &std::path::Path, what: &str) -> Result<()> {
+    let context =
+        || format!("{what} {} must be a writable directory (on a volume when the root is read-only)", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(context(), e))?;
+    tempfile::Builder::new().prefix(".dr-probe-").tempfile_in(dir).map_err(|e| Error::io(context(), e))?;
+    Ok(())
+}
+
 /// Reads `[service] token_file` (trimmed); an empty file is refused, since it would let anyone in.
 fn read_token(config: &Config) -> Result<Option<String>> {
     let Some(path) = &config.service.token_file else { return Ok(None) };
@@ -130,6 +152,10 @@ fn prepare(config: &Config) -> Result<Prepared> {
 pub async fn serve(mut options: ServeOptions) -> Result<()> {
     let config = (options.load)()?;
     let Prepared { jobs, token, sinks } = prepare(&config)?;
+    // Under a read-only root filesystem (a hardened container) these are the places the service writes: fail
+    // now, naming them, rather than at the first job.
+    ensure_writable(&state_dir(&config), "[service] state_dir")?;
+    ensure_writable(&std::env::temp_dir(), "the temporary directory ($TMPDIR)")?;
     let listen = config.service.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -418,5 +444,18 @@ impl Scheduler {
         while let Some(joined) = self.tasks.join_next().await {
             self.finished(joined);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_base_url;
+
+    #[test]
+    fn wildcard_listen_addresses_are_reached_over_loopback() {
+        assert_eq!(local_base_url("0.0.0.0:9187"), "http://127.0.0.1:9187");
+        assert_eq!(local_base_url("[::]:9187"), "http://[::1]:9187");
+        assert_eq!(local_base_url("10.0.0.5:9187"), "http://10.0.0.5:9187");
+        assert_eq!(local_base_url("127.0.0.1:9187"), "http://127.0.0.1:9187");
     }
 }
