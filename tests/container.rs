@@ -336,3 +336,25 @@ fn healthcheck_fails_with_one_clear_line_when_no_service_answers() {
     let error = run.user_error(1);
     assert!(error.contains(&format!("dr serve at http://127.0.0.1:{port}/healthz: no answer")), "{error}");
 }
+
+/// What the test above emulates must be what the Dockerfile says: the user, tini, the command, the
+/// environment and the health check. A change to one without the other fails here.
+#[test]
+fn the_dockerfile_runs_dr_as_this_test_does() {
+    let dockerfile = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let runtime = dockerfile.split("AS runtime").nth(1).expect("a runtime stage");
+    for line in [
+        &format!("USER {UID}:{UID}"),
+        r#"ENTRYPOINT ["/usr/bin/tini", "--", "dr"]"#,
+        r#"CMD ["serve"]"#,
+        "STOPSIGNAL SIGTERM",
+        "TMPDIR=/var/lib/dr/tmp",
+        "HOME=/var/lib/dr",
+        "DR_CONFIG=/etc/dr/dr.toml",
+    ] {
+        assert!(runtime.contains(line), "the runtime stage has `{line}`");
+    }
+    let healthcheck = runtime.lines().find(|l| l.starts_with("HEALTHCHECK")).expect("a HEALTHCHECK");
+    assert!(healthcheck.contains(r#"CMD ["dr", "healthcheck""#), "{healthcheck}");
+    assert!(runtime.contains(&format!("useradd --system --uid {UID} --gid {UID}")));
+}
