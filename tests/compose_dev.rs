@@ -16,10 +16,8 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Run, query_strings, scratch, sql};
@@ -46,27 +44,8 @@ fn dev_compose_value(key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key} in compose/dev.yml"))
 }
 
-/// A port below the kernel's ephemeral range, as tests/common/garage.rs picks them (its comment says why).
-fn free_port() -> u16 {
-    const FIRST: u32 = 16_000;
-    const SPAN: u32 = 16_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = std::process::id().wrapping_mul(7919).wrapping_add(4099) % SPAN;
-    loop {
-        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn garage_binary() -> Option<PathBuf> {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|home| home.join("bin"));
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).chain(cargo_bin).map(|dir| dir.join("garage")).find(|p| p.is_file());
+    let found = common::garage::find_binary();
     if found.is_none() {
         assert!(std::env::var("CI").is_err(), "garage is not installed; tests/run installs it");
         eprintln!("SKIPPED: garage is not installed (tests/run installs it)");
@@ -106,7 +85,8 @@ impl DevGarage {
         let binary = garage_binary()?;
         let dir = tempfile::Builder::new().prefix("dr-compose-garage-").tempdir().unwrap();
         let mut config: toml::Table = compose_file("dev/garage.toml").parse().unwrap();
-        let (s3_port, rpc_port, admin_port) = (free_port(), free_port(), free_port());
+        let (s3_port, rpc_port, admin_port) =
+            (common::garage::free_port(), common::garage::free_port(), common::garage::free_port());
         set(&mut config, &["metadata_dir"], dir.path().join("meta").display().to_string());
         set(&mut config, &["data_dir"], dir.path().join("data").display().to_string());
         set(&mut config, &["rpc_bind_addr"], format!("127.0.0.1:{rpc_port}"));
@@ -350,7 +330,10 @@ async fn the_dev_stack_backs_up_and_drills_its_sample_site_on_garage() {
     assert_eq!(counts, ["300 1200 4000 1200 300 100 800 1200 300 25 1200 1"]);
 
     // dr-setup: one dev key, the configuration written from the template, the repository created once.
-    let dr = DevDr { dir: tempfile::Builder::new().prefix("dr-compose-dev-").tempdir().unwrap(), port: free_port() };
+    let dr = DevDr {
+        dir: tempfile::Builder::new().prefix("dr-compose-dev-").tempdir().unwrap(),
+        port: common::garage::free_port(),
+    };
     fs::write(dr.dir.path().join("template.toml"), dev_template(&dr, &garage, &db.url(&database))).unwrap();
     let first = dr.setup();
     assert!(first.stderr.contains("generated the dev key"), "{}", first.stderr);
@@ -496,7 +479,7 @@ async fn the_production_configuration_loads_agrees_with_the_compose_file_and_ser
     // and the endpoint to a closed port.
     let dir = tempfile::Builder::new().prefix("dr-compose-prod-").tempdir().unwrap();
     let mut config: toml::Table = fs::read_to_string(&example).unwrap().parse().unwrap();
-    let port = free_port();
+    let port = common::garage::free_port();
     let moved = |path: &str| {
         let relative = path.trim_start_matches('/').replace('/', "-");
         dir.path().join(relative).display().to_string()

@@ -22,7 +22,7 @@ pub struct Garage {
 }
 
 /// The garage binary: on PATH or in cargo's bin directory.
-fn find_binary() -> Option<PathBuf> {
+pub fn find_binary() -> Option<PathBuf> {
     let cargo_bin = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -36,7 +36,7 @@ fn find_binary() -> Option<PathBuf> {
 /// open before Garage bound it, and a test's requests then met a reset (seen in CI). Below that range only
 /// listeners that name their port compete; a process-wide counter keeps this process's servers apart, and the
 /// bind check skips ports that something else on the machine holds.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     const FIRST: u32 = 16_000;
     const SPAN: u32 = 16_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
