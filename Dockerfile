@@ -8,7 +8,9 @@
 #   docker build --build-arg PG_MAJORS="16 17" --build-arg DRILL_SERVER=false -t dr:slim .
 
 ARG RUST_VERSION=1.95
-ARG DEBIAN_SUITE=bookworm
+# Debian 13: Debian 12's regular security support ended in June 2026, and the release workflow's scan fails on
+# fixable vulnerabilities, so the image follows the current stable release.
+ARG DEBIAN_SUITE=trixie
 
 # ---- build: dependencies are compiled from cargo-chef's recipe (Cargo.toml and Cargo.lock only), so a change
 # to dr's sources rebuilds dr alone; BuildKit cache mounts keep the crate downloads between builds.
