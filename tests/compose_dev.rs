@@ -85,8 +85,7 @@ impl DevGarage {
         let binary = garage_binary()?;
         let dir = tempfile::Builder::new().prefix("dr-compose-garage-").tempdir().unwrap();
         let mut config: toml::Table = compose_file("dev/garage.toml").parse().unwrap();
-        let (s3_port, rpc_port, admin_port) =
-            (common::garage::free_port(), common::garage::free_port(), common::garage::free_port());
+        let (s3_port, rpc_port, admin_port) = (common::free_port(), common::free_port(), common::free_port());
         set(&mut config, &["metadata_dir"], dir.path().join("meta").display().to_string());
         set(&mut config, &["data_dir"], dir.path().join("data").display().to_string());
         set(&mut config, &["rpc_bind_addr"], format!("127.0.0.1:{rpc_port}"));
@@ -330,10 +329,8 @@ async fn the_dev_stack_backs_up_and_drills_its_sample_site_on_garage() {
     assert_eq!(counts, ["300 1200 4000 1200 300 100 800 1200 300 25 1200 1"]);
 
     // dr-setup: one dev key, the configuration written from the template, the repository created once.
-    let dr = DevDr {
-        dir: tempfile::Builder::new().prefix("dr-compose-dev-").tempdir().unwrap(),
-        port: common::garage::free_port(),
-    };
+    let dr =
+        DevDr { dir: tempfile::Builder::new().prefix("dr-compose-dev-").tempdir().unwrap(), port: common::free_port() };
     fs::write(dr.dir.path().join("template.toml"), dev_template(&dr, &garage, &db.url(&database))).unwrap();
     let first = dr.setup();
     assert!(first.stderr.contains("generated the dev key"), "{}", first.stderr);
@@ -479,7 +476,7 @@ async fn the_production_configuration_loads_agrees_with_the_compose_file_and_ser
     // and the endpoint to a closed port.
     let dir = tempfile::Builder::new().prefix("dr-compose-prod-").tempdir().unwrap();
     let mut config: toml::Table = fs::read_to_string(&example).unwrap().parse().unwrap();
-    let port = common::garage::free_port();
+    let port = common::free_port();
     let moved = |path: &str| {
         let relative = path.trim_start_matches('/').replace('/', "-");
         dir.path().join(relative).display().to_string()

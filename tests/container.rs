@@ -76,7 +76,7 @@ struct Image {
 impl Image {
     fn new() -> Image {
         let root = tempfile::tempdir().unwrap();
-        let image = Image { root, port: free_port() };
+        let image = Image { root, port: common::free_port() };
         fs::set_permissions(image.root.path(), fs::Permissions::from_mode(0o755)).unwrap();
         for dir in ["bin", "etc", "site/uploads/2026", "secrets", "data", "data/tmp", "data/state"] {
             fs::create_dir_all(image.path(dir)).unwrap();
@@ -203,10 +203,6 @@ fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The processes `pid` started (`/proc/PID/task/PID/children`).
 fn children(pid: u32) -> Vec<u32> {
     fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -329,7 +325,7 @@ fn serve_refuses_to_start_when_its_state_dir_is_not_writable() {
 fn healthcheck_fails_with_one_clear_line_when_no_service_answers() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("dr.toml");
-    let port = free_port();
+    let port = common::free_port();
     fs::write(&config, format!("[repository]\nurl = \"file:///nowhere\"\n\n[service]\nlisten = \"0.0.0.0:{port}\"\n"))
         .unwrap();
     let run = common::run(&mut common::config_command(&config, &["healthcheck"]));

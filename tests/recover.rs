@@ -27,10 +27,6 @@ class Health(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Health).serve_forever()
 "#;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The status code of `GET /health`, or None when nothing answers.
 fn health(port: u16) -> Option<u16> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -101,7 +97,7 @@ async fn a_destroyed_site_comes_back_with_its_data_files_and_server() {
     let audit = site.path("log/audit.jsonl");
     site.write_config(&format!("[audit]\npath = \"{}\"\n", audit.display()));
     fs::write(site.config_dir().join("server.py"), SERVER).unwrap();
-    let port = free_port();
+    let port = common::free_port();
     // trust authentication ignores the password; it is there to be masked everywhere.
     let target = site.db.conninfo(DATABASE).with("password", "hunter2").to_keyword_value();
 

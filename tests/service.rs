@@ -111,10 +111,6 @@ mod reqwest {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn listen_of(config: &Path) -> String {
     let text = fs::read_to_string(config).unwrap();
     let line = text.lines().find(|l| l.starts_with("listen = ")).expect("a listen line");
@@ -125,7 +121,7 @@ fn listen_of(config: &Path) -> String {
 fn service_toml(site: &Site, extra: &str) -> String {
     format!(
         "[service]\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\n{extra}\n",
-        free_port(),
+        common::free_port(),
         site.path("state").display()
     )
 }
@@ -346,7 +342,7 @@ fn an_invalid_schedule_is_refused_at_start_naming_the_job() {
         format!(
             "[repository]\nurl = \"{}\"\n[service]\nlisten = \"127.0.0.1:{}\"\n[[job]]\nname = \"weekly-drill\"\nschedule = \"0 4 * * Sun\"\nrun = \"drill\"\n",
             dir.path().join("repo").display(),
-            free_port()
+            common::free_port()
         ),
     )
     .unwrap();

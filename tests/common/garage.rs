@@ -2,10 +2,8 @@
 //! one key, torn down on drop. `tests/run` installs Garage (`cargo install garage --locked`); here a missing
 //! binary fails the test under CI and skips it elsewhere, saying so.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dr::store::s3::{S3Options, StaticCredentials};
@@ -31,24 +29,6 @@ pub fn find_binary() -> Option<PathBuf> {
     std::env::split_paths(&path).chain(cargo_bin).map(|dir| dir.join("garage")).find(|p| p.is_file())
 }
 
-/// A port for Garage, taken from below the kernel's ephemeral range (32768 and up on Linux). With `bind(0)`, the
-/// port was free when picked but could become the source port of one of the many connections the parallel tests
-/// open before Garage bound it, and a test's requests then met a reset (seen in CI). Below that range only
-/// listeners that name their port compete; a process-wide counter keeps this process's servers apart, and the
-/// bind check skips ports that something else on the machine holds.
-pub fn free_port() -> u16 {
-    const FIRST: u32 = 16_000;
-    const SPAN: u32 = 16_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = std::process::id().wrapping_mul(7919) % SPAN;
-    loop {
-        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 impl Garage {
     /// Starts a server, or returns `None` (outside CI only) when Garage is not installed.
     pub fn start() -> Option<Garage> {
@@ -61,7 +41,7 @@ impl Garage {
             return None;
         };
         let dir = tempfile::Builder::new().prefix("dr-garage-").tempdir().unwrap();
-        let (s3_port, rpc_port, admin_port) = (free_port(), free_port(), free_port());
+        let (s3_port, rpc_port, admin_port) = (super::free_port(), super::free_port(), super::free_port());
         let config = dir.path().join("garage.toml");
         let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         std::fs::write(

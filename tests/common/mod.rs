@@ -8,9 +8,11 @@ pub mod garage;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use dr::files::{Excludes, tree_listing};
 use dr::pg::{ScratchOptions, ScratchPostgres, connect, inspect};
@@ -101,6 +103,24 @@ pub fn config_command(config: &Path, args: &[&str]) -> Command {
     let mut command = dr_command();
     command.arg("--config").arg(config).args(args);
     command
+}
+
+/// A port for a test server (Garage, `dr serve`), taken from below the kernel's ephemeral range (32768 and up on Linux). With `bind(0)`, the
+/// port was free when picked but could become the source port of one of the many connections the parallel tests
+/// open before Garage bound it, and a test's requests then met a reset (seen in CI). Below that range only
+/// listeners that name their port compete; a process-wide counter keeps this process's servers apart, and the
+/// bind check skips ports that something else on the machine holds.
+pub fn free_port() -> u16 {
+    const FIRST: u32 = 16_000;
+    const SPAN: u32 = 16_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn run(command: &mut Command) -> Run {
