@@ -95,16 +95,7 @@ impl DevGarage {
         let admin_token = config["admin"]["admin_token"].as_str().unwrap().to_string();
         let path = dir.path().join("garage.toml");
         fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-        let log = fs::File::create(dir.path().join("server.log")).unwrap();
-        let server = Command::new(binary)
-            .arg("-c")
-            .arg(&path)
-            .arg("server")
-            .env("RUST_LOG", "warn")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting garage");
+        let server = common::garage::spawn_server(&binary, &path, dir.path());
         Some(DevGarage {
             config: path,
             admin_url: format!("http://127.0.0.1:{admin_port}"),

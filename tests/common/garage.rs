@@ -29,6 +29,20 @@ pub fn find_binary() -> Option<PathBuf> {
     std::env::split_paths(&path).chain(cargo_bin).map(|dir| dir.join("garage")).find(|p| p.is_file())
 }
 
+/// `garage -c CONFIG server`, logging to `log_dir/server.log`.
+pub fn spawn_server(binary: &Path, config: &Path, log_dir: &Path) -> Child {
+    let log = std::fs::File::create(log_dir.join("server.log")).unwrap();
+    Command::new(binary)
+        .arg("-c")
+        .arg(config)
+        .arg("server")
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting garage")
+}
+
 impl Garage {
     /// Starts a server, or returns `None` (outside CI only) when Garage is not installed.
     pub fn start() -> Option<Garage> {
@@ -56,16 +70,7 @@ impl Garage {
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let server = Command::new(&binary)
-            .arg("-c")
-            .arg(&config)
-            .arg("server")
-            .env("RUST_LOG", "warn")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting garage");
+        let server = spawn_server(&binary, &config, dir.path());
         let mut garage = Garage {
             endpoint: format!("http://127.0.0.1:{s3_port}"),
             bucket: "dr-test".to_string(),
