@@ -2,7 +2,7 @@
 //! under tini, tini being PID 1 of its own PID namespace, with the whole root filesystem read-only except the
 //! state volume, and the configuration owned by root and read-only. `dr healthcheck` (the image's HEALTHCHECK)
 //! answers, a scheduled backup writes a snapshot, and SIGTERM, sent to PID 1 as `docker stop` does, ends it
-//! with exit 0 well within the grace period.
+//! with exit 0 well within the grace period. A database is backed up and drilled in the same conditions.
 //!
 //! No Docker engine runs on the test machines; namespaces (`unshare`) and `setpriv` give the same process
 //! tree, user and mount view. Needs root, tini, unshare and setpriv (tests/run installs tini). The binary is
@@ -75,6 +75,12 @@ struct Image {
 
 impl Image {
     fn new() -> Image {
+        Image::with_sources("", None)
+    }
+
+    /// `extra_toml` is appended to the configuration (more sources); `pgpass` becomes the libpq password file
+    /// secret, read through `PGPASSFILE` as compose sets it.
+    fn with_sources(extra_toml: &str, pgpass: Option<&str>) -> Image {
         let root = tempfile::tempdir().unwrap();
         let image = Image { root, port: common::free_port() };
         fs::set_permissions(image.root.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -82,6 +88,13 @@ impl Image {
             fs::create_dir_all(image.path(dir)).unwrap();
         }
         fs::copy(release_binary(), image.path("bin/dr")).unwrap();
+        // The image's `useradd dr`: initdb and postgres (a drill's scratch cluster) need their user to have a
+        // name. The namespace mounts these over /etc/passwd and /etc/group.
+        let passwd = fs::read_to_string("/etc/passwd").unwrap();
+        fs::write(image.path("etc/passwd"), format!("{passwd}dr:x:{UID}:{UID}::/var/lib/dr:/usr/sbin/nologin\n"))
+            .unwrap();
+        let group = fs::read_to_string("/etc/group").unwrap();
+        fs::write(image.path("etc/group"), format!("{group}dr:x:{UID}:\n")).unwrap();
         fs::set_permissions(image.path("bin/dr"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(image.path("site/uploads/2026/cat.jpg"), b"\xff\xd8 a cat, not really a jpeg").unwrap();
         fs::write(image.path("site/uploads/2026/dog.jpg"), vec![7u8; 300_000]).unwrap();
@@ -103,6 +116,11 @@ impl Image {
             fs::set_permissions(image.path(dir), fs::Permissions::from_mode(0o700)).unwrap();
         }
         chown(&image.path("secrets/dr-identity"), UID);
+        if let Some(pgpass) = pgpass {
+            fs::write(image.path("secrets/pgpass"), pgpass).unwrap();
+            fs::set_permissions(image.path("secrets/pgpass"), fs::Permissions::from_mode(0o600)).unwrap();
+            chown(&image.path("secrets/pgpass"), UID);
+        }
 
         let config = format!(
             r#"[repository]
@@ -128,6 +146,7 @@ grace = "{grace}s"
 name = "backup"
 schedule = "*/2 * * * * *"
 run = "backup"
+{extra_toml}
 "#,
             data = image.path("data").display(),
             secrets = image.path("secrets").display(),
@@ -160,6 +179,7 @@ run = "backup"
             ("TMPDIR".into(), self.path("data/tmp").display().to_string()),
             ("RUST_LOG".into(), "info".into()),
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("PGPASSFILE".into(), self.path("secrets/pgpass").display().to_string()),
         ]
     }
 
@@ -176,23 +196,27 @@ run = "backup"
         command
     }
 
-    /// `dr serve` as the image starts it: tini as PID 1 of a new PID namespace, as UID 10001, in a mount
-    /// namespace where `/` is read-only and only the volume is writable.
-    fn start(&self) -> Child {
+    /// `dr ARGS` as the image runs it (`docker run IMAGE ARGS`): tini as PID 1 of a new PID namespace, as
+    /// UID 10001, in a mount namespace where `/` is read-only and only the volume is writable.
+    fn run_in_container(&self, args: &[&str]) -> Child {
         let script = r#"set -eu
 mount --bind "$VOLUME" "$VOLUME"
+mount --bind "$ETC/passwd" /etc/passwd
+mount --bind "$ETC/group" /etc/group
 mount -o remount,bind,ro /
 exec setpriv --reuid="$SERVICE_UID" --regid="$SERVICE_UID" --clear-groups --no-new-privs --inh-caps=-all -- \
     env -i DR_CONFIG="$DR_CONFIG" HOME="$HOME" TMPDIR="$TMPDIR" RUST_LOG="$RUST_LOG" PATH="$PATH" \
-    tini -- "$DR" serve"#;
+    PGPASSFILE="$PGPASSFILE" tini -- "$DR" "$@""#;
         Command::new("unshare")
-            .args(["--mount", "--pid", "--fork", "--mount-proc", "--", "/bin/sh", "-c", script])
+            .args(["--mount", "--pid", "--fork", "--mount-proc", "--", "/bin/sh", "-c", script, "sh"])
+            .args(args)
             .env_clear()
             .envs(self.environment())
             .env("VOLUME", self.path("data"))
+            .env("ETC", self.path("etc"))
             .env("SERVICE_UID", UID.to_string())
             .env("DR", self.path("bin/dr"))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
@@ -245,7 +269,7 @@ fn serve_runs_as_the_image_runs_it_and_stops_cleanly_on_sigterm() {
         return;
     }
     let image = Image::new();
-    let mut service = image.start();
+    let mut service = image.run_in_container(&["serve"]);
 
     // The process tree a container has: tini is PID 1, dr its child, both as the service user.
     let mut tini = 0;
@@ -353,4 +377,88 @@ fn the_dockerfile_runs_dr_as_this_test_does() {
     let healthcheck = runtime.lines().find(|l| l.starts_with("HEALTHCHECK")).expect("a HEALTHCHECK");
     assert!(healthcheck.contains(r#"CMD ["dr", "healthcheck""#), "{healthcheck}");
     assert!(runtime.contains(&format!("useradd --system --uid {UID} --gid {UID}")));
+}
+
+/// The site's database as the container reaches it: over TCP, with a password (scram), not over a socket.
+struct SourceDatabase {
+    server: dr::pg::ScratchPostgres,
+    _hba_dir: tempfile::TempDir,
+}
+
+const SOURCE_PASSWORD: &str = "container-test-password";
+
+impl SourceDatabase {
+    fn start(runtime: &tokio::runtime::Runtime) -> SourceDatabase {
+        // Readable by the user the server runs as (postgres, when the tests run as root).
+        let hba_dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(hba_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let hba = hba_dir.path().join("pg_hba.conf");
+        fs::write(&hba, "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n").unwrap();
+        fs::set_permissions(&hba, fs::Permissions::from_mode(0o644)).unwrap();
+        let settings = vec![
+            ("listen_addresses".to_string(), "127.0.0.1".to_string()),
+            ("hba_file".to_string(), hba.display().to_string()),
+        ];
+        let server = dr::pg::ScratchPostgres::start(&dr::pg::ScratchOptions { settings, ..Default::default() })
+            .expect("starting the source PostgreSQL");
+        runtime.block_on(async {
+            common::sql(&server, "postgres", &format!("ALTER ROLE postgres PASSWORD '{SOURCE_PASSWORD}'")).await;
+            common::sql(&server, "postgres", "CREATE DATABASE isntgram").await;
+            common::sql(
+                &server,
+                "isntgram",
+                "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);
+                 CREATE TABLE posts (id bigserial PRIMARY KEY, user_id bigint REFERENCES users, caption text);
+                 INSERT INTO users SELECT i, 'user ' || i FROM generate_series(1, 500) AS i;
+                 INSERT INTO posts (user_id, caption) SELECT 1 + i % 500, 'Sunset nº ' || i
+                 FROM generate_series(1, 5000) AS i;",
+            )
+            .await;
+        });
+        SourceDatabase { server, _hba_dir: hba_dir }
+    }
+
+    fn toml(&self) -> String {
+        format!(
+            "\n[[postgres]]\nname = \"app\"\nurl = \"postgres://postgres@127.0.0.1:{}/isntgram\"\nglobals = true\n",
+            self.server.port()
+        )
+    }
+
+    fn pgpass(&self) -> String {
+        format!("127.0.0.1:{}:*:postgres:{SOURCE_PASSWORD}\n", self.server.port())
+    }
+}
+
+/// `docker compose run --rm dr backup`, then `... dr drill`: pg_dump reads the password from the PGPASSFILE
+/// secret, and the drill's embedded scratch cluster (initdb, postgres) runs as UID 10001 under the read-only
+/// root, in `$TMPDIR` on the volume, with tini reaping it; the drill passes and leaves the volume's tmp empty.
+#[test]
+fn a_database_is_backed_up_and_drilled_inside_the_container() {
+    if !prerequisites() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let source = SourceDatabase::start(&runtime);
+    let image = Image::with_sources(&source.toml(), Some(&source.pgpass()));
+
+    let backup = image.run_in_container(&["backup"]).wait_with_output().unwrap();
+    assert!(backup.status.success(), "dr backup: {}", String::from_utf8_lossy(&backup.stderr));
+    let drill = image.run_in_container(&["drill", "--json"]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&drill.stderr);
+    assert!(drill.status.success(), "dr drill: {stderr}");
+    let record: serde_json::Value = serde_json::from_slice(&drill.stdout).unwrap();
+    assert_eq!((record["passed"].as_bool(), record["succeeded"].as_bool()), (Some(true), Some(true)), "{record:#}");
+    let checks = record["checks"].as_array().unwrap();
+    let row_counts = checks.iter().find(|c| c["name"] == "row counts app").expect("a row count check");
+    assert_eq!(row_counts["status"], "pass", "{record:#}");
+    assert!(checks.iter().all(|c| c["status"] == "pass"), "{record:#}");
+
+    // The drill's scratch cluster and restored files lived in $TMPDIR and are gone; what it wrote to the
+    // repository belongs to the service user.
+    let leftovers: Vec<_> = fs::read_dir(image.path("data/tmp")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(leftovers.is_empty(), "left in $TMPDIR: {leftovers:?}");
+    let drills: Vec<_> = fs::read_dir(image.path("data/repo/drills")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(drills.len(), 1, "{drills:?}");
+    assert_eq!(fs::metadata(&drills[0]).unwrap().uid(), UID);
 }

@@ -194,6 +194,19 @@ async fn clean_up(resources: &mut Resources) -> Result<()> {
     scratch.and(dir.unwrap_or(Ok(())))
 }
 
+/// An error as the one-line reason a record keeps. A failed child tool's message is its status line, then the
+/// tail of its stderr: the cause is in that tail (`initdb: could not look up effective user ID ...`), so the last
+/// line is kept with the first rather than dropped.
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    match lines.last() {
+        Some(last) if first.ends_with(':') => format!("{first} {last}"),
+        Some(last) => format!("{first} ({last})"),
+        None => first.to_string(),
+    }
+}
+
 /// Verdict and reason from the checks, the objectives and how the run ended.
 fn conclude(record: &mut DrillRecord, error: Option<&Error>) {
     let failed: Vec<Check> = record.failed_checks().cloned().collect();
@@ -205,7 +218,7 @@ fn conclude(record: &mut DrillRecord, error: Option<&Error>) {
     record.reason = if let Some(e) = error {
         Some(match e {
             Error::Cancelled => "the drill was interrupted before it finished".to_string(),
-            e => e.to_string().lines().next().unwrap_or_default().to_string(),
+            e => one_line(&e.to_string()),
         })
     } else if let Some(first) = failed.first() {
         let more = match failed.len() {
@@ -504,4 +517,24 @@ fn sum_phases(restored: &RestoreReport) -> Vec<Phase> {
         }
     }
     phases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_reason_keeps_the_cause_a_child_tool_printed_last() {
+        let initdb = "initdb failed (exit status: 1):\n    initdb: could not look up effective user ID 10001: user does \
+                      not exist";
+        assert_eq!(
+            one_line(initdb),
+            "initdb failed (exit status: 1): initdb: could not look up effective user ID 10001: user does not exist"
+        );
+        assert_eq!(one_line("the repository is locked"), "the repository is locked");
+        assert_eq!(
+            one_line("restored rows differ\n  posts: 3 != 4\n  users: 1 != 2"),
+            "restored rows differ (users: 1 != 2)"
+        );
+    }
 }
