@@ -200,7 +200,7 @@ async fn clean_up(resources: &mut Resources) -> Result<()> {
 fn one_line(message: &str) -> String {
     let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or_default();
-    match lines.last() {
+    match lines.next_back() {
         Some(last) if first.ends_with(':') => format!("{first} {last}"),
         Some(last) => format!("{first} ({last})"),
         None => first.to_string(),
