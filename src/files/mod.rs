@@ -1,12 +1,14 @@
 //! Files sources: a directory tree as a tar stream (plus a per-file index), and back.
 
 mod archive;
+mod atomic;
 mod excludes;
 mod extract;
 mod index;
 mod listing;
 
 pub use archive::{ArchiveSummary, write_archive};
+pub use atomic::write_atomically;
 pub use excludes::Excludes;
 pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
 pub use index::{EntryKind, IndexEntry};

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::state::{Outcome, RecoverState, StepRecord, write_atomically};
+use super::state::{Outcome, RecoverState, StepRecord};
 use crate::error::{Error, Result};
+use crate::files::write_atomically;
 use crate::repo::snapshot_id::SnapshotId;
 use crate::units;
 
@@ -106,6 +107,7 @@ impl RecoveryReport {
         let md_path = dir.join(format!("{base}.md"));
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::io("rendering the recovery report", std::io::Error::other(e)))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         write_atomically(&json_path, &json).map_err(|e| Error::io(format!("writing {}", json_path.display()), e))?;
         write_atomically(&md_path, self.markdown().as_bytes())
             .map_err(|e| Error::io(format!("writing {}", md_path.display()), e))?;

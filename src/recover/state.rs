@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::files::write_atomically;
 use crate::repo::snapshot_id::SnapshotId;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +95,9 @@ impl RecoverState {
         self.updated_at = Utc::now();
         let context = || format!("saving recovery state {}", path.display());
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::io(context(), std::io::Error::other(e)))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(context(), e))?;
+        }
         write_atomically(path, &json).map_err(|e| Error::io(context(), e))
     }
 
@@ -101,15 +105,4 @@ impl RecoverState {
     pub fn resume_index(&self) -> usize {
         self.steps.iter().position(|s| !s.outcome.is_done()).unwrap_or(self.steps.len())
     }
-}
-
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

@@ -1,29 +1,13 @@
 //! `--output FILE`: a report a web server or a mail job picks up must never be seen half-written.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// Writes `contents` to a hidden temporary file next to `path`, flushes it to disk and renames it over `path`,
-/// so readers see the old report or the new one, never a mix. A new file is readable by its owner only (a
-/// report names databases and tables, which the repository keeps encrypted); a file being replaced keeps its
-/// mode, so a `chmod` made for a web server survives the weekly run.
+/// [`crate::files::write_atomically`], naming the report in its error.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let context = || format!("writing the report to {}", path.display());
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let mut temp =
-        tempfile::Builder::new().prefix(".dr-report-").tempfile_in(dir).map_err(|e| Error::io(context(), e))?;
-    if let Ok(existing) = std::fs::metadata(path) {
-        temp.as_file().set_permissions(existing.permissions()).map_err(|e| Error::io(context(), e))?;
-    }
-    temp.write_all(contents).map_err(|e| Error::io(context(), e))?;
-    temp.as_file().sync_all().map_err(|e| Error::io(context(), e))?;
-    temp.persist(path).map_err(|e| Error::io(context(), e.error))?;
-    Ok(())
+    crate::files::write_atomically(path, contents)
+        .map_err(|e| Error::io(format!("writing the report to {}", path.display()), e))
 }
 
 #[cfg(test)]

@@ -199,8 +199,6 @@ impl Persisted {
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(state_dir)?;
         let path = Persisted::path(state_dir);
-        let temp = path.with_extension("json.tmp");
-        std::fs::write(&temp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(temp, path)
+        crate::files::write_atomically(&path, &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)
     }
 }
