@@ -110,9 +110,8 @@ pub async fn drill(
         let run = Run { config, repo, identities: &identities, options, progress, expectations: &expectations };
         let body = run.body(&mut record, &mut resources);
         tokio::select! {
-            result = body => result,
+            result = lock.while_held(body) => result,
             () = options.cancel.cancelled() => Err(Error::Cancelled),
-            () = lock.lost() => Err(lock.lost_error()),
         }
     };
 

@@ -126,9 +126,8 @@ pub async fn backup(
         Ok::<_, Error>((outcomes, reports))
     };
     let sources = tokio::select! {
-        sources = sources => sources,
+        sources = lock.while_held(sources) => sources,
         () = options.cancel.cancelled() => Err(Error::Cancelled),
-        () = lock.lost() => Err(lock.lost_error()),
     };
     // A lock lost after the sources finished still stops the commit: a prune may be running by now.
     let result = match sources.and_then(|sources| lock.check().map(|()| sources)) {

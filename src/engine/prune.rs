@@ -138,10 +138,7 @@ pub async fn prune(
         lock = repo.lock(kind, &lock_options) => lock?,
         () = options.cancel.cancelled() => return Err(Error::Cancelled),
     };
-    let result = tokio::select! {
-        result = run(repo, identities, &policy, grace, options, &lock, progress) => result,
-        () = lock.lost() => Err(lock.lost_error()),
-    };
+    let result = lock.while_held(run(repo, identities, &policy, grace, options, &lock, progress)).await;
     // A failed release is logged; the lock then expires by itself.
     let _ = lock.release().await;
     if !options.dry_run {

@@ -77,10 +77,7 @@ pub async fn verify(
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let lock = repo.lock(LockKind::Shared, &LockOptions::from_config(&config.lock, "verify")).await?;
-    let report = tokio::select! {
-        report = verify_selection(repo, identities, selection, progress) => report,
-        () = lock.lost() => Err(lock.lost_error()),
-    };
+    let report = lock.while_held(verify_selection(repo, identities, selection, progress)).await;
     let _ = lock.release().await;
     report
 }

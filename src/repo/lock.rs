@@ -272,6 +272,15 @@ impl RepositoryLock {
         self.shared.lost.cancelled().await;
     }
 
+    /// Runs `work` while the lock is held: if the lock is lost first, `work` is dropped (stopped) and the result
+    /// is [`Error::LockLost`].
+    pub async fn while_held<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::select! {
+            result = work => result,
+            () = self.lost() => Err(self.lost_error()),
+        }
+    }
+
     /// A token cancelled when the lock is lost, for work that watches a token.
     pub fn lost_token(&self) -> CancellationToken {
         self.shared.lost.clone()
