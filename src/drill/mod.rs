@@ -322,10 +322,13 @@ impl Run<'_> {
             force: false,
             temp_dir: self.options.temp_dir.clone(),
         };
-        let restored = engine::restore_sources_under_lock(
+        // The manifest read and decrypted above serves the restore too.
+        let restored = engine::restore_snapshot(
             self.config,
             self.repo,
             self.identities.clone(),
+            &manifest,
+            private.clone(),
             &restore_options,
             self.progress,
         )

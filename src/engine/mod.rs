@@ -10,6 +10,6 @@ pub use backup::{BackupOptions, BackupReport, SourceReport, backup};
 pub use prune::{
     Action, DEFAULT_ORPHAN_GRACE, OrphanGroup, PruneOptions, PruneReport, SnapshotPlan, Totals, UploadPlan, prune,
 };
-pub(crate) use restore::restore_sources_under_lock;
+pub(crate) use restore::restore_snapshot;
 pub use restore::{RestoreOptions, RestoreReport, SourceRestore, restore, restore_sources};
 pub use verify::{ObjectVerdict, SnapshotVerdict, VerifyReport, VerifySelection, verify};

@@ -200,7 +200,7 @@ pub async fn restore_sources(
 }
 
 /// [`restore_sources`] for a caller that holds a repository lock already (a drill).
-pub(crate) async fn restore_sources_under_lock(
+async fn restore_sources_under_lock(
     config: &Config,
     repo: &Repository,
     identities: Arc<Identities>,
@@ -210,7 +210,22 @@ pub(crate) async fn restore_sources_under_lock(
     let id = repo.resolve(&options.selector).await?;
     let manifest = repo.manifest(&id).await?;
     let private = repo.private(&manifest, &identities)?;
-    let plans = plan(config, &manifest, options).await?;
+    restore_snapshot(config, repo, identities, &manifest, private, options, progress).await
+}
+
+/// Restores the sources of a snapshot whose manifest the caller has already read and decrypted (a drill has,
+/// for its checks); `options.selector` is not looked at.
+pub(crate) async fn restore_snapshot(
+    config: &Config,
+    repo: &Repository,
+    identities: Arc<Identities>,
+    manifest: &Manifest,
+    private: PrivateManifest,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let id = manifest.id.clone();
+    let plans = plan(config, manifest, options).await?;
     tracing::info!(snapshot = %id, sources = plans.len(), "restore started");
 
     let clock = Instant::now();
