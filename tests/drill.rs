@@ -437,10 +437,8 @@ async fn an_interrupted_drill_cleans_up_and_records_why() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let (code, stderr) = common::interrupt(child);
+    assert_eq!(code, Some(130), "{stderr}");
     assert!(stderr.contains("error: stopped by SIGINT"), "{stderr}");
     tmp.assert_clean();
     assert_eq!(drill_records(&site).len(), 1, "the interrupted drill left its record");

@@ -430,10 +430,8 @@ fn sigint_kills_the_running_step_saves_the_state_and_says_how_to_resume() {
         std::thread::sleep(Duration::from_millis(20));
     };
     std::thread::sleep(Duration::from_millis(200));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let (code, stderr) = common::interrupt(child);
+    assert_eq!(code, Some(130), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(20), "the step was not stopped");
     assert!(stderr.contains("error: stopped by SIGINT during step \"long step\""), "{stderr}");
     assert!(stderr.contains(&format!("dr recover --runbook {} --resume", runbook.display())), "{stderr}");

@@ -123,6 +123,13 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Ctrl-C to a running `dr`, then its exit code and stderr once it has stopped.
+pub fn interrupt(child: std::process::Child) -> (Option<i32>, String) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 pub fn run(command: &mut Command) -> Run {
     let output = command.output().expect("running dr");
     Run {
