@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
 use crate::files::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
-use crate::pg::{self, ConnInfo, DatabaseTarget, GlobalsOutcome, RestoreInput, TargetState, tools};
+use crate::pg::{self, ConnInfo, DatabaseTarget, GlobalsOutcome, RestoreInput, TargetState, redact_target, tools};
 use crate::pipeline::{self, ChildWriter};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -146,15 +146,6 @@ pub async fn restore(
     );
     crate::audit::record(config, entry.detail(detail));
     result
-}
-
-/// A `--into` target for the audit log: a connection string without its password, or the path.
-fn redact_target(target: &str) -> String {
-    if !(target.contains("://") || target.contains('=')) {
-        return target.to_string();
-    }
-    // A connection string that does not parse could still hold a password: never echo it.
-    ConnInfo::parse(target).map_or_else(|_| "(a connection string)".to_string(), |c| c.redacted())
 }
 
 /// The report of a restore whose every source came back, or the error naming those that did not.

@@ -74,6 +74,22 @@ const KEYWORDS: &[&str] = &[
 /// Values that must never reach an argv or a log line.
 const SECRET_KEYWORDS: &[&str] = &["password", "sslpassword"];
 
+/// Whether a restore target or runbook value is a connection string (a URL or `key=value` words) rather than
+/// a path.
+pub fn looks_like_conninfo(text: &str) -> bool {
+    text.contains("://") || text.contains('=')
+}
+
+/// A restore target for messages, logs and the audit log: a connection string as `user@host:port/dbname`
+/// (never its password, and nothing of one that does not parse), anything else (a path) as it is.
+pub fn redact_target(target: &str) -> String {
+    if looks_like_conninfo(target) {
+        ConnInfo::parse(target).map_or_else(|_| "(a connection string)".to_string(), |c| c.redacted())
+    } else {
+        target.to_string()
+    }
+}
+
 impl ConnInfo {
     pub fn parse(text: &str) -> Result<ConnInfo, String> {
         let text = text.trim();

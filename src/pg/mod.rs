@@ -11,7 +11,7 @@ pub mod scratch;
 pub mod tools;
 
 pub use connect::{ConnectError, connect, describe};
-pub use conninfo::{ConnInfo, Resolved};
+pub use conninfo::{ConnInfo, Resolved, looks_like_conninfo, redact_target};
 pub use dump::{
     ExportedSnapshot, SnapshotFacts, is_password_permission_error, pg_dump_command, pg_dumpall_command, quote_ident,
 };

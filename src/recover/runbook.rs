@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::drill::expect::Expectation;
 use crate::error::{Error, Result};
-use crate::pg::ConnInfo;
+use crate::pg::{ConnInfo, looks_like_conninfo, redact_target};
 
 /// Words that make a variable's value a secret, masked wherever dr shows it.
 const SECRET_WORDS: [&str; 4] = ["PASSWORD", "SECRET", "TOKEN", "KEY"];
@@ -258,19 +258,6 @@ impl Runbook {
             Error::Usage(format!("runbook {:?} has no step {name:?} (its steps: {})", self.name, names.join(", ")))
         })
     }
-}
-
-/// A connection string shown as `user@host:port/dbname`; anything else (a path) as it is.
-pub fn redact_target(target: &str) -> String {
-    if looks_like_conninfo(target) {
-        ConnInfo::parse(target).map_or_else(|_| "(a connection string)".to_string(), |c| c.redacted())
-    } else {
-        target.to_string()
-    }
-}
-
-fn looks_like_conninfo(text: &str) -> bool {
-    text.contains("://") || text.contains('=')
 }
 
 fn is_secret_name(name: &str) -> bool {
