@@ -51,14 +51,15 @@ fn print(report: &PruneReport) {
     for snapshot in &report.snapshots {
         let (verb, size) = match snapshot.action {
             Action::Keep => ("keep  ", String::new()),
-            Action::Remove => {
-                ("remove", format!(" ({}, {})", plural(snapshot.objects, "object"), units::bytes(snapshot.bytes)))
-            }
+            Action::Remove => (
+                "remove",
+                format!(" ({}, {})", units::plural(snapshot.objects, "object"), units::bytes(snapshot.bytes)),
+            ),
         };
         println!("{verb}  {}  {}  {}{size}", snapshot.id, snapshot.time.format(TIME), snapshot.reasons.join(", "));
     }
     for group in &report.orphans {
-        let what = format!("{}, {}", plural(group.keys.len(), "object"), units::bytes(group.bytes));
+        let what = format!("{}, {}", units::plural(group.keys.len(), "object"), units::bytes(group.bytes));
         let prefix = &group.prefix;
         match (group.action, group.last_activity) {
             (Action::Remove, _) => println!("delete  {prefix} ({what}): {}", group.reason),
@@ -85,22 +86,18 @@ fn print(report: &PruneReport) {
         "{} {} of {} and {} ({}), {} {}",
         if report.dry_run { "would remove" } else { "removed" },
         totals.snapshots_removed,
-        plural(totals.snapshots_removed + totals.snapshots_kept, "snapshot"),
-        plural(totals.objects_deleted, "object"),
-        plural(totals.orphans_deleted, "orphan"),
+        units::plural(totals.snapshots_removed + totals.snapshots_kept, "snapshot"),
+        units::plural(totals.objects_deleted, "object"),
+        units::plural(totals.orphans_deleted, "orphan"),
         units::bytes(totals.bytes_freed),
         if report.dry_run { "to free" } else { "freed" },
     );
     if totals.uploads_aborted > 0 {
         let verb = if report.dry_run { "to abort" } else { "aborted" };
-        summary.push_str(&format!("; {} {verb}", plural(totals.uploads_aborted, "multipart upload")));
+        summary.push_str(&format!("; {} {verb}", units::plural(totals.uploads_aborted, "multipart upload")));
     }
     if totals.orphans_young > 0 {
-        summary.push_str(&format!("; {} younger than {grace} left", plural(totals.orphans_young, "orphan")));
+        summary.push_str(&format!("; {} younger than {grace} left", units::plural(totals.orphans_young, "orphan")));
     }
     println!("{summary}");
-}
-
-fn plural(n: usize, noun: &str) -> String {
-    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }

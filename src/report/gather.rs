@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::timeline::{self, RecoveryPoint};
 use super::{
     DrillSummary, FailedCheck, Objectives, RecordKind, Report, RpoGap, SnapshotAnomaly, SnapshotSummary, Status,
-    Summary, Unreadable, Verdict, Window, duration, plural,
+    Summary, Unreadable, Verdict, Window, duration,
 };
 use crate::anomalies;
 use crate::config::Config;
@@ -18,6 +18,7 @@ use crate::repo::Repository;
 use crate::repo::drill_record::{CheckStatus, DrillRecord};
 use crate::repo::manifest::{Manifest, PrivateManifest};
 use crate::repo::snapshot_id::SnapshotId;
+use crate::units::plural;
 
 /// Manifests and drill records read at once: enough to hide an S3 round trip, few enough to stay polite.
 const READS_IN_FLIGHT: usize = 8;

@@ -5,8 +5,9 @@
 use std::fmt::{self, Write};
 
 use super::svg::{self, Bar, Chart, Scale, Tone};
-use super::{Measured, RecordKind, Report, Status, Verdict, duration, plural, time};
+use super::{Measured, RecordKind, Report, Status, Verdict, duration, time};
 use crate::units;
+use crate::units::plural;
 
 const STYLE: &str = include_str!("report.css");
 

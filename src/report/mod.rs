@@ -299,12 +299,3 @@ pub use crate::units::seconds as duration;
 pub fn time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
-
-/// `1 drill`, `3 drills`, `2 anomalies`: the nouns the report counts all take the regular English plural.
-pub(crate) fn plural(count: usize, noun: &str) -> String {
-    match (count, noun.strip_suffix('y')) {
-        (1, _) => format!("1 {noun}"),
-        (_, Some(stem)) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{count} {stem}ies"),
-        _ => format!("{count} {noun}s"),
-    }
-}
