@@ -408,6 +408,19 @@ fn display_paths(paths: &[PathBuf]) -> String {
 }
 
 /// The last lines of a child's stderr, indented under the message.
+/// An error and every cause below it, on one line (`a: b: c`): HTTP and database client errors put the useful
+/// part (connection refused, a certificate problem) in their causes, not in their own message.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 fn stderr_tail(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {

@@ -298,7 +298,7 @@ async fn http(url: &str, expect_status: u16, within: Duration) -> Attempt {
                 };
             }
             Ok(response) => format!("it answered {}", response.status()),
-            Err(e) => format!("the last request failed: {}", error_chain(&e)),
+            Err(e) => format!("the last request failed: {}", crate::error::chain(&e)),
         };
         if Instant::now() + HTTP_POLL >= deadline {
             return Attempt::failed(format!(
@@ -331,15 +331,4 @@ async fn sql(step: &Step, database: &str, query: &str, expect: &Expectation) -> 
         CheckStatus::Pass | CheckStatus::Warn => Attempt::Succeeded { output: vec![result.detail] },
         CheckStatus::Fail => Attempt::failed(result.detail),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
