@@ -26,8 +26,7 @@ pub async fn run(context: &Context, args: Args) -> Result<()> {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
             let config = context.load_config()?.config;
-            let listen = config.service.listen.unwrap_or_else(|| dr::service::DEFAULT_LISTEN.to_string());
-            dr::service::local_base_url(&listen)
+            dr::service::local_base_url(&dr::service::listen_address(&config))
         }
     };
     let url = format!("{base}/{}", if args.ready { "readyz" } else { "healthz" });

@@ -21,7 +21,7 @@ pub struct Args {
 
 pub async fn run(context: &Context, args: Args) -> Result<()> {
     let config = context.load_config()?.config;
-    let listen = config.service.listen.clone().unwrap_or_else(|| dr::service::DEFAULT_LISTEN.to_string());
+    let listen = dr::service::listen_address(&config);
     let status = match ask_service(&listen, config.service.token_file.as_deref()).await {
         Ok(status) => status,
         Err(e) => {

@@ -32,7 +32,7 @@ pub use schedule::Job;
 pub use state::{HeldLock, Outcome, RepositoryStatus, Status};
 use state::{JobStatus, Persisted};
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
 
 /// The base URL a client on this host uses to reach the service listening at `listen`: a wildcard address
 /// (`0.0.0.0`, `[::]`, as in a container) is reached over loopback.
@@ -107,6 +107,11 @@ impl Shared {
     }
 }
 
+/// `[service] listen`, or the default.
+pub fn listen_address(config: &Config) -> String {
+    config.service.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_string())
+}
+
 pub fn state_dir(config: &Config) -> PathBuf {
     config.service.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
@@ -156,7 +161,7 @@ pub async fn serve(mut options: ServeOptions) -> Result<()> {
     // now, naming them, rather than at the first job.
     ensure_writable(&state_dir(&config), "[service] state_dir")?;
     ensure_writable(&std::env::temp_dir(), "the temporary directory ($TMPDIR)")?;
-    let listen = config.service.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen = listen_address(&config);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| Error::io(format!("listening on {listen} ([service] listen)"), e))?;
