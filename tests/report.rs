@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, TimeZone, Utc};
-use common::{Run, config_command, run};
+use common::{Run, config_command, free_port, run};
+use dr::repo::attempt_record::{ATTEMPT_RECORD_FORMAT, AttemptOutcome, AttemptRecord};
 use dr::repo::drill_record::{
     Check, CheckStatus, DRILL_RECORD_FORMAT, DrillRecord, Measure, Phase, ScratchDescription, SourceSize, Tools,
 };
@@ -87,13 +88,58 @@ impl Fixture {
 
     /// dr.toml with `identity_line` in `[encryption]` and objectives of 24h RPO and 1h RTO.
     fn write_config(&self, identity_line: &str) {
+        self.write_config_with(identity_line, "rpo = \"24h\"\nrto = \"1h\"\n", "");
+    }
+
+    /// dr.toml with `identity_line` in `[encryption]`, `objectives` in `[objectives]`, and `extra` appended.
+    fn write_config_with(&self, identity_line: &str, objectives: &str, extra: &str) {
         let text = format!(
             "[repository]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\n{identity_line}\n\n\
-             [objectives]\nrpo = \"24h\"\nrto = \"1h\"\n",
+             [objectives]\n{objectives}\n{extra}",
             self.dir.path().join("repo").display(),
             self.recipient
         );
         fs::write(&self.config, text).unwrap();
+    }
+
+    fn identity_line(&self) -> String {
+        format!("identity_file = \"{}\"", self.identity.display())
+    }
+
+    /// Records a backup attempt that started at `at` and committed `snapshot`.
+    async fn committed_attempt(&self, at: DateTime<Utc>, snapshot: &Manifest) {
+        let record = AttemptRecord {
+            format: ATTEMPT_RECORD_FORMAT,
+            id: id_at(at - TimeDelta::seconds(1)),
+            started_at: at - TimeDelta::seconds(1),
+            finished_at: Some(snapshot.finished_at),
+            outcome: AttemptOutcome::Ok,
+            snapshot: Some(snapshot.id.clone()),
+            recovery_point: snapshot.consistent_at(),
+            reason: None,
+            only: Vec::new(),
+            hostname: "web1".into(),
+            dr_version: "0.1.0".into(),
+        };
+        self.repo.save_attempt(&self.recipients, &record).await.unwrap();
+    }
+
+    /// Records a backup attempt that started at `at` and failed with `reason`.
+    async fn failed_attempt(&self, at: DateTime<Utc>, reason: &str) {
+        let record = AttemptRecord {
+            format: ATTEMPT_RECORD_FORMAT,
+            id: id_at(at),
+            started_at: at,
+            finished_at: Some(at + TimeDelta::seconds(3)),
+            outcome: AttemptOutcome::Failed,
+            snapshot: None,
+            recovery_point: None,
+            reason: Some(reason.into()),
+            only: Vec::new(),
+            hostname: "web1".into(),
+            dr_version: "0.1.0".into(),
+        };
+        self.repo.save_attempt(&self.recipients, &record).await.unwrap();
     }
 
     async fn snapshot(&self, shot: Shot) -> Manifest {
@@ -427,6 +473,8 @@ async fn the_json_report_matches_the_records_exactly() {
     assert_eq!(gap["to_snapshot"], week.manifests[4].id.to_string());
     assert_eq!(gap["from"], serde_json::json!(week.shots[3].at + TimeDelta::seconds(5)));
     assert_eq!((gap["objective_seconds"].as_f64(), gap["met"].as_bool()), (Some(86_400.0), Some(false)));
+    assert_eq!(gap["basis"], "snapshots", "no attempt record in this repository");
+    assert_eq!(json["failed_backups"], serde_json::json!([]));
 
     // Snapshots S1..S7, per day with their stored bytes; days without one are listed with zeros.
     let inside: Vec<String> = week.manifests[2..].iter().map(|m| m.id.to_string()).collect();
@@ -707,23 +755,178 @@ async fn mistakes_get_one_error_and_a_hint() {
     assert!(error.contains("not initialized"), "{error}");
 }
 
+/// A backup that cannot reach its database commits nothing, so before attempt records only the RPO gap hinted
+/// at it. Now the real `dr backup` records the attempt, and the report names it with the backup's own error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_backup_appears_in_the_report_with_its_reason() {
+    let fixture = Fixture::new().await;
+    let port = free_port();
+    let postgres = format!("[[postgres]]\nname = \"app\"\nurl = \"postgresql://app@127.0.0.1:{port}/shop\"\n");
+    fixture.write_config_with(&fixture.identity_line(), "rpo = \"24h\"\n", &postgres);
+
+    let backup = run(&mut config_command(&fixture.config, &["backup"])).fails(1);
+    let error = backup.error();
+    let reason = error.strip_prefix("error: ").unwrap();
+    assert!(reason.contains(&port.to_string()), "{error}");
+
+    let json = fixture.report(&["--format", "json"]).ok().json();
+    let failed = json["failed_backups"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{json}");
+    assert_eq!(failed[0]["outcome"], "failed");
+    assert_eq!(failed[0]["reason"], reason, "the backup's own error line");
+    assert!(failed[0]["finished_at"].is_string());
+    assert_eq!(
+        (json["summary"]["backup_attempts"].as_u64(), json["summary"]["backups_failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let findings = json["summary"]["findings"].as_array().unwrap();
+    assert_eq!(findings[0], format!("1 of 1 backup attempt did not commit (last reason: {reason})"), "{findings:?}");
+    let today = json["days"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(today["backups_failed"], 1, "{today}");
+
+    let md = fixture.report(&[]).ok().stdout;
+    assert!(md.contains("## Failed backups"), "{md}");
+    let row = md.lines().find(|l| l.contains("| **failed** |")).unwrap_or_else(|| panic!("no failed row:\n{md}"));
+    assert!(row.contains(&port.to_string()), "{row}");
+    let html = fixture.report(&["--format", "html"]).ok().stdout;
+    assert!(html.contains("<h2>Failed backups</h2>") && html.contains(&port.to_string()), "{html}");
+    assert!(html.contains("<span class=\"badge bad\">failed</span>"));
+
+    // The attempt record is encrypted like a drill record: the reason is not readable in the repository.
+    let attempts = fixture.dir.path().join("repo/attempts");
+    let names: Vec<_> = fs::read_dir(&attempts).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(names.len(), 1);
+    let stored = fs::read_to_string(&names[0]).unwrap();
+    assert!(stored.starts_with("-----BEGIN AGE ENCRYPTED FILE-----") && !stored.contains(&port.to_string()));
+}
+
+/// Hourly backups thinned by `keep_hourly` by the real `dr prune`: the snapshots left are a day apart, but the
+/// attempt records remember every hour, so the worst gap stays one hour and the objective is met.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pruned_hourly_series_does_not_read_as_an_rpo_breach() {
+    let fixture = Fixture::new().await;
+    let retention = "[retention]\nkeep_hourly = 6\nkeep_daily = 7\n";
+    fixture.write_config_with(&fixture.identity_line(), "rpo = \"2h\"\n", retention);
+    let t = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
+    for hour in (1..=72).rev() {
+        let at = t - TimeDelta::hours(hour);
+        let manifest = fixture.snapshot(Shot::new(at, MIB)).await;
+        fixture.committed_attempt(at, &manifest).await;
+    }
+    run(&mut config_command(&fixture.config, &["prune"])).ok();
+    let left = fs::read_dir(fixture.dir.path().join("repo/snapshots")).unwrap().count();
+    assert!(left < 12, "prune thinned the hourly series: {left} snapshots left");
+
+    let json = fixture.report(&["--format", "json"]).ok().json();
+    let gap = &json["worst_rpo_gap"];
+    assert_eq!(gap["seconds"], 3600.0, "{gap}");
+    assert_eq!(gap["met"], true, "{gap}");
+    assert_eq!(gap["basis"], "attempts");
+    assert_eq!(gap["removed_snapshots"].as_u64(), Some(72 - left as u64), "{gap}");
+    let findings = json["summary"]["findings"].as_array().unwrap();
+    assert!(!findings.iter().any(|f| f.as_str().unwrap().contains("RPO gap")), "{findings:?}");
+    let md = fixture.report(&[]).ok().stdout;
+    assert!(md.contains("within the RPO objective of 2h 00m"), "{md}");
+    assert!(
+        md.contains(&format!("including {} snapshots that retention (dr prune) has removed since", 72 - left)),
+        "{md}"
+    );
+
+    // Without attempt records, the report says that it counts snapshots only (and the thinned series then
+    // does read as a gap: that is what the sentence warns about).
+    fs::remove_dir_all(fixture.dir.path().join("repo/attempts")).unwrap();
+    let json = fixture.report(&["--format", "json"]).ok().json();
+    assert_eq!(json["worst_rpo_gap"]["basis"], "snapshots");
+    assert!(json["worst_rpo_gap"]["seconds"].as_f64().unwrap() > 3600.0);
+    let md = fixture.report(&[]).ok().stdout;
+    assert!(md.contains("only the snapshots in the repository are counted"), "{md}");
+}
+
+/// A repository whose history began two days ago: the five days of the window before that are not days without
+/// backups, and no format shows them as such.
+#[tokio::test(flavor = "multi_thread")]
+async fn days_before_the_first_snapshot_are_not_applicable() {
+    let fixture = Fixture::new().await;
+    let t = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let first = t - TimeDelta::days(2);
+    for at in [first, t - TimeDelta::days(1), t - TimeDelta::seconds(1)] {
+        fixture.snapshot(Shot::new(at, MIB)).await;
+    }
+    let json = fixture.report(&["--format", "json"]).ok().json();
+    let days = json["days"].as_array().unwrap();
+    let mut before = 0;
+    for day in days {
+        let date: NaiveDate = day["date"].as_str().unwrap().parse().unwrap();
+        assert_eq!(day["applicable"], date >= first.date_naive(), "{day}");
+        before += usize::from(date < first.date_naive());
+    }
+    assert!(before >= 4, "{days:?}");
+    assert!(days.iter().filter(|d| d["applicable"] == true).all(|d| d["snapshots"].as_u64() > Some(0)));
+
+    let md = fixture.report(&[]).ok().stdout;
+    assert_eq!(md.matches(" | n/a | n/a | n/a |").count(), before, "{md}");
+    assert!(!md.contains("| **0** |"), "no day reads as a day without backups:\n{md}");
+    let html = fixture.report(&["--format", "html"]).ok().stdout;
+    assert!(!html.contains("<tr class=\"empty\">"), "no red rows");
+    assert!(!html.contains(">none</text>"), "no red \"none\" under the size chart's bars");
+    assert_eq!(html.matches("<tr class=\"na\"").count(), before);
+}
+
+/// A 200 ms drill against a 10-minute objective: the RTO chart scales to the bar and names the objective above
+/// the scale, instead of drawing a line at the top and a bar too thin to see.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tiny_rto_against_a_large_objective_has_a_visible_bar() {
+    let fixture = Fixture::new().await;
+    fixture.write_config_with(&fixture.identity_line(), "rpo = \"24h\"\nrto = \"10m\"\n", "");
+    let t = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let manifest = fixture.snapshot(Shot::new(t - TimeDelta::hours(2), MIB)).await;
+    let mut record = drill_record(
+        t - TimeDelta::hours(1),
+        Some(&manifest),
+        Outcome { rto: Some(0.2), rpo: Some(3600.0), checks: passing_checks(), reason: None, anomalies: vec![] },
+    );
+    record.rto.objective_seconds = Some(600.0);
+    fixture.drill(&record).await;
+
+    let html = fixture.report(&["--format", "html"]).ok().stdout;
+    let chart = html.split("<svg").nth(1).unwrap().split("</svg>").next().unwrap();
+    assert!(chart.contains("aria-label=\"RTO per drill\""), "{chart}");
+    let heights: Vec<f64> = chart
+        .split("<rect ")
+        .skip(1)
+        .map(|rect| rect.split("height=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(heights.len(), 1, "{chart}");
+    assert!(heights[0] >= 100.0, "the bar must be plainly visible, not a sliver: {heights:?}");
+    assert!(chart.contains("200ms"), "the value is written on the bar");
+    assert!(chart.contains("objective 10m 00s, above the scale"), "{chart}");
+}
+
 /// The sample in docs/: a realistic week (a snapshot every 6 hours, a drill every morning) with one failed
-/// check, one RTO breach, a missed night of backups and an uploads mount that came up empty once, rendered at
-/// a fixed time so the sample only changes when the report does. Writes to `$DR_REPORT_SAMPLE_DIR`.
+/// check, one RTO breach, a database that could not be reached for a day (four failed backups), an uploads
+/// mount that came up empty once, and a repository that began on the 19th (so the 18th is not applicable),
+/// rendered at a fixed time so the sample only changes when the report does. Writes to `$DR_REPORT_SAMPLE_DIR`.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "writes docs/report-sample.*; run by docs/render-report-sample.sh"]
 async fn write_the_docs_sample() {
     let out = PathBuf::from(std::env::var("DR_REPORT_SAMPLE_DIR").expect("DR_REPORT_SAMPLE_DIR"));
     let fixture = Fixture::new().await;
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap();
-    let first = Utc.with_ymd_and_hms(2026, 11, 17, 0, 15, 0).unwrap();
+    let first = Utc.with_ymd_and_hms(2026, 11, 19, 0, 15, 0).unwrap();
     let mut manifests = Vec::new();
-    for n in 0..33 {
+    for n in 0..25 {
         let at = first + TimeDelta::hours(6 * n);
-        // The backup host was down from the 21st at 06:00 to the 22nd at 06:00.
+        // The database server could not be reached from the 21st at 06:00 to the 22nd at 06:00.
         let down =
             Utc.with_ymd_and_hms(2026, 11, 21, 6, 0, 0).unwrap()..Utc.with_ymd_and_hms(2026, 11, 22, 6, 0, 0).unwrap();
         if down.contains(&at) {
+            fixture
+                .failed_attempt(
+                    at,
+                    "database app: cannot connect to postgresql://dr@db.internal:5432/shop: Connection refused \
+                     (os error 111)",
+                )
+                .await;
             continue;
         }
         let growth = n as u64;
@@ -740,7 +943,9 @@ async fn write_the_docs_sample() {
             shot.uploads_stored = 38 * MIB;
             shot.uploads_plain = 41 * MIB;
         }
-        manifests.push((at, fixture.snapshot(shot).await));
+        let manifest = fixture.snapshot(shot).await;
+        fixture.committed_attempt(at, &manifest).await;
+        manifests.push((at, manifest));
     }
     let latest_before = |t: DateTime<Utc>| manifests.iter().rev().find(|(at, _)| *at < t).map(|(_, m)| m).unwrap();
     for day in 19..=25 {

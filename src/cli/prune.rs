@@ -96,6 +96,13 @@ fn print(report: &PruneReport) {
         let verb = if report.dry_run { "to abort" } else { "aborted" };
         summary.push_str(&format!("; {} {verb}", units::plural(totals.uploads_aborted, "multipart upload")));
     }
+    if totals.attempts_expired > 0 {
+        let verb = if report.dry_run { "to expire" } else { "expired" };
+        summary.push_str(&format!(
+            "; {} older than 90 days {verb}",
+            units::plural(totals.attempts_expired, "backup attempt record")
+        ));
+    }
     if totals.orphans_young > 0 {
         summary.push_str(&format!("; {} younger than {grace} left", units::plural(totals.orphans_young, "orphan")));
     }

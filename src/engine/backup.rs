@@ -43,6 +43,8 @@ pub struct BackupReport {
     pub snapshot: SnapshotId,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    /// When the snapshot's data was consistent: its oldest source's `consistent_at`.
+    pub recovery_point: DateTime<Utc>,
     pub duration_seconds: f64,
     pub stored_size: u64,
     pub sources: Vec<SourceReport>,
@@ -76,7 +78,21 @@ struct SourceOutcome {
     warnings: Vec<String>,
 }
 
+/// Backs up every selected source into one snapshot, and records the attempt's outcome in the repository
+/// (`attempts/`, see [`super::attempt`]) whatever it is.
 pub async fn backup(
+    config: &Config,
+    repo: &Repository,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let attempt = super::attempt::Attempt::begin(config, repo, &options.only).await;
+    let outcome = take_snapshot(config, repo, options, progress).await;
+    attempt.finish(repo, &outcome).await;
+    outcome
+}
+
+async fn take_snapshot(
     config: &Config,
     repo: &Repository,
     options: &BackupOptions,
@@ -144,6 +160,7 @@ pub async fn backup(
                 snapshot: manifest.id.clone(),
                 started_at: manifest.started_at,
                 finished_at: manifest.finished_at,
+                recovery_point: manifest.consistent_at().unwrap_or(manifest.started_at),
                 duration_seconds: elapsed.as_secs_f64(),
                 stored_size: manifest.stored_size(),
                 sources,

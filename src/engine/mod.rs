@@ -1,6 +1,7 @@
 //! The operations, each a function over a [`Repository`](crate::repo::Repository): what the CLI commands
 //! (and later the scheduler, drills and runbooks) call.
 
+mod attempt;
 mod backup;
 mod prune;
 mod restore;

@@ -114,6 +114,8 @@ pub struct Totals {
     /// Orphans left for a later prune because they are younger than the grace.
     pub orphans_young: usize,
     pub uploads_aborted: usize,
+    /// Backup attempt records (`attempts/`) older than the attempt history (90 days) deleted.
+    pub attempts_expired: usize,
     /// Bytes of every object deleted, manifests included (aborted uploads' parts are not counted).
     pub bytes_freed: u64,
 }
@@ -240,6 +242,8 @@ struct Plan {
     /// The orphans old enough to go: deleted last.
     sweep: Vec<ObjectMeta>,
     uploads: Vec<PendingUpload>,
+    /// Backup attempt records past the attempt history: deleted last.
+    attempts: Vec<SnapshotId>,
     warnings: Vec<String>,
 }
 
@@ -289,6 +293,7 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
         }
         Err(e) => return Err(e),
     };
+    let attempts = crate::repo::attempt_record::expired(&repo.attempt_ids().await?, Utc::now());
     Ok(Plan {
         snapshots,
         manifests,
@@ -296,6 +301,7 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
         orphans: sorted.orphans,
         sweep: sorted.sweep,
         uploads,
+        attempts,
         warnings,
     })
 }
@@ -466,6 +472,7 @@ impl Plan {
             orphans_deleted,
             orphans_young: self.orphans.iter().filter(|g| g.action == Action::Keep).map(|g| g.keys.len()).sum(),
             uploads_aborted: self.uploads.len(),
+            attempts_expired: self.attempts.len(),
             bytes_freed,
         };
         PruneReport {
@@ -530,6 +537,15 @@ impl Steps<'_> {
             self.may_continue()?;
             self.repo.store().abort_upload(upload).await?;
             tracing::debug!(key = %upload.key, "stale multipart upload aborted");
+        }
+
+        // 5. Backup attempt records past the history the reports read.
+        for batch in plan.attempts.chunks(CONCURRENCY) {
+            self.may_continue()?;
+            let deletes = futures::future::join_all(batch.iter().map(|id| self.repo.forget_attempt(id))).await;
+            for deleted in deletes {
+                deleted?;
+            }
         }
         Ok(())
     }
@@ -749,6 +765,7 @@ mod tests {
                 orphans_deleted: 1,
                 orphans_young: 1,
                 uploads_aborted: 0,
+                attempts_expired: 0,
                 bytes_freed: plan.totals.bytes_freed,
             }
         );

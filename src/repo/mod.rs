@@ -6,11 +6,13 @@
 //! objects/<snapshot>/<source>/<role file>      data: age(zstd(stream))
 //! snapshots/<snapshot>.json                    the manifest, written last: its presence *is* the commit
 //! drills/<drill>.json.age                      a restore drill's record, encrypted (drill_record.rs)
+//! attempts/<attempt>.json.age                  a backup attempt's outcome, encrypted (attempt_record.rs)
 //! locks/<lock>.json                            a writer's lease lock (lock.rs)
 //! ```
 //! Objects of a snapshot whose manifest was never written belong to no snapshot: nothing lists or restores
 //! them, and a failed backup deletes them on its way out (prune sweeps up after a crash).
 
+pub mod attempt_record;
 pub mod drill_record;
 pub mod lock;
 pub mod manifest;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Identities, Recipients};
 use crate::error::{Error, Result};
 use crate::store::{self, Store};
+use attempt_record::AttemptRecord;
 use drill_record::DrillRecord;
 use manifest::{FORMAT_VERSION, Manifest, ObjectRole, PrivateManifest};
 use snapshot_id::{Selector, SnapshotId};
@@ -35,6 +38,9 @@ const SNAPSHOTS_PREFIX: &str = "snapshots/";
 pub const OBJECTS_PREFIX: &str = "objects/";
 const DRILLS_PREFIX: &str = "drills/";
 const DRILL_SUFFIX: &str = ".json.age";
+/// Where backup attempts are recorded: `attempts/<attempt id>.json.age`.
+pub const ATTEMPTS_PREFIX: &str = "attempts/";
+const ATTEMPT_SUFFIX: &str = ".json.age";
 /// Manifests are small (sizes and hashes); anything bigger is not one of ours.
 const MANIFEST_LIMIT: u64 = 64 << 20;
 
@@ -49,6 +55,8 @@ struct RepositoryInfo {
 #[derive(Debug, Clone)]
 pub struct Repository {
     store: Arc<dyn Store>,
+    /// When `dr init` made it (from `config.json`).
+    created_at: Option<DateTime<Utc>>,
 }
 
 impl Repository {
@@ -64,7 +72,7 @@ impl Repository {
         };
         let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::io("encoding config.json", e.into()))?;
         store.put(CONFIG_KEY, Bytes::from(json)).await?;
-        Ok(Repository { store })
+        Ok(Repository { store, created_at: Some(info.created_at) })
     }
 
     /// Opens an initialized repository.
@@ -87,7 +95,12 @@ impl Repository {
                 ),
             });
         }
-        Ok(Repository { store })
+        Ok(Repository { store, created_at: Some(info.created_at) })
+    }
+
+    /// When the repository was initialized.
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        self.created_at
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -246,6 +259,52 @@ impl Repository {
         })?;
         serde_json::from_slice(&json)
             .map_err(|e| Error::ObjectCorrupt { key, reason: format!("not a valid drill record: {e}") })
+    }
+
+    fn attempt_key(id: &SnapshotId) -> String {
+        format!("{ATTEMPTS_PREFIX}{id}{ATTEMPT_SUFFIX}")
+    }
+
+    /// Stores (or replaces) a backup attempt's record, encrypted to `recipients`.
+    pub async fn save_attempt(&self, recipients: &Recipients, record: &AttemptRecord) -> Result<String> {
+        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::io("encoding the attempt record", e.into()))?;
+        let sealed = recipients.seal(&json).map_err(|e| Error::io("encrypting the attempt record", e))?;
+        let key = Self::attempt_key(&record.id);
+        self.store.put(&key, Bytes::from(sealed)).await?;
+        Ok(key)
+    }
+
+    /// Ids of every stored attempt record, oldest first.
+    pub async fn attempt_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self.ids_between(ATTEMPTS_PREFIX, ATTEMPT_SUFFIX).await?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Deletes one attempt record (`dr prune` expiring history).
+    pub async fn forget_attempt(&self, id: &SnapshotId) -> Result<()> {
+        self.store.delete(&Self::attempt_key(id)).await
+    }
+
+    /// Reads and decrypts one attempt record.
+    pub async fn attempt(&self, id: &SnapshotId, identities: &Identities) -> Result<AttemptRecord> {
+        let key = Self::attempt_key(id);
+        let json = self.open_sealed(&key, identities, &format!("attempt record {id}")).await?;
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::ObjectCorrupt { key, reason: format!("not a valid attempt record: {e}") })
+    }
+
+    /// Reads a small ASCII-armored age object and decrypts it; damage is named by its key, with the first line
+    /// of age's explanation.
+    async fn open_sealed(&self, key: &str, identities: &Identities, what: &str) -> Result<Vec<u8>> {
+        let bytes = store::get_bytes(self.store(), key, MANIFEST_LIMIT).await?;
+        let armored = String::from_utf8(bytes)
+            .map_err(|_| Error::ObjectCorrupt { key: key.to_string(), reason: "not ASCII-armored age".into() })?;
+        identities.open(&armored, what).map_err(|e| match e {
+            Error::ObjectCorrupt { reason, .. } => Error::ObjectCorrupt {
+                key: key.to_string(),
+                reason: reason.lines().next().unwrap_or_default().trim_end_matches('.').to_string(),
+            },
+            other => other,
+        })
     }
 
     /// Finds the snapshot `selector` names.

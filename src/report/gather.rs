@@ -1,20 +1,21 @@
-//! Reading the repository into a [`Report`]: the drill records and snapshots of the window, plus the last
-//! snapshot before it (the window may open in the middle of a gap, and its first snapshot needs something to be
-//! compared with).
+//! Reading the repository into a [`Report`]: the drill records, backup attempt records and snapshots of the
+//! window, plus the last recovery point before it (the window may open in the middle of a gap, and its first
+//! snapshot needs something to be compared with).
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::timeline::{self, RecoveryPoint};
 use super::{
-    DrillSummary, FailedCheck, Objectives, RecordKind, Report, RpoGap, SnapshotAnomaly, SnapshotSummary, Status,
-    Summary, Unreadable, Verdict, Window, duration,
+    BackupAttempt, DrillSummary, FailedCheck, GapBasis, Objectives, RecordKind, Report, RpoGap, SnapshotAnomaly,
+    SnapshotSummary, Status, Summary, Unreadable, Verdict, Window, duration,
 };
 use crate::anomalies;
 use crate::config::Config;
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
+use crate::repo::attempt_record::{AttemptOutcome, AttemptRecord};
 use crate::repo::drill_record::{CheckStatus, DrillRecord};
 use crate::repo::manifest::{Manifest, PrivateManifest};
 use crate::repo::snapshot_id::SnapshotId;
@@ -22,6 +23,9 @@ use crate::units::plural;
 
 /// Manifests and drill records read at once: enough to hide an S3 round trip, few enough to stay polite.
 const READS_IN_FLIGHT: usize = 8;
+/// How many attempt records before the window are read, newest first, to find the last successful one: the
+/// recovery point the window's first gap starts from. Beyond that, the last snapshot before the window serves.
+const ATTEMPTS_BEFORE_WINDOW: usize = 100;
 
 /// Reads what happened between `window_start` and `now` (both included) and works out the report. Drills and
 /// snapshots are placed by their id's time (their start). Records that cannot be read are listed in the report
@@ -60,20 +64,57 @@ pub async fn gather(
     let before_ids = snapshot_ids.iter().rev().filter(|id| id.time() < window_start);
     let before = last_readable(repo, identities, before_ids).await?;
 
+    let attempt_ids = repo.attempt_ids().await?;
+    let inside_attempt_ids: Vec<SnapshotId> = attempt_ids.iter().filter(|id| in_window(id)).cloned().collect();
+    let mut attempts = Vec::new();
+    for (id, read) in read_all(inside_attempt_ids, |id| async move { repo.attempt(&id, identities).await }).await? {
+        match read {
+            Ok(record) => attempts.push(record),
+            Err(error) => unreadable.push(Unreadable { kind: RecordKind::Attempt, id, error }),
+        }
+    }
+    let attempt_ids_before = attempt_ids.iter().rev().filter(|id| id.time() < window_start);
+    let attempt_before = last_successful(repo, identities, attempt_ids_before).await?;
+
     let max_shrink = config.drill.max_shrink;
     let anomalies = compare_consecutive(before.as_ref(), &inside, max_shrink);
     let objectives = Objectives {
         rpo_seconds: config.objectives.rpo.map(|d| d.as_secs_f64()),
         rto_seconds: config.objectives.rto.map(|d| d.as_secs_f64()),
     };
-    let points: Vec<RecoveryPoint> = inside.iter().map(Snapshot::recovery_point).collect();
-    let before_point = before.as_ref().map(Snapshot::recovery_point);
-    let worst_rpo_gap = timeline::worst_gap(before_point.as_ref(), &points, now, objectives.rpo_seconds);
+    // Every snapshot in the repository is a recovery point; so is every successful attempt whose snapshot is gone
+    // (removed by prune since). A snapshot that still exists counts through its manifest only: an unreadable
+    // one is no recovery point, whatever its attempt record says.
+    let removed = |record: &&AttemptRecord| {
+        record.outcome == AttemptOutcome::Ok
+            && record.snapshot.as_ref().is_some_and(|s| snapshot_ids.binary_search(s).is_err())
+    };
+    let mut points: Vec<RecoveryPoint> = inside.iter().map(Snapshot::recovery_point).collect();
+    points.extend(attempts.iter().filter(removed).map(attempt_point));
+    let before_point = before
+        .as_ref()
+        .map(Snapshot::recovery_point)
+        .into_iter()
+        .chain(attempt_before.as_ref().filter(removed).map(attempt_point))
+        .max_by_key(|p| p.at);
+    let basis = if attempts.is_empty() && attempt_before.is_none() { GapBasis::Snapshots } else { GapBasis::Attempts };
+    let worst_rpo_gap = timeline::worst_gap(before_point.as_ref(), &points, now, objectives.rpo_seconds, basis);
     let snapshots: Vec<SnapshotSummary> = inside.iter().map(Snapshot::summary).collect();
     let failed_checks: Vec<FailedCheck> = drills.iter().flat_map(failed_checks_of).collect();
     let drills: Vec<DrillSummary> = drills.iter().map(summarize_drill).collect();
+    let failed_backups: Vec<BackupAttempt> =
+        attempts.iter().filter(|a| a.outcome != AttemptOutcome::Ok).map(summarize_attempt).collect();
+    // The repository's history begins at its earliest trace; `dr init` may not be it (a repository copied from
+    // elsewhere, or records written by hand in the tests).
+    let history_start =
+        [repo.created_at(), snapshot_ids.first().map(SnapshotId::time), attempt_ids.first().map(SnapshotId::time)]
+            .into_iter()
+            .flatten()
+            .min();
 
-    let summary = summarize(&drills, &failed_checks, &snapshots, worst_rpo_gap.as_ref(), &anomalies, &unreadable);
+    let backups = Attempts { recorded: attempts.len(), failed: &failed_backups };
+    let summary =
+        summarize(&drills, &failed_checks, backups, &snapshots, worst_rpo_gap.as_ref(), &anomalies, &unreadable);
     Ok(Report {
         format: super::REPORT_FORMAT,
         dr_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -82,9 +123,10 @@ pub async fn gather(
         window: Window { start: window_start, end: now, seconds: (now - window_start).num_seconds() as f64 },
         objectives,
         summary,
-        days: timeline::days(window_start, now, &snapshots),
+        days: timeline::days(window_start, now, &snapshots, &failed_backups, history_start),
         drills,
         failed_checks,
+        failed_backups,
         worst_rpo_gap,
         snapshots,
         anomalies,
@@ -103,7 +145,7 @@ impl Snapshot {
     /// What a restore of it gets back to: the oldest of its sources' consistent moments.
     fn recovery_point(&self) -> RecoveryPoint {
         let at = self.manifest.consistent_at().unwrap_or(self.manifest.started_at);
-        RecoveryPoint { snapshot: self.manifest.id.clone(), at }
+        RecoveryPoint { snapshot: self.manifest.id.clone(), at, removed: false }
     }
 
     fn summary(&self) -> SnapshotSummary {
@@ -172,6 +214,54 @@ async fn last_readable<'a>(
         }
     }
     Ok(None)
+}
+
+/// The newest attempt among `ids` (newest first) that committed a snapshot, reading at most
+/// [`ATTEMPTS_BEFORE_WINDOW`] records. A damaged one is skipped with a warning, as it lies outside the window.
+async fn last_successful<'a>(
+    repo: &Repository,
+    identities: &Identities,
+    ids: impl Iterator<Item = &'a SnapshotId>,
+) -> Result<Option<AttemptRecord>> {
+    for id in ids.take(ATTEMPTS_BEFORE_WINDOW) {
+        match repo.attempt(id, identities).await {
+            Ok(record) if record.outcome == AttemptOutcome::Ok => return Ok(Some(record)),
+            Ok(_) => {}
+            Err(e) if is_damage(&e) => {
+                tracing::warn!(attempt = %id, error = %e, "skipping an unreadable attempt record before the window");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// The recovery point a successful attempt gave (its snapshot's, recorded when it committed).
+fn attempt_point(record: &AttemptRecord) -> RecoveryPoint {
+    RecoveryPoint {
+        snapshot: record.snapshot.clone().unwrap_or_else(|| record.id.clone()),
+        at: record.recovery_point.unwrap_or(record.started_at),
+        removed: true,
+    }
+}
+
+fn summarize_attempt(record: &AttemptRecord) -> BackupAttempt {
+    BackupAttempt {
+        id: record.id.clone(),
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+        outcome: record.outcome,
+        reason: record.reason.clone(),
+        only: record.only.clone(),
+        hostname: record.hostname.clone(),
+    }
+}
+
+/// The window's backup attempts, for the summary.
+#[derive(Clone, Copy)]
+struct Attempts<'a> {
+    recorded: usize,
+    failed: &'a [BackupAttempt],
 }
 
 /// Shrinkage between each snapshot of the window and the one before it.
@@ -245,6 +335,7 @@ fn failed_checks_of(record: &DrillRecord) -> impl Iterator<Item = FailedCheck> +
 fn summarize(
     drills: &[DrillSummary],
     failed_checks: &[FailedCheck],
+    backups: Attempts<'_>,
     snapshots: &[SnapshotSummary],
     worst_rpo_gap: Option<&RpoGap>,
     anomalies: &[SnapshotAnomaly],
@@ -257,6 +348,14 @@ fn summarize(
     let drill_anomalies = drills.iter().map(|d| d.anomalies.len()).sum();
 
     let mut findings = Vec::new();
+    if !backups.failed.is_empty() {
+        let mut finding =
+            format!("{} of {} did not commit", backups.failed.len(), plural(backups.recorded, "backup attempt"));
+        if let Some(reason) = backups.failed.iter().rev().find_map(|a| a.reason.as_deref()) {
+            finding.push_str(&format!(" (last reason: {reason})"));
+        }
+        findings.push(finding);
+    }
     if drills.is_empty() {
         findings.push("no drill in this window".to_string());
     }
@@ -298,6 +397,8 @@ fn summarize(
         drills_objective_missed: with_verdict(Verdict::ObjectiveMissed),
         drills_failed,
         failed_checks: failed_checks.len(),
+        backup_attempts: backups.recorded,
+        backups_failed: backups.failed.len(),
         snapshots: snapshots.len(),
         stored_bytes: snapshots.iter().map(|s| s.stored_bytes).sum(),
         anomalies: anomalies.len(),

@@ -5,7 +5,7 @@
 use std::fmt::{self, Write};
 
 use super::svg::{self, Bar, Chart, Scale, Tone};
-use super::{Measured, RecordKind, Report, Status, Verdict, duration, time};
+use super::{Measured, Report, Status, Verdict, duration, time};
 use crate::units;
 use crate::units::plural;
 
@@ -44,6 +44,7 @@ fn write_page(out: &mut String, report: &Report) -> fmt::Result {
     )?;
     header(out, report)?;
     tiles(out, report)?;
+    failed_backups(out, report)?;
     drills(out, report)?;
     failed_checks(out, report)?;
     rpo_gap(out, report)?;
@@ -124,6 +125,12 @@ fn tiles(out: &mut String, report: &Report) -> fmt::Result {
         &format!("{} stored", units::bytes(s.stored_bytes)),
         if s.snapshots == 0 { "bad" } else { "" },
     )?;
+    let (backups_detail, backups_tone) = match (s.backup_attempts, s.backups_failed) {
+        (0, _) => ("no attempt recorded".to_string(), ""),
+        (recorded, 0) => (format!("of {}", plural(recorded, "attempt")), "good"),
+        (recorded, _) => (format!("of {}", plural(recorded, "attempt")), "bad"),
+    };
+    tile(out, "Failed backups", &s.backups_failed.to_string(), &backups_detail, backups_tone)?;
     tile(
         out,
         "Anomalies",
@@ -143,6 +150,48 @@ fn tile(out: &mut String, label: &str, value: &str, detail: &str, tone: &str) ->
          <div class=\"detail\">{detail}</div></div>",
         escape(value)
     )
+}
+
+fn failed_backups(out: &mut String, report: &Report) -> fmt::Result {
+    out.push_str("<section>\n<h2>Failed backups</h2>\n");
+    let recorded = report.summary.backup_attempts;
+    if recorded == 0 {
+        out.push_str(
+            "<p class=\"muted\">No backup attempt was recorded in this window: either none ran, or they ran before \
+             dr recorded attempts (or could not reach the repository to record them).</p>\n</section>\n",
+        );
+        return Ok(());
+    }
+    if report.failed_backups.is_empty() {
+        writeln!(
+            out,
+            "<p class=\"muted\">None: every recorded backup attempt ({recorded}) committed a snapshot.</p>\n</section>"
+        )?;
+        return Ok(());
+    }
+    out.push_str(
+        "<table>\n<thead><tr><th>Started</th><th>Outcome</th><th>Host</th><th>Reason</th></tr></thead>\n<tbody>\n",
+    );
+    for attempt in &report.failed_backups {
+        let mut reason = match &attempt.reason {
+            Some(reason) => escape(reason),
+            None => {
+                "<span class=\"muted\">no outcome recorded: still running, or the process was killed</span>".to_string()
+            }
+        };
+        if !attempt.only.is_empty() {
+            reason = format!("<code>--only {}</code> {reason}", escape(&attempt.only.join(",")));
+        }
+        writeln!(
+            out,
+            "<tr><td class=\"nowrap\">{}</td><td><span class=\"badge bad\">{}</span></td><td>{}</td><td>{reason}</td></tr>",
+            time(attempt.started_at),
+            attempt.outcome.label(),
+            escape(&attempt.hostname)
+        )?;
+    }
+    out.push_str("</tbody>\n</table>\n</section>\n");
+    Ok(())
 }
 
 fn drills(out: &mut String, report: &Report) -> fmt::Result {
@@ -285,10 +334,11 @@ fn rpo_gap(out: &mut String, report: &Report) -> fmt::Result {
         out,
         "<p><strong>{}</strong> from snapshot <code>{}</code> (data of {}{before_window}) to {end}: {verdict}.</p>\n\
          <p class=\"muted\">Counted between consecutive snapshots, from the last snapshot before the window to the \
-         first inside it, and from the newest snapshot to the end of the window.</p>\n</section>\n",
+         first inside it, and from the newest snapshot to the end of the window. {}</p>\n</section>\n",
         duration(gap.seconds),
         escape(gap.from_snapshot.as_str()),
-        time(gap.from)
+        time(gap.from),
+        escape(&super::markdown::basis(gap))
     )
 }
 
@@ -307,14 +357,30 @@ fn days(out: &mut String, report: &Report) -> fmt::Result {
     }
     out.push_str(
         "<table class=\"compact\">\n<thead><tr><th>Day (UTC)</th><th class=\"num\">Snapshots</th>\
-         <th class=\"num\">Stored</th><th class=\"num\">Before compression</th></tr></thead>\n<tbody>\n",
+         <th class=\"num\">Stored</th><th class=\"num\">Before compression</th><th class=\"num\">Failed backups</th>\
+         </tr></thead>\n<tbody>\n",
     );
     for day in &report.days {
+        let date = day.date.format("%a %Y-%m-%d");
+        if !day.applicable {
+            writeln!(
+                out,
+                "<tr class=\"na\" title=\"before the repository's history began\"><td>{date}</td>\
+                 <td class=\"num\">n/a</td><td class=\"num\">n/a</td><td class=\"num\">n/a</td>\
+                 <td class=\"num\">n/a</td></tr>"
+            )?;
+            continue;
+        }
         let empty = if day.snapshots == 0 { " class=\"empty\"" } else { "" };
+        let failed = if day.backups_failed > 0 {
+            format!("<span class=\"bad-text\">{}</span>", day.backups_failed)
+        } else {
+            "0".to_string()
+        };
         writeln!(
             out,
-            "<tr{empty}><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            day.date.format("%a %Y-%m-%d"),
+            "<tr{empty}><td>{date}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{failed}</td></tr>",
             day.snapshots,
             units::bytes(day.stored_bytes),
             units::bytes(day.plain_bytes)
@@ -324,29 +390,56 @@ fn days(out: &mut String, report: &Report) -> fmt::Result {
     write!(
         out,
         "</tbody>\n<tfoot><tr><td>Total</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-         <td class=\"num\">{}</td></tr></tfoot>\n</table>\n</section>\n",
+         <td class=\"num\">{}</td><td class=\"num\">{}</td></tr></tfoot>\n</table>\n",
         report.summary.snapshots,
         units::bytes(report.summary.stored_bytes),
-        units::bytes(plain)
-    )
+        units::bytes(plain),
+        report.summary.backups_failed
+    )?;
+    if report.days.iter().any(|d| !d.applicable) {
+        out.push_str(
+            "<p class=\"muted\">n/a: the day ended before the repository's history began (no backup could exist \
+             yet).</p>\n",
+        );
+    }
+    out.push_str("</section>\n");
+    Ok(())
 }
 
 fn size_chart(report: &Report) -> Chart {
     let bars = report
         .days
         .iter()
-        .map(|day| Bar {
-            label: day.date.format("%a %d %b").to_string(),
-            sublabel: if day.snapshots == 0 { "none".to_string() } else { plural(day.snapshots, "snapshot") },
-            value: Some(day.stored_bytes as f64),
-            tone: if day.snapshots == 0 { Tone::Bad } else { Tone::Neutral },
-            note: if day.snapshots == 0 { String::new() } else { units::bytes(day.stored_bytes) },
-            tooltip: format!(
-                "{}: {}, {} stored",
-                day.date,
-                plural(day.snapshots, "snapshot"),
-                units::bytes(day.stored_bytes)
-            ),
+        .map(|day| {
+            let label = day.date.format("%a %d %b").to_string();
+            if !day.applicable {
+                return Bar {
+                    label,
+                    sublabel: String::new(),
+                    value: None,
+                    tone: Tone::Inactive,
+                    note: String::new(),
+                    tooltip: format!("{}: before the repository's history began", day.date),
+                };
+            }
+            let mut sublabel = if day.snapshots == 0 { "none".to_string() } else { plural(day.snapshots, "snapshot") };
+            if day.backups_failed > 0 {
+                sublabel.push_str(&format!(", {} failed", day.backups_failed));
+            }
+            Bar {
+                label,
+                sublabel,
+                value: Some(day.stored_bytes as f64),
+                tone: if day.snapshots == 0 || day.backups_failed > 0 { Tone::Bad } else { Tone::Neutral },
+                note: if day.snapshots == 0 { String::new() } else { units::bytes(day.stored_bytes) },
+                tooltip: format!(
+                    "{}: {}, {} stored, {} failed",
+                    day.date,
+                    plural(day.snapshots, "snapshot"),
+                    units::bytes(day.stored_bytes),
+                    plural(day.backups_failed, "backup")
+                ),
+            }
         })
         .collect();
     Chart { title: "Stored bytes per day".to_string(), scale: Scale::Bytes, bars, reference: None }
@@ -401,11 +494,13 @@ fn unreadable(out: &mut String, report: &Report) -> fmt::Result {
     }
     out.push_str("<section>\n<h2>Unreadable records</h2>\n<ul>");
     for record in &report.unreadable {
-        let kind = match record.kind {
-            RecordKind::Snapshot => "Snapshot",
-            RecordKind::Drill => "Drill",
-        };
-        write!(out, "<li>{kind} <code>{}</code>: {}</li>", escape(record.id.as_str()), escape(&record.error))?;
+        write!(
+            out,
+            "<li>{} <code>{}</code>: {}</li>",
+            record.kind.label(),
+            escape(record.id.as_str()),
+            escape(&record.error)
+        )?;
     }
     out.push_str(
         "</ul>\n<p class=\"muted\"><code>dr verify --all</code> checks every snapshot in full; a damaged drill \

@@ -4,7 +4,7 @@
 
 use std::fmt::{self, Write};
 
-use super::{Measured, Report, Verdict, duration, time};
+use super::{GapBasis, Measured, Report, RpoGap, Verdict, duration, time};
 use crate::units;
 
 pub fn render(report: &Report) -> String {
@@ -17,6 +17,7 @@ pub fn render(report: &Report) -> String {
 fn write_report(out: &mut String, report: &Report) -> fmt::Result {
     header(out, report)?;
     summary(out, report)?;
+    failed_backups(out, report)?;
     drills(out, report)?;
     failed_checks(out, report)?;
     rpo_gap(out, report)?;
@@ -59,6 +60,17 @@ fn summary(out: &mut String, report: &Report) -> fmt::Result {
         s.drills, s.drills_succeeded, s.drills_objective_missed, s.drills_failed
     )?;
     writeln!(out, "| Failed checks | {} |", s.failed_checks)?;
+    if s.backup_attempts == 0 {
+        writeln!(out, "| Backup attempts | none recorded |")?;
+    } else {
+        writeln!(
+            out,
+            "| Backup attempts | {}: {} committed, {} did not |",
+            s.backup_attempts,
+            s.backup_attempts - s.backups_failed,
+            s.backups_failed
+        )?;
+    }
     let gap = match &report.worst_rpo_gap {
         Some(gap) => {
             measured(&Measured { seconds: Some(gap.seconds), objective_seconds: gap.objective_seconds, met: gap.met })
@@ -68,6 +80,43 @@ fn summary(out: &mut String, report: &Report) -> fmt::Result {
     writeln!(out, "| Worst RPO gap | {gap} |")?;
     writeln!(out, "| Snapshots | {}, {} stored |", s.snapshots, units::bytes(s.stored_bytes))?;
     writeln!(out, "| Anomalies | {} between snapshots, {} recorded by drills |", s.anomalies, s.drill_anomalies)?;
+    writeln!(out)
+}
+
+fn failed_backups(out: &mut String, report: &Report) -> fmt::Result {
+    writeln!(out, "## Failed backups")?;
+    writeln!(out)?;
+    let recorded = report.summary.backup_attempts;
+    if recorded == 0 {
+        writeln!(
+            out,
+            "No backup attempt was recorded in this window: either none ran, or they ran before dr recorded \
+             attempts (or could not reach the repository to record them)."
+        )?;
+        return writeln!(out);
+    }
+    if report.failed_backups.is_empty() {
+        writeln!(out, "None: every recorded backup attempt ({recorded}) committed a snapshot.")?;
+        return writeln!(out);
+    }
+    writeln!(out, "| Started | Outcome | Host | Reason |")?;
+    writeln!(out, "|---|---|---|---|")?;
+    for attempt in &report.failed_backups {
+        let mut reason = match &attempt.reason {
+            Some(reason) => text(reason),
+            None => "no outcome recorded: still running, or the process was killed".to_string(),
+        };
+        if !attempt.only.is_empty() {
+            reason = format!("(--only {}) {reason}", text(&attempt.only.join(",")));
+        }
+        writeln!(
+            out,
+            "| {} | **{}** | {} | {reason} |",
+            time(attempt.started_at),
+            attempt.outcome.label(),
+            text(&attempt.hostname)
+        )?;
+    }
     writeln!(out)
 }
 
@@ -167,26 +216,54 @@ fn rpo_gap(out: &mut String, report: &Report) -> fmt::Result {
     writeln!(
         out,
         "Counted between consecutive snapshots, from the last snapshot before the window to the first inside it, \
-         and from the newest snapshot to the end of the window."
+         and from the newest snapshot to the end of the window. {}",
+        basis(gap)
     )?;
     writeln!(out)
+}
+
+/// What the gap was counted from, in one sentence (the HTML page says the same).
+pub(super) fn basis(gap: &RpoGap) -> String {
+    match (gap.basis, gap.removed_snapshots) {
+        (GapBasis::Attempts, 0) => "Every successful backup attempt recorded is counted.".to_string(),
+        (GapBasis::Attempts, n) => format!(
+            "Every successful backup attempt recorded is counted, including {} that retention (dr prune) has \
+             removed since.",
+            units::plural(n, "snapshot")
+        ),
+        (GapBasis::Snapshots, _) => "No backup attempt record covers this window, so only the snapshots in the \
+                                     repository are counted: a snapshot that dr prune removed leaves a gap here \
+                                     that the site never had."
+            .to_string(),
+    }
 }
 
 fn days(out: &mut String, report: &Report) -> fmt::Result {
     writeln!(out, "## Snapshots per day")?;
     writeln!(out)?;
-    writeln!(out, "| Day (UTC) | Snapshots | Stored |")?;
-    writeln!(out, "|---|--:|--:|")?;
+    writeln!(out, "| Day (UTC) | Snapshots | Stored | Failed backups |")?;
+    writeln!(out, "|---|--:|--:|--:|")?;
     for day in &report.days {
+        let date = day.date.format("%a %Y-%m-%d");
+        if !day.applicable {
+            writeln!(out, "| {date} | n/a | n/a | n/a |")?;
+            continue;
+        }
         let count = if day.snapshots == 0 { "**0**".to_string() } else { day.snapshots.to_string() };
-        writeln!(out, "| {} | {count} | {} |", day.date.format("%a %Y-%m-%d"), units::bytes(day.stored_bytes))?;
+        let failed = if day.backups_failed > 0 { format!("**{}**", day.backups_failed) } else { "0".to_string() };
+        writeln!(out, "| {date} | {count} | {} | {failed} |", units::bytes(day.stored_bytes))?;
     }
     writeln!(
         out,
-        "| **Total** | **{}** | **{}** |",
+        "| **Total** | **{}** | **{}** | **{}** |",
         report.summary.snapshots,
-        units::bytes(report.summary.stored_bytes)
+        units::bytes(report.summary.stored_bytes),
+        report.summary.backups_failed
     )?;
+    if report.days.iter().any(|d| !d.applicable) {
+        writeln!(out)?;
+        writeln!(out, "n/a: the day ended before the repository's history began (no backup could exist yet).")?;
+    }
     writeln!(out)
 }
 
@@ -232,11 +309,7 @@ fn unreadable(out: &mut String, report: &Report) -> fmt::Result {
     writeln!(out, "## Unreadable records")?;
     writeln!(out)?;
     for record in &report.unreadable {
-        let kind = match record.kind {
-            super::RecordKind::Snapshot => "Snapshot",
-            super::RecordKind::Drill => "Drill",
-        };
-        writeln!(out, "- {kind} {}: {}", code(record.id.as_str()), text(&record.error))?;
+        writeln!(out, "- {} {}: {}", record.kind.label(), code(record.id.as_str()), text(&record.error))?;
     }
     writeln!(out)?;
     writeln!(

@@ -1,6 +1,7 @@
-//! `dr report`: what the backups did over a window (every restore drill with its verdict and objectives, the
-//! worst RPO gap, snapshots and their sizes per day, shrinkage anomalies, failed checks), read from the
-//! repository alone, so any host holding the identity can make it.
+//! `dr report`: what the backups did over a window (every restore drill with its verdict and objectives, every
+//! backup attempt that did not commit with its reason, the worst RPO gap, snapshots and their sizes per day,
+//! shrinkage anomalies, failed checks), read from the repository alone, so any host holding the identity can
+//! make it.
 //!
 //! [`gather`] does all the reading and the arithmetic into a [`Report`]; the renderers ([`Report::render`]:
 //! Markdown for chat and email, a self-contained HTML page, JSON for machines) are pure functions of it, so the
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use crate::anomalies::Anomaly;
 use crate::error::{Error, Result};
+use crate::repo::attempt_record::AttemptOutcome;
 use crate::repo::drill_record::{Measure, Phase};
 use crate::repo::snapshot_id::SnapshotId;
 
@@ -54,6 +56,9 @@ pub struct Report {
     pub drills: Vec<DrillSummary>,
     /// Every failed check of those drills, in drill order.
     pub failed_checks: Vec<FailedCheck>,
+    /// Backup attempts that started inside the window and did not commit a snapshot (failed, interrupted or
+    /// unfinished), oldest first, from the repository's attempt records.
+    pub failed_backups: Vec<BackupAttempt>,
     /// `None` when no snapshot was ever taken before the report's end.
     pub worst_rpo_gap: Option<RpoGap>,
     /// Snapshots taken inside the window, oldest first.
@@ -66,7 +71,8 @@ pub struct Report {
     /// The fraction a source's size or a table's row count may fall by before it is an anomaly
     /// (`[drill] max_shrink`).
     pub max_shrink: f64,
-    /// Drill records and snapshots inside the window that could not be read (corrupt or vanished).
+    /// Drill records, attempt records and snapshots inside the window that could not be read (corrupt or
+    /// vanished).
     pub unreadable: Vec<Unreadable>,
 }
 
@@ -104,6 +110,10 @@ pub struct Summary {
     pub drills_objective_missed: usize,
     pub drills_failed: usize,
     pub failed_checks: usize,
+    /// Backup attempts recorded in the window, whatever their outcome.
+    pub backup_attempts: usize,
+    /// Those that did not commit a snapshot (`failed_backups`).
+    pub backups_failed: usize,
     pub snapshots: usize,
     pub stored_bytes: u64,
     /// Anomalies the report found between snapshots.
@@ -205,6 +215,36 @@ pub struct FailedCheck {
     pub problems: Vec<String>,
 }
 
+/// A backup attempt that did not commit a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackupAttempt {
+    /// The attempt's id (its start), not a snapshot id.
+    pub id: SnapshotId,
+    pub started_at: DateTime<Utc>,
+    /// `None` when `unfinished`.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `failed`, `interrupted` or `unfinished` (still running when the report was made, or killed).
+    pub outcome: AttemptOutcome,
+    /// The error's first line; `None` for `unfinished`.
+    pub reason: Option<String>,
+    /// The sources asked for with `--only`; empty for all.
+    pub only: Vec<String>,
+    pub hostname: String,
+}
+
+/// What the RPO gap was counted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapBasis {
+    /// The backup attempt records (every successful backup, including snapshots retention removed since) and
+    /// the snapshots in the repository.
+    Attempts,
+    /// The snapshots in the repository only: no attempt record covers the window (they were written by an older
+    /// dr, or could not be written), so snapshots that `dr prune` removed are not seen and their time counts as
+    /// a gap.
+    Snapshots,
+}
+
 /// The longest time without a newer recovery point; see [`worst_gap`] for what counts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RpoGap {
@@ -218,6 +258,9 @@ pub struct RpoGap {
     /// The current configuration's RPO.
     pub objective_seconds: Option<f64>,
     pub met: Option<bool>,
+    pub basis: GapBasis,
+    /// Recovery points known only from attempt records: snapshots that no longer exist (removed by prune).
+    pub removed_snapshots: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -235,7 +278,13 @@ pub struct SnapshotSummary {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Day {
     pub date: NaiveDate,
+    /// False for a day that ended before the repository's history began (its creation, its first snapshot or
+    /// its first recorded backup attempt, whichever came first): there was nothing to back up into yet, so the
+    /// day is shown as not applicable rather than as a day without backups.
+    pub applicable: bool,
     pub snapshots: usize,
+    /// Backup attempts that started that day and did not commit.
+    pub backups_failed: usize,
     pub stored_bytes: u64,
     pub plain_bytes: u64,
 }
@@ -259,6 +308,17 @@ pub struct SnapshotAnomaly {
 pub enum RecordKind {
     Snapshot,
     Drill,
+    Attempt,
+}
+
+impl RecordKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            RecordKind::Snapshot => "Snapshot",
+            RecordKind::Drill => "Drill",
+            RecordKind::Attempt => "Backup attempt",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,6 +1,13 @@
 //! Inline SVG bar charts for the HTML report: no script, no fonts or images to fetch, so the page reads the same
 //! in a mail client, from a file, or on a host without network. Axis ticks fall on round durations or sizes,
 //! and a reference line (an objective) can be drawn across the bars.
+//!
+//! The axis is scaled to the bars, not to the reference: a 200 ms restore drawn against a 10-minute objective
+//! would be a bar 1/3000 of the plot high, an empty chart. The reference line is drawn where it falls when it
+//! is at most [`REFERENCE_FIT`] times the highest bar (the bars then keep at least a quarter of the height); a
+//! reference further up is named in a label at the top of the plot ("objective 10m 00s, above the scale")
+//! instead. The label, not the distance, then tells how far off it is, and the bars stay comparable with each
+//! other, which is what the chart is for.
 
 use std::fmt::{self, Write};
 
@@ -14,6 +21,10 @@ const TOP: f64 = 28.0;
 const BOTTOM: f64 = 46.0;
 /// Beyond this many bars, only every n-th gets an axis label, so the labels never overlap.
 const MAX_LABELS: usize = 16;
+/// The highest a reference may be, relative to the highest bar, and still stretch the axis to include it.
+const REFERENCE_FIT: f64 = 4.0;
+/// The least height of a bar with a value above zero, in pixels, so it is never mistaken for a missing one.
+const MIN_BAR: f64 = 3.0;
 
 /// What the values measure: it picks round tick steps and the tick labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +38,8 @@ pub enum Tone {
     Good,
     Bad,
     Neutral,
+    /// Not applicable (e.g. a day before there was anything to back up): grey, and out of the way.
+    Inactive,
 }
 
 impl Tone {
@@ -35,6 +48,7 @@ impl Tone {
             Tone::Good => "#2e9d6a",
             Tone::Bad => "#d14343",
             Tone::Neutral => "#4f6fd6",
+            Tone::Inactive => "#98a2b3",
         }
     }
 }
@@ -74,8 +88,12 @@ pub fn bar_chart(chart: &Chart) -> String {
 fn draw(svg: &mut String, chart: &Chart) -> fmt::Result {
     let plot_width = WIDTH - LEFT - RIGHT;
     let plot_height = HEIGHT - TOP - BOTTOM;
-    let highest =
-        chart.bars.iter().filter_map(|b| b.value).chain(chart.reference.as_ref().map(|r| r.0)).fold(0.0, f64::max);
+    let highest_bar = chart.bars.iter().filter_map(|b| b.value).fold(0.0, f64::max);
+    let reference_fits = |value: f64| highest_bar <= 0.0 || value <= highest_bar * REFERENCE_FIT;
+    let highest = match &chart.reference {
+        Some((value, _)) if reference_fits(*value) => highest_bar.max(*value),
+        _ => highest_bar,
+    };
     let (step, top) = axis(chart.scale, highest);
     let y = |value: f64| TOP + plot_height * (1.0 - (value / top).clamp(0.0, 1.0));
     let base = y(0.0);
@@ -101,7 +119,7 @@ fn draw(svg: &mut String, chart: &Chart) -> fmt::Result {
         match bar.value {
             Some(value) => {
                 // A tiny value still shows as a sliver, so it is not mistaken for a missing one.
-                let height = (base - y(value)).max(if value > 0.0 { 1.5 } else { 0.0 });
+                let height = (base - y(value)).max(if value > 0.0 { MIN_BAR } else { 0.0 });
                 write!(
                     svg,
                     r#"<rect x="{:.1}" y="{:.1}" width="{bar_width:.1}" height="{height:.1}" rx="3" fill="{}"/>"#,
@@ -121,9 +139,15 @@ fn draw(svg: &mut String, chart: &Chart) -> fmt::Result {
         svg.push_str("</g>");
     }
     horizontal_line(svg, base, r##"stroke="#98a2b3""##)?;
-    if let Some((value, label)) = &chart.reference {
-        horizontal_line(svg, y(*value), r##"stroke="#b42318" stroke-width="1.5" stroke-dasharray="6 4""##)?;
-        text(svg, WIDTH - RIGHT, y(*value) - 5.0, REFERENCE, label)?;
+    match &chart.reference {
+        Some((value, label)) if reference_fits(*value) => {
+            horizontal_line(svg, y(*value), r##"stroke="#b42318" stroke-width="1.5" stroke-dasharray="6 4""##)?;
+            text(svg, WIDTH - RIGHT, y(*value) - 5.0, REFERENCE, label)?;
+        }
+        Some((_, label)) => {
+            text(svg, WIDTH - RIGHT, TOP - 10.0, REFERENCE, &format!("{label}, above the scale \u{2191}"))?
+        }
+        None => {}
     }
     svg.push_str("</svg>");
     Ok(())
@@ -154,9 +178,9 @@ fn axis(scale: Scale, highest: f64) -> (f64, f64) {
     const MAX_STEPS: f64 = 5.0;
     let step = match scale {
         Scale::Seconds => {
-            const ROUND: [f64; 21] = [
-                1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0, 7200.0,
-                10_800.0, 21_600.0, 43_200.0, 86_400.0, 172_800.0, 604_800.0,
+            const ROUND: [f64; 24] = [
+                0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0,
+                3600.0, 7200.0, 10_800.0, 21_600.0, 43_200.0, 86_400.0, 172_800.0, 604_800.0,
             ];
             ROUND
                 .iter()
@@ -200,6 +224,8 @@ fn tick_label(scale: Scale, value: f64) -> String {
             let amount = value / unit;
             if amount.fract() == 0.0 { format!("{amount:.0} {name}") } else { format!("{amount:.1} {name}") }
         }
+        Scale::Seconds if value < 1.0 => format!("{:.0}ms", value * 1000.0),
+        Scale::Seconds if value.fract() != 0.0 => format!("{value:.1}s"),
         Scale::Seconds => {
             let seconds = value.round() as u64;
             match seconds {
@@ -221,7 +247,10 @@ mod tests {
     fn ticks_fall_on_round_values() {
         assert_eq!(axis(Scale::Seconds, 3000.0), (600.0, 3000.0));
         assert_eq!(axis(Scale::Seconds, 3601.0), (900.0, 4500.0));
-        assert_eq!(axis(Scale::Seconds, 0.0), (1.0, 1.0), "an empty chart still has an axis");
+        assert_eq!(axis(Scale::Seconds, 0.0), (0.1, 0.1), "an empty chart still has an axis");
+        assert_eq!(axis(Scale::Seconds, 0.2), (0.1, 0.2));
+        assert_eq!(tick_label(Scale::Seconds, 0.2), "200ms");
+        assert_eq!(tick_label(Scale::Seconds, 1.5), "1.5s");
         assert_eq!(axis(Scale::Bytes, 900.0 * 1048576.0), (200.0 * 1048576.0, 1000.0 * 1048576.0));
         assert_eq!(axis(Scale::Bytes, 3.5 * 1073741824.0), (1073741824.0, 4.0 * 1073741824.0));
         assert_eq!(tick_label(Scale::Seconds, 5400.0), "1h30m");
@@ -229,6 +258,47 @@ mod tests {
         assert_eq!(tick_label(Scale::Seconds, 600.0), "10m");
         assert_eq!(tick_label(Scale::Bytes, 1536.0), "1.5 KiB");
         assert_eq!(tick_label(Scale::Bytes, 200.0 * 1048576.0), "200 MiB");
+    }
+
+    /// The heights of the chart's bars, in pixels.
+    fn bar_heights(svg: &str) -> Vec<f64> {
+        svg.split("<rect ")
+            .skip(1)
+            .map(|rect| {
+                let height = rect.split("height=\"").nth(1).unwrap().split('"').next().unwrap();
+                height.parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tiny_value_against_a_far_objective_keeps_a_readable_bar() {
+        let bar = |value: f64| Bar {
+            label: String::new(),
+            sublabel: String::new(),
+            value: Some(value),
+            tone: Tone::Good,
+            note: String::new(),
+            tooltip: String::new(),
+        };
+        let chart = |bars: Vec<Bar>| Chart {
+            title: "RTO".into(),
+            scale: Scale::Seconds,
+            bars,
+            reference: Some((600.0, "objective 10m 00s".into())),
+        };
+        let plot = HEIGHT - TOP - BOTTOM;
+        let tiny = bar_chart(&chart(vec![bar(0.2), bar(0.15)]));
+        let heights = bar_heights(&tiny);
+        assert!(heights[0] >= plot * 0.9, "the highest bar fills the plot: {heights:?}");
+        assert!(heights[1] >= plot * 0.5, "{heights:?}");
+        assert!(tiny.contains("objective 10m 00s, above the scale"), "{tiny}");
+        assert!(!tiny.contains("stroke-dasharray"), "no line drawn where the objective is not");
+
+        // Close to the objective, the line is drawn where it falls.
+        let near = bar_chart(&chart(vec![bar(300.0)]));
+        assert!(near.contains("stroke-dasharray") && !near.contains("above the scale"), "{near}");
+        assert!(bar_heights(&near)[0] >= plot * 0.4);
     }
 
     #[test]

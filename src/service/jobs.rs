@@ -8,11 +8,13 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::pending_attempts;
 use super::state::{BackupRun, DrillRun, SourceBackup};
 use crate::config::{Config, JobKind};
 use crate::error::{Error, Result};
 use crate::progress::NoProgress;
 use crate::repo::Repository;
+use crate::repo::attempt_record::AttemptRecord;
 use crate::repo::snapshot_id::Selector;
 use crate::{drill, engine, report, store};
 
@@ -28,14 +30,32 @@ pub(super) async fn run(
     shared: &Shared,
     cancel: CancellationToken,
 ) -> Result<JobSummary> {
-    let store = store::open(&config.repository).await?;
-    let repo = Repository::open(Arc::from(store)).await?;
+    let started_at = Utc::now();
+    let repo = match open(config).await {
+        Ok(repo) => repo,
+        Err(e) => {
+            // engine::backup records its own attempts in the repository; this one never got there.
+            if kind == JobKind::Backup {
+                let record = AttemptRecord::started(started_at, &[]).not_committed(false, &e.to_string());
+                pending_attempts::remember(&super::state_dir(config), record);
+            }
+            return Err(e);
+        }
+    };
+    if kind == JobKind::Backup {
+        pending_attempts::flush(config, &repo, &super::state_dir(config)).await;
+    }
     match kind {
         JobKind::Backup => backup(config, &repo, shared, cancel).await,
         JobKind::Drill => drill(config, &repo, shared, cancel).await,
         JobKind::Report => report(config, &repo, shared).await,
         JobKind::Prune => prune(config, &repo, shared, cancel).await,
     }
+}
+
+async fn open(config: &Config) -> Result<Repository> {
+    let store = store::open(&config.repository).await?;
+    Repository::open(Arc::from(store)).await
 }
 
 async fn backup(config: &Config, repo: &Repository, shared: &Shared, cancel: CancellationToken) -> Result<JobSummary> {

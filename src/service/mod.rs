@@ -12,6 +12,7 @@ mod alerts;
 mod http;
 mod jobs;
 mod metrics;
+mod pending_attempts;
 mod schedule;
 mod state;
 
