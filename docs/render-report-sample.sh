@@ -21,7 +21,7 @@ trap 'rm -rf "$profile"' EXIT
 # A fresh profile and no background traffic: the page itself fetches nothing, and neither should the browser.
 "$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
     --disable-component-update --disable-sync --hide-scrollbars --user-data-dir="$profile" \
-    --screenshot="$docs/report-sample.png" --window-size=1100,2480 "file://$docs/report-sample.html" 2>/dev/null
+    --screenshot="$docs/report-sample.png" --window-size=1100,2860 "file://$docs/report-sample.html" 2>/dev/null
 if command -v optipng >/dev/null; then
     optipng -quiet -o2 "$docs/report-sample.png"
 fi
