@@ -813,7 +813,11 @@ async fn a_pruned_hourly_series_does_not_read_as_an_rpo_breach() {
         let manifest = fixture.snapshot(Shot::new(at, MIB)).await;
         fixture.committed_attempt(at, &manifest).await;
     }
-    run(&mut config_command(&fixture.config, &["prune"])).ok();
+    // A record past the 90 days of attempt history: prune expires it, and only it.
+    fixture.failed_attempt(t - TimeDelta::days(100), "long ago").await;
+    let prune = run(&mut config_command(&fixture.config, &["prune"])).ok();
+    assert!(prune.stdout.contains("1 backup attempt record older than 90 days expired"), "{}", prune.stdout);
+    assert_eq!(fs::read_dir(fixture.dir.path().join("repo/attempts")).unwrap().count(), 72);
     let left = fs::read_dir(fixture.dir.path().join("repo/snapshots")).unwrap().count();
     assert!(left < 12, "prune thinned the hourly series: {left} snapshots left");
 

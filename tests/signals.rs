@@ -56,6 +56,12 @@ async fn stopped_by(signal: nix::sys::signal::Signal, expected_code: i32, name: 
     let snapshots = site.dr(&["snapshots", "--json"]).ok().json();
     assert_eq!(snapshots.as_array().unwrap().len(), 0, "nothing was committed");
     assert_eq!(files_under(&objects), Vec::<String>::new(), "no object, not even a hidden partial one");
+    // The attempt is on record as interrupted, for the weekly report.
+    let report = site.dr(&["report", "--format", "json"]).ok().json();
+    let failed = report["failed_backups"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["outcome"], "interrupted", "{report}");
+    assert_eq!(failed[0]["reason"], "cancelled before it finished");
 
     sql(&site.db, DATABASE, "DROP TABLE bulk").await;
     let snapshot = site.backup();
