@@ -89,7 +89,7 @@ fn files_that_shrink_or_grow_while_read_make_an_incomplete_snapshot_that_says_so
     large_sparse_file(&shrinks);
     large_sparse_file(&grows);
 
-    let mut child = site
+    let child = site
         .command(&["backup"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -330,4 +330,20 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_file_stored_incomplete_is_checked_as_restored_and_named_in_a_warning() {
+        use crate::files::{Change, Incomplete, IncompleteFile};
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("app.log"), b"1000 bytes").unwrap();
+        // It had 4096 bytes when opened and shrank to 10: the archive holds 4096 (padded), the restore 10.
+        let incomplete = Incomplete { change: Change::Shrank, read: 10, archived: 4096 };
+        let index = vec![IndexEntry { incomplete: Some(incomplete), ..file("app.log", b"1000 bytes") }];
+        let mut details = details(1, 4096);
+        details.incomplete.push(IncompleteFile { path: "app.log".into(), path_hex: None, incomplete });
+        let check = files("uploads", root.path(), &index, Some(&details));
+        assert_eq!(check.status, CheckStatus::Warn, "{check:?}");
+        assert!(check.problems.is_empty(), "{check:?}");
+        assert!(check.detail.contains("1 file stored incomplete") && check.detail.contains("app.log shrank"), "{check:?}");
+    }
 }

@@ -544,7 +544,7 @@ impl Restorer<'_> {
             self.config_files.iter().find(|f| f.name == plan.name).is_some_and(|f| f.external_symlinks);
         let extraction = Extraction::prepare(&plan.name, dir, external_symlinks)?;
         let start = Instant::now();
-        let (summary, extraction) = pipeline::download(
+        let (mut summary, extraction) = pipeline::download(
             self.repo.store(),
             &tar.key,
             self.identities.clone(),
@@ -565,6 +565,7 @@ impl Restorer<'_> {
         for file in incomplete {
             if file.incomplete.change == Change::Shrank {
                 extraction.truncate_staged(&file.relative_path(), file.incomplete.read)?;
+                summary.bytes = summary.bytes.saturating_sub(file.incomplete.padding());
             }
             let warning = format!("{} {}", file.path, restored_as(&file.incomplete));
             tracing::warn!(source = %plan.name, "{warning}");
