@@ -245,7 +245,7 @@ async fn a_damaged_drill_record_fails_verify_all_naming_it() {
     flip_byte(&records[0], inside);
 
     let run = site.dr(&["verify", "--all"]);
-    assert!(run.stdout.contains(&format!("{snapshot} ok")), "the snapshot itself is whole: {}", run.stdout);
+    assert!(run.stdout.contains(&format!("{snapshot} ok")), "the snapshot itself is whole: {}", run.all_output());
     assert!(run.stdout.contains("drill records BAD") && run.stdout.contains(&key), "{}", run.stdout);
     let error = run.user_error(1);
     assert!(error.contains(&key) && error.contains("1 drill record"), "{error}");

@@ -129,17 +129,31 @@ async fn verify_selection(
     Ok(VerifyReport { snapshots, drills })
 }
 
-/// Reads every drill record: a damaged one is named (the report would only list it as unreadable), the
-/// wrong identity stops the verification as it does for manifests.
+/// Reads every drill record: a damaged one is named (the report would only list it as unreadable).
+///
+/// Drill records are read after the snapshots, whose manifests all opened with this identity (the wrong one
+/// stops the verification there), and are encrypted to the same recipients. So a record this identity cannot
+/// open had its age header altered (one changed byte in a recipient stanza is enough) or was replaced:
+/// damage, named like any other, not the wrong key.
 async fn verify_drills(repo: &Repository, identities: &Identities) -> Result<Vec<DrillVerdict>> {
     let mut verdicts = Vec::new();
     for id in repo.drill_ids().await? {
+        let key = Repository::drill_key(&id);
         let error = match repo.drill(&id, identities).await {
             Ok(_) => None,
             Err(e @ (Error::ObjectCorrupt { .. } | Error::ObjectMissing { .. })) => Some(e.to_string()),
+            Err(Error::WrongIdentity { .. }) => Some(
+                Error::ObjectCorrupt {
+                    key: key.clone(),
+                    reason: "its age header has no recipient this identity can open, although the snapshots' \
+                             manifests opened with it: the header was altered or the record replaced"
+                        .to_string(),
+                }
+                .to_string(),
+            ),
             Err(e) => return Err(e),
         };
-        verdicts.push(DrillVerdict { key: Repository::drill_key(&id), drill: id, error });
+        verdicts.push(DrillVerdict { key, drill: id, error });
     }
     Ok(verdicts)
 }
