@@ -89,12 +89,7 @@ fn files_that_shrink_or_grow_while_read_make_an_incomplete_snapshot_that_says_so
     large_sparse_file(&shrinks);
     large_sparse_file(&grows);
 
-    let child = site
-        .command(&["backup"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = site.command(&["backup"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Cut down to what dr has read so far: the file now holds exactly what the snapshot can hold of it.
     let read = stop_while_reading(&child, &shrinks);
     OpenOptions::new().write(true).open(&shrinks).unwrap().set_len(read).unwrap();

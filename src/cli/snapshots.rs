@@ -120,7 +120,12 @@ fn print_table(manifests: &[dr::Manifest], broken: &[(&dr::SnapshotId, Error)], 
             .iter()
             .map(|s| match s.incomplete_files {
                 0 => format!("{} {}", s.name, units::bytes(s.stored_size())),
-                n => format!("{} {} (INCOMPLETE: {})", s.name, units::bytes(s.stored_size()), units::plural(n as usize, "file")),
+                n => format!(
+                    "{} {} (INCOMPLETE: {})",
+                    s.name,
+                    units::bytes(s.stored_size()),
+                    units::plural(n as usize, "file")
+                ),
             })
             .collect();
         total += m.stored_size();

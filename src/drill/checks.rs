@@ -218,10 +218,8 @@ pub fn files(source: &str, root: &Path, index: &[IndexEntry], details: Option<&F
         ));
     }
     // Not a failure (the tree is what the backup could read), but never silent.
-    let incomplete: Vec<String> = index
-        .iter()
-        .filter_map(|e| e.incomplete.as_ref().map(|i| format!("{} {}", e.path, i.describe())))
-        .collect();
+    let incomplete: Vec<String> =
+        index.iter().filter_map(|e| e.incomplete.as_ref().map(|i| format!("{} {}", e.path, i.describe()))).collect();
     let incomplete_note = match incomplete.len() {
         0 => String::new(),
         n => format!(
@@ -344,6 +342,9 @@ mod tests {
         let check = files("uploads", root.path(), &index, Some(&details));
         assert_eq!(check.status, CheckStatus::Warn, "{check:?}");
         assert!(check.problems.is_empty(), "{check:?}");
-        assert!(check.detail.contains("1 file stored incomplete") && check.detail.contains("app.log shrank"), "{check:?}");
+        assert!(
+            check.detail.contains("1 file stored incomplete") && check.detail.contains("app.log shrank"),
+            "{check:?}"
+        );
     }
 }

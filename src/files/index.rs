@@ -80,7 +80,10 @@ impl Incomplete {
     pub fn describe(&self) -> String {
         match self.change {
             Change::Shrank => {
-                format!("shrank while it was read: {} bytes read of the {} it had when opened", self.read, self.archived)
+                format!(
+                    "shrank while it was read: {} bytes read of the {} it had when opened",
+                    self.read, self.archived
+                )
             }
             Change::Grew => format!("grew while it was read: only its first {} bytes are stored", self.read),
             Change::Modified => "was modified while it was read: its stored bytes may mix old and new".to_string(),
