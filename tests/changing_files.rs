@@ -137,6 +137,13 @@ fn files_that_shrink_or_grow_while_read_make_an_incomplete_snapshot_that_says_so
     let json = site.dr(&["verify", "--json"]).ok().json();
     assert_eq!(json["snapshots"][0]["incomplete_files"].as_array().unwrap().len(), 2, "{json}");
 
+    // The weekly report lists them too.
+    let report = site.dr(&["report"]).ok().stdout;
+    assert!(report.contains("hold files stored incomplete") && report.contains("## Incomplete files"), "{report}");
+    assert!(report.contains("logs/a-shrinks.log shrank") && report.contains("logs/b-grows.log grew"), "{report}");
+    let json = site.dr(&["report", "--format", "json"]).ok().json();
+    assert_eq!(json["snapshots"][0]["incomplete_files"].as_array().unwrap().len(), 2, "{json}");
+
     // A restore names both; the shrunk file comes back as the bytes read, never padded with zeros to the size
     // it had when opened; the grown one as the bytes it had then.
     let restored = site.path("restored");
