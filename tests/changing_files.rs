@@ -144,6 +144,11 @@ fn files_that_shrink_or_grow_while_read_make_an_incomplete_snapshot_that_says_so
     let json = site.dr(&["report", "--format", "json"]).ok().json();
     assert_eq!(json["snapshots"][0]["incomplete_files"].as_array().unwrap().len(), 2, "{json}");
 
+    // A drill restores them as a restore does: its files check passes with a warning that names them.
+    let drill = site.dr(&["drill"]);
+    assert_eq!(drill.code, 0, "{}", drill.all_output());
+    assert!(drill.all_output().contains("2 files stored incomplete"), "{}", drill.all_output());
+
     // A restore names both; the shrunk file comes back as the bytes read, never padded with zeros to the size
     // it had when opened; the grown one as the bytes it had then.
     let restored = site.path("restored");
