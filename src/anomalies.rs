@@ -121,6 +121,7 @@ mod tests {
                         sha256: String::new(),
                         plain_size: *size,
                     }],
+                    incomplete_files: 0,
                 })
                 .collect(),
         }

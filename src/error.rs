@@ -4,7 +4,8 @@
 //! - The library and the binary share this one typed [`Error`]: the CLI renders it, it never wraps it.
 //! - Every variant a user can cause says *what* failed and *on what* (a file, a source name, an object key,
 //!   a snapshot id) in its message, and [`Error::hint`] says what to do next. The CLI prints both and exits
-//!   with [`Error::exit_code`]: 2 for a bad invocation, 1 for everything else.
+//!   with [`Error::exit_code`]: 2 for a bad invocation, 3 for a backup committed with incomplete files (a
+//!   `warning:`), 1 for everything else.
 //! - Messages never contain secrets: connection strings are shown redacted (see `pg::ConnInfo::redacted`),
 //!   and key material is never formatted.
 //! - A child tool's failure quotes the tail of its stderr, because that is where the real cause is.
@@ -128,8 +129,18 @@ pub enum Error {
         hints: Vec<String>,
     },
 
-    #[error("verification failed: {bad} of {total} snapshots have problems; first: {first}")]
-    VerifyFailed { bad: usize, total: usize, first: String },
+    /// The snapshot was committed, but some files changed while they were read and are stored incomplete
+    /// (exit code 3, as restic's "snapshot taken, some files could not be read"). Rendered as a warning.
+    #[error(
+        "snapshot {snapshot} was committed, but {} changed while being read and {} stored incomplete: {}",
+        crate::units::plural(.files.len(), "file"),
+        if .files.len() == 1 { "is" } else { "are" },
+        .files.join("; ")
+    )]
+    BackupIncomplete { snapshot: String, files: Vec<String> },
+
+    #[error("verification failed: {}; first: {first}", verify_problems(*.bad, *.total, *.bad_drills))]
+    VerifyFailed { bad: usize, total: usize, bad_drills: usize, first: String },
 
     #[error("{what} differs from the original: {}", .differences.join(", "))]
     Mismatch { what: String, differences: Vec<String> },
@@ -212,6 +223,7 @@ impl Error {
             Error::Signal { number, .. } => 128 + number,
             Error::RecoverInterrupted { number, .. } => 128 + number,
             Error::RecoverNotConfirmed { interactive: false, .. } => 2,
+            Error::BackupIncomplete { .. } => 3,
             _ => 1,
         }
     }
@@ -274,6 +286,11 @@ impl Error {
             Error::StoreUnreachable { .. } => {
                 "check [repository] endpoint, DNS and the network path to it (dr retried before giving up)".to_string()
             }
+            Error::VerifyFailed { bad: 0, bad_drills: 1.., .. } => {
+                "the snapshots are whole; a damaged drill record only loses that drill's results from `dr report`: \
+                 put it back from a copy of the repository, or move it out of drills/ and run `dr drill` again"
+                    .to_string()
+            }
             Error::ObjectMissing { .. } | Error::ObjectCorrupt { .. } | Error::VerifyFailed { .. } => {
                 "this snapshot cannot be trusted; restore an older one (`dr snapshots`) and run `dr verify --all`"
                     .to_string()
@@ -327,6 +344,10 @@ impl Error {
                 } else {
                     format!("{}; then {again}", hints.join("; "))
                 }
+            }
+            Error::BackupIncomplete { .. } => {
+                "everything else in the snapshot is whole; back up again when these files are quiet, or exclude                  files that are always being written (logs, databases) from the files source; a restore gives                  back what was read and names these files"
+                    .to_string()
             }
             Error::Mismatch { .. } => "run with -v for details; this is a bug or a broken restore".to_string(),
             Error::ScratchIsProduction { .. } => {
@@ -398,8 +419,21 @@ impl Error {
         Some(hint)
     }
 
+    /// True when the command did its work and only reports a problem with it (exit code 3): shown as a
+    /// `warning:`, not an `error:`.
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Error::BackupIncomplete { .. })
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
+    }
+}
+
+fn verify_problems(bad: usize, total: usize, bad_drills: usize) -> String {
+    match bad_drills {
+        0 => format!("{bad} of {total} snapshots have problems"),
+        n => format!("{bad} of {total} snapshots and {} have problems", crate::units::plural(n, "drill record")),
     }
 }
 

@@ -485,6 +485,7 @@ async fn an_interrupted_prune_leaves_only_orphans_and_the_next_one_removes_them(
                     sha256: "0".repeat(64),
                     plain_size: 4,
                 }],
+                incomplete_files: 0,
             });
         }
         repo.commit(&manifest).await.unwrap();

@@ -176,6 +176,7 @@ impl Fixture {
                     symlinks: 0,
                     bytes: shot.uploads_plain,
                     skipped: Vec::new(),
+                    incomplete: Vec::new(),
                 }),
             ],
         };
@@ -193,12 +194,14 @@ impl Fixture {
                     // The recovery point is the oldest source's consistent_at: 5 seconds after the start.
                     consistent_at: shot.at + TimeDelta::seconds(5),
                     objects: vec![object("app", ObjectRole::PgDump, shot.app_stored, shot.app_plain)],
+                    incomplete_files: 0,
                 },
                 SourceEntry {
                     name: "uploads".into(),
                     kind: SourceKind::Files,
                     consistent_at: shot.at + TimeDelta::seconds(60),
                     objects: vec![object("uploads", ObjectRole::Tar, shot.uploads_stored, shot.uploads_plain)],
+                    incomplete_files: 0,
                 },
             ],
             private: Repository::seal_private(&self.recipients, &private).unwrap(),

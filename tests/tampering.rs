@@ -191,7 +191,7 @@ async fn a_damaged_archive_never_reaches_the_target_directory() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_damaged_index_fails_verify_but_a_restore_does_not_need_it() {
+async fn a_damaged_index_fails_verify_and_a_restore_warns_naming_it_but_restores_the_files() {
     let site = FilesSite::new();
     let snapshot = site.init_and_backup();
     let key = site.object_key(&snapshot, "uploads/index.jsonl.zst.age");
@@ -206,17 +206,61 @@ async fn a_damaged_index_fails_verify_but_a_restore_does_not_need_it() {
 
     // The index only describes the archive (for drills and people); the archive itself is intact and checked
     // against the manifest, so the files come back whole.
+    // It is not silent about the damage, though: a warning names the object.
     let restored = site.path("restored");
-    site.restore_into(&restored, &[]).ok();
+    let run = site.restore_into(&restored, &[]).ok();
     assert_eq!(listing(&restored.join("uploads"), &[]), listing(&site.path("site/uploads"), &UPLOAD_EXCLUDES));
+    let warned = |run: &common::Run, what: &str| {
+        run.all_output().lines().any(|l| l.contains("warning") && l.contains(&format!("object {key} is {what}")))
+    };
+    assert!(warned(&run, "corrupt"), "{}", run.all_output());
+    let json = site.restore_into(&site.path("restored-json"), &["--json"]).ok().json();
+    let uploads = json["sources"].as_array().unwrap().iter().find(|s| s["name"] == "uploads").unwrap();
+    assert!(uploads["warnings"].to_string().contains(&key), "{uploads}");
 
     // Even a missing index does not stand between an operator and the files.
     fs::remove_file(site.object(&snapshot, "uploads/index.jsonl.zst.age")).unwrap();
     let error = site.dr(&["verify"]).user_error(1);
     assert!(error.contains(&format!("object {key} is missing")), "{error}");
     let again = site.path("restored-again");
-    site.restore_into(&again, &[]).ok();
+    let run = site.restore_into(&again, &[]).ok();
     assert_eq!(listing(&again.join("uploads"), &[]), listing(&site.path("site/uploads"), &UPLOAD_EXCLUDES));
+    assert!(warned(&run, "missing"), "{}", run.all_output());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_drill_record_fails_verify_all_naming_it() {
+    let site = FilesSite::new();
+    let snapshot = site.init_and_backup();
+    // A drill of a files-only site needs no PostgreSQL; whatever its verdict, it leaves its record.
+    site.dr(&["drill"]);
+    let records: Vec<_> = fs::read_dir(site.repo.join("drills")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let key = format!("drills/{}", records[0].file_name().unwrap().to_string_lossy());
+    site.dr(&["verify", "--all"]).ok();
+
+    // A byte inside the armored age payload: the record no longer decrypts.
+    let armored = fs::read_to_string(&records[0]).unwrap();
+    let inside = armored.find('\n').unwrap() as i64 + 40;
+    flip_byte(&records[0], inside);
+
+    let run = site.dr(&["verify", "--all"]);
+    assert!(run.stdout.contains(&format!("{snapshot} ok")), "the snapshot itself is whole: {}", run.all_output());
+    assert!(run.stdout.contains("drill records BAD") && run.stdout.contains(&key), "{}", run.stdout);
+    let error = run.user_error(1);
+    assert!(error.contains(&key) && error.contains("1 drill record"), "{error}");
+
+    let run = site.dr(&["verify", "--all", "--json"]);
+    let report = run.json();
+    run.user_error(1);
+    let bad: Vec<&serde_json::Value> =
+        report["drills"].as_array().unwrap().iter().filter(|d| !d["error"].is_null()).collect();
+    assert_eq!(bad.len(), 1, "{report}");
+    assert_eq!(bad[0]["key"], key.as_str());
+    assert!(bad_objects(&report).is_empty(), "no snapshot object is blamed: {report}");
+
+    // One snapshot's verification is about that snapshot: drill records are read with --all.
+    site.dr(&["verify"]).ok();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,4 +1,6 @@
 //! `dr backup [--only NAME]... [--json]`
+//!
+//! Exit code 3: the snapshot was committed, but some files changed while they were read (stored incomplete).
 
 use dr::{BackupOptions, Result, units};
 
@@ -25,7 +27,8 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let report = dr::backup(&loaded.config, &repo, &options, &display).await?;
     display.clear();
     if args.json {
-        return print_json(&report);
+        print_json(&report)?;
+        return incomplete(&report);
     }
     if !context.quiet {
         for source in &report.sources {
@@ -44,5 +47,14 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
         }
     }
     println!("{}", report.snapshot);
-    Ok(())
+    incomplete(&report)
+}
+
+/// A committed snapshot with files stored incomplete ends with a warning naming them and exit code 3.
+fn incomplete(report: &dr::BackupReport) -> Result<()> {
+    let files = report.incomplete_files();
+    if files.is_empty() {
+        return Ok(());
+    }
+    Err(dr::Error::BackupIncomplete { snapshot: report.snapshot.to_string(), files })
 }

@@ -83,7 +83,8 @@ impl Drop for LineWriter {
 /// Prints an error the way every command ends on failure: the message, then what to do.
 pub fn print_error(error: &Error) {
     let mut stderr = io::stderr().lock();
-    let _ = writeln!(stderr, "error: {error}");
+    let label = if error.is_warning() { "warning" } else { "error" };
+    let _ = writeln!(stderr, "{label}: {error}");
     if let Some(hint) = error.hint() {
         let _ = writeln!(stderr, "hint: {hint}");
     }

@@ -22,6 +22,8 @@ struct Row<'a> {
     age_seconds: i64,
     hostname: &'a str,
     stored_size: u64,
+    /// Files that changed while they were read and are stored incomplete (their paths are in the private part).
+    incomplete_files: u64,
     sources: Vec<SourceRow<'a>>,
 }
 
@@ -46,6 +48,7 @@ struct SourceRow<'a> {
     consistent_at: chrono::DateTime<Utc>,
     stored_size: u64,
     plain_size: u64,
+    incomplete_files: u64,
 }
 
 pub async fn run(context: &Context, args: Args) -> Result<()> {
@@ -87,6 +90,7 @@ fn row(m: &dr::Manifest, now: chrono::DateTime<Utc>) -> Row<'_> {
         age_seconds: (now - m.started_at).num_seconds(),
         hostname: &m.hostname,
         stored_size: m.stored_size(),
+        incomplete_files: incomplete_files(m),
         sources: m
             .sources
             .iter()
@@ -96,9 +100,14 @@ fn row(m: &dr::Manifest, now: chrono::DateTime<Utc>) -> Row<'_> {
                 consistent_at: s.consistent_at,
                 stored_size: s.stored_size(),
                 plain_size: s.plain_size(),
+                incomplete_files: s.incomplete_files,
             })
             .collect(),
     }
+}
+
+fn incomplete_files(m: &dr::Manifest) -> u64 {
+    m.sources.iter().map(|s| s.incomplete_files).sum()
 }
 
 fn print_table(manifests: &[dr::Manifest], broken: &[(&dr::SnapshotId, Error)], now: chrono::DateTime<Utc>) {
@@ -106,8 +115,19 @@ fn print_table(manifests: &[dr::Manifest], broken: &[(&dr::SnapshotId, Error)], 
     let mut lines: Vec<(&dr::SnapshotId, String)> = Vec::new();
     let mut total = 0;
     for m in manifests {
-        let sources: Vec<String> =
-            m.sources.iter().map(|s| format!("{} {}", s.name, units::bytes(s.stored_size()))).collect();
+        let sources: Vec<String> = m
+            .sources
+            .iter()
+            .map(|s| match s.incomplete_files {
+                0 => format!("{} {}", s.name, units::bytes(s.stored_size())),
+                n => format!(
+                    "{} {} (INCOMPLETE: {})",
+                    s.name,
+                    units::bytes(s.stored_size()),
+                    units::plural(n as usize, "file")
+                ),
+            })
+            .collect();
         total += m.stored_size();
         let line = format!(
             "{:<24} {:<20} {:<14} {:>10}  {}",
@@ -128,6 +148,13 @@ fn print_table(manifests: &[dr::Manifest], broken: &[(&dr::SnapshotId, Error)], 
     }
     let count = manifests.len();
     println!("{count} snapshot{}, {} in total", if count == 1 { "" } else { "s" }, units::bytes(total));
+    let incomplete = manifests.iter().filter(|m| incomplete_files(m) > 0).count();
+    if incomplete > 0 {
+        println!(
+            "{} with files that changed while being read, stored incomplete (`dr verify --to ID` names them)",
+            units::plural(incomplete, "snapshot")
+        );
+    }
     if !broken.is_empty() {
         println!("{} snapshot{} with an unreadable manifest", broken.len(), if broken.len() == 1 { "" } else { "s" });
     }

@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long, value_name = "latest|ID|TIME", value_parser = super::parse_selector, conflicts_with = "all")]
     to: Option<Selector>,
 
-    /// Verify every snapshot.
+    /// Verify every snapshot, and every drill record.
     #[arg(long)]
     all: bool,
 
@@ -43,6 +43,17 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
             for error in snapshot.objects.iter().filter_map(|o| o.error.as_deref()) {
                 println!("  {error}");
             }
+            for file in &snapshot.incomplete_files {
+                println!("  incomplete: {file}");
+            }
+        }
+        if !report.drills.is_empty() {
+            let bad = report.bad_drills().count();
+            let verdict = if bad == 0 { "ok" } else { "BAD" };
+            println!("drill records {verdict}: {} read, {bad} damaged", report.drills.len());
+            for drill in report.bad_drills() {
+                println!("  {}", drill.error.as_deref().unwrap_or_default());
+            }
         }
     }
     if report.ok() {
@@ -53,10 +64,12 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
         .next()
         .and_then(|o| o.error.clone())
         .or_else(|| report.snapshots.iter().find_map(|s| s.manifest_error.clone()))
+        .or_else(|| report.bad_drills().next().and_then(|d| d.error.clone()))
         .unwrap_or_default();
     Err(Error::VerifyFailed {
         bad: report.snapshots.iter().filter(|s| !s.ok()).count(),
         total: report.snapshots.len(),
+        bad_drills: report.bad_drills().count(),
         first,
     })
 }

@@ -206,29 +206,47 @@ pub fn files(source: &str, root: &Path, index: &[IndexEntry], details: Option<&F
     for extra in walk(root).into_iter().filter(|p| !expected_paths.contains(p)) {
         problems.push(format!("{}: not in the backup's index", extra.display()));
     }
+    // The manifest's bytes are the archive's, which include the zero padding of files that shrank while they
+    // were read; a restore leaves that padding out.
     if let Some(details) = details
-        && (details.files, details.bytes) != (files, bytes)
+        && (details.files, details.restored_bytes()) != (files, bytes)
     {
         problems.push(format!(
             "{files} files / {bytes} bytes restored, the manifest says {} / {}",
-            details.files, details.bytes
+            details.files,
+            details.restored_bytes()
         ));
     }
+    // Not a failure (the tree is what the backup could read), but never silent.
+    let incomplete: Vec<String> =
+        index.iter().filter_map(|e| e.incomplete.as_ref().map(|i| format!("{} {}", e.path, i.describe()))).collect();
+    let incomplete_note = match incomplete.len() {
+        0 => String::new(),
+        n => format!(
+            "; {} stored incomplete (changed while backed up): {}",
+            crate::units::plural(n, "file"),
+            incomplete.iter().take(MAX_FILE_PROBLEMS).cloned().collect::<Vec<_>>().join("; ")
+        ),
+    };
     let total = problems.len();
     if total > MAX_FILE_PROBLEMS {
         problems.truncate(MAX_FILE_PROBLEMS);
         problems.push(format!("... and {} more", total - MAX_FILE_PROBLEMS));
     }
-    check(
+    let mut check = check(
         format!("files {source}"),
         problems,
         format!(
-            "{files} files, {} and {} entries in all: every digest equals the index",
+            "{files} files, {} and {} entries in all: every digest equals the index{incomplete_note}",
             crate::units::bytes(bytes),
             index.len()
         ),
-        format!("{total} differences from the backup's index"),
-    )
+        format!("{total} differences from the backup's index{incomplete_note}"),
+    );
+    if check.status == CheckStatus::Pass && !incomplete.is_empty() {
+        check.status = CheckStatus::Warn;
+    }
+    check
 }
 
 fn entry_path(entry: &IndexEntry) -> PathBuf {
@@ -263,6 +281,7 @@ mod tests {
             size: Some(content.len() as u64),
             sha256: Some(hex::encode(Sha256::digest(content))),
             target: None,
+            incomplete: None,
         }
     }
 
@@ -279,6 +298,7 @@ mod tests {
             symlinks: 0,
             bytes,
             skipped: Vec::new(),
+            incomplete: Vec::new(),
         }
     }
 
@@ -306,6 +326,25 @@ mod tests {
                 "stray.txt: not in the backup's index",
                 "1 files / 4 bytes restored, the manifest says 2 / 7",
             ]
+        );
+    }
+
+    #[test]
+    fn a_file_stored_incomplete_is_checked_as_restored_and_named_in_a_warning() {
+        use crate::files::{Change, Incomplete, IncompleteFile};
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("app.log"), b"1000 bytes").unwrap();
+        // It had 4096 bytes when opened and shrank to 10: the archive holds 4096 (padded), the restore 10.
+        let incomplete = Incomplete { change: Change::Shrank, read: 10, archived: 4096 };
+        let index = vec![IndexEntry { incomplete: Some(incomplete), ..file("app.log", b"1000 bytes") }];
+        let mut details = details(1, 4096);
+        details.incomplete.push(IncompleteFile { path: "app.log".into(), path_hex: None, incomplete });
+        let check = files("uploads", root.path(), &index, Some(&details));
+        assert_eq!(check.status, CheckStatus::Warn, "{check:?}");
+        assert!(check.problems.is_empty(), "{check:?}");
+        assert!(
+            check.detail.contains("1 file stored incomplete") && check.detail.contains("app.log shrank"),
+            "{check:?}"
         );
     }
 }

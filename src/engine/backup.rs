@@ -16,7 +16,7 @@ use crate::audit::AuditEntry;
 use crate::config::{Config, FilesSource, PostgresSource};
 use crate::crypto::Recipients;
 use crate::error::{Error, Result};
-use crate::files::{self, Excludes};
+use crate::files::{self, Excludes, IncompleteFile};
 use crate::pg::{self, ConnInfo, ExportedSnapshot, tools};
 use crate::pipeline::{self, ChildReader, Compression, child_failure};
 use crate::progress::Progress;
@@ -60,6 +60,20 @@ pub struct SourceReport {
     pub stored_size: u64,
     pub duration_seconds: f64,
     pub warnings: Vec<String>,
+    /// Files that changed while they were read: the snapshot holds them as far as they were read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incomplete_files: Vec<IncompleteFile>,
+}
+
+impl BackupReport {
+    /// Every file stored incomplete, as `source: path what happened`: a committed snapshot that is not whole
+    /// (`dr backup` exits with 3, like restic's "snapshot taken, some files could not be read").
+    pub fn incomplete_files(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .flat_map(|s| s.incomplete_files.iter().map(move |f| format!("{}: {}", s.name, f.describe())))
+            .collect()
+    }
 }
 
 /// Everything one backup run shares.
@@ -76,6 +90,7 @@ struct SourceOutcome {
     entry: SourceEntry,
     details: SourceDetails,
     warnings: Vec<String>,
+    incomplete_files: Vec<IncompleteFile>,
 }
 
 /// Backs up every selected source into one snapshot, and records the attempt's outcome in the repository
@@ -201,6 +216,7 @@ fn report(outcome: &SourceOutcome, elapsed: Duration) -> SourceReport {
         stored_size: outcome.entry.stored_size(),
         duration_seconds: elapsed.as_secs_f64(),
         warnings: outcome.warnings.clone(),
+        incomplete_files: outcome.incomplete_files.clone(),
     }
 }
 
@@ -296,6 +312,7 @@ impl Run<'_> {
                 kind: SourceKind::Postgres,
                 consistent_at: facts.consistent_at,
                 objects,
+                incomplete_files: 0,
             },
             details: SourceDetails::Postgres(PostgresDetails {
                 name: source.name.clone(),
@@ -310,6 +327,7 @@ impl Run<'_> {
                 globals,
             }),
             warnings,
+            incomplete_files: Vec::new(),
         })
     }
 
@@ -410,6 +428,9 @@ impl Run<'_> {
                 shown.join(", ")
             ));
         }
+        for file in &summary.incomplete {
+            warnings.push(format!("{}; the snapshot holds it incomplete", file.describe()));
+        }
         for warning in &warnings {
             tracing::warn!(source = %source.name, "{warning}");
         }
@@ -422,6 +443,7 @@ impl Run<'_> {
                     ObjectEntry::new(tar_key, ObjectRole::Tar, sealed_tar),
                     ObjectEntry::new(index_key, ObjectRole::Index, sealed_index),
                 ],
+                incomplete_files: summary.incomplete.len() as u64,
             },
             details: SourceDetails::Files(FilesDetails {
                 name: source.name.clone(),
@@ -431,8 +453,10 @@ impl Run<'_> {
                 symlinks: summary.symlinks,
                 bytes: summary.bytes,
                 skipped: summary.skipped,
+                incomplete: summary.incomplete.clone(),
             }),
             warnings,
+            incomplete_files: summary.incomplete,
         })
     }
 }

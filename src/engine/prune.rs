@@ -677,6 +677,7 @@ mod tests {
                         kind: SourceKind::Postgres,
                         consistent_at: at,
                         objects: vec![object],
+                        incomplete_files: 0,
                     }],
                     private: Repository::seal_private(&recipients, &PrivateManifest::default()).unwrap(),
                 };

@@ -13,7 +13,10 @@
 //! - files are extracted into a staging directory and moved into place only once the archive checked out; a
 //!   target directory that the restore created is removed again.
 //!
-//! The per-file index of a files source is not needed to restore and is not read; `dr verify` checks it.
+//! The per-file index of a files source is not needed to restore, but it is read through after the archive: a
+//! damaged one is a warning naming the object (the files themselves come from the authenticated archive).
+//! Files stored incomplete (changed while they were backed up) are named in warnings; one that shrank is cut
+//! back to the bytes that were read instead of restored with the archive's zero padding.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -26,7 +29,7 @@ use crate::audit::AuditEntry;
 use crate::config::Config;
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
-use crate::files::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
+use crate::files::{Change, DirectoryState, ExtractSummary, Extraction, Incomplete, inspect_directory};
 use crate::pg::{self, ConnInfo, DatabaseTarget, GlobalsOutcome, RestoreInput, TargetState, redact_target, tools};
 use crate::pipeline::{self, ChildWriter};
 use crate::progress::Progress;
@@ -541,7 +544,7 @@ impl Restorer<'_> {
             self.config_files.iter().find(|f| f.name == plan.name).is_some_and(|f| f.external_symlinks);
         let extraction = Extraction::prepare(&plan.name, dir, external_symlinks)?;
         let start = Instant::now();
-        let (summary, extraction) = pipeline::download(
+        let (mut summary, extraction) = pipeline::download(
             self.repo.store(),
             &tar.key,
             self.identities.clone(),
@@ -556,11 +559,55 @@ impl Restorer<'_> {
         )
         .await?;
         report.objects_verified.push(tar.key.clone());
+        // Files that changed while they were backed up are named; the zero padding of one that shrank is not
+        // data, and is cut off before the tree is moved into place.
+        let incomplete = self.private.files(&plan.name).map(|f| f.incomplete.as_slice()).unwrap_or_default();
+        for file in incomplete {
+            if file.incomplete.change == Change::Shrank {
+                extraction.truncate_staged(&file.relative_path(), file.incomplete.read)?;
+                summary.bytes = summary.bytes.saturating_sub(file.incomplete.padding());
+            }
+            let warning = format!("{} {}", file.path, restored_as(&file.incomplete));
+            tracing::warn!(source = %plan.name, "{warning}");
+            report.warnings.push(warning);
+        }
+        match self.check_index(plan).await {
+            Ok(key) => report.objects_verified.push(key),
+            Err(warning) => {
+                tracing::warn!(source = %plan.name, "{warning}");
+                report.warnings.push(warning);
+            }
+        }
         let replace = matches!(plan.state, TargetState::NotEmpty(_));
         extraction.commit(replace)?;
         report.phases.push(Phase { name: PHASE_FILES.into(), seconds: start.elapsed().as_secs_f64() });
         report.files = Some(summary);
         Ok(())
+    }
+
+    /// Reads the source's index through (its key when it is whole, else a warning naming it). A restore does
+    /// not need it, as the archive is authenticated on its own, but drills and people rely on it, so a damaged
+    /// one is said rather than discovered later.
+    async fn check_index(&self, plan: &Plan<'_>) -> std::result::Result<String, String> {
+        let index = self
+            .object(plan, ObjectRole::Index)
+            .ok_or_else(|| format!("the snapshot lists no index object for {:?}", plan.name))?;
+        pipeline::download(
+            self.repo.store(),
+            &index.key,
+            self.identities.clone(),
+            index.expected(),
+            Arc::new(crate::progress::NoProgress),
+            |decoder| super::verify::check_content(ObjectRole::Index, decoder, None),
+        )
+        .await
+        .map(|()| index.key.clone())
+        .map_err(|e| {
+            format!(
+                "{e}; the files were restored from their archive, which is checked on its own (run `dr verify` \
+                 to see the damage)"
+            )
+        })
     }
 
     /// Reads a small text object (globals SQL) whole.
@@ -586,6 +633,25 @@ impl Restorer<'_> {
             },
         )
         .await
+    }
+}
+
+/// What a restore made of a file that changed while it was backed up.
+fn restored_as(incomplete: &Incomplete) -> String {
+    match incomplete.change {
+        Change::Shrank => format!(
+            "shrank while it was backed up: restored as the {} bytes read (the {} zero bytes the archive padded it \
+             with are left out)",
+            incomplete.read,
+            incomplete.padding()
+        ),
+        Change::Grew => format!(
+            "grew while it was backed up: restored with only the {} bytes it had when the backup opened it",
+            incomplete.read
+        ),
+        Change::Modified => {
+            "was modified while it was backed up: restored as read, its bytes may mix old and new".to_string()
+        }
     }
 }
 

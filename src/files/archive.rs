@@ -5,6 +5,9 @@
 //! files that vanish between the directory listing and the read (a normal race on a live uploads directory).
 //! A file that cannot be read (permissions) fails the backup: a backup that silently misses files is worse
 //! than one that fails loudly; the message says to fix the permissions or exclude the path.
+//! A file that changes while it is read (a growing log, a file being rewritten) cannot be stored as it was at
+//! any one moment: it is stored as far as it was read, and listed as incomplete in its index entry and in the
+//! manifest, so that the backup, `dr snapshots`, `dr verify`, a restore and the report can say so.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -16,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
 use super::excludes::Excludes;
-use super::index::{EntryKind, IndexEntry};
+use super::index::{Change, EntryKind, Incomplete, IncompleteFile, IndexEntry};
 use crate::error::{Error, Result};
 
 /// Counts of what went into the archive.
@@ -29,6 +32,8 @@ pub struct ArchiveSummary {
     pub skipped: Vec<String>,
     /// Symlinks pointing outside the source, as `path -> target` (a restore needs `external_symlinks`).
     pub external_symlinks: Vec<String>,
+    /// Regular files that changed while they were read, stored as far as they were read.
+    pub incomplete: Vec<IncompleteFile>,
 }
 
 /// Walks `root` and writes every kept entry to `tar_out` and a JSON line per entry to `index_out`.
@@ -109,6 +114,7 @@ fn archive_entry(
         size: None,
         sha256: None,
         target: None,
+        incomplete: None,
     };
     if file_type.is_dir() {
         header.set_entry_type(EntryType::Directory);
@@ -141,17 +147,28 @@ fn archive_entry(
             }
             Err(e) => return Err(e),
         };
-        // The size of the file as opened; the archive holds exactly that many bytes even if it changes.
-        let size = file.metadata()?.len();
+        // tar needs the size before the data: the size of the file as opened. The archive holds exactly that
+        // many bytes whatever happens next; what was really read, and the file's metadata after the read, tell
+        // whether it changed meanwhile, and such a file is recorded as incomplete instead of stored wrong
+        // without a word.
+        let opened = file.metadata()?;
+        let size = opened.len();
         header.set_entry_type(EntryType::Regular);
         header.set_size(size);
-        let mut reader = ExactReader { inner: file.take(size), remaining: size, hasher: Sha256::new(), shrank: false };
+        let mut reader = DeclaredSize::new(&file, size);
         builder.append_data(&mut header, relative, &mut reader)?;
-        if reader.shrank {
-            tracing::warn!(path = %path.display(), "file shrank while being read; archived padded with zeros");
-        }
-        index.size = Some(size);
+        let read = reader.read;
+        index.size = Some(read);
         index.sha256 = Some(hex::encode(reader.hasher.finalize()));
+        if let Some(change) = change_during_read(&file, &opened, read)? {
+            let incomplete = Incomplete { change, read, archived: size };
+            index.incomplete = Some(incomplete);
+            summary.incomplete.push(IncompleteFile {
+                path: index.path.clone(),
+                path_hex: index.path_hex.clone(),
+                incomplete,
+            });
+        }
         summary.files += 1;
         summary.bytes += size;
     } else {
@@ -162,28 +179,120 @@ fn archive_entry(
     Ok(None)
 }
 
-/// Yields exactly `remaining` bytes: the file's, then zeros if it shrank; hashes what it yields.
-struct ExactReader<R> {
-    inner: R,
-    remaining: u64,
-    hasher: Sha256,
-    shrank: bool,
+/// How the file changed while it was read, if it did: fewer bytes than its size when opened (shrank), more
+/// (grew), or its size, modification or change time moved (modified in place, or cut after the read).
+fn change_during_read(mut file: &File, opened: &fs::Metadata, read: u64) -> io::Result<Option<Change>> {
+    if read < opened.len() {
+        return Ok(Some(Change::Shrank));
+    }
+    let mut probe = [0u8; 1];
+    let more = loop {
+        match file.read(&mut probe) {
+            Ok(n) => break n > 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    let now = file.metadata()?;
+    if more || now.len() > opened.len() {
+        return Ok(Some(Change::Grew));
+    }
+    let moved = now.len() != opened.len()
+        || (now.mtime(), now.mtime_nsec()) != (opened.mtime(), opened.mtime_nsec())
+        || (now.ctime(), now.ctime_nsec()) != (opened.ctime(), opened.ctime_nsec());
+    Ok(moved.then_some(Change::Modified))
 }
 
-impl<R: Read> Read for ExactReader<R> {
+/// Yields exactly the `remaining` bytes the tar header declared: the file's, then zeros if it ended early (tar
+/// cannot take back a declared size). Only the file's own bytes are counted in `read` and hashed; once the
+/// file ended, it is not read again, so bytes written later never follow the padding.
+struct DeclaredSize<R> {
+    inner: R,
+    remaining: u64,
+    read: u64,
+    ended: bool,
+    hasher: Sha256,
+}
+
+impl<R: Read> DeclaredSize<R> {
+    fn new(inner: R, declared: u64) -> Self {
+        DeclaredSize { inner, remaining: declared, read: 0, ended: false, hasher: Sha256::new() }
+    }
+}
+
+impl<R: Read> Read for DeclaredSize<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
+        if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
-        let mut n = self.inner.read(&mut buf[..want])?;
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = if self.ended { 0 } else { self.inner.read(&mut buf[..want])? };
         if n == 0 {
-            self.shrank = true;
+            self.ended = true;
             buf[..want].fill(0);
-            n = want;
+            self.remaining -= want as u64;
+            return Ok(want);
         }
+        self.read += n as u64;
         self.remaining -= n as u64;
         self.hasher.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn archive_of(file: &File, opened: &fs::Metadata) -> (Vec<u8>, u64, Option<Change>) {
+        let mut reader = DeclaredSize::new(file, opened.len());
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        let read = reader.read;
+        (out, read, change_during_read(file, opened, read).unwrap())
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_read_is_padded_to_its_declared_size_and_marked_shrank() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        fs::write(&path, vec![b'x'; 10_000]).unwrap();
+        let file = File::open(&path).unwrap();
+        let opened = file.metadata().unwrap();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(1_000).unwrap();
+        let (out, read, change) = archive_of(&file, &opened);
+        assert_eq!(out.len(), 10_000, "tar needs the declared size");
+        assert_eq!(read, 1_000);
+        assert!(out[..1_000].iter().all(|&b| b == b'x') && out[1_000..].iter().all(|&b| b == 0));
+        assert_eq!(change, Some(Change::Shrank));
+    }
+
+    #[test]
+    fn a_file_that_grows_while_read_is_cut_at_its_declared_size_and_marked_grew() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        fs::write(&path, vec![b'x'; 1_000]).unwrap();
+        let file = File::open(&path).unwrap();
+        let opened = file.metadata().unwrap();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(&[b'y'; 500]).unwrap();
+        let (out, read, change) = archive_of(&file, &opened);
+        assert_eq!((out.len(), read), (1_000, 1_000));
+        assert_eq!(change, Some(Change::Grew));
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_is_marked_modified_and_a_quiet_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        fs::write(&path, vec![b'x'; 1_000]).unwrap();
+        let file = File::open(&path).unwrap();
+        let opened = file.metadata().unwrap();
+        assert_eq!(archive_of(&File::open(&path).unwrap(), &opened).2, None);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        OpenOptions::new().write(true).open(&path).unwrap().write_all(&[b'y'; 10]).unwrap();
+        assert_eq!(archive_of(&file, &opened).2, Some(Change::Modified));
     }
 }

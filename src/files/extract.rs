@@ -279,6 +279,26 @@ impl Extraction {
         self.created = None;
         Ok(())
     }
+
+    /// Cuts a staged regular file down to `len` bytes, keeping its modification time: a file that shrank while
+    /// it was backed up is archived padded with zeros (tar needs the size declared up front), and the padding
+    /// is not data.
+    pub fn truncate_staged(&self, relative: &Path, len: u64) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let fail = |e: io::Error| self.io_error(&format!("cutting {} to the bytes read", relative.display()), e);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(self.staging().join(relative))
+            .map_err(fail)?;
+        let metadata = file.metadata().map_err(fail)?;
+        if !metadata.is_file() || metadata.len() < len {
+            return Err(fail(io::Error::other("not the regular file the snapshot describes")));
+        }
+        file.set_len(len).map_err(fail)?;
+        filetime::set_file_handle_times(&file, None, Some(FileTime::from_last_modification_time(&metadata)))
+            .map_err(fail)
+    }
 }
 
 impl Drop for Extraction {

@@ -11,6 +11,6 @@ pub use archive::{ArchiveSummary, write_archive};
 pub use atomic::write_atomically;
 pub use excludes::Excludes;
 pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
-pub use index::{EntryKind, IndexEntry};
+pub use index::{Change, EntryKind, Incomplete, IncompleteFile, IndexEntry};
 pub(crate) use listing::sha256_file;
 pub use listing::tree_listing;

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::snapshot_id::SnapshotId;
+use crate::files::IncompleteFile;
 use crate::pipeline::Sealed;
 
 /// Version of the repository format this build writes and reads.
@@ -69,6 +70,14 @@ pub struct SourceEntry {
     /// The instant the data describes: the database snapshot's `now()`, or when the file walk began.
     pub consistent_at: DateTime<Utc>,
     pub objects: Vec<ObjectEntry>,
+    /// Files of a files source that changed while they were read and are stored incomplete. Only the count is
+    /// public; the paths and what happened are in the private part (and the index).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incomplete_files: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SourceEntry {
@@ -212,4 +221,15 @@ pub struct FilesDetails {
     pub bytes: u64,
     /// Entries left out, with the reason (vanished during the walk, special files).
     pub skipped: Vec<String>,
+    /// Files that changed while they were read: stored as far as they were read (docs/repository-format.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<IncompleteFile>,
+}
+
+impl FilesDetails {
+    /// The bytes a restore gives back: `bytes` (what the tar entries declare) without the zero padding of
+    /// files that shrank while they were read.
+    pub fn restored_bytes(&self) -> u64 {
+        self.bytes - self.incomplete.iter().map(|f| f.incomplete.padding()).sum::<u64>().min(self.bytes)
+    }
 }

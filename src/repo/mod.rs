@@ -226,7 +226,8 @@ impl Repository {
         }
     }
 
-    fn drill_key(id: &SnapshotId) -> String {
+    /// Where a drill's record is stored: `drills/<id>.json.age`.
+    pub fn drill_key(id: &SnapshotId) -> String {
         format!("{DRILLS_PREFIX}{id}{DRILL_SUFFIX}")
     }
 

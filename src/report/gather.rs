@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::attempt_record::{AttemptOutcome, AttemptRecord};
 use crate::repo::drill_record::{CheckStatus, DrillRecord};
-use crate::repo::manifest::{Manifest, PrivateManifest};
+use crate::repo::manifest::{Manifest, PrivateManifest, SourceDetails};
 use crate::repo::snapshot_id::SnapshotId;
 use crate::units::plural;
 
@@ -158,6 +158,16 @@ impl Snapshot {
             hostname: m.hostname.clone(),
             stored_bytes: m.stored_size(),
             plain_bytes: m.objects().map(|o| o.plain_size).sum(),
+            incomplete_files: self
+                .private
+                .sources
+                .iter()
+                .filter_map(|s| match s {
+                    SourceDetails::Files(files) => Some(files),
+                    SourceDetails::Postgres(_) => None,
+                })
+                .flat_map(|files| files.incomplete.iter().map(|f| format!("{}: {}", files.name, f.describe())))
+                .collect(),
         }
     }
 }
@@ -388,6 +398,13 @@ fn summarize(
     }
     if !unreadable.is_empty() {
         findings.push(format!("{} in the window cannot be read", plural(unreadable.len(), "record")));
+    }
+    let incomplete = snapshots.iter().filter(|s| !s.incomplete_files.is_empty()).count();
+    if incomplete > 0 {
+        findings.push(format!(
+            "{} hold files stored incomplete (they changed while being read)",
+            plural(incomplete, "snapshot")
+        ));
     }
     Summary {
         status: if findings.is_empty() { Status::Ok } else { Status::Attention },

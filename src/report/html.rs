@@ -50,6 +50,7 @@ fn write_page(out: &mut String, report: &Report) -> fmt::Result {
     rpo_gap(out, report)?;
     days(out, report)?;
     anomalies(out, report)?;
+    incomplete_files(out, report)?;
     unreadable(out, report)?;
     write!(
         out,
@@ -485,6 +486,31 @@ fn anomalies(out: &mut String, report: &Report) -> fmt::Result {
         out.push_str("</ul>\n");
     }
     out.push_str("</section>\n");
+    Ok(())
+}
+
+/// Files stored incomplete, per snapshot; no section at all when there are none.
+fn incomplete_files(out: &mut String, report: &Report) -> fmt::Result {
+    let snapshots: Vec<_> = report.snapshots.iter().filter(|s| !s.incomplete_files.is_empty()).collect();
+    if snapshots.is_empty() {
+        return Ok(());
+    }
+    out.push_str(
+        "<section>\n<h2>Incomplete files</h2>\n<p class=\"muted\">Files that changed while the backup read them: \
+         each snapshot holds them only as far as read.</p>\n<ul>",
+    );
+    for snapshot in snapshots {
+        for file in &snapshot.incomplete_files {
+            write!(
+                out,
+                "<li>{} <span class=\"muted\">in <code>{}</code> ({})</span></li>",
+                escape(file),
+                escape(snapshot.id.as_str()),
+                time(snapshot.started_at)
+            )?;
+        }
+    }
+    out.push_str("</ul>\n</section>\n");
     Ok(())
 }
 

@@ -23,6 +23,7 @@ fn write_report(out: &mut String, report: &Report) -> fmt::Result {
     rpo_gap(out, report)?;
     days(out, report)?;
     anomalies(out, report)?;
+    incomplete_files(out, report)?;
     unreadable(out, report)
 }
 
@@ -300,6 +301,24 @@ fn anomalies(out: &mut String, report: &Report) -> fmt::Result {
         writeln!(out)?;
     }
     Ok(())
+}
+
+/// Files stored incomplete, per snapshot; nothing at all when there are none.
+fn incomplete_files(out: &mut String, report: &Report) -> fmt::Result {
+    let snapshots: Vec<_> = report.snapshots.iter().filter(|s| !s.incomplete_files.is_empty()).collect();
+    if snapshots.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "## Incomplete files")?;
+    writeln!(out)?;
+    writeln!(out, "Files that changed while the backup read them: each snapshot holds them only as far as read.")?;
+    writeln!(out)?;
+    for snapshot in snapshots {
+        for file in &snapshot.incomplete_files {
+            writeln!(out, "- {} ({}): {}", code(snapshot.id.as_str()), time(snapshot.started_at), text(file))?;
+        }
+    }
+    writeln!(out)
 }
 
 fn unreadable(out: &mut String, report: &Report) -> fmt::Result {

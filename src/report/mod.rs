@@ -273,6 +273,9 @@ pub struct SnapshotSummary {
     pub hostname: String,
     pub stored_bytes: u64,
     pub plain_bytes: u64,
+    /// Files that changed while they were read and are stored incomplete, as `source: path what happened`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incomplete_files: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

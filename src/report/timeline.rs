@@ -168,6 +168,7 @@ mod tests {
             hostname: "web1".into(),
             stored_bytes: bytes,
             plain_bytes: bytes * 3,
+            incomplete_files: Vec::new(),
         };
         let rows =
             days(at(18, 4), at(20, 4), &[snapshot(18, 5, 10), snapshot(18, 23, 20), snapshot(20, 1, 5)], &[], None);

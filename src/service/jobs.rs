@@ -78,10 +78,24 @@ async fn backup(config: &Config, repo: &Repository, shared: &Shared, cancel: Can
         finished_at: report.finished_at,
         duration_seconds: report.duration_seconds,
         stored_bytes: report.stored_size,
+        incomplete_files: report.incomplete_files().len(),
     });
     let mut summary = format!("snapshot {} ({})", report.snapshot, crate::units::bytes(report.stored_size));
     if !report.anomalies.is_empty() {
         summary.push_str(&format!("; warning: {}", report.anomalies.join("; ")));
+    }
+    // Committed, but not whole: said as a warning of its own (the engine already logged each file), and in the
+    // summary that /status shows.
+    let incomplete = report.incomplete_files();
+    if !incomplete.is_empty() {
+        let warning = format!(
+            "{} changed while being read and {} stored incomplete: {}",
+            crate::units::plural(incomplete.len(), "file"),
+            if incomplete.len() == 1 { "is" } else { "are" },
+            incomplete.join("; ")
+        );
+        tracing::warn!(snapshot = %report.snapshot, "backup committed with incomplete files: {warning}");
+        summary.push_str(&format!("; warning: {warning}"));
     }
     Ok(summary)
 }

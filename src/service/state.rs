@@ -73,6 +73,8 @@ pub struct BackupRun {
     pub finished_at: DateTime<Utc>,
     pub duration_seconds: f64,
     pub stored_bytes: u64,
+    /// Files that changed while being read, stored incomplete (`dr backup` would exit with 3).
+    pub incomplete_files: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
