@@ -36,12 +36,12 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
         for snapshot in &report.snapshots {
             let stored: u64 = snapshot.objects.iter().map(|o| o.stored_size).sum();
             let verdict = if snapshot.ok() { "ok" } else { "BAD" };
-            println!("{} {verdict}: {} objects, {}", snapshot.snapshot, snapshot.objects.len(), units::bytes(stored));
+            outln!("{} {verdict}: {} objects, {}", snapshot.snapshot, snapshot.objects.len(), units::bytes(stored));
             if let Some(error) = &snapshot.manifest_error {
-                println!("  manifest: {error}");
+                outln!("  manifest: {error}");
             }
             for error in snapshot.objects.iter().filter_map(|o| o.error.as_deref()) {
-                println!("  {error}");
+                outln!("  {error}");
             }
         }
     }
