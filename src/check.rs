@@ -76,8 +76,10 @@ impl Item {
         Item { area, subject: subject.into(), ok: true, detail: detail.into(), hint: None }
     }
 
+    /// A problem from an error of the engine: its message (on one line) and its hint.
     pub fn problem(area: Area, subject: impl Into<String>, error: &Error) -> Item {
-        Item { area, subject: subject.into(), ok: false, detail: error.to_string(), hint: error.hint() }
+        let detail = error.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        Item { area, subject: subject.into(), ok: false, detail, hint: error.hint() }
     }
 
     fn from_result(area: Area, subject: impl Into<String>, result: crate::Result<String>) -> Item {
@@ -119,7 +121,7 @@ fn schedules(config: &Config) -> Vec<Item> {
         .jobs
         .iter()
         .filter_map(|job| alone(vec![job.clone()], None).err().map(|e| (job, e)))
-        .map(|(job, e)| Item::problem(Area::Schedules, format!("job {:?}", job.name), &e))
+        .map(|(_, e)| Item::problem(Area::Schedules, "[[job]]", &e))
         .collect();
     if items.is_empty() {
         items.push(match crate::service::load_jobs(config) {
@@ -181,7 +183,7 @@ fn readable_dir(subject: String, path: &Path, setting: &str) -> Item {
         Ok(Some(entries)) => Item::ok(
             Area::Paths,
             subject.clone(),
-            format!("{} ({} entries at the top)", path.display(), entries.count()),
+            format!("{} ({} at the top)", path.display(), crate::units::plural(entries.count(), "entry")),
         ),
         Ok(None) => {
             problem(format!("{} is not a directory", path.display()), format!("point {setting} at a directory"))

@@ -59,7 +59,7 @@ fn check_reports_every_planted_problem_at_once() {
     let problems: Vec<&str> = stdout.lines().filter(|l| l.starts_with("PROBLEM")).collect();
     assert_eq!(problems.len(), 5, "{stdout}");
     for (area, subject, text) in [
-        ("schedules", "job \"nightly\"", "not a valid cron expression"),
+        ("schedules", "[[job]]", "\"every night\""),
         ("paths", "files \"uploads\"", "No such file or directory"),
         ("keys", "[encryption] identity_file", "cannot decrypt"),
         ("repository", "repository file://", "not initialized"),
@@ -95,7 +95,7 @@ fn check_passes_on_a_healthy_site_and_a_broken_configuration_is_one_problem() {
     let stdout = run.stdout.clone();
     let error = run.user_error(1);
     assert!(error.contains("1 problem"), "{error}");
-    assert!(stdout.contains("PROBLEM  configuration"), "{stdout}");
+    assert!(stdout.contains("PROBLEM  configuration dr.toml: configuration file"), "{stdout}");
 }
 
 #[test]

@@ -18,16 +18,20 @@ pub struct Args {
 pub async fn run(context: &Context, args: Args) -> Result<()> {
     let report = match context.load_config() {
         Ok(loaded) => {
-            let origin = match &loaded.origin {
-                ConfigOrigin::File(path) => path.display().to_string(),
-                ConfigOrigin::Environment => "no file: defaults and DR_* variables".to_string(),
+            let loaded_from = match &loaded.origin {
+                ConfigOrigin::File(path) => {
+                    Item::ok(Area::Configuration, path.display().to_string(), "loads and is valid")
+                }
+                ConfigOrigin::Environment => {
+                    Item::ok(Area::Configuration, "no file", "defaults and DR_* environment variables")
+                }
             };
             let mut report = dr::check::check(&loaded.config).await;
-            report.items.insert(0, Item::ok(Area::Configuration, "configuration", origin));
+            report.items.insert(0, loaded_from);
             report
         }
         // Without a configuration there is nothing else to check against.
-        Err(e) => CheckReport { items: vec![Item::problem(Area::Configuration, "configuration", &e)] },
+        Err(e) => CheckReport { items: vec![Item::problem(Area::Configuration, "dr.toml", &e)] },
     };
     if args.json {
         print_json(&report)?;
@@ -42,12 +46,12 @@ fn print(report: &CheckReport, quiet: bool) {
     for item in &report.items {
         if item.ok {
             if !quiet {
-                outln!("ok       {:<12} {}: {}", item.area.label(), item.subject, item.detail);
+                outln!("ok       {:<13} {}: {}", item.area.label(), item.subject, item.detail);
             }
         } else {
-            outln!("PROBLEM  {:<12} {}: {}", item.area.label(), item.subject, item.detail);
+            outln!("PROBLEM  {:<13} {}: {}", item.area.label(), item.subject, item.detail);
             if let Some(hint) = &item.hint {
-                outln!("         {:<12} hint: {hint}", "");
+                outln!("         {:<13} hint: {hint}", "");
             }
         }
     }

@@ -17,7 +17,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use super::progress::Display;
 
 /// Logs go to stderr: `default_level` (info, or warn for commands that narrate on their own), `-v` debug, `-vv` trace, `-q` errors only; `RUST_LOG` overrides.
-/// While progress bars are on screen, log lines are printed above them instead of through them.
+/// While progress bars are on screen, log lines are printed above them instead of through them, and on a terminal
+/// without timestamps.
 pub fn init_logging(verbose: u8, quiet: bool, default_level: &str, display: &Display, json: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -41,12 +42,18 @@ pub fn init_logging(verbose: u8, quiet: bool, default_level: &str, display: &Dis
         return;
     }
     let ansi = io::stderr().is_terminal();
-    let _ = tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LogWriter { display: display.clone() })
         .with_ansi(ansi)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    // Someone watching a terminal sees the lines as they come, above the progress bars: timestamps there are
+    // noise. Logs that are kept (a service manager, a file, a pipe) keep them.
+    if ansi {
+        let _ = subscriber.without_time().try_init();
+    } else {
+        let _ = subscriber.try_init();
+    }
 }
 
 #[derive(Clone)]

@@ -164,6 +164,8 @@ impl ProgressTask for BarTask {
             );
             self.bar.finish_with_message(phase_summary(summary, self.started.elapsed()));
         } else {
+            // The bar ends at what was actually moved, whatever the estimate said.
+            self.bar.set_length(self.bar.position());
             self.bar.finish_with_message(summary.to_string());
         }
     }

@@ -162,9 +162,9 @@ fn print_human(status: &Value, config_error: Option<&Error>, now: DateTime<Utc>)
     rows.push((
         "repository".into(),
         format!(
-            "{} ({} snapshots{})",
+            "{} ({}{})",
             repository["location"].as_str().unwrap_or("?"),
-            repository["snapshots"],
+            dr::units::plural(repository["snapshots"].as_u64().unwrap_or(0) as usize, "snapshot"),
             if repository["reachable"] == false { ", UNREACHABLE" } else { "" }
         ),
     ));
