@@ -56,7 +56,7 @@ fn render_man() -> std::io::Result<Vec<u8>> {
                 && arg.get_long().is_some()
                 && let Some(names) = arg.get_value_names()
             {
-                let names: Vec<String> = names.iter().map(|n| format!("<{}>", roff_escape(&n.to_string()))).collect();
+                let names: Vec<String> = names.iter().map(|n| format!("<{}>", roff_escape(n.as_ref()))).collect();
                 label.push(' ');
                 label.push_str(&names.join(" "));
             }
