@@ -47,8 +47,8 @@ fn render_man() -> std::io::Result<Vec<u8>> {
         let args: Vec<_> = sub.get_arguments().filter(|a| !a.is_hide_set() && !a.is_global_set()).collect();
         for arg in args {
             let mut label = match (arg.get_short(), arg.get_long()) {
-                (Some(s), Some(l)) => format!("\\-{s}, \\-\\-{l}"),
-                (None, Some(l)) => format!("\\-\\-{l}"),
+                (Some(s), Some(l)) => format!("\\-{s}, \\-\\-{}", roff_escape(l)),
+                (None, Some(l)) => format!("\\-\\-{}", roff_escape(l)),
                 (Some(s), None) => format!("\\-{s}"),
                 (None, None) => format!("<{}>", arg.get_id()),
             };
