@@ -36,6 +36,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     cargo build --release --locked --bin dr \
     && install -m 0755 target/release/dr /usr/local/bin/dr
+# Shell completions and the man page, generated from the binary's own command-line definition (so they always
+# match it), in the places bash-completion, zsh, fish and man look.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN install -d /out/bash-completion/completions /out/zsh/vendor-completions /out/fish/vendor_completions.d \
+        /out/man/man1 \
+    && dr completions bash > /out/bash-completion/completions/dr \
+    && dr completions zsh > /out/zsh/vendor-completions/_dr \
+    && dr completions fish > /out/fish/vendor_completions.d/dr.fish \
+    && dr man | gzip -9n > /out/man/man1/dr.1.gz
 
 # ---- runtime: Debian slim with only what dr runs.
 FROM debian:${DEBIAN_SUITE}-slim AS runtime
@@ -90,6 +99,7 @@ RUN groupadd --system --gid 10001 dr \
     && install -d -m 0755 /etc/dr
 
 COPY --from=builder /usr/local/bin/dr /usr/local/bin/dr
+COPY --from=builder /out/ /usr/share/
 
 ENV DR_CONFIG=/etc/dr/dr.toml \
     HOME=/var/lib/dr \

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub const DEFAULT_REPOSITORY_URL: &str = "file:///var/lib/dr/repo";
-const SEARCH_PATHS: [&str; 2] = ["dr.toml", "/etc/dr/dr.toml"];
+/// Where the configuration is looked for without --config or $DR_CONFIG, in this order.
+pub const SEARCH_PATHS: [&str; 2] = ["dr.toml", "/etc/dr/dr.toml"];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

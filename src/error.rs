@@ -199,6 +199,10 @@ pub enum Error {
     #[error("dr serve at {url}: {reason}")]
     ServiceUnhealthy { url: String, reason: String },
 
+    /// `dr check` found problems (each one is listed above the error, with its own hint).
+    #[error("dr check found {problems} problem{} in {checks} checks", if *.problems == 1 { "" } else { "s" })]
+    CheckFailed { problems: usize, checks: usize },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -408,6 +412,9 @@ impl Error {
             Error::ServiceUnhealthy { .. } => "check that `dr serve` runs and listens at [service] listen (its log \
                                                says why it stopped); `dr status` tells why it is not ready"
                 .to_string(),
+            Error::CheckFailed { .. } => {
+                "fix each problem listed above (its own hint says how), then run `dr check` again".to_string()
+            }
             Error::Interrupted => "nothing was committed; run the command again".to_string(),
             Error::Cancelled => "nothing was committed; run the command again".to_string(),
             Error::Signal { .. } => "an interrupted backup leaves no snapshot (its partial objects are invisible); \

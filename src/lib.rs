@@ -13,6 +13,7 @@
 
 pub mod anomalies;
 pub mod audit;
+pub mod check;
 pub mod config;
 pub mod crypto;
 pub mod demo;

@@ -52,6 +52,19 @@ pub fn age(since: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::U
     }
 }
 
+/// A coarse time relative to now, as a status line reads it: `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`,
+/// or `in 5 min` for a time ahead.
+pub fn relative(time: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let seconds = (now - time).num_seconds();
+    let magnitude = match seconds.unsigned_abs() {
+        s @ 0..=59 => format!("{s} s"),
+        s @ 60..=3599 => format!("{} min", s / 60),
+        s @ 3600..=172_799 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
+    };
+    if seconds >= 0 { format!("{magnitude} ago") } else { format!("in {magnitude}") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +77,16 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(850)), "850ms");
         assert_eq!(duration(Duration::from_secs(245)), "4m 05s");
         assert_eq!(duration(Duration::from_secs(7380)), "2h 03m");
+    }
+
+    #[test]
+    fn relative_times_read_as_a_status_line_says_them() {
+        let now = chrono::Utc::now();
+        let ago = |s: i64| relative(now - chrono::Duration::seconds(s), now);
+        assert_eq!(ago(12), "12 s ago");
+        assert_eq!(ago(300), "5 min ago");
+        assert_eq!(ago(3 * 3600 + 5), "3 h ago");
+        assert_eq!(ago(3 * 86_400), "3 d ago");
+        assert_eq!(ago(-600), "in 10 min");
     }
 }

@@ -270,6 +270,47 @@ async fn a_token_guards_metrics_and_status_but_not_health() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn status_shows_ages_and_still_works_when_the_configuration_on_disk_is_broken() {
+    let site = Site::new().await;
+    let token_file = site.path("token");
+    fs::write(&token_file, "5e1f0c\n").unwrap();
+    let service_section = service_toml(&site, &format!("token_file = \"{}\"", token_file.display()));
+    site.write_config(&format!(
+        "{service_section}[[job]]\nname = \"nightly\"\nschedule = \"0 0 3 * * *\"\nrun = \"backup\"\n"
+    ));
+    site.backup();
+    let service = Service::start(&site);
+    let run = site.dr(&["status"]).ok();
+    assert!(run.stdout.contains("source:      dr serve at 127.0.0.1:"), "{}", run.stdout);
+    let latest = run.stdout.lines().find(|l| l.starts_with("latest data:")).unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(latest.ends_with(" s ago)"), "{latest}");
+    let job = run.stdout.lines().find(|l| l.starts_with("nightly")).unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(job.contains("backup") && job.contains("never run") && job.contains("  in "), "{job}");
+    assert!(run.stdout.contains("JOB") && run.stdout.contains("NEXT RUN"), "{}", run.stdout);
+
+    // An edit leaves dr.toml invalid (still TOML): the service keeps running with what it loaded, and
+    // `dr status` still finds it, with the listen address and token it can read from the file.
+    let config = fs::read_to_string(&site.config_path).unwrap();
+    fs::write(&site.config_path, format!("{config}\n[compression]\nlevel = 99\n")).unwrap();
+    let run = site.dr(&["status"]).ok();
+    assert!(run.stdout.contains("configuration: BROKEN: "), "{}", run.stdout);
+    assert!(run.stdout.contains("dr serve at 127.0.0.1:"), "{}", run.stdout);
+    assert!(run.stderr.contains("the configuration does not load"), "{}", run.stderr);
+    let json = site.dr(&["status", "--json"]).ok().json();
+    assert!(json["configuration_error"].as_str().unwrap().contains("level = 99"), "{json}");
+
+    // Not TOML at all: --url (and --token-file) still reach it.
+    fs::write(&site.config_path, "this is [not toml").unwrap();
+    let url = service.base.clone();
+    let run = site.dr(&["status", "--url", &url, "--token-file", token_file.to_str().unwrap()]).ok();
+    assert!(run.stdout.contains("configuration: BROKEN: "), "{}", run.stdout);
+    service.stop();
+    // With neither a configuration nor a service, the configuration's error is the error.
+    let error = site.dr(&["status", "--url", &url]).user_error(1);
+    assert!(error.contains("configuration file"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_a_backup_exits_0_and_leaves_no_partial_snapshot() {
     let site = Site::new().await;
     common::add_random_table(&site.db, DATABASE, "bulk", 160).await;

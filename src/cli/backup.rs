@@ -32,7 +32,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     }
     if !context.quiet {
         for source in &report.sources {
-            eprintln!(
+            errln!(
                 "  {:<16} {:>10} -> {:>10} in {}{}",
                 source.name,
                 units::bytes(source.plain_size),
@@ -46,7 +46,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
             );
         }
     }
-    println!("{}", report.snapshot);
+    outln!("{}", report.snapshot);
     incomplete(&report)
 }
 

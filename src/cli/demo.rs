@@ -11,22 +11,22 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    println!("dr demo: back up a sample site and bring it back on scratch infrastructure\n");
+    outln!("dr demo: back up a sample site and bring it back on scratch infrastructure\n");
     let mut print = |step: &Step| {
-        println!("  ok  {:<66} {:>8}", step.title, units::duration(step.elapsed));
+        outln!("  ok  {:<66} {:>8}", step.title, units::duration(step.elapsed));
         if !step.detail.is_empty() {
-            println!("      {}", step.detail);
+            outln!("      {}", step.detail);
         }
     };
     let outcome = dr::demo::run(&DemoOptions { keep: args.keep }, &mut print).await?;
-    println!(
+    outln!(
         "\nThe restored site is identical to the original ({} steps in {}).",
         outcome.steps.len(),
         units::duration(outcome.total)
     );
     if let Some(dir) = outcome.kept {
-        println!("Kept in {}", dir.display());
+        outln!("Kept in {}", dir.display());
     }
-    println!("Next: write a dr.toml for your site (docs/configuration.md), then `dr init` and `dr backup`.");
+    outln!("Next: write a dr.toml for your site (docs/configuration.md), then `dr init` and `dr backup`.");
     Ok(())
 }

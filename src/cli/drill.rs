@@ -79,9 +79,9 @@ fn print_outcome(outcome: &DrillOutcome) {
         _ => "FAILED",
     };
     let snapshot = record.snapshot.as_ref().map_or("no snapshot".to_string(), |s| format!("snapshot {s}"));
-    println!("drill {} of {snapshot}: {verdict}", record.id);
+    outln!("drill {} of {snapshot}: {verdict}", record.id);
     if record.scratch.kind != "none" {
-        println!(
+        outln!(
             "  scratch:  {} {} ({}, started in {})",
             record.scratch.kind,
             record.scratch.server_version.as_deref().unwrap_or("PostgreSQL"),
@@ -92,28 +92,28 @@ fn print_outcome(outcome: &DrillOutcome) {
     if !record.phases.is_empty() {
         let phases: Vec<String> =
             record.phases.iter().map(|p| format!("{} {}", p.name, units::seconds(p.seconds))).collect();
-        println!("  phases:   {}", phases.join(", "));
+        outln!("  phases:   {}", phases.join(", "));
     }
-    println!("  RTO:      {}", measure(&record.rto));
-    println!("  RPO:      {}", measure(&record.rpo));
+    outln!("  RTO:      {}", measure(&record.rto));
+    outln!("  RPO:      {}", measure(&record.rpo));
     for check in &record.checks {
         let status = match check.status {
             CheckStatus::Pass => "pass",
             CheckStatus::Warn => "warn",
             CheckStatus::Fail => "FAIL",
         };
-        println!("  {status}  {:<24} {}", check.name, check.detail);
+        outln!("  {status}  {:<24} {}", check.name, check.detail);
         for problem in &check.problems {
-            println!("          - {problem}");
+            outln!("          - {problem}");
         }
     }
     print_sizes(record);
     match &outcome.stored {
-        Ok(key) => println!("  record:   {key}"),
-        Err(e) => println!("  record:   NOT STORED: {e}"),
+        Ok(key) => outln!("  record:   {key}"),
+        Err(e) => outln!("  record:   NOT STORED: {e}"),
     }
     for line in &outcome.kept {
-        println!("  kept:     {line}");
+        outln!("  kept:     {line}");
     }
 }
 
@@ -124,7 +124,7 @@ fn print_sizes(record: &DrillRecord) {
         .map(|s| format!("{} {} ({} stored)", s.name, units::bytes(s.plain_bytes), units::bytes(s.stored_bytes)))
         .collect();
     if !sizes.is_empty() {
-        println!("  sizes:    {}", sizes.join(", "));
+        outln!("  sizes:    {}", sizes.join(", "));
     }
 }
 

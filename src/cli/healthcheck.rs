@@ -41,7 +41,7 @@ pub async fn run(context: &Context, args: Args) -> Result<()> {
         return Err(unhealthy(format!("HTTP {status}{}{detail}", if detail.is_empty() { "" } else { ": " })));
     }
     if !context.quiet {
-        println!("{url}: {}", body.lines().next().unwrap_or("ok").trim());
+        outln!("{url}: {}", body.lines().next().unwrap_or("ok").trim());
     }
     Ok(())
 }

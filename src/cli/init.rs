@@ -13,9 +13,9 @@ pub async fn run(context: &Context) -> Result<()> {
     store.check_access().await?;
     let location = store.location().to_string();
     Repository::init(Arc::from(store)).await?;
-    println!("initialized repository {location}");
+    outln!("initialized repository {location}");
     if loaded.config.encryption.recipients.is_empty() {
-        eprintln!("note: no recipients are configured yet; `dr keygen --output FILE` makes a key pair");
+        errln!("note: no recipients are configured yet; `dr keygen --output FILE` makes a key pair");
     }
     Ok(())
 }

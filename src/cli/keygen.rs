@@ -18,15 +18,15 @@ pub fn run(args: Args) -> Result<()> {
     match args.output {
         Some(path) => {
             key.write_identity_file(&path)?;
-            eprintln!(
+            errln!(
                 "wrote the identity to {} (keep it off the backed-up host; it is needed to restore)",
                 path.display()
             );
-            eprintln!("public recipient, for [encryption] recipients:");
+            errln!("public recipient, for [encryption] recipients:");
             writeln!(std::io::stdout(), "{}", key.recipient()).map_err(stdout_error)
         }
         None => {
-            eprintln!("public recipient: {}", key.recipient());
+            errln!("public recipient: {}", key.recipient());
             write!(std::io::stdout(), "{}", key.identity_file_contents()).map_err(stdout_error)
         }
     }

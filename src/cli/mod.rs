@@ -1,12 +1,16 @@
 //! The command line: parse, call the engine, render. Each command is a small function in its own file.
 
+#[macro_use]
+mod output;
+
 mod backup;
+mod check;
+mod completions;
 mod demo;
 mod drill;
 mod healthcheck;
 mod init;
 mod keygen;
-mod output;
 mod progress;
 mod prune;
 mod recover;
@@ -86,6 +90,12 @@ enum Command {
     Healthcheck(healthcheck::Args),
     /// Back up and restore a sample site on scratch PostgreSQL servers, and check the result.
     Demo(demo::Args),
+    /// Check the configuration, schedules, paths, keys, repository and databases; list every problem at once.
+    Check(check::Args),
+    /// Print a shell completion script: `dr completions bash > /etc/bash_completion.d/dr`.
+    Completions(completions::Args),
+    /// Print the man page (roff): `dr man > /usr/share/man/man1/dr.1`, or `dr man | man -l -`.
+    Man,
 }
 
 /// What every command gets: the global options and lazy access to configuration and repository.
@@ -99,6 +109,15 @@ pub struct Context {
 impl Context {
     pub fn load_config(&self) -> Result<LoadedConfig> {
         Config::load(self.config_path.as_deref(), &|key| std::env::var(key).ok())
+    }
+
+    /// The configuration file `load_config` reads (--config, $DR_CONFIG, ./dr.toml, /etc/dr/dr.toml), if any.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        let chosen = self
+            .config_path
+            .clone()
+            .or_else(|| std::env::var_os("DR_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from));
+        chosen.or_else(|| dr::config::SEARCH_PATHS.iter().map(PathBuf::from).find(|p| p.exists()))
     }
 
     /// A loader that reads the configuration again each time (for `dr serve`'s reloads).
@@ -179,6 +198,8 @@ pub fn main() -> ExitCode {
     // A stopped command may leave a blocking thread waiting on a child's pipe; don't wait for it. Its children
     // see their pipes close when this process exits.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    // A closed pipe on stdout is not a failure (the reader had enough); any other write error is.
+    let result = result.and_then(|()| output::stdout_failure().map_or(Ok(()), Err));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -204,6 +225,9 @@ async fn run(command: Command, context: &Context, display: &progress::Display) -
         Command::Status(args) => status::run(context, args).await,
         Command::Healthcheck(args) => healthcheck::run(context, args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Check(args) => check::run(context, args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Man => completions::man(),
     }
 }
 

@@ -45,9 +45,9 @@ const TIME: &str = "%Y-%m-%d %H:%M:%S";
 fn print(report: &PruneReport) {
     let grace = units::duration(Duration::from_secs(report.orphan_grace_seconds));
     if report.dry_run {
-        println!("dry run: nothing is deleted");
+        outln!("dry run: nothing is deleted");
     }
-    println!("policy: {}; orphan grace {grace}", report.policy);
+    outln!("policy: {}; orphan grace {grace}", report.policy);
     for snapshot in &report.snapshots {
         let (verb, size) = match snapshot.action {
             Action::Keep => ("keep  ", String::new()),
@@ -56,30 +56,30 @@ fn print(report: &PruneReport) {
                 format!(" ({}, {})", units::plural(snapshot.objects, "object"), units::bytes(snapshot.bytes)),
             ),
         };
-        println!("{verb}  {}  {}  {}{size}", snapshot.id, snapshot.time.format(TIME), snapshot.reasons.join(", "));
+        outln!("{verb}  {}  {}  {}{size}", snapshot.id, snapshot.time.format(TIME), snapshot.reasons.join(", "));
     }
     for group in &report.orphans {
         let what = format!("{}, {}", units::plural(group.keys.len(), "object"), units::bytes(group.bytes));
         let prefix = &group.prefix;
         match (group.action, group.last_activity) {
-            (Action::Remove, _) => println!("delete  {prefix} ({what}): {}", group.reason),
+            (Action::Remove, _) => outln!("delete  {prefix} ({what}): {}", group.reason),
             (Action::Keep, Some(last)) => {
                 let until = last + chrono::Duration::seconds(report.orphan_grace_seconds as i64);
-                println!(
+                outln!(
                     "leave   {prefix} ({what}): {}; younger than {grace}, until {}",
                     group.reason,
                     until.format(TIME)
                 )
             }
-            (Action::Keep, None) => println!("leave   {prefix} ({what}): {}; its age is unknown", group.reason),
+            (Action::Keep, None) => outln!("leave   {prefix} ({what}): {}; its age is unknown", group.reason),
         }
     }
     for upload in &report.uploads {
         let started = upload.initiated.map_or(String::new(), |t| format!(", started {}", t.format(TIME)));
-        println!("abort   multipart upload of {}{started}", upload.key);
+        outln!("abort   multipart upload of {}{started}", upload.key);
     }
     for warning in &report.warnings {
-        println!("warning: {warning}");
+        outln!("warning: {warning}");
     }
     let totals = &report.totals;
     let mut summary = format!(
@@ -106,5 +106,5 @@ fn print(report: &PruneReport) {
     if totals.orphans_young > 0 {
         summary.push_str(&format!("; {} younger than {grace} left", units::plural(totals.orphans_young, "orphan")));
     }
-    println!("{summary}");
+    outln!("{summary}");
 }

@@ -11,6 +11,7 @@ use dr::recover::{self, Event, Outcome, RecoverOptions, Recovery, Runbook};
 use dr::{Error, Result, Selector, units};
 
 use super::Context;
+use super::output::print_json;
 use super::progress::Display;
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +43,10 @@ pub struct Args {
     /// Let restore steps replace targets that are not empty.
     #[arg(long)]
     force: bool,
+
+    /// Print the recovery report as JSON on stdout (with --dry-run, the plan); step output stays on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()> {
@@ -59,9 +64,20 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
         cancel: context.stop.token(),
     };
     let plan = recover::prepare(config, &repo, &runbook, &options).await?;
+    if args.dry_run && args.json {
+        return print_json(&serde_json::json!({
+            "dry_run": true,
+            "runbook": runbook.name,
+            "snapshot": plan.state.snapshot,
+            "snapshot_consistent_at": plan.state.snapshot_consistent_at,
+            "state_path": plan.state_path,
+            "first_step": plan.start + 1,
+            "steps": plan.state.steps,
+        }));
+    }
     if args.dry_run {
-        print!("{}", plan.render(&runbook));
-        println!("dry run: nothing was changed");
+        out!("{}", plan.render(&runbook));
+        outln!("dry run: nothing was changed");
         return Ok(());
     }
     if plan.is_destructive(&runbook) && !args.yes {
@@ -78,7 +94,17 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     };
     let recovery = recover::run(config, &repo, identities, &runbook, plan, &options, display, &events).await?;
     display.clear();
-    print_summary(&recovery, quiet);
+    if args.json {
+        let (json_report, markdown_report) = recovery.report_paths.clone().unzip();
+        print_json(&serde_json::json!({
+            "report": recovery.report,
+            "report_path": json_report,
+            "markdown_report_path": markdown_report,
+            "state_path": recovery.state_path,
+        }))?;
+    } else {
+        print_summary(&recovery, quiet);
+    }
     let resume = format!("dr recover --runbook {} --resume", args.runbook.display());
     match recovery.result {
         Err(Error::Cancelled) => match context.stop.explain(Error::Cancelled) {
@@ -118,20 +144,16 @@ fn confirm(runbook: &Runbook, plan: &str) -> Result<()> {
 fn print_event(event: &Event<'_>) {
     match event {
         Event::StepStarted { number, total, step, description } => {
-            eprintln!("[{number}/{total}] {} ({})\n      {description}", step.name, step.kind.name());
+            errln!("[{number}/{total}] {} ({})\n      {description}", step.name, step.kind.name());
         }
-        Event::Output { line, .. } => eprintln!("      | {line}"),
+        Event::Output { line, .. } => errln!("      | {line}"),
         Event::Retrying { attempt, error, delay, .. } => {
-            eprintln!("      attempt {attempt} failed: {error}; trying again in {}", units::duration(*delay));
+            errln!("      attempt {attempt} failed: {error}; trying again in {}", units::duration(*delay));
         }
         Event::StepFinished { record, .. } => {
             let attempts = if record.attempts > 1 { format!(" ({} attempts)", record.attempts) } else { String::new() };
             let error = record.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
-            eprintln!(
-                "      {} in {}{attempts}{error}",
-                record.outcome.label(),
-                units::seconds(record.duration_seconds)
-            );
+            errln!("      {} in {}{attempts}{error}", record.outcome.label(), units::seconds(record.duration_seconds));
         }
     }
 }
@@ -140,17 +162,17 @@ fn print_summary(recovery: &Recovery, quiet: bool) {
     let report = &recovery.report;
     if !quiet {
         let done = report.steps.iter().filter(|s| s.outcome == Outcome::Succeeded).count();
-        println!("recovery {}: {done} of {} steps succeeded", report.outcome, report.steps.len());
-        println!("  snapshot       {}", report.snapshot);
-        println!("  data age       {} (the RPO suffered)", units::seconds(report.data_age_seconds));
-        println!(
+        outln!("recovery {}: {done} of {} steps succeeded", report.outcome, report.steps.len());
+        outln!("  snapshot       {}", report.snapshot);
+        outln!("  data age       {} (the RPO suffered)", units::seconds(report.data_age_seconds));
+        outln!(
             "  total time     {} (the RTO achieved, since the first run started)",
             units::seconds(report.total_seconds)
         );
     }
     if let Some((json, markdown)) = &recovery.report_paths {
-        println!("  report         {}", markdown.display());
-        println!("  report (JSON)  {}", json.display());
+        outln!("  report         {}", markdown.display());
+        outln!("  report (JSON)  {}", json.display());
     }
-    println!("  state          {}", recovery.state_path.display());
+    outln!("  state          {}", recovery.state_path.display());
 }

@@ -21,6 +21,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = FormatArg::Md)]
     format: FormatArg,
 
+    /// Print JSON (the same as --format json).
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+
     /// Write the report to FILE (replaced atomically) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -55,17 +59,14 @@ pub async fn run(context: &Context, args: Args) -> Result<()> {
     let identities = context.identities(&loaded.config, "report")?;
     let repo = context.open_repository(&loaded.config).await?;
     let report = report::gather(&repo, &identities, window_start, now, &loaded.config).await?;
-    let text = report.render(args.format.into())?;
+    let format = if args.json { Format::Json } else { args.format.into() };
+    let text = report.render(format)?;
     match &args.output {
         Some(path) => {
             report::write_atomically(path, text.as_bytes())?;
             tracing::info!(path = %path.display(), "report written: {}", report.headline());
         }
-        None => {
-            use std::io::Write;
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(text.as_bytes()).map_err(|e| dr::Error::io("writing the report", e))?;
-        }
+        None => super::output::write_stdout(text.as_bytes()),
     }
     Ok(())
 }

@@ -66,7 +66,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     if args.json {
         return print_json(&report);
     }
-    println!(
+    outln!(
         "restored snapshot {} in {}",
         report.snapshot,
         units::duration(std::time::Duration::from_secs_f64(report.duration_seconds))
@@ -83,9 +83,9 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
                 globals.kept_roles.len()
             );
         }
-        println!("  {:<16} -> {}{detail}", source.name, source.target);
+        outln!("  {:<16} -> {}{detail}", source.name, source.target);
         for warning in &source.warnings {
-            println!("      warning: {warning}");
+            outln!("      warning: {warning}");
         }
     }
     Ok(())

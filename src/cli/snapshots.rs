@@ -72,7 +72,7 @@ pub async fn run(context: &Context, args: Args) -> Result<()> {
         entries.sort_by_key(|(id, _)| *id);
         print_json(&entries.into_iter().map(|(_, entry)| entry).collect::<Vec<_>>())?;
     } else if ids.is_empty() {
-        println!("no snapshots in {}", repo.location());
+        outln!("no snapshots in {}", repo.location());
     } else {
         print_table(&manifests, &broken, now);
     }
@@ -111,7 +111,7 @@ fn incomplete_files(m: &dr::Manifest) -> u64 {
 }
 
 fn print_table(manifests: &[dr::Manifest], broken: &[(&dr::SnapshotId, Error)], now: chrono::DateTime<Utc>) {
-    println!("{:<24} {:<20} {:<14} {:>10}  SOURCES", "ID", "TIME (UTC)", "AGE", "TOTAL");
+    outln!("{:<24} {:<20} {:<14} {:>10}  SOURCES", "ID", "TIME (UTC)", "AGE", "TOTAL");
     let mut lines: Vec<(&dr::SnapshotId, String)> = Vec::new();
     let mut total = 0;
     for m in manifests {
@@ -144,18 +144,18 @@ fn print_table(manifests: &[dr::Manifest], broken: &[(&dr::SnapshotId, Error)], 
     }
     lines.sort_by_key(|(id, _)| *id);
     for (_, line) in lines {
-        println!("{line}");
+        outln!("{line}");
     }
     let count = manifests.len();
-    println!("{count} snapshot{}, {} in total", if count == 1 { "" } else { "s" }, units::bytes(total));
+    outln!("{count} snapshot{}, {} in total", if count == 1 { "" } else { "s" }, units::bytes(total));
     let incomplete = manifests.iter().filter(|m| incomplete_files(m) > 0).count();
     if incomplete > 0 {
-        println!(
+        outln!(
             "{} with files that changed while being read, stored incomplete (`dr verify --to ID` names them)",
             units::plural(incomplete, "snapshot")
         );
     }
     if !broken.is_empty() {
-        println!("{} snapshot{} with an unreadable manifest", broken.len(), if broken.len() == 1 { "" } else { "s" });
+        outln!("{} snapshot{} with an unreadable manifest", broken.len(), if broken.len() == 1 { "" } else { "s" });
     }
 }

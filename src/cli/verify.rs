@@ -36,23 +36,23 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
         for snapshot in &report.snapshots {
             let stored: u64 = snapshot.objects.iter().map(|o| o.stored_size).sum();
             let verdict = if snapshot.ok() { "ok" } else { "BAD" };
-            println!("{} {verdict}: {} objects, {}", snapshot.snapshot, snapshot.objects.len(), units::bytes(stored));
+            outln!("{} {verdict}: {} objects, {}", snapshot.snapshot, snapshot.objects.len(), units::bytes(stored));
             if let Some(error) = &snapshot.manifest_error {
-                println!("  manifest: {error}");
+                outln!("  manifest: {error}");
             }
             for error in snapshot.objects.iter().filter_map(|o| o.error.as_deref()) {
-                println!("  {error}");
+                outln!("  {error}");
             }
             for file in &snapshot.incomplete_files {
-                println!("  incomplete: {file}");
+                outln!("  incomplete: {file}");
             }
         }
         if !report.drills.is_empty() {
             let bad = report.bad_drills().count();
             let verdict = if bad == 0 { "ok" } else { "BAD" };
-            println!("drill records {verdict}: {} read, {bad} damaged", report.drills.len());
+            outln!("drill records {verdict}: {} read, {bad} damaged", report.drills.len());
             for drill in report.bad_drills() {
-                println!("  {}", drill.error.as_deref().unwrap_or_default());
+                outln!("  {}", drill.error.as_deref().unwrap_or_default());
             }
         }
     }

@@ -270,7 +270,8 @@ impl Run<'_> {
         );
         let command = pg::pg_dump_command(&pg_dump, &conninfo, &exported.name);
         let key = self.key(&source.name, ObjectRole::PgDump);
-        let task = self.progress.task(&source.name, None);
+        let estimate = exported.estimated_dump_size().await;
+        let task = self.progress.estimated_task(&source.name, estimate);
         let dump = pipeline::upload(
             self.repo.store(),
             &key,
@@ -382,7 +383,8 @@ impl Run<'_> {
         tracing::info!(source = %source.name, path = %source.path.display(), "archiving files");
         let tar_key = self.key(&source.name, ObjectRole::Tar);
         let index_key = self.key(&source.name, ObjectRole::Index);
-        let task = self.progress.task(&source.name, None);
+        let task = self.progress.estimated_task(&source.name, None);
+        let scan = files::scan_size_for_progress(&source.path, &excludes, task.clone());
         let store = self.repo.store();
         let (mut tar, tar_upload) =
             pipeline::begin_upload(store, &tar_key, &self.recipients, self.compression, task.clone()).await?;
@@ -409,6 +411,7 @@ impl Run<'_> {
         .await
         .map_err(|e| Error::io("archiving files", io::Error::other(e)))
         .and_then(|r| r);
+        scan.stop();
         let (summary, sealed_tar, sealed_index) = pipeline::settle(produced, vec![tar_upload, index_upload]).await?;
         task.finish(&format!("{} files", summary.files));
         let mut warnings: Vec<String> = summary.skipped.iter().map(|s| format!("skipped {s}")).collect();

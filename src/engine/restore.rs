@@ -521,7 +521,8 @@ impl Restorer<'_> {
         clean: bool,
     ) -> Result<String> {
         tracing::info!(source = %plan.name, jobs = self.options.jobs, "running pg_restore");
-        let task = self.progress.task(&format!("{} (pg_restore)", plan.name), None);
+        // pg_restore reads the staged file itself: there are no bytes to count, only a phase to name.
+        let task = self.progress.phase(&format!("{} (pg_restore)", plan.name));
         let input = RestoreInput::File { path, jobs: self.options.jobs };
         let command = pg::pg_restore_command(pg_restore, db, input, clean);
         let output = tokio::process::Command::from(command)
@@ -529,8 +530,9 @@ impl Restorer<'_> {
             .output()
             .await
             .map_err(|e| Error::io(format!("running {}", pg_restore.path.display()), e))?;
-        task.finish("done");
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let outcome = if output.status.success() { "restored" } else { "failed" };
+        task.finish(&format!("{outcome} by pg_restore --jobs {}", self.options.jobs));
         if !output.status.success() {
             return Err(Error::ChildFailed { program: "pg_restore".into(), status: output.status.to_string(), stderr });
         }

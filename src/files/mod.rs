@@ -6,6 +6,7 @@ mod excludes;
 mod extract;
 mod index;
 mod listing;
+mod scan;
 
 pub use archive::{ArchiveSummary, write_archive};
 pub use atomic::write_atomically;
@@ -14,3 +15,4 @@ pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory}
 pub use index::{Change, EntryKind, Incomplete, IncompleteFile, IndexEntry};
 pub(crate) use listing::sha256_file;
 pub use listing::tree_listing;
+pub use scan::{SizeScan, scan_size_for_progress};

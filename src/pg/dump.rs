@@ -97,6 +97,33 @@ impl ExportedSnapshot {
         Error::Database { source_name: self.source_name.clone(), target: self.target.clone(), message: describe(e) }
     }
 
+    /// The on-disk size of the dumped tables (heap and TOAST), at the snapshot: an estimate of the dump's size
+    /// for progress display (a dump holds the rows as text, without indexes or dead rows, so it may come out
+    /// smaller or larger). `None` when the server will not say.
+    pub async fn estimated_dump_size(&self) -> Option<u64> {
+        // By oid, never by name: a name cast reads the current catalog, where a table of the snapshot may be gone.
+        // pg_table_size of a dropped relation is NULL rather than an error.
+        let sql = format!(
+            "SELECT coalesce(sum(pg_table_size(c.oid)), 0)::bigint \
+             FROM ({TABLES_SQL}) AS dumped \
+             JOIN pg_namespace n ON n.nspname = dumped.nspname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = dumped.relname"
+        );
+        // Inside a savepoint: an error must not abort the transaction whose snapshot pg_dump is about to import.
+        self.client.batch_execute("SAVEPOINT dr_estimate").await.ok()?;
+        match self.client.query_one(&sql, &[]).await {
+            Ok(row) => {
+                let _ = self.client.batch_execute("RELEASE SAVEPOINT dr_estimate").await;
+                u64::try_from(row.get::<_, i64>(0)).ok()
+            }
+            Err(e) => {
+                tracing::debug!(source = %self.source_name, "no size estimate: {}", describe(&e));
+                let _ = self.client.batch_execute("ROLLBACK TO SAVEPOINT dr_estimate").await;
+                None
+            }
+        }
+    }
+
     /// Exact row count of every dumped table, at the snapshot.
     pub async fn count_rows(&self) -> Result<Vec<TableRows>> {
         let tables = self.client.query(TABLES_SQL, &[]).await.map_err(|e| self.error(&e))?;

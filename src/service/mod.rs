@@ -29,11 +29,11 @@ use tracing::Instrument;
 use crate::config::{Config, JobKind};
 use crate::error::{Error, Result};
 pub use metrics::Counters;
-pub use schedule::Job;
+pub use schedule::{Job, load as load_jobs};
 pub use state::{HeldLock, Outcome, RepositoryStatus, Status};
 use state::{JobStatus, Persisted};
 
-const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
 
 /// The base URL a client on this host uses to reach the service listening at `listen`: a wildcard address
 /// (`0.0.0.0`, `[::]`, as in a container) is reached over loopback.
