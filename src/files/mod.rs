@@ -7,7 +7,7 @@ mod extract;
 mod index;
 mod listing;
 
-pub use archive::{ArchiveSummary, write_archive};
+pub use archive::{ArchiveSummary, check_root, write_archive};
 pub use atomic::write_atomically;
 pub use excludes::Excludes;
 pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
