@@ -439,22 +439,39 @@ impl Config {
                 return Err(Error::ConfigNotFound { searched: SEARCH_PATHS.iter().map(PathBuf::from).collect() });
             }
         };
-        config.apply_env(env);
+        config.apply_env(env)?;
         config.validate()?;
         Ok(LoadedConfig { config, origin })
     }
 
-    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+    /// Applies the environment overrides, checking each value here: an error found later would read as if
+    /// the configuration file were wrong.
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        let from_env = |var: &'static str| {
+            move |e: Error| Error::ConfigEnv {
+                var,
+                message: match e {
+                    Error::ConfigInvalid(message) => message,
+                    other => other.to_string(),
+                },
+            }
+        };
         if let Some(url) = env("DR_REPOSITORY_URL").filter(|v| !v.is_empty()) {
+            crate::store::check_url(&url).map_err(from_env("DR_REPOSITORY_URL"))?;
             self.repository.url = url;
         }
         if let Some(list) = env("DR_RECIPIENTS").filter(|v| !v.is_empty()) {
-            self.encryption.recipients =
+            let recipients: Vec<String> =
                 list.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
+            for recipient in &recipients {
+                crate::crypto::parse_recipient(recipient).map_err(from_env("DR_RECIPIENTS"))?;
+            }
+            self.encryption.recipients = recipients;
         }
         if let Some(path) = env("DR_IDENTITY_FILE").filter(|v| !v.is_empty()) {
             self.encryption.identity_file = Some(PathBuf::from(path));
         }
+        Ok(())
     }
 
     fn resolve_relative_paths(&mut self, base: &Path) {

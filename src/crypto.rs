@@ -214,12 +214,11 @@ impl KeyPair {
         use std::os::unix::fs::OpenOptionsExt;
         let mut file =
             std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
-                let message = if e.kind() == io::ErrorKind::AlreadyExists {
-                    "the file already exists; dr never overwrites a key (move it away first)".to_string()
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    Error::IdentityFileExists { path: path.to_path_buf() }
                 } else {
-                    e.to_string()
-                };
-                Error::Identity { path: path.to_path_buf(), message }
+                    Error::io(format!("creating identity file {}", path.display()), e)
+                }
             })?;
         file.write_all(self.identity_file_contents().as_bytes())
             .and_then(|()| file.sync_all())

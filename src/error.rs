@@ -36,6 +36,10 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     ConfigInvalid(String),
 
+    /// A value taken from an environment variable (which replaces the file's) does not parse.
+    #[error("environment variable {var}: {message}")]
+    ConfigEnv { var: &'static str, message: String },
+
     #[error("no encryption recipients configured")]
     NoRecipients,
 
@@ -44,6 +48,10 @@ pub enum Error {
 
     #[error("cannot use identity file {}: {message}", .path.display())]
     Identity { path: PathBuf, message: String },
+
+    /// `dr keygen --output FILE` where FILE exists: a key file is never replaced.
+    #[error("refusing to write the identity to {}: the file already exists", .path.display())]
+    IdentityFileExists { path: PathBuf },
 
     #[error("the identity in {} cannot decrypt {what}: it was encrypted to other recipients", .path.display())]
     WrongIdentity { path: PathBuf, what: String },
@@ -78,8 +86,14 @@ pub enum Error {
     #[error("repository {location}: bad or missing credentials: {message}")]
     StoreCredentials { location: String, message: String },
 
+    /// The AWS credential chain found nothing at all (no variables, no profile, no role).
+    #[error("repository {location}: no S3 credentials found")]
+    NoStoreCredentials { location: String },
+
+    /// `retried`: the endpoint had answered before and the policy's retries were spent; otherwise the very first
+    /// connection failed (refused, no such host), which no retry would change.
     #[error("repository {location}: cannot reach {endpoint}: {message}")]
-    StoreUnreachable { location: String, endpoint: String, message: String },
+    StoreUnreachable { location: String, endpoint: String, message: String, retried: bool },
 
     #[error("object {key} is missing from the repository")]
     ObjectMissing { key: String },
@@ -96,8 +110,23 @@ pub enum Error {
     #[error("the repository holds no snapshots")]
     NoSnapshots,
 
+    /// `--to TIME` earlier than every snapshot.
+    #[error(
+        "no snapshot was taken at or before {}: the oldest is {oldest} (taken {})",
+        .time.format("%Y-%m-%d %H:%M:%S UTC"), .oldest_time.format("%Y-%m-%d %H:%M:%S UTC")
+    )]
+    SnapshotTooEarly { time: DateTime<Utc>, oldest: String, oldest_time: DateTime<Utc> },
+
     #[error("database {target} (source {source_name:?}): {message}")]
     Database { source_name: String, target: String, message: String },
+
+    /// The server asks for a password and none was found where libpq looks (docs/configuration.md).
+    #[error(
+        "database {target} (source {source_name:?}): the server asks for a password for user {user:?}, and none was \
+         found (not in the url, PGPASSWORD, a service, or the password file {})",
+        .passfile.as_ref().map_or_else(|| "~/.pgpass".to_string(), |p| p.display().to_string())
+    )]
+    DatabasePasswordMissing { source_name: String, target: String, user: String, passfile: Option<PathBuf> },
 
     #[error("{program} failed ({status}){}", stderr_tail(.stderr))]
     ChildFailed { program: String, status: String, stderr: String },
@@ -116,6 +145,18 @@ pub enum Error {
 
     #[error("files source {source_name:?}: {message}")]
     Files { source_name: String, message: String },
+
+    /// A `[[files]]` path that does not exist (a typo, or a volume that is not mounted).
+    #[error("files source {source_name:?}: {} does not exist", .path.display())]
+    FilesRootMissing { source_name: String, path: PathBuf },
+
+    /// A files source's path, or a restore target of one, that exists but is not a directory.
+    #[error("{}", if *.restore {
+        format!("cannot restore files source {source_name:?} into {}: it is a file, not a directory", .path.display())
+    } else {
+        format!("files source {source_name:?}: {} is not a directory", .path.display())
+    })]
+    NotADirectory { source_name: String, path: PathBuf, restore: bool },
 
     #[error("not enough free space in {}: the restore needs {need} and {have} is free", .dir.display())]
     NotEnoughSpace { dir: PathBuf, need: String, have: String },
@@ -211,8 +252,9 @@ pub enum Error {
     Cancelled,
 
     /// The process was asked to stop (Ctrl-C, `kill`, a service manager) before the command finished.
+    /// `command` is the subcommand (`backup`, `restore`, ...): what was left behind depends on it.
     #[error("stopped by {name} before the command finished")]
-    Signal { name: &'static str, number: i32 },
+    Signal { name: &'static str, number: i32, command: &'static str },
 
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
@@ -243,6 +285,11 @@ impl Error {
             Error::ConfigParse { .. } | Error::ConfigInvalid(_) => {
                 "fix the configuration; every key is described in docs/configuration.md".to_string()
             }
+            Error::ConfigEnv { var, .. } => format!(
+                "fix or unset {var} in dr's environment: it replaces {} of the configuration file \
+                 (docs/configuration.md)",
+                env_replaces(var)
+            ),
             Error::NoRecipients => {
                 "add age recipients to [encryption] recipients (or DR_RECIPIENTS); `dr keygen` makes a key pair"
                     .to_string()
@@ -252,6 +299,11 @@ impl Error {
             }
             Error::Identity { .. } => {
                 "the file must hold an age identity (AGE-SECRET-KEY-1...) or an unencrypted ssh key".to_string()
+            }
+            Error::IdentityFileExists { .. } => {
+                "dr keygen never replaces a key file (the backups encrypted to it could not be restored without \
+                 it): choose another --output path, or remove the old file deliberately once nothing needs it"
+                    .to_string()
             }
             Error::WrongIdentity { .. } => {
                 "use the identity whose public key is in [encryption] recipients at the time of the backup".to_string()
@@ -287,18 +339,32 @@ impl Error {
             Error::StoreCredentials { .. } => {
                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile in use) and the region".to_string()
             }
-            Error::StoreUnreachable { .. } => {
+            Error::NoStoreCredentials { .. } => {
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile of the shared \
+                 credentials file (~/.aws/credentials, or AWS_SHARED_CREDENTIALS_FILE); docs/s3.md has the details"
+                    .to_string()
+            }
+            Error::StoreUnreachable { retried: true, .. } => {
                 "check [repository] endpoint, DNS and the network path to it (dr retried before giving up)".to_string()
             }
             Error::VerifyFailed { bad: 0, bad_drills: 1.., .. } => {
                 "the snapshots are whole; a damaged drill record only loses that drill's results from `dr report`: \
                  put it back from a copy of the repository, or move it out of drills/ and run `dr drill` again"
+        .to_string()
+            }
+            Error::StoreUnreachable { retried: false, .. } => {
+                "check [repository] endpoint (is the server running, and listening there?), DNS and the network \
+                 path to it"
                     .to_string()
             }
             Error::ObjectMissing { .. } | Error::ObjectCorrupt { .. } | Error::VerifyFailed { .. } => {
                 "this snapshot cannot be trusted; restore an older one (`dr snapshots`) and run `dr verify --all`"
                     .to_string()
             }
+            Error::SnapshotTooEarly { oldest, .. } => format!(
+                "nothing older can be restored; --to {oldest} takes the oldest snapshot (`dr snapshots` lists them \
+                 all)"
+            ),
             Error::SnapshotNotFound { .. } | Error::NoSnapshots | Error::SnapshotAmbiguous { .. } => {
                 "`dr snapshots` lists the snapshots; --to takes latest, an id (or unique prefix), or an RFC 3339 time"
                     .to_string()
@@ -306,6 +372,12 @@ impl Error {
             Error::Database { .. } => {
                 "check the connection URL, that the server is up, and the credentials (.pgpass, PGPASSWORD)".to_string()
             }
+            Error::DatabasePasswordMissing { user, .. } => format!(
+                "give the password of {user:?} in PGPASSWORD (in dr's environment), in a password file \
+                 (~/.pgpass, or the one `passfile` or PGPASSFILE names; mode 0600; a line \
+                 host:port:database:user:password), in the service's section of pg_service.conf, or in the url \
+                 itself (postgres://user:PASSWORD@host/db, which keeps it in dr.toml)"
+            ),
             Error::ChildFailed { program, .. } if program.starts_with("pg_") => {
                 "the tool's own message is quoted above; check the connection and the role's privileges".to_string()
             }
@@ -334,6 +406,17 @@ impl Error {
             Error::Files { .. } => {
                 "fix the permissions, or exclude the path in the source's `exclude` list".to_string()
             }
+            Error::FilesRootMissing { source_name, .. } => format!(
+                "create the directory (or mount the volume that holds it), or fix `path` in the [[files]] section \
+                 named {source_name:?}; `--only` backs up the other sources meanwhile"
+            ),
+            Error::NotADirectory { source_name, restore: false, .. } => {
+                format!("point `path` of the [[files]] section named {source_name:?} at a directory")
+            }
+            Error::NotADirectory { source_name, restore: true, .. } => format!(
+                "restore somewhere else with --into {source_name}=DIRECTORY, or move the file away (even --force \
+                 never replaces a file with a directory)"
+            ),
             Error::NotEnoughSpace { .. } => {
                 "free some space, set [restore] temp_dir to a larger disk, or pass --jobs 1 to stream without a \
                  temporary file"
@@ -417,10 +500,7 @@ impl Error {
             }
             Error::Interrupted => "nothing was committed; run the command again".to_string(),
             Error::Cancelled => "nothing was committed; run the command again".to_string(),
-            Error::Signal { .. } => "an interrupted backup leaves no snapshot (its partial objects are invisible); \
-                                     an interrupted restore may leave its targets half-written: run it again with \
-                                     --force; an interrupted prune is finished by the next prune"
-                .to_string(),
+            Error::Signal { command, .. } => interrupted_hint(command).to_string(),
             Error::Io { .. } => return None,
         };
         Some(hint)
@@ -441,6 +521,40 @@ fn verify_problems(bad: usize, total: usize, bad_drills: usize) -> String {
     match bad_drills {
         0 => format!("{bad} of {total} snapshots have problems"),
         n => format!("{bad} of {total} snapshots and {} have problems", crate::units::plural(n, "drill record")),
+    }
+}
+
+/// What an environment override replaces in the configuration file.
+fn env_replaces(var: &str) -> &'static str {
+    match var {
+        "DR_RECIPIENTS" => "[encryption] recipients (a comma-separated list of age1... or ssh- public keys)",
+        "DR_REPOSITORY_URL" => "[repository] url",
+        "DR_IDENTITY_FILE" => "[encryption] identity_file",
+        _ => "a setting",
+    }
+}
+
+/// What an interrupted command left behind, and what to do: each command's own consequences.
+fn interrupted_hint(command: &str) -> &'static str {
+    match command {
+        "backup" => {
+            "an interrupted backup leaves no snapshot: nothing was committed, and what it had written was deleted \
+             (or is swept by the next `dr prune`); run it again"
+        }
+        "restore" => {
+            "the targets may be half-written (files are renamed into place only at the end, but a database restored \
+             with --jobs above 1 is not one transaction): run the restore again with --force"
+        }
+        "drill" => {
+            "the drill removed its scratch databases and files and recorded that it was interrupted; production \
+             was not touched; run it again"
+        }
+        "prune" => {
+            "the snapshots already removed stay removed, the others are intact; the next `dr prune` finishes the \
+             job"
+        }
+        "serve" => "the service stopped; jobs that were running committed nothing; start it again",
+        _ => "nothing was changed; run the command again",
     }
 }
 

@@ -103,12 +103,18 @@ async fn a_failed_backup_leaves_no_snapshot_and_no_objects() {
     let site = Site::new().await;
     let objects = site.repo.join("objects");
 
-    // The last source is missing: the database and config objects were already written, and go again.
+    // The last source is missing: found before anything is dumped or written (the checks up front), so the
+    // backup never starts. (The case below, and tests/signals.rs, fail after objects were written.)
     let uploads = site.uploads_dir();
     let moved = site.path("uploads-elsewhere");
     fs::rename(&uploads, &moved).unwrap();
     let run = site.dr(&["backup"]);
-    assert!(run.stderr.contains("dumping database"), "the database was backed up first:\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("dumping database"),
+        "nothing is dumped for a backup that cannot run:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("backup started"), "{}", run.stderr);
     let error = run.user_error(1);
     assert!(error.contains("\"uploads\"") && error.contains(&uploads.display().to_string()), "{error}");
     assert!(site.snapshot_ids().is_empty());

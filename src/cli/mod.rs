@@ -187,7 +187,7 @@ pub fn main() -> ExitCode {
         _ => Duration::ZERO,
     };
     let result = runtime.block_on(async {
-        let stop = signals::Stop::listen();
+        let stop = signals::Stop::listen(command_name(&cli.command));
         let context = Context { config_path: cli.config, quiet: cli.quiet, stop: stop.clone() };
         tokio::select! {
             result = run(cli.command, &context, &progress_display) => result.map_err(|e| stop.explain(e)),
@@ -206,6 +206,20 @@ pub fn main() -> ExitCode {
             output::print_error(&e);
             ExitCode::from(e.exit_code().clamp(1, 255) as u8)
         }
+    }
+}
+
+/// The subcommand's name, as typed: for messages that depend on what was running.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Backup(_) => "backup",
+        Command::Restore(_) => "restore",
+        Command::Drill(_) => "drill",
+        Command::Prune(_) => "prune",
+        Command::Recover(_) => "recover",
+        Command::Serve => "serve",
+        // Commands that read, or write one object atomically: stopping them leaves nothing to clean up.
+        _ => "other",
     }
 }
 

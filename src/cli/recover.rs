@@ -108,7 +108,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let resume = format!("dr recover --runbook {} --resume", args.runbook.display());
     match recovery.result {
         Err(Error::Cancelled) => match context.stop.explain(Error::Cancelled) {
-            Error::Signal { name, number } => Err(Error::RecoverInterrupted {
+            Error::Signal { name, number, .. } => Err(Error::RecoverInterrupted {
                 signal: name,
                 number,
                 step: recovery.interrupted_step.unwrap_or_default(),

@@ -21,13 +21,15 @@ pub const SERVICE_BACKSTOP: Duration = Duration::from_secs(3600);
 pub struct Stop {
     token: CancellationToken,
     signal: Arc<OnceLock<(&'static str, i32)>>,
+    /// The subcommand being run: the error's hint says what stopping *it* left behind.
+    command: &'static str,
 }
 
 impl Stop {
     /// Starts listening for SIGINT and SIGTERM. Without handlers (which cannot really happen on Unix) the
     /// default disposition, exiting at once, still applies.
-    pub fn listen() -> Stop {
-        let stop = Stop::default();
+    pub fn listen(command: &'static str) -> Stop {
+        let stop = Stop { command, ..Stop::default() };
         let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
         else {
             return stop;
@@ -65,6 +67,6 @@ impl Stop {
     }
 
     fn error(&self) -> Option<Error> {
-        self.signal.get().map(|&(name, number)| Error::Signal { name, number })
+        self.signal.get().map(|&(name, number)| Error::Signal { name, number, command: self.command })
     }
 }

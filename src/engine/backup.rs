@@ -135,11 +135,12 @@ async fn take_snapshot(
         progress,
         snapshot: SnapshotId::new(started_at),
     };
-    tracing::info!(snapshot = %run.snapshot, repository = %repo.location(), "backup started");
 
     // Only the sources' part can be cancelled: the commit below is one small write that must not be cut off
     // half-way through while the cleanup runs.
     let sources = async {
+        preflight(config, &selected).await?;
+        tracing::info!(snapshot = %run.snapshot, repository = %repo.location(), "backup started");
         let mut outcomes = Vec::new();
         let mut reports = Vec::new();
         for source in config.postgres.iter().filter(|s| selected(&s.name)) {
@@ -196,6 +197,21 @@ async fn take_snapshot(
     };
     crate::audit::record(config, entry);
     outcome
+}
+
+/// What can be checked before anything is written: every selected database answers and lets dr in, and every
+/// selected files source's root is a directory. A backup that cannot run fails here, naming the source, before
+/// it says that it started (and before a large source is dumped only for a later one to fail).
+async fn preflight(config: &Config, selected: &(dyn Fn(&str) -> bool + Sync)) -> Result<()> {
+    for source in config.postgres.iter().filter(|s| selected(&s.name)) {
+        let conninfo = ConnInfo::parse(&source.url)
+            .map_err(|e| Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", source.name)))?;
+        pg::connect(&conninfo).await.map_err(|e| e.into_error(&source.name, conninfo.redacted()))?;
+    }
+    for source in config.files.iter().filter(|s| selected(&s.name)) {
+        files::check_root(&source.name, &source.path)?;
+    }
+    Ok(())
 }
 
 fn check_only(config: &Config, only: &[String]) -> Result<()> {

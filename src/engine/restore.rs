@@ -271,7 +271,18 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
         let state = match &target {
             Target::Database(db) => db.inspect().await?,
             Target::Directory(dir) => {
-                match inspect_directory(dir).map_err(|e| Error::io(format!("inspecting {}", dir.display()), e))? {
+                if dir.exists() && !dir.is_dir() {
+                    return Err(Error::NotADirectory {
+                        source_name: source.name.clone(),
+                        path: dir.clone(),
+                        restore: true,
+                    });
+                }
+                let inspect_error = |e: std::io::Error| Error::Files {
+                    source_name: source.name.clone(),
+                    message: format!("inspecting {}: {e}", dir.display()),
+                };
+                match inspect_directory(dir).map_err(inspect_error)? {
                     DirectoryState::Missing => TargetState::Missing,
                     DirectoryState::Empty => TargetState::Empty,
                     DirectoryState::NotEmpty(n) => TargetState::NotEmpty(format!("{n} entries")),

@@ -45,10 +45,7 @@ pub fn write_archive(
     index_out: &mut dyn Write,
 ) -> Result<ArchiveSummary> {
     let fail = |message: String| Error::Files { source_name: source_name.to_string(), message };
-    let root_meta = fs::metadata(root).map_err(|e| fail(format!("{}: {e}", root.display())))?;
-    if !root_meta.is_dir() {
-        return Err(fail(format!("{} is not a directory", root.display())));
-    }
+    check_root(source_name, root)?;
     let mut builder = tar::Builder::new(tar_out);
     let mut summary = ArchiveSummary::default();
     let walker = walkdir::WalkDir::new(root)
@@ -75,6 +72,20 @@ pub fn write_archive(
     }
     builder.finish().map_err(|e| fail(format!("finishing the archive: {e}")))?;
     Ok(summary)
+}
+
+/// Checks that a files source's root is a directory that can be read, naming what is wrong otherwise: a
+/// missing root is a typo or an unmounted volume, not a permission problem.
+pub fn check_root(source_name: &str, root: &Path) -> Result<()> {
+    let source_name = source_name.to_string();
+    match fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::NotADirectory { source_name, path: root.to_path_buf(), restore: false }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(Error::FilesRootMissing { source_name, path: root.to_path_buf() })
+        }
+        Err(e) => Err(Error::Files { source_name, message: format!("{}: {e}", root.display()) }),
+    }
 }
 
 fn display_path(e: &walkdir::Error) -> String {

@@ -8,7 +8,7 @@ mod index;
 mod listing;
 mod scan;
 
-pub use archive::{ArchiveSummary, write_archive};
+pub use archive::{ArchiveSummary, check_root, write_archive};
 pub use atomic::write_atomically;
 pub use excludes::Excludes;
 pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};

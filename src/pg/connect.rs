@@ -16,6 +16,19 @@ mod tls;
 pub struct ConnectError {
     pub message: String,
     pub missing_database: bool,
+    /// The server asked for a password and none was found: for whom, and the password file looked in.
+    pub missing_password: Option<(String, Option<std::path::PathBuf>)>,
+}
+
+impl ConnectError {
+    /// The error of a source's connection, `target` as messages show it.
+    pub fn into_error(self, source_name: &str, target: String) -> crate::Error {
+        let source_name = source_name.to_string();
+        match self.missing_password {
+            Some((user, passfile)) => crate::Error::DatabasePasswordMissing { source_name, target, user, passfile },
+            None => crate::Error::Database { source_name, target, message: self.message },
+        }
+    }
 }
 
 impl std::fmt::Display for ConnectError {
@@ -26,12 +39,18 @@ impl std::fmt::Display for ConnectError {
 
 /// Connects with the parameters libpq would use for `conninfo` in this environment.
 pub async fn connect(conninfo: &ConnInfo) -> Result<tokio_postgres::Client, ConnectError> {
-    let fail = |message: String| ConnectError { message, missing_database: false };
+    let fail = |message: String| ConnectError { message, missing_database: false, missing_password: None };
     let resolved = conninfo.try_resolve(&|key| std::env::var(key).ok()).map_err(fail)?;
     let config = client_config(&resolved).map_err(fail)?;
     let tls = tls::connector(&resolved).map_err(fail)?;
     let (client, connection) = config.connect(tls).await.map_err(|e| ConnectError {
         missing_database: e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME),
+        // tokio-postgres says so only in its message ("invalid configuration: password missing"), which reads as
+        // if dr.toml were wrong; it can only happen when no password was found.
+        missing_password: (resolved.password.is_none()
+            && e.as_db_error().is_none()
+            && crate::error::chain(&e).ends_with("password missing"))
+        .then(|| (resolved.user.clone(), resolved.passfile.clone())),
         message: describe(&e),
     })?;
     tokio::spawn(async move {

@@ -145,8 +145,37 @@ impl ConnInfo {
         self.get("password").map(|password| ("PGPASSWORD", password.to_string())).into_iter().collect()
     }
 
-    /// `user@host:port/dbname` with whatever is known, never the password; for messages and logs.
+    /// `user@host:port/dbname`, never the password; for messages and logs. A string that names no host
+    /// leaves it to a service or the environment (`PGSERVICE`, `PGHOST`, ...), as libpq does: then what they
+    /// resolve to is shown, with the service's name, e.g. `service=site (app@db1:5432/shop)`, never a
+    /// `localhost/` that dr would not connect to.
     pub fn redacted(&self) -> String {
+        self.redacted_in(&|key| std::env::var(key).ok())
+    }
+
+    /// [`ConnInfo::redacted`] with the environment as a function (for tests).
+    pub fn redacted_in(&self, env: &dyn Fn(&str) -> Option<String>) -> String {
+        if self.get("host").is_some() || self.get("hostaddr").is_some() {
+            return self.explicit_redacted();
+        }
+        let named = self.get("service").filter(|s| !s.is_empty()).map(str::to_string);
+        let service = match service::lookup(self, env) {
+            Ok(service) => service,
+            // Connecting will say what is wrong with it; here, only name it.
+            Err(_) => {
+                let name = named.or_else(|| env("PGSERVICE").filter(|s| !s.is_empty()));
+                return name.map_or_else(|| self.explicit_redacted(), |name| format!("service={name}"));
+            }
+        };
+        let target = Sources { explicit: self, service: service.as_ref(), env }.target();
+        match service {
+            Some(service) => format!("service={} ({target})", service.name),
+            None => target,
+        }
+    }
+
+    /// The string's own `user@host:port/dbname`, without anything it leaves to defaults.
+    fn explicit_redacted(&self) -> String {
         let mut out = String::new();
         if let Some(user) = self.get("user") {
             out.push_str(user);
@@ -262,6 +291,16 @@ impl Sources<'_> {
         self.setting(key).map(|s| s.value)
     }
 
+    /// Where a connection goes, as `user@host:port/dbname` (no password file read, nothing logged): for
+    /// messages.
+    fn target(&self) -> String {
+        let user = self.get("user").unwrap_or_else(current_os_user);
+        let host = self.get("host").or_else(|| self.get("hostaddr")).unwrap_or_else(default_host);
+        let port = self.get("port").unwrap_or_else(|| "5432".to_string());
+        let dbname = self.get("dbname").unwrap_or_else(|| user.clone());
+        format!("{user}@{host}:{port}/{dbname}")
+    }
+
     fn resolve(&self) -> Resolved {
         let pick = |key: &str| self.get(key);
         let user = pick("user").unwrap_or_else(current_os_user);
@@ -269,7 +308,9 @@ impl Sources<'_> {
         let port = pick("port").unwrap_or_else(|| "5432".to_string());
         let dbname = pick("dbname").unwrap_or_else(|| user.clone());
         let home = home_dir(self.env);
+        let passfile = pick("passfile").map(PathBuf::from).or_else(|| home.as_ref().map(|home| home.join(".pgpass")));
         let mut resolved = Resolved {
+            passfile,
             host,
             hostaddr: pick("hostaddr"),
             port,
@@ -290,12 +331,10 @@ impl Sources<'_> {
             home,
             user,
         };
-        if resolved.password.is_none() {
-            let passfile =
-                pick("passfile").map(PathBuf::from).or_else(|| resolved.home.as_ref().map(|home| home.join(".pgpass")));
-            if let Some(passfile) = passfile {
-                resolved.password = pgpass_lookup(&passfile, &resolved);
-            }
+        if resolved.password.is_none()
+            && let Some(passfile) = &resolved.passfile
+        {
+            resolved.password = pgpass_lookup(passfile, &resolved);
         }
         resolved
     }
@@ -407,6 +446,8 @@ pub struct Resolved {
     pub channel_binding: Option<String>,
     /// The home directory libpq looks in (`$HOME`, else the user database): `.pgpass`, `.postgresql/`.
     pub home: Option<PathBuf>,
+    /// The password file libpq reads when no password is given: `passfile`, else `~/.pgpass`.
+    pub passfile: Option<PathBuf>,
 }
 
 impl Resolved {
@@ -741,7 +782,18 @@ mod tests {
         // Without a service, the environment.
         let r = ConnInfo::parse("dbname=app").unwrap().try_resolve(&env).unwrap();
         assert_eq!(r.host, "env-host");
-        assert_eq!(ConnInfo::parse("service=prod").unwrap().redacted(), "service=prod/");
+        assert_eq!(ConnInfo::parse("service=prod").unwrap().redacted_in(&|_| None), "service=prod");
+        // Messages name the service and where it leads, never a `localhost/` dr would not connect to.
+        assert_eq!(
+            ConnInfo::parse("").unwrap().redacted_in(&with_pgservice),
+            "service=prod (backup@db.example.com:6543/env-db)"
+        );
+        assert_eq!(
+            ConnInfo::parse("service=prod port=5434").unwrap().redacted_in(&env),
+            "service=prod (backup@db.example.com:5434/env-db)"
+        );
+        assert_eq!(ConnInfo::parse("dbname=app").unwrap().redacted_in(&env), "env-user@env-host:5432/app");
+        assert_eq!(ConnInfo::parse("host=h dbname=app").unwrap().redacted_in(&env), "h/app", "as written");
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl ExportedSnapshot {
         let target = conninfo.redacted();
         let db_error =
             |message: String| Error::Database { source_name: source_name.to_string(), target: target.clone(), message };
-        let client = connect(conninfo).await.map_err(|e| db_error(e.message))?;
+        let client = connect(conninfo).await.map_err(|e| e.into_error(source_name, target.clone()))?;
         // Managed services often set these per role; a long dump must not be cut off by them.
         client
             .batch_execute(

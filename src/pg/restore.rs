@@ -53,7 +53,7 @@ impl DatabaseTarget {
         let client = match connect(&self.conninfo).await {
             Ok(client) => client,
             Err(ConnectError { missing_database: true, .. }) => return Ok(TargetState::Missing),
-            Err(e) => return Err(self.error(e.message)),
+            Err(e) => return Err(e.into_error(&self.source_name, self.redacted())),
         };
         let row = client
             .query_one(

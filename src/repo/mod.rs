@@ -322,7 +322,11 @@ fn resolve_in(ids: &[SnapshotId], selector: &Selector) -> Result<SnapshotId> {
     let not_found = || Error::SnapshotNotFound { selector: selector.to_string() };
     match selector {
         Selector::Latest => ids.last().cloned().ok_or_else(not_found),
-        Selector::AtOrBefore(time) => ids.iter().rev().find(|id| id.time() <= *time).cloned().ok_or_else(not_found),
+        Selector::AtOrBefore(time) => ids.iter().rev().find(|id| id.time() <= *time).cloned().ok_or_else(|| {
+            // `ids` is sorted and not empty: the first is the oldest, the one to offer instead.
+            let oldest = &ids[0];
+            Error::SnapshotTooEarly { time: *time, oldest: oldest.to_string(), oldest_time: oldest.time() }
+        }),
         Selector::Id(prefix) => {
             if let Some(exact) = ids.iter().find(|id| id.as_str() == prefix) {
                 return Ok(exact.clone());
@@ -356,7 +360,13 @@ mod tests {
         assert_eq!(pick("latest").unwrap(), "20261121T020000Z-cccccc");
         assert_eq!(pick("2026-11-21T01:30:00Z").unwrap(), "20261121T010000Z-bbbbbb");
         assert_eq!(pick("2026-11-21T01:00:00Z").unwrap(), "20261121T010000Z-bbbbbb");
-        assert!(matches!(pick("2026-11-19T00:00:00Z"), Err(Error::SnapshotNotFound { .. })));
+        let early = pick("2026-11-19T00:00:00Z").unwrap_err();
+        assert!(matches!(&early, Error::SnapshotTooEarly { oldest, .. } if oldest == "20261120T010000Z-aaaaaa"));
+        assert_eq!(
+            early.to_string(),
+            "no snapshot was taken at or before 2026-11-19 00:00:00 UTC: the oldest is 20261120T010000Z-aaaaaa \
+             (taken 2026-11-20 01:00:00 UTC)"
+        );
         assert_eq!(pick("20261120").unwrap(), "20261120T010000Z-aaaaaa");
         assert!(matches!(pick("20261121"), Err(Error::SnapshotAmbiguous { .. })));
         assert!(matches!(pick("2027"), Err(Error::SnapshotNotFound { .. })));

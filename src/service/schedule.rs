@@ -63,14 +63,41 @@ pub fn load(config: &Config) -> Result<Vec<Job>> {
         }
         let schedule = cron::Schedule::from_str(&spec.schedule).map_err(|e| {
             Error::ConfigInvalid(format!(
-                "job {:?} (in {origin}): schedule {:?} is not a valid cron expression ({e}); it has six fields, \
-                 seconds first: \"0 5 * * * *\" is five past every hour",
-                spec.name, spec.schedule
+                "job {:?} (in {origin}): schedule {:?} is not a valid cron expression{}",
+                spec.name,
+                spec.schedule,
+                explain_cron_error(&spec.schedule, &e.to_string())
             ))
         })?;
         jobs.push(Job { name: spec.name, kind: spec.run, expression: spec.schedule, schedule, timezone });
     }
     Ok(jobs)
+}
+
+/// The cron crate's reason, made readable: its parser's message is the expression, a line with a caret under
+/// the bad spot, and the reason, which inside one sentence reads as a broken line. The caret is drawn again
+/// under the expression as the message shows it, on lines of their own, followed by the reason; the field
+/// count is said when it is wrong.
+fn explain_cron_error(expression: &str, reason: &str) -> String {
+    let fields = expression.split_whitespace().count();
+    let shape = if (6..=7).contains(&fields) {
+        String::new()
+    } else {
+        format!(
+            "; it has {fields} fields, and dr's schedules have six (or seven, with years), seconds first: \
+             \"0 5 * * * *\" is five past every hour"
+        )
+    };
+    let lines: Vec<&str> = reason.lines().collect();
+    let caret = lines.get(1).and_then(|line| line.find('^'));
+    match (lines.first(), caret) {
+        (Some(shown), Some(column)) if *shown == expression => {
+            let rest = lines[2..].iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+            let rest = if rest.is_empty() { String::new() } else { format!(" {rest}") };
+            format!("{shape}:\n    {expression}\n    {}^{rest}", " ".repeat(column))
+        }
+        _ => format!(" ({}){shape}", lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ")),
+    }
 }
 
 fn timezone(config: &Config) -> Result<Tz> {
@@ -149,7 +176,20 @@ mod tests {
     fn a_bad_expression_a_bad_zone_and_a_duplicate_are_refused_by_name() {
         let bad = load(&config("[[job]]\nname = \"weekly-drill\"\nschedule = \"0 4 * * Sun\"\nrun = \"drill\"\n"));
         let message = bad.unwrap_err().to_string();
-        assert!(message.contains("job \"weekly-drill\"") && message.contains("six fields"), "{message}");
+        assert!(message.contains("job \"weekly-drill\"") && message.contains("six"), "{message}");
+        // The caret sits under the spot the parser stopped at, on a line of its own.
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(lines.len(), 3, "{message}");
+        assert!(
+            lines[0].ends_with(
+                "it has 5 fields, and dr's schedules have six (or seven, with years), seconds \
+                                    first: \"0 5 * * * *\" is five past every hour:"
+            ),
+            "{message}"
+        );
+        assert_eq!(lines[1], "    0 4 * * Sun");
+        assert_eq!(lines[2], "            ^ 'Sun' is not a valid month name.", "under the fifth field, the month");
+        assert!(!message.contains("\\n"), "{message}");
         let zone = load(&config("[service]\ntimezone = \"Mars/Olympus\"\n"));
         assert!(zone.unwrap_err().to_string().contains("Mars/Olympus"));
         let twice = "[[job]]\nname = \"a\"\nschedule = \"0 * * * * *\"\nrun = \"backup\"\n";

@@ -18,6 +18,7 @@ pub mod retry;
 pub mod s3;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -129,18 +130,58 @@ pub async fn open(repository: &crate::config::RepositoryConfig) -> Result<Box<dy
 
 /// Opens a local store from its URL: `file:///abs/path` or a plain absolute path.
 pub fn open_local(url: &str) -> Result<Box<dyn Store>> {
-    let bad = |reason: &str| Error::RepositoryUrl { url: url.to_string(), reason: reason.to_string() };
-    let path = if let Some(rest) = url.strip_prefix("file://") {
-        rest
-    } else if let Some((scheme, _)) = url.split_once("://") {
-        return Err(bad(&format!("the {scheme}:// scheme is not supported: use file:// or s3://")));
+    Ok(Box::new(LocalStore::new(local_path(url)?)))
+}
+
+/// Checks a repository URL without opening anything (for values that come from the environment).
+pub fn check_url(url: &str) -> Result<()> {
+    if url.starts_with("s3://") {
+        S3Options::from_url(url).map(|_| ()).map_err(|e| Error::ConfigInvalid(format!("url {url:?}: {e}")))
     } else {
-        url
-    };
-    if path.is_empty() || !path.starts_with('/') {
+        local_path(url).map(|_| ())
+    }
+}
+
+/// The directory a local repository URL names. A `file://` URL is percent-decoded (RFC 8089: a space is
+/// `%20`, a `%` is `%25`), and `file://localhost/p` is `file:///p`; a plain absolute path is taken as written.
+pub fn local_path(url: &str) -> Result<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let bad = |reason: &str| Error::RepositoryUrl { url: url.to_string(), reason: reason.to_string() };
+    if let Some(rest) = url.strip_prefix("file://") {
+        let rest = rest.strip_prefix("localhost").filter(|r| r.starts_with('/')).unwrap_or(rest);
+        if !rest.starts_with('/') {
+            return Err(bad(
+                "a file:// URL needs an absolute path after it, with three slashes: file:///var/lib/dr/repo",
+            ));
+        }
+        if let Some(at) = malformed_escape(rest) {
+            let shown: String = rest[at..].chars().take(3).collect();
+            return Err(bad(&format!(
+                "{shown:?} is not a percent-encoded byte (a % starts two hex digits; a literal % is written %25)"
+            )));
+        }
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(rest).collect();
+        if bytes.contains(&0) {
+            return Err(bad("%00 (a NUL byte) cannot be part of a path"));
+        }
+        return Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)));
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        return Err(bad(&format!("the {scheme}:// scheme is not supported: use file:// or s3://")));
+    }
+    if url.is_empty() || !url.starts_with('/') {
         return Err(bad("a local repository needs an absolute path, e.g. file:///var/lib/dr/repo"));
     }
-    Ok(Box::new(LocalStore::new(path)))
+    Ok(PathBuf::from(url))
+}
+
+/// The byte offset of the first `%` not followed by two hex digits.
+fn malformed_escape(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (0..bytes.len()).find(|&i| {
+        bytes[i] == b'%'
+            && !(i + 2 < bytes.len() && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit())
+    })
 }
 
 /// Checks a key against the rules in the module documentation.
@@ -174,5 +215,24 @@ mod tests {
         let err = open_local("ftp://x/y").unwrap_err().to_string();
         assert!(err.contains("ftp://"), "{err}");
         assert!(open_local("relative/repo").is_err());
+    }
+
+    #[test]
+    fn file_urls_are_percent_decoded_and_bad_escapes_refused() {
+        assert_eq!(local_path("file:///srv/dr%20repo").unwrap(), PathBuf::from("/srv/dr repo"));
+        assert_eq!(local_path("file:///srv/100%25").unwrap(), PathBuf::from("/srv/100%"));
+        assert_eq!(local_path("file://localhost/srv/repo").unwrap(), PathBuf::from("/srv/repo"));
+        // A plain path is a path, not a URL: nothing in it is decoded.
+        assert_eq!(local_path("/srv/dr%20repo").unwrap(), PathBuf::from("/srv/dr%20repo"));
+        for (url, named) in [
+            ("file:///srv/dr%zzrepo", "\"%zz\""),
+            ("file:///srv/100%", "\"%\""),
+            ("file:///srv/a%2", "\"%2\""),
+            ("file:///srv/a%00b", "%00"),
+            ("file://srv/repo", "three slashes"),
+        ] {
+            let err = local_path(url).unwrap_err().to_string();
+            assert!(err.contains(url) && err.contains(named), "{url}: {err}");
+        }
     }
 }

@@ -120,6 +120,10 @@ struct Inner {
     client: Client,
     options: S3Options,
     location: String,
+    /// Whether the endpoint ever answered in this process. Until it has, a connection that cannot be made
+    /// (refused, no such host) is a wrong endpoint or a server that is down, and fails at once: retrying for
+    /// a minute would only delay the error. Once it has, such a failure is a blip, retried like any other.
+    reached: std::sync::atomic::AtomicBool,
 }
 
 impl S3Store {
@@ -172,7 +176,7 @@ impl S3Store {
             None => format!("s3://{}/{}", options.bucket, options.prefix),
         };
         let client = Client::from_conf(builder.build());
-        S3Store { inner: Arc::new(Inner { client, options, location }) }
+        S3Store { inner: Arc::new(Inner { client, options, location, reached: Default::default() }) }
     }
 }
 
@@ -197,24 +201,34 @@ impl Inner {
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
     {
+        use std::sync::atomic::Ordering;
         let mut request = request;
         let what = format!("{operation} {key}");
+        let reached = &self.reached;
         self.options
             .retry
             .run(&what, || {
                 let attempt = request();
                 async move {
-                    attempt.await.map_err(|e| {
-                        let transient = is_transient(&e);
-                        Attempt { error: Described { text: describe(&e), error: e }, transient }
+                    let answered = |answered: bool| {
+                        if answered {
+                            reached.store(true, Ordering::Relaxed);
+                        }
+                    };
+                    attempt.await.inspect(|_| answered(true)).map_err(|e| {
+                        answered(e.raw_response().is_some());
+                        let first_contact = !reached.load(Ordering::Relaxed) && connect_failure(&e).is_some();
+                        let transient = !first_contact && is_transient(&e);
+                        Attempt { error: Described { text: describe(&e), error: e, first_contact }, transient }
                     })
                 }
             })
             .await
-            .map_err(|e| self.error(operation, key, &e.error))
+            .map_err(|e| self.error(operation, key, &e.error, !e.first_contact))
     }
 
-    fn error<E>(&self, operation: &'static str, key: &str, e: &SdkError<E, HttpResponse>) -> Error
+    /// dr's error for a request's final failure; `retried`: whether the retry policy applied to it.
+    fn error<E>(&self, operation: &'static str, key: &str, e: &SdkError<E, HttpResponse>, retried: bool) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -222,7 +236,12 @@ impl Inner {
         let message = describe(e);
         let status = e.raw_response().map(|r| r.status().as_u16());
         if is_missing_credentials(e) {
-            return Error::StoreCredentials { location, message: format!("no AWS credentials were found ({message})") };
+            // The SDK's chain lists every provider it tried, on one line: useful when debugging, noise otherwise.
+            tracing::debug!("no S3 credentials: {message}");
+            return Error::NoStoreCredentials { location };
+        }
+        if let Some(reason) = connect_failure(e) {
+            return Error::StoreUnreachable { location, endpoint: self.endpoint(), message: reason, retried };
         }
         match (e.code(), status) {
             (Some("NoSuchBucket"), _) => Error::NoSuchBucket { location, bucket: self.options.bucket.clone() },
@@ -245,13 +264,15 @@ impl Inner {
                 Error::NoSuchBucket { location, bucket: self.options.bucket.clone() }
             }
             (None | Some("NotFound"), Some(404)) => Error::ObjectMissing { key: key.to_string() },
-            _ if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) => Error::StoreUnreachable {
-                location,
-                endpoint: self.options.endpoint.clone().unwrap_or_else(|| "AWS S3".to_string()),
-                message,
-            },
+            _ if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) => {
+                Error::StoreUnreachable { location, endpoint: self.endpoint(), message, retried }
+            }
             _ => Error::Store { location, operation, key: key.to_string(), message },
         }
+    }
+
+    fn endpoint(&self) -> String {
+        self.options.endpoint.clone().unwrap_or_else(|| "AWS S3".to_string())
     }
 
     /// Aborts a multipart upload (retried); one that is already gone counts as aborted.
@@ -327,6 +348,8 @@ impl Inner {
 struct Described<E> {
     error: E,
     text: String,
+    /// A connection that could not be made to an endpoint that never answered (so it was not retried).
+    first_contact: bool,
 }
 
 impl<E> std::fmt::Display for Described<E> {
@@ -367,6 +390,33 @@ fn is_missing_credentials<E: std::error::Error + 'static>(e: &SdkError<E, HttpRe
         cause = inner.source();
     }
     false
+}
+
+/// Why a connection could not be made at all (refused, no such host, no route), when that is the failure:
+/// the causes below the HTTP client's "connect" error, e.g. "tcp connect error: Connection refused (os error
+/// 111)". A failure after connecting (a reset, a timeout waiting for the answer) is not one.
+fn connect_failure<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> Option<String> {
+    let SdkError::DispatchFailure(_) = e else { return None };
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        if let Some(client) = inner.downcast_ref::<hyper_util::client::legacy::Error>() {
+            if !client.is_connect() {
+                return None;
+            }
+            let mut reasons: Vec<String> = Vec::new();
+            let mut below = std::error::Error::source(client);
+            while let Some(reason) = below {
+                let text = reason.to_string();
+                if !reasons.iter().any(|r| r.contains(&text)) {
+                    reasons.push(text);
+                }
+                below = reason.source();
+            }
+            return Some(if reasons.is_empty() { client.to_string() } else { reasons.join(": ") });
+        }
+        cause = inner.source();
+    }
+    None
 }
 
 /// Whether another attempt may succeed.
