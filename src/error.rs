@@ -285,6 +285,12 @@ impl Error {
             Error::Database { .. } => {
                 "check the connection URL, that the server is up, and the credentials (.pgpass, PGPASSWORD)".to_string()
             }
+            Error::ChildFailed { program, .. } if program == "pg_dumpall" => {
+                "pg_dumpall backs up the roles (`globals`, on by default); its message is quoted above: check the \
+                 role's privileges, or set `globals = false` on this [[postgres]] source if its roles come back \
+                 some other way (docs/configuration.md, \"Roles: globals\")"
+                    .to_string()
+            }
             Error::ChildFailed { program, .. } if program.starts_with("pg_") => {
                 "the tool's own message is quoted above; check the connection and the role's privileges".to_string()
             }

@@ -1,8 +1,10 @@
 //! Everything that talks to PostgreSQL: connection strings, dr's own connections, the tools (pg_dump,
-//! pg_dumpall, pg_restore, initdb), the consistency snapshot, globals, restore targets, scratch servers.
+//! pg_dumpall, pg_restore, initdb), the consistency snapshot, globals, the database's own properties, restore
+//! targets, scratch servers.
 
 mod connect;
 mod conninfo;
+pub mod database;
 mod dump;
 mod globals;
 pub mod inspect;
@@ -15,6 +17,7 @@ pub use conninfo::{ConnInfo, Resolved, looks_like_conninfo, redact_target};
 pub use dump::{
     ExportedSnapshot, SnapshotFacts, is_password_permission_error, pg_dump_command, pg_dumpall_command, quote_ident,
 };
+pub use database::PropertiesOutcome;
 pub use globals::{GlobalsOutcome, split_statements};
 pub use restore::{DatabaseTarget, RestoreInput, TargetState, pg_restore_command};
 pub use scratch::{ScratchOptions, ScratchPostgres};
