@@ -117,13 +117,16 @@ async fn a_default_backup_carries_the_roles_so_a_fresh_cluster_gets_the_grants_a
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_user_that_is_not_a_superuser_still_backs_up_the_roles_without_passwords() {
     let site = Site::new().await;
-    // A login role that may read every table (PostgreSQL 14+) but not pg_authid's password hashes.
-    sql(&site.db, "postgres", "CREATE ROLE dr_backup LOGIN; GRANT pg_read_all_data TO dr_backup").await;
-    // pg_read_all_data does not cover large objects.
+    // A login role that may read every table, sequence and large object, but not pg_authid's password hashes
+    // (pg_read_all_data would read those too).
+    sql(&site.db, "postgres", "CREATE ROLE dr_backup LOGIN").await;
     sql(
         &site.db,
         DATABASE,
-        "DO $$DECLARE o oid; BEGIN
+        "GRANT USAGE ON SCHEMA public, analytics TO dr_backup;
+         GRANT SELECT ON ALL TABLES IN SCHEMA public, analytics TO dr_backup;
+         GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, analytics TO dr_backup;
+         DO $$DECLARE o oid; BEGIN
            FOR o IN SELECT oid FROM pg_largeobject_metadata LOOP
              EXECUTE format('GRANT SELECT ON LARGE OBJECT %s TO dr_backup', o);
            END LOOP;
