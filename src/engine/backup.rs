@@ -293,7 +293,7 @@ impl Run<'_> {
                 pg_dump_version: pg_dump.version_line(),
                 tables,
                 globals,
-                database_properties: Some(database_properties),
+                database_properties: Some(Box::new(database_properties)),
             }),
             warnings,
         })

@@ -180,8 +180,9 @@ pub struct PostgresDetails {
     pub globals: Option<GlobalsDetails>,
     /// The database's owner, settings and grants, read in the same snapshot; `None` in snapshots taken before
     /// dr recorded them (a restore then leaves the database owned by the restoring user, as it always did).
+    /// (Boxed: it would otherwise make every [`SourceDetails`] as large as this variant.)
     #[serde(default)]
-    pub database_properties: Option<DatabaseProperties>,
+    pub database_properties: Option<Box<DatabaseProperties>>,
 }
 
 impl PostgresDetails {
