@@ -2,7 +2,8 @@
 //!
 //! Order of work: resolve the snapshot, decrypt its manifest (a wrong key fails here, before anything is
 //! touched), check every target (non-empty ones are refused unless `--force`, all named at once), then
-//! restore each source: globals first, then the database, then files. A source that fails does not stop the
+//! restore each source: globals first, then the database (and, for a database it created, the owner,
+//! settings and grants recorded at backup: `pg::database`), then files. A source that fails does not stop the
 //! others (an incident wants as much back as possible), but the restore as a whole then fails, naming them.
 //!
 //! A source whose objects are missing, cut short or damaged leaves its target as it was:
@@ -56,7 +57,8 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// Restore into targets that are not empty. A directory is replaced whole: what it held before is deleted,
     /// including files the snapshot's excludes left out. A database gets the snapshot's objects dropped and
-    /// recreated (`pg_restore --clean --if-exists`); objects that are not in the snapshot are left as they are.
+    /// recreated (`pg_restore --clean --if-exists`); objects that are not in the snapshot are left as they are,
+    /// and so are the database's own owner, settings and grants.
     pub force: bool,
     /// Where a parallel restore stages the archive.
     pub temp_dir: Option<PathBuf>,
