@@ -143,6 +143,7 @@ mod tests {
                     .map(|(t, r)| TableRows { schema: "public".into(), table: t.to_string(), rows: *r })
                     .collect(),
                 globals: None,
+                database_properties: None,
             })],
         }
     }

@@ -260,6 +260,7 @@ async fn repository(config: &Config) -> Item {
             location: config.repository.url.clone(),
             endpoint: config.repository.endpoint.clone().unwrap_or_default(),
             message: format!("no answer within {}", crate::units::duration(TIMEOUT)),
+            retried: true,
         })
     });
     Item::from_result(Area::Repository, subject, result)

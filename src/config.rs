@@ -176,8 +176,9 @@ pub struct PostgresSource {
     pub name: String,
     /// libpq URL or key=value string; libpq environment variables and .pgpass fill in the rest.
     pub url: String,
-    /// Also dump roles and tablespaces (`pg_dumpall --globals-only`).
-    #[serde(default)]
+    /// Also dump roles and tablespaces (`pg_dumpall --globals-only`). On by default: the archive's owners and
+    /// grants name roles that a fresh cluster does not have.
+    #[serde(default = "default_true")]
     pub globals: bool,
 }
 
@@ -665,6 +666,16 @@ mod tests {
         let loaded = Config::load(Some(&path), &env).unwrap();
         assert_eq!(loaded.config.repository.url, "/from/env");
         assert_eq!(loaded.config.encryption.identity_file.unwrap(), PathBuf::from("/run/secrets/id"));
+    }
+
+    #[test]
+    fn globals_are_backed_up_unless_turned_off() {
+        let source = |extra: &str| {
+            let text = format!("[[postgres]]\nname = \"app\"\nurl = \"dbname=a\"\n{extra}");
+            Config::parse(&text, Path::new("dr.toml")).unwrap().postgres[0].globals
+        };
+        assert!(source(""), "a fresh cluster needs the roles the archive's owners and grants name");
+        assert!(!source("globals = false\n"));
     }
 
     #[test]

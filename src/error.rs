@@ -378,6 +378,12 @@ impl Error {
                  host:port:database:user:password), in the service's section of pg_service.conf, or in the url \
                  itself (postgres://user:PASSWORD@host/db, which keeps it in dr.toml)"
             ),
+            Error::ChildFailed { program, .. } if program == "pg_dumpall" => {
+                "pg_dumpall backs up the roles (`globals`, on by default); its message is quoted above: check the \
+                 role's privileges, or set `globals = false` on this [[postgres]] source if its roles come back \
+                 some other way (docs/configuration.md, \"Roles: globals\")"
+                    .to_string()
+            }
             Error::ChildFailed { program, .. } if program.starts_with("pg_") => {
                 "the tool's own message is quoted above; check the connection and the role's privileges".to_string()
             }

@@ -167,6 +167,7 @@ impl Fixture {
                         TableRows { schema: "public".into(), table: "users".into(), rows: 120 },
                     ],
                     globals: None,
+                    database_properties: None,
                 }),
                 SourceDetails::Files(FilesDetails {
                     name: "uploads".into(),

@@ -107,8 +107,10 @@ pub fn unreachable(name: String, message: String) -> Check {
     Check { name, status: CheckStatus::Fail, detail: message, problems: Vec::new() }
 }
 
-/// The roles the globals recorded exist on the scratch server.
-pub async fn roles(source: &str, client: &Client, globals: &GlobalsDetails) -> Check {
+/// The roles the globals recorded exist on the scratch server, and the restored database has the recorded
+/// owner (`owner`, when the snapshot recorded one). A different owner only warns: the restore could not change
+/// it (a scratch server's user that may not), and the data is there all the same.
+pub async fn roles(source: &str, client: &Client, globals: &GlobalsDetails, owner: Option<&str>) -> Check {
     let name = format!("roles {source}");
     let existing: BTreeSet<String> = match client.query("SELECT rolname::text FROM pg_roles", &[]).await {
         Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
@@ -120,7 +122,26 @@ pub async fn roles(source: &str, client: &Client, globals: &GlobalsDetails) -> C
     if !globals.role_passwords {
         pass.push_str(" (backed up without password hashes: set passwords after a real restore)");
     }
-    check(name, problems, pass, "roles recorded at backup are missing".to_string())
+    let mut result = check(name, problems, pass, "roles recorded at backup are missing".to_string());
+    let Some(owner) = owner else { return result };
+    let actual = client
+        .query_one("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = current_database()", &[])
+        .await
+        .map(|row| row.get::<_, String>(0));
+    let problem = match actual {
+        Ok(actual) if actual == owner => {
+            result.detail.push_str(&format!("; the database is owned by {owner}"));
+            return result;
+        }
+        Ok(actual) => format!("the database is owned by {actual}, not by {owner} as at backup"),
+        Err(e) => format!("the database's owner could not be read: {}", describe(&e)),
+    };
+    if result.status == CheckStatus::Pass {
+        result.status = CheckStatus::Warn;
+        result.detail = problem.clone();
+    }
+    result.problems.push(problem);
+    result
 }
 
 /// How long a user check may run unless it says otherwise.

@@ -410,7 +410,8 @@ impl Run<'_> {
                         Ok(client) => {
                             checks.push(checks::row_counts(&source.name, &client, &details.tables).await);
                             if let Some(globals) = &details.globals {
-                                checks.push(checks::roles(&source.name, &client, globals).await);
+                                let owner = details.database_properties.as_ref().map(|p| p.owner.as_str());
+                                checks.push(checks::roles(&source.name, &client, globals, owner).await);
                             }
                         }
                         Err(e) => checks.push(checks::unreachable(format!("row counts {}", source.name), e.message)),

@@ -303,12 +303,14 @@ impl Run<'_> {
         // The counts run in the same snapshot while pg_dump streams.
         let (dump, tables) = tokio::join!(dump, exported.count_rows());
         let roles = if source.globals { Some(exported.roles().await) } else { None };
+        let database_properties = exported.database_properties().await;
         let facts = exported.facts.clone();
         exported.release().await;
         // A count that fails aborts the exporting transaction, and a pg_dump that had not imported the snapshot
         // yet then fails with "could not import the requested snapshot": the count's error is the cause.
         let tables = tables?;
         let (stderr, sealed) = dump?;
+        let database_properties = database_properties?;
         task.finish(&format!("{} tables", tables.len()));
         let mut warnings = child_warnings(&source.name, "pg_dump", &stderr);
         let mut objects = vec![ObjectEntry::new(key, ObjectRole::PgDump, sealed)];
@@ -342,6 +344,7 @@ impl Run<'_> {
                 pg_dump_version: pg_dump.version_line(),
                 tables,
                 globals,
+                database_properties: Some(Box::new(database_properties)),
             }),
             warnings,
             incomplete_files: Vec::new(),

@@ -2,7 +2,8 @@
 //!
 //! Order of work: resolve the snapshot, decrypt its manifest (a wrong key fails here, before anything is
 //! touched), check every target (non-empty ones are refused unless `--force`, all named at once), then
-//! restore each source: globals first, then the database, then files. A source that fails does not stop the
+//! restore each source: globals first, then the database (and, for a database it created, the owner,
+//! settings and grants recorded at backup: `pg::database`), then files. A source that fails does not stop the
 //! others (an incident wants as much back as possible), but the restore as a whole then fails, naming them.
 //!
 //! A source whose objects are missing, cut short or damaged leaves its target as it was:
@@ -30,13 +31,17 @@ use crate::config::Config;
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
 use crate::files::{Change, DirectoryState, ExtractSummary, Extraction, Incomplete, inspect_directory};
-use crate::pg::{self, ConnInfo, DatabaseTarget, GlobalsOutcome, RestoreInput, TargetState, redact_target, tools};
+use crate::pg::{
+    self, ConnInfo, DatabaseTarget, GlobalsOutcome, PropertiesOutcome, RestoreInput, TargetState, redact_target, tools,
+};
 use crate::pipeline::{self, ChildWriter};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::drill_record::{PHASE_FETCH, PHASE_FILES, PHASE_PG_RESTORE, PHASE_STREAMED, Phase};
 use crate::repo::lock::{LockKind, LockOptions};
-use crate::repo::manifest::{Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind};
+use crate::repo::manifest::{
+    DatabaseProperties, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind,
+};
 use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::units;
 
@@ -55,7 +60,8 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// Restore into targets that are not empty. A directory is replaced whole: what it held before is deleted,
     /// including files the snapshot's excludes left out. A database gets the snapshot's objects dropped and
-    /// recreated (`pg_restore --clean --if-exists`); objects that are not in the snapshot are left as they are.
+    /// recreated (`pg_restore --clean --if-exists`); objects that are not in the snapshot are left as they are,
+    /// and so are the database's own owner, settings and grants.
     pub force: bool,
     /// Where a parallel restore stages the archive.
     pub temp_dir: Option<PathBuf>,
@@ -83,6 +89,9 @@ pub struct SourceRestore {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub globals: Option<GlobalsOutcome>,
+    /// The database's owner, settings and grants given to a database this restore created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_properties: Option<PropertiesOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<ExtractSummary>,
     /// Wall time of each phase of this source's restore (see [`crate::repo::drill_record`] for the names).
@@ -325,6 +334,7 @@ impl Restorer<'_> {
             error_hint: None,
             warnings: Vec::new(),
             globals: None,
+            database_properties: None,
             files: None,
             phases: Vec::new(),
             objects_verified: Vec::new(),
@@ -456,7 +466,53 @@ impl Restorer<'_> {
             tracing::warn!(source = %plan.name, "pg_restore: {line}");
             report.warnings.push(line.to_string());
         }
+        if let Some(properties) = details.and_then(|d| d.database_properties.as_ref()) {
+            self.database_properties(plan, db, properties, created, report).await;
+        }
         Ok(())
+    }
+
+    /// Gives a database this restore created the snapshot's owner, settings and grants, as
+    /// `pg_restore --create` would. A database that existed keeps its own, like a role that exists: it was
+    /// set up by someone, perhaps on purpose; a different owner is pointed out. Never fails the restore: the
+    /// data is back, and what could not be applied is a warning.
+    async fn database_properties(
+        &self,
+        plan: &Plan<'_>,
+        db: &DatabaseTarget,
+        properties: &DatabaseProperties,
+        created: bool,
+        report: &mut SourceRestore,
+    ) {
+        let mut warnings = Vec::new();
+        if created {
+            match db.apply_properties(properties).await {
+                Ok(outcome) => {
+                    warnings.extend(outcome.skipped.iter().cloned());
+                    warnings.extend(outcome.failures.iter().map(|f| format!("database properties: {f}")));
+                    tracing::info!(
+                        source = %plan.name, owner = outcome.owner.as_deref().unwrap_or("?"),
+                        statements = outcome.statements_applied, "applied the database's owner, settings and grants"
+                    );
+                    report.database_properties = Some(outcome);
+                }
+                Err(e) => warnings.push(format!("the database's owner, settings and grants were not applied: {e}")),
+            }
+        } else {
+            match db.owner().await {
+                Ok(Some(owner)) if owner != properties.owner => warnings.push(format!(
+                    "the target database existed, so it keeps its owner {owner:?}, settings and grants; in the \
+                     snapshot it is owned by {:?} (ALTER DATABASE ... OWNER TO changes it)",
+                    properties.owner
+                )),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(source = %plan.name, "could not read the target database's owner: {e}"),
+            }
+        }
+        for warning in warnings {
+            tracing::warn!(source = %plan.name, "{warning}");
+            report.warnings.push(warning);
+        }
     }
 
     /// `--jobs 1`: the archive flows straight into one pg_restore transaction; no temporary file.

@@ -13,7 +13,7 @@ use super::connect::{connect, describe};
 use super::conninfo::ConnInfo;
 use super::tools::Tool;
 use crate::error::{Error, Result};
-use crate::repo::manifest::TableRows;
+use crate::repo::manifest::{DatabaseProperties, TableRows};
 
 /// Facts about the database at the exported snapshot.
 #[derive(Debug, Clone)]
@@ -145,6 +145,11 @@ impl ExportedSnapshot {
             .await
             .map_err(|e| self.error(&e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The database's owner, settings and grants, which the archive of a pg_dump without `--create` lacks.
+    pub async fn database_properties(&self) -> Result<DatabaseProperties> {
+        super::database::read(&self.client).await.map_err(|e| self.error(&e))
     }
 
     /// Ends the transaction (the dump is over; nothing was written, so the outcome does not matter).

@@ -1,8 +1,10 @@
 //! Everything that talks to PostgreSQL: connection strings, dr's own connections, the tools (pg_dump,
-//! pg_dumpall, pg_restore, initdb), the consistency snapshot, globals, restore targets, scratch servers.
+//! pg_dumpall, pg_restore, initdb), the consistency snapshot, globals, the database's own properties, restore
+//! targets, scratch servers.
 
 mod connect;
 mod conninfo;
+pub mod database;
 mod dump;
 mod globals;
 pub mod inspect;
@@ -12,6 +14,7 @@ pub mod tools;
 
 pub use connect::{ConnectError, connect, describe};
 pub use conninfo::{ConnInfo, Resolved, looks_like_conninfo, redact_target};
+pub use database::PropertiesOutcome;
 pub use dump::{
     ExportedSnapshot, SnapshotFacts, is_password_permission_error, pg_dump_command, pg_dumpall_command, quote_ident,
 };

@@ -8,11 +8,12 @@ use tokio_postgres::Client;
 
 use super::connect::{ConnectError, connect, describe};
 use super::conninfo::ConnInfo;
+use super::database::{self, PropertiesOutcome};
 use super::dump::quote_ident;
 use super::globals::{self, GlobalsOutcome};
 use super::tools::Tool;
 use crate::error::{Error, Result};
-use crate::repo::manifest::PostgresDetails;
+use crate::repo::manifest::{DatabaseProperties, PostgresDetails};
 
 /// The state of a restore target database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +173,20 @@ impl DatabaseTarget {
             }
         }
         if failures.is_empty() { Ok(()) } else { Err(self.error(format!("dropping roles: {}", failures.join("; ")))) }
+    }
+
+    /// Gives the target database a snapshot's owner, settings and grants (see [`database`]).
+    pub async fn apply_properties(&self, properties: &DatabaseProperties) -> Result<PropertiesOutcome> {
+        let client = self.maintenance().await?;
+        database::apply(&client, &self.database_name(), properties)
+            .await
+            .map_err(|e| self.error(format!("applying the database's owner, settings and grants: {}", describe(&e))))
+    }
+
+    /// The target database's owner (`None` when it does not exist).
+    pub async fn owner(&self) -> Result<Option<String>> {
+        let client = self.maintenance().await?;
+        database::owner_of(&client, &self.database_name()).await.map_err(|e| self.error(describe(&e)))
     }
 
     /// Applies `pg_dumpall --globals-only` output to the target's server.

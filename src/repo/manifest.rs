@@ -187,6 +187,11 @@ pub struct PostgresDetails {
     /// Exact row count of every table pg_dump dumps data for.
     pub tables: Vec<TableRows>,
     pub globals: Option<GlobalsDetails>,
+    /// The database's owner, settings and grants, read in the same snapshot; `None` in snapshots taken before
+    /// dr recorded them (a restore then leaves the database owned by the restoring user, as it always did).
+    /// (Boxed: it would otherwise make every [`SourceDetails`] as large as this variant.)
+    #[serde(default)]
+    pub database_properties: Option<Box<DatabaseProperties>>,
 }
 
 impl PostgresDetails {
@@ -208,6 +213,42 @@ pub struct GlobalsDetails {
     pub role_passwords: bool,
     /// Roles of the cluster at backup time (without the built-in `pg_*` roles).
     pub roles: Vec<String>,
+}
+
+/// What `pg_dump --create` would restore about the database itself, and a plain pg_dump archive lacks: a
+/// restore into a database that dr creates applies it (see [`crate::pg::database`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseProperties {
+    pub owner: String,
+    /// `CONNECTION LIMIT`; -1 for none.
+    pub connection_limit: i32,
+    pub comment: Option<String>,
+    /// The database's grants (`datacl`, exploded), in order; `None` when it has the default privileges (owner:
+    /// all; PUBLIC: CONNECT and TEMPORARY). An empty list means every privilege was revoked, the owner's too.
+    pub grants: Option<Vec<DatabaseGrant>>,
+    /// `ALTER DATABASE ... SET` (no role) and `ALTER ROLE ... IN DATABASE ... SET`, in order.
+    pub settings: Vec<DatabaseSetting>,
+}
+
+/// One privilege on the database held by one grantee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseGrant {
+    /// The role; `None` for PUBLIC.
+    pub grantee: Option<String>,
+    /// `CREATE`, `TEMPORARY` or `CONNECT`.
+    pub privilege: String,
+    /// Held `WITH GRANT OPTION`.
+    pub grantable: bool,
+}
+
+/// One setting of the database, for every role (`role` is `None`) or for one role in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSetting {
+    pub role: Option<String>,
+    pub name: String,
+    /// As PostgreSQL stores it (`pg_db_role_setting`): a list setting such as `search_path` is one string,
+    /// `app, public, "$user"`.
+    pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
