@@ -278,10 +278,8 @@ impl Run<'_> {
         record.anomalies = self.shrinkage(&manifest, &private).await;
         tracing::info!(snapshot = %id, "drill started");
 
-        let temp_dir = self.options.temp_dir.clone();
-        let run = tokio::task::spawn_blocking(move || RunDir::create(temp_dir.as_deref(), "drill"))
-            .await
-            .map_err(|e| Error::io("preparing the drill's private directory", std::io::Error::other(e)))??;
+        // Not on a blocking thread, which a cancelled drill could outlive (see engine::restore::run_dir).
+        let run = RunDir::create(self.options.temp_dir.as_deref(), "drill")?;
         let run_path = run.path().to_path_buf();
         resources.run = Some(run);
 

@@ -230,7 +230,7 @@ pub(crate) async fn restore_snapshot(
     tracing::info!(snapshot = %id, sources = plans.len(), "restore started");
 
     let clock = Instant::now();
-    let run = run_dir(&plans, options).await?;
+    let run = run_dir(&plans, options)?;
     let restorer =
         Restorer { repo, identities, progress, options, private, config_files: &config.files, run: run.as_ref() };
     let mut reports = Vec::new();
@@ -243,18 +243,16 @@ pub(crate) async fn restore_snapshot(
 /// The restore's private run directory, made (after sweeping dead runs' leftovers) when something is staged:
 /// a parallel database restore needs it; a files restore only lists its staging directory there, and goes on
 /// without it, with a warning, when the temp directory cannot be used.
-async fn run_dir(plans: &[Plan<'_>], options: &RestoreOptions) -> Result<Option<RunDir>> {
+fn run_dir(plans: &[Plan<'_>], options: &RestoreOptions) -> Result<Option<RunDir>> {
     let databases = plans.iter().any(|p| matches!(p.target, Target::Database(_)));
     let parallel = databases && options.jobs > 1;
     let files = plans.iter().any(|p| matches!(p.target, Target::Directory(_)));
     if !parallel && !files {
         return Ok(None);
     }
-    let temp_dir = options.temp_dir.clone();
-    let made = tokio::task::spawn_blocking(move || RunDir::create(temp_dir.as_deref(), "restore"))
-        .await
-        .map_err(|e| Error::io("preparing the restore's private directory", io::Error::other(e)))?;
-    match made {
+    // Not on a blocking thread: a restore cancelled meanwhile would leave the directory made after it ended.
+    // It is quick, unless a sweep has a dead drill's cluster to stop (pg_ctl, bounded at 30 s).
+    match RunDir::create(options.temp_dir.as_deref(), "restore") {
         Ok(run) => Ok(Some(run)),
         Err(e) if !parallel => {
             tracing::warn!("{e}: if this restore is killed, no later run will remove its staging directories");
