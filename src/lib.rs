@@ -28,6 +28,7 @@ pub mod recover;
 pub mod repo;
 pub mod report;
 pub mod retention;
+pub mod run_dir;
 pub mod service;
 pub mod store;
 pub mod units;

@@ -32,7 +32,7 @@ impl Tmp {
     /// Nothing in the directory, and no process running from it (a scratch postgres would be).
     #[track_caller]
     fn assert_clean(&self) {
-        let left: Vec<PathBuf> = fs::read_dir(self.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        let left: Vec<String> = common::entries_below(self.path());
         assert!(left.is_empty(), "the drill left {left:?} behind");
         let needle = self.path().to_string_lossy().into_owned();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -56,6 +56,16 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
         .filter(|cmdline| cmdline.contains(needle))
         .collect()
+}
+
+/// A directory named `prefix...` in the drill's run directory (`$TMPDIR/dr-<uid>/drill-*/`).
+fn dir_below(tmp: &Path, prefix: &str) -> Option<PathBuf> {
+    walkdir::WalkDir::new(tmp)
+        .max_depth(3)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_type().is_dir() && e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path().to_path_buf())
 }
 
 fn drill(site: &Site, tmp: &Tmp, args: &[&str]) -> Run {
@@ -400,11 +410,7 @@ async fn keep_leaves_the_scratch_running_and_says_how_to_connect() {
     drop(client);
 
     // Stop the kept server the way the printed line says, so that the test leaves nothing either.
-    let scratch_dir = fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("dr-scratch-"))
-        .expect("the kept scratch directory");
+    let scratch_dir = dir_below(tmp.path(), "dr-scratch-").expect("the kept scratch directory");
     assert!(run.stdout.contains(&scratch_dir.display().to_string()));
     let pid: i32 =
         fs::read_to_string(scratch_dir.join("data/postmaster.pid")).unwrap().lines().next().unwrap().parse().unwrap();
@@ -431,8 +437,7 @@ async fn an_interrupted_drill_cleans_up_and_records_why() {
     let child = command.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     // The files directory is created once the scratch cluster is up: the restore is about to start.
-    while !fs::read_dir(tmp.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("dr-drill-"))
-    {
+    while dir_below(tmp.path(), "dr-drill-").is_none() {
         assert!(Instant::now() < deadline, "the drill never started");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -314,6 +314,75 @@ fn prune_refuses_without_a_policy_a_lock_or_a_key_and_deletes_nothing() {
     let run = site.dr(&["prune"]).ok();
     assert!(run.stdout.contains(&format!("keep    {snapshot}")) && run.stdout.contains("last 1"), "{}", run.stdout);
     assert!(run.stdout.contains("removed 0 of 1 snapshot and 0 objects"), "{}", run.stdout);
+}
+
+/// A backup killed with SIGKILL mid-dump leaves a hidden partial file in `objects/<id>/app/`; failed backups
+/// leave empty directories. A snapshot in progress (younger than the grace) is left alone; once older, prune
+/// deletes the partial file and the empty directories, and says so, as it aborts S3's open uploads.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_deletes_the_partial_files_and_empty_directories_of_killed_backups_after_the_grace() {
+    let site = Site::new().await;
+    common::add_random_table(&site.db, DATABASE, "blobs", 24).await;
+    let kept = site.dr(&["backup", "--only", "config"]).ok().stdout.trim().to_string();
+    let objects = site.repo.join("objects");
+
+    let mut child = site.command(&["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partial = loop {
+        let found = common::files_below(&objects).into_iter().find(|f| f.contains("/app/.pg_dump.zst.age.partial-"));
+        if let Some(partial) = found.filter(|f| std::fs::metadata(objects.join(f)).is_ok_and(|m| m.len() >= 1 << 20)) {
+            break partial;
+        }
+        assert!(Instant::now() < deadline, "the backup never started writing the dump");
+        assert!(child.try_wait().unwrap().is_none(), "the backup finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap(); // SIGKILL: the writer cannot remove its partial file
+    child.wait().unwrap();
+    // The killed backup's lock would hold prune off until its lease ran out; let it run out now.
+    for lock in common::files_below(&site.repo.join("locks")) {
+        std::fs::remove_file(site.repo.join("locks").join(lock)).unwrap();
+    }
+    let killed = partial.split('/').next().unwrap().to_string();
+    // What a backup that failed early leaves: the directories it made for its objects, empty.
+    let failed = objects.join("20261201T000000Z-00f00d/uploads/sub");
+    std::fs::create_dir_all(&failed).unwrap();
+    let retention =
+        |grace: &str| site.write_config(&format!("[retention]\nkeep_last = 5\norphan_grace = \"{grace}\"\n"));
+
+    // Younger than the grace: perhaps a backup still at work (one whose lock was lost). Left alone.
+    retention("1h");
+    let young = site.dr(&["prune", "--json"]).ok().json();
+    assert_eq!(young["uploads"], serde_json::json!([]), "{young:#}");
+    assert_eq!(young["empty_directories"], serde_json::json!([]), "{young:#}");
+    assert!(objects.join(&partial).exists() && failed.exists());
+
+    std::thread::sleep(Duration::from_millis(2100));
+    retention("1s");
+    let dry = site.dr(&["prune", "--dry-run"]).ok();
+    let key = format!("objects/{killed}/app/pg_dump.zst.age");
+    assert!(dry.stdout.contains(&format!("delete  partial file of {key}, started ")), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("delete  empty directory objects/20261201T000000Z-00f00d/uploads/sub/"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("1 partial file of killed uploads to delete; 3 empty directories to delete"),
+        "{}",
+        dry.stdout
+    );
+    assert!(objects.join(&partial).exists(), "a dry run deletes nothing");
+
+    let report = site.dr(&["prune", "--json"]).ok().json();
+    assert_eq!(report["uploads"][0]["key"], key.as_str(), "{report:#}");
+    assert_eq!(report["uploads"][0]["kind"], "partial_file", "{report:#}");
+    assert_eq!(report["totals"]["uploads_aborted"], 1, "{report:#}");
+    assert_eq!(report["totals"]["empty_directories_removed"], 3, "{report:#}");
+    // Only the committed snapshot is left: no partial file, no directory of the killed or failed backups.
+    let left = entries_below(&objects);
+    assert!(!left.is_empty() && left.iter().all(|e| e.starts_with(&kept)), "{left:?}");
+    site.dr(&["verify", "--all"]).ok();
 }
 
 // ---- Garage ----

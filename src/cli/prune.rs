@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use dr::engine::{Action, PruneOptions, PruneReport};
 use dr::retention::Policy;
+use dr::store::UploadKind;
 use dr::{Error, Result, units};
 
 use super::Context;
@@ -76,7 +77,13 @@ fn print(report: &PruneReport) {
     }
     for upload in &report.uploads {
         let started = upload.initiated.map_or(String::new(), |t| format!(", started {}", t.format(TIME)));
-        outln!("abort   multipart upload of {}{started}", upload.key);
+        match upload.kind {
+            UploadKind::Multipart => outln!("abort   multipart upload of {}{started}", upload.key),
+            UploadKind::PartialFile => outln!("delete  partial file of {}{started}", upload.key),
+        }
+    }
+    for directory in &report.empty_directories {
+        outln!("delete  empty directory {directory}/");
     }
     for warning in &report.warnings {
         outln!("warning: {warning}");
@@ -92,9 +99,19 @@ fn print(report: &PruneReport) {
         units::bytes(totals.bytes_freed),
         if report.dry_run { "to free" } else { "freed" },
     );
-    if totals.uploads_aborted > 0 {
+    let partial_files = report.uploads.iter().filter(|u| u.kind == UploadKind::PartialFile).count();
+    let multipart = report.uploads.len() - partial_files;
+    if multipart > 0 {
         let verb = if report.dry_run { "to abort" } else { "aborted" };
-        summary.push_str(&format!("; {} {verb}", units::plural(totals.uploads_aborted, "multipart upload")));
+        summary.push_str(&format!("; {} {verb}", units::plural(multipart, "multipart upload")));
+    }
+    let verb = if report.dry_run { "to delete" } else { "deleted" };
+    if partial_files > 0 {
+        summary.push_str(&format!("; {} of killed uploads {verb}", units::plural(partial_files, "partial file")));
+    }
+    if totals.empty_directories_removed > 0 {
+        let directories = units::plural(totals.empty_directories_removed, "empty directory");
+        summary.push_str(&format!("; {directories} {verb}"));
     }
     if totals.attempts_expired > 0 {
         let verb = if report.dry_run { "to expire" } else { "expired" };

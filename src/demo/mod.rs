@@ -63,16 +63,16 @@ impl Steps<'_> {
 
 pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&Step) + Send)) -> Result<DemoOutcome> {
     let clock = Instant::now();
-    let work = tempfile::Builder::new()
-        .prefix("dr-demo-")
-        .tempdir()
-        .map_err(|e| Error::io("creating the demo directory", e))?;
+    // A run directory, like a restore's: a demo that is killed leaves its servers and files to the next sweep.
+    let work = tokio::task::spawn_blocking(|| crate::run_dir::RunDir::create(None, "demo"))
+        .await
+        .map_err(|e| Error::io("creating the demo directory", std::io::Error::other(e)))??;
     let root = work.path().to_path_buf();
     let mut steps = Steps { done: Vec::new(), report };
 
     let source = steps
         .run("start a scratch PostgreSQL (the site's database)", async {
-            let server = start_scratch().await?;
+            let server = start_scratch(&root).await?;
             let detail = format!("PostgreSQL {} on {}", server.major(), server.socket_dir().display());
             Ok((server, detail))
         })
@@ -112,7 +112,7 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&Step) + Send)) 
 
     let target = steps
         .run("start a second scratch PostgreSQL (the recovery target)", async {
-            let server = start_scratch().await?;
+            let server = start_scratch(&root).await?;
             let detail = format!("PostgreSQL {}", server.major());
             Ok((server, detail))
         })
@@ -198,7 +198,7 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&Step) + Send)) 
                 let detail = format!("kept {}", kept.display());
                 Ok((Some(kept), detail))
             } else {
-                work.close().map_err(|e| Error::io("removing the demo directory", e))?;
+                drop(work);
                 Ok((None, "removed the demo directory".to_string()))
             }
         })
@@ -206,8 +206,9 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&Step) + Send)) 
     Ok(DemoOutcome { steps: steps.done, total: clock.elapsed(), kept })
 }
 
-async fn start_scratch() -> Result<ScratchPostgres> {
-    tokio::task::spawn_blocking(|| ScratchPostgres::start(&ScratchOptions::default()))
+async fn start_scratch(parent: &Path) -> Result<ScratchPostgres> {
+    let options = ScratchOptions { parent_dir: Some(parent.to_path_buf()), ..ScratchOptions::default() };
+    tokio::task::spawn_blocking(move || ScratchPostgres::start(&options))
         .await
         .map_err(|e| Error::io("starting a scratch server", std::io::Error::other(e)))?
 }

@@ -8,6 +8,10 @@
 //! the record, also for a drill that failed. The RTO clock runs from the first byte fetched to the end of the
 //! checks; starting the embedded cluster is timed apart, since in an incident the target server exists.
 //!
+//! The scratch cluster and the restored files live in this drill's private run directory
+//! (`<temp dir>/dr-<uid>/drill-*`, see [`crate::run_dir`]): a drill that is killed leaves them behind, and the
+//! next restore, drill or recover sweeps them (stopping the cluster first).
+//!
 //! docs/drills.md says what each check proves and what it cannot.
 
 pub(crate) mod checks;
@@ -40,6 +44,7 @@ use crate::repo::drill_record::{
 use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{Manifest, ObjectRole, PrivateManifest, SourceKind};
 use crate::repo::snapshot_id::{Selector, SnapshotId};
+use crate::run_dir::RunDir;
 use expect::Expectation;
 pub use scratch::{DATABASE_PREFIX, DrillScratch};
 
@@ -52,7 +57,8 @@ pub struct DrillOptions {
     pub keep: bool,
     /// pg_restore jobs, as for `dr restore`.
     pub jobs: usize,
-    /// Where the restored files and a parallel restore's staged archive go (default: the system temp dir).
+    /// Where the drill's private run directory (scratch cluster, restored files) and a parallel restore's
+    /// staged archive go (default: the system temp dir).
     pub temp_dir: Option<PathBuf>,
     /// Stops the drill early; clean-up still runs and the record is still written.
     pub cancel: CancellationToken,
@@ -72,6 +78,8 @@ pub struct DrillOutcome {
 /// What the drill holds that must be cleaned up whatever happens.
 #[derive(Default)]
 struct Resources {
+    /// Holds everything below; dropped (removed) last.
+    run: Option<RunDir>,
     scratch: Option<DrillScratch>,
     files_dir: Option<tempfile::TempDir>,
     /// Where each database source was restored.
@@ -122,6 +130,9 @@ pub async fn drill(
         }
         if let Some(dir) = resources.files_dir.take() {
             kept.push(format!("restored files: {}", dir.keep().display()));
+        }
+        if let Some(run) = resources.run.take() {
+            kept.push(format!("remove it all with: rm -rf {}", run.keep().display()));
         }
     } else if let Err(e) = clean_up(&mut resources).await {
         record.checks.push(Check {
@@ -190,6 +201,8 @@ async fn clean_up(resources: &mut Resources) -> Result<()> {
         Some(scratch) => scratch.clean_up().await,
         None => Ok(()),
     };
+    // Whatever the steps above could not remove goes with the run directory.
+    drop(resources.run.take());
     scratch.and(dir.unwrap_or(Ok(())))
 }
 
@@ -265,6 +278,11 @@ impl Run<'_> {
         record.anomalies = self.shrinkage(&manifest, &private).await;
         tracing::info!(snapshot = %id, "drill started");
 
+        // Not on a blocking thread, which a cancelled drill could outlive (see engine::restore::run_dir).
+        let run = RunDir::create(self.options.temp_dir.as_deref(), "drill")?;
+        let run_path = run.path().to_path_buf();
+        resources.run = Some(run);
+
         let databases: Vec<&crate::repo::manifest::SourceEntry> =
             manifest.sources.iter().filter(|s| s.kind == SourceKind::Postgres).collect();
         if !databases.is_empty() {
@@ -272,18 +290,17 @@ impl Run<'_> {
             let major = databases.iter().filter_map(|s| private.postgres(&s.name)).map(|d| d.server_major()).max();
             let scratch = match &self.options.scratch_url {
                 Some(url) => DrillScratch::server(url, self.config).await?,
-                None => DrillScratch::embedded(major, self.options.temp_dir.clone()).await?,
+                None => DrillScratch::embedded(major, Some(run_path.clone())).await?,
             };
             record.scratch = scratch.describe();
             record.scratch.start_seconds = scratch_start.elapsed().as_secs_f64();
             record.tools.scratch_postgres = record.scratch.server_version.clone();
             resources.scratch = Some(scratch);
         }
-        let parent = self.options.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let files_dir = tempfile::Builder::new()
             .prefix("dr-drill-")
-            .tempdir_in(&parent)
-            .map_err(|e| Error::io(format!("creating a directory for the drill in {}", parent.display()), e))?;
+            .tempdir_in(&run_path)
+            .map_err(|e| Error::io(format!("creating a directory for the drill in {}", run_path.display()), e))?;
         let files_root = files_dir.path().to_path_buf();
         resources.files_dir = Some(files_dir);
 

@@ -5,10 +5,13 @@
 //!    keep the newest snapshot that passed a drill whatever the policy says; refuse an empty policy, or one that
 //!    would keep no snapshot. List `objects/` and sort what no kept manifest references into the objects of the
 //!    dropped snapshots and orphans (a crashed backup's, or strays), the orphans only when older than
-//!    `orphan_grace`. On S3, list the multipart uploads older than the grace.
+//!    `orphan_grace`. List the unfinished uploads older than the grace (S3's multipart uploads, a local
+//!    store's hidden partial files) and, on a local store, the directories under `objects/` left empty.
 //! 2. Delete the dropped snapshots' **manifests**: each snapshot disappears from every listing at once.
 //! 3. Delete their **objects**, then the old orphans.
-//! 4. **Abort** the stale multipart uploads.
+//! 4. **Abort** the stale uploads (a partial file is deleted, with the directories it leaves empty).
+//! 5. Remove the **empty directories**.
+//! 6. **Expire** backup attempt records older than 90 days (by the time in their names; nothing is decrypted).
 //!
 //! Each step can be repeated; a prune stopped anywhere (killed, a failed request, a lost lock) leaves at most
 //! objects without a manifest, which the next prune removes. Drill records are never deleted: they are the
@@ -30,7 +33,7 @@ use crate::repo::manifest::Manifest;
 use crate::repo::snapshot_id::SnapshotId;
 use crate::repo::{OBJECTS_PREFIX, Repository};
 use crate::retention::{self, Policy};
-use crate::store::{ObjectMeta, PendingUpload};
+use crate::store::{ObjectMeta, PendingUpload, UploadKind};
 
 /// Objects older than this that no snapshot references are deleted (`[retention] orphan_grace`).
 pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -57,8 +60,10 @@ pub struct PruneReport {
     pub snapshots: Vec<SnapshotPlan>,
     /// Objects under `objects/` that no snapshot references, by directory.
     pub orphans: Vec<OrphanGroup>,
-    /// Multipart uploads left open (S3), older than the grace.
+    /// Uploads a killed writer left unfinished, older than the grace: S3 multipart uploads, local partial files.
     pub uploads: Vec<UploadPlan>,
+    /// Directories under `objects/` that hold nothing, older than the grace (a local store's), deepest first.
+    pub empty_directories: Vec<String>,
     /// Things prune could not do that do not make it fail (e.g. a drill record it could not read).
     pub warnings: Vec<String>,
     pub totals: Totals,
@@ -101,6 +106,7 @@ pub struct OrphanGroup {
 #[derive(Debug, Clone, Serialize)]
 pub struct UploadPlan {
     pub key: String,
+    pub kind: UploadKind,
     pub initiated: Option<DateTime<Utc>>,
 }
 
@@ -113,9 +119,12 @@ pub struct Totals {
     pub orphans_deleted: usize,
     /// Orphans left for a later prune because they are younger than the grace.
     pub orphans_young: usize,
+    /// Unfinished uploads aborted (S3) or partial files deleted (a local store).
     pub uploads_aborted: usize,
     /// Backup attempt records (`attempts/`) older than the attempt history (90 days) deleted.
     pub attempts_expired: usize,
+    /// Directories under `objects/` that a failed or killed backup left empty (a local store's) removed.
+    pub empty_directories_removed: usize,
     /// Bytes of every object deleted, manifests included (aborted uploads' parts are not counted).
     pub bytes_freed: u64,
 }
@@ -244,6 +253,7 @@ struct Plan {
     uploads: Vec<PendingUpload>,
     /// Backup attempt records past the attempt history: deleted last.
     attempts: Vec<SnapshotId>,
+    empty_directories: Vec<String>,
     warnings: Vec<String>,
 }
 
@@ -294,6 +304,7 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
         Err(e) => return Err(e),
     };
     let attempts = crate::repo::attempt_record::expired(&repo.attempt_ids().await?, Utc::now());
+    let empty_directories = repo.store().empty_directories(OBJECTS_PREFIX, cutoff).await?;
     Ok(Plan {
         snapshots,
         manifests,
@@ -302,6 +313,7 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
         sweep: sorted.sweep,
         uploads,
         attempts,
+        empty_directories,
         warnings,
     })
 }
@@ -473,6 +485,7 @@ impl Plan {
             orphans_young: self.orphans.iter().filter(|g| g.action == Action::Keep).map(|g| g.keys.len()).sum(),
             uploads_aborted: self.uploads.len(),
             attempts_expired: self.attempts.len(),
+            empty_directories_removed: self.empty_directories.len(),
             bytes_freed,
         };
         PruneReport {
@@ -483,7 +496,12 @@ impl Plan {
             duration_seconds: 0.0,
             snapshots: self.snapshots.clone(),
             orphans: self.orphans.clone(),
-            uploads: self.uploads.iter().map(|u| UploadPlan { key: u.key.clone(), initiated: u.initiated }).collect(),
+            uploads: self
+                .uploads
+                .iter()
+                .map(|u| UploadPlan { key: u.key.clone(), kind: u.kind, initiated: u.initiated })
+                .collect(),
+            empty_directories: self.empty_directories.clone(),
             warnings: self.warnings.clone(),
             totals,
         }
@@ -536,10 +554,16 @@ impl Steps<'_> {
         for upload in &plan.uploads {
             self.may_continue()?;
             self.repo.store().abort_upload(upload).await?;
-            tracing::debug!(key = %upload.key, "stale multipart upload aborted");
+            tracing::debug!(key = %upload.key, id = %upload.upload_id, "stale upload aborted");
         }
 
-        // 5. Backup attempt records past the history the reports read.
+        // 5. Directories a failed or killed backup left empty (deepest first, so parents empty in turn).
+        for directory in &plan.empty_directories {
+            self.may_continue()?;
+            self.repo.store().remove_empty_directory(directory).await?;
+        }
+
+        // 6. Backup attempt records past the history the reports read.
         for batch in plan.attempts.chunks(CONCURRENCY) {
             self.may_continue()?;
             let deletes = futures::future::join_all(batch.iter().map(|id| self.repo.forget_attempt(id))).await;
@@ -767,6 +791,7 @@ mod tests {
                 orphans_young: 1,
                 uploads_aborted: 0,
                 attempts_expired: 0,
+                empty_directories_removed: 0,
                 bytes_freed: plan.totals.bytes_freed,
             }
         );

@@ -14,12 +14,17 @@
 //! - files are extracted into a staging directory and moved into place only once the archive checked out; a
 //!   target directory that the restore created is removed again.
 //!
+//! Nothing decrypted outlives the process: a parallel restore stages the archive in an unlinked file (no name
+//! to leave behind; pg_restore gets it as its stdin and opens `/dev/stdin`), and the staging directory of a
+//! files restore is listed in this run's [`RunDir`], which the next run sweeps if this one is killed.
+//!
 //! The per-file index of a files source is not needed to restore, but it is read through after the archive: a
 //! damaged one is a warning naming the object (the files themselves come from the authenticated archive).
 //! Files stored incomplete (changed while they were backed up) are named in warnings; one that shrank is cut
 //! back to the bytes that were read instead of restored with the archive's zero padding.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +48,7 @@ use crate::repo::manifest::{
     DatabaseProperties, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind,
 };
 use crate::repo::snapshot_id::{Selector, SnapshotId};
+use crate::run_dir::RunDir;
 use crate::units;
 
 /// Globals are a few kilobytes of SQL; anything near this is not pg_dumpall output.
@@ -63,7 +69,8 @@ pub struct RestoreOptions {
     /// recreated (`pg_restore --clean --if-exists`); objects that are not in the snapshot are left as they are,
     /// and so are the database's own owner, settings and grants.
     pub force: bool,
-    /// Where a parallel restore stages the archive.
+    /// Where this restore's private run directory is made (`dr-<uid>/restore-*`, see [`RunDir`]) and a
+    /// parallel restore stages the archive, unlinked (default: the system temp directory).
     pub temp_dir: Option<PathBuf>,
 }
 
@@ -135,6 +142,9 @@ struct Restorer<'a> {
     private: PrivateManifest,
     /// The configured files sources, for their restore settings.
     config_files: &'a [crate::config::FilesSource],
+    /// Where this restore stages, locked while it runs; removed at the end, swept by a later run if killed.
+    /// None when nothing is staged (`--jobs 1` databases only), or, for files, when it could not be made.
+    run: Option<&'a RunDir>,
 }
 
 pub async fn restore(
@@ -232,12 +242,36 @@ pub(crate) async fn restore_snapshot(
     tracing::info!(snapshot = %id, sources = plans.len(), "restore started");
 
     let clock = Instant::now();
-    let restorer = Restorer { repo, identities, progress, options, private, config_files: &config.files };
+    let run = run_dir(&plans, options)?;
+    let restorer =
+        Restorer { repo, identities, progress, options, private, config_files: &config.files, run: run.as_ref() };
     let mut reports = Vec::new();
     for plan in &plans {
         reports.push(restorer.source(plan).await);
     }
     Ok(RestoreReport { snapshot: id, duration_seconds: clock.elapsed().as_secs_f64(), sources: reports })
+}
+
+/// The restore's private run directory, made (after sweeping dead runs' leftovers) when something is staged:
+/// a parallel database restore needs it; a files restore only lists its staging directory there, and goes on
+/// without it, with a warning, when the temp directory cannot be used.
+fn run_dir(plans: &[Plan<'_>], options: &RestoreOptions) -> Result<Option<RunDir>> {
+    let databases = plans.iter().any(|p| matches!(p.target, Target::Database(_)));
+    let parallel = databases && options.jobs > 1;
+    let files = plans.iter().any(|p| matches!(p.target, Target::Directory(_)));
+    if !parallel && !files {
+        return Ok(None);
+    }
+    // Not on a blocking thread: a restore cancelled meanwhile would leave the directory made after it ended.
+    // It is quick, unless a sweep has a dead drill's cluster to stop (pg_ctl, bounded at 30 s).
+    match RunDir::create(options.temp_dir.as_deref(), "restore") {
+        Ok(run) => Ok(Some(run)),
+        Err(e) if !parallel => {
+            tracing::warn!("{e}: if this restore is killed, no later run will remove its staging directories");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Decides every source's target and checks them all before anything is written.
@@ -440,7 +474,7 @@ impl Restorer<'_> {
             // A parallel pg_restore that fails has restored part of the archive: that is left for inspection,
             // and the error says the source failed.
             Some(file) => {
-                let result = self.pg_restore_file(plan, db, file.path(), &pg_restore, clean).await;
+                let result = self.pg_restore_file(plan, db, file, &pg_restore, clean).await;
                 let seconds = pg_restore_start.elapsed().as_secs_f64();
                 report.phases.push(Phase { name: PHASE_PG_RESTORE.into(), seconds });
                 result?
@@ -550,17 +584,17 @@ impl Restorer<'_> {
         .await
     }
 
-    /// `--jobs N`, first half: stage the archive in a temporary file, checked in full on the way.
-    async fn stage(&self, plan: &Plan<'_>, dump: &ObjectEntry) -> Result<tempfile::NamedTempFile> {
-        let dir = self.options.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
-        check_free_space(&dir, dump.plain_size)?;
-        let staged = tempfile::Builder::new()
-            .prefix("dr-restore-")
-            .suffix(".pgdump")
-            .tempfile_in(&dir)
+    /// `--jobs N`, first half: stage the archive in a temporary file, checked in full on the way. The file is
+    /// unlinked from the start (`O_TMPFILE` on Linux): the kernel frees it when the last process holding it
+    /// ends, so even a SIGKILL leaves no decrypted archive on disk.
+    async fn stage(&self, plan: &Plan<'_>, dump: &ObjectEntry) -> Result<File> {
+        let dir = self.run.map_or_else(std::env::temp_dir, |run| run.path().to_path_buf());
+        let dir = dir.as_path();
+        check_free_space(dir, dump.plain_size)?;
+        let mut staged = tempfile::tempfile_in(dir)
             .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
-        let file = staged.reopen().map_err(|e| Error::io(format!("opening {}", staged.path().display()), e))?;
-        let staged_path = staged.path().display().to_string();
+        let file = staged.try_clone().map_err(|e| Error::io("duplicating the staged archive's handle", e))?;
+        let staged_path = format!("the staged archive in {}", dir.display());
         pipeline::download(
             self.repo.store(),
             &dump.key,
@@ -575,25 +609,28 @@ impl Restorer<'_> {
             },
         )
         .await?;
+        staged.rewind().map_err(|e| Error::io("rewinding the staged archive", e))?;
         Ok(staged)
     }
 
-    /// `--jobs N`, second half: a parallel pg_restore from the staged file.
+    /// `--jobs N`, second half: a parallel pg_restore from the staged file. pg_restore refuses a parallel
+    /// restore from stdin when given no file name, but given `/dev/stdin` each worker opens that name afresh:
+    /// `/proc/self/fd/0`, a new, seekable handle on the unlinked file.
     async fn pg_restore_file(
         &self,
         plan: &Plan<'_>,
         db: &DatabaseTarget,
-        path: &Path,
+        staged: File,
         pg_restore: &tools::Tool,
         clean: bool,
     ) -> Result<String> {
         tracing::info!(source = %plan.name, jobs = self.options.jobs, "running pg_restore");
         // pg_restore reads the staged file itself: there are no bytes to count, only a phase to name.
         let task = self.progress.phase(&format!("{} (pg_restore)", plan.name));
-        let input = RestoreInput::File { path, jobs: self.options.jobs };
+        let input = RestoreInput::File { path: Path::new("/dev/stdin"), jobs: self.options.jobs };
         let command = pg::pg_restore_command(pg_restore, db, input, clean);
         let output = tokio::process::Command::from(command)
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::from(staged))
             .output()
             .await
             .map_err(|e| Error::io(format!("running {}", pg_restore.path.display()), e))?;
@@ -612,6 +649,10 @@ impl Restorer<'_> {
         let external_symlinks =
             self.config_files.iter().find(|f| f.name == plan.name).is_some_and(|f| f.external_symlinks);
         let extraction = Extraction::prepare(&plan.name, dir, external_symlinks)?;
+        // Decrypted files land in the staging directory: a later run removes it if this one is killed.
+        if let Some(run) = self.run {
+            run.note_staging(extraction.staging_dir())?;
+        }
         let start = Instant::now();
         let (mut summary, extraction) = pipeline::download(
             self.repo.store(),

@@ -101,6 +101,11 @@ impl Extraction {
         self.staging.as_deref().unwrap_or(&self.target)
     }
 
+    /// The hidden staging directory inside the target, where entries land until the commit.
+    pub fn staging_dir(&self) -> &Path {
+        self.staging()
+    }
+
     fn unsafe_entry(&self, path: &Path, reason: &str) -> Error {
         Error::UnsafeArchiveEntry {
             source_name: self.source_name.clone(),

@@ -199,6 +199,38 @@ impl Drop for ScratchPostgres {
     }
 }
 
+/// Stops a scratch server that a killed dr left running (an immediate shutdown: its data is disposable), with
+/// the `pg_ctl` of the cluster's major version, as the user it runs as. Returns whether one was running.
+pub fn stop_leftover(data_dir: &Path) -> Result<bool> {
+    let pid = fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next().and_then(|line| line.trim().parse::<i32>().ok()));
+    let Some(pid) = pid else { return Ok(false) };
+    if kill(Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {
+        return Ok(false);
+    }
+    let major = fs::read_to_string(data_dir.join("PG_VERSION")).ok().and_then(|v| v.trim().parse().ok());
+    let pg_ctl = tools::find("pg_ctl", major.map_or(Want::Newest, Want::Exact))?;
+    let mut command = pg_ctl.command();
+    command
+        .arg("stop")
+        .arg("--pgdata")
+        .arg(data_dir)
+        .args(["--mode=immediate", "--wait", "--timeout=30"])
+        .current_dir(data_dir)
+        .stdin(Stdio::null());
+    as_user(&mut command, unprivileged_user()?.as_ref());
+    let output = command.output().map_err(|e| Error::io(format!("running {}", pg_ctl.path.display()), e))?;
+    if !output.status.success() {
+        return Err(Error::ChildFailed {
+            program: "pg_ctl stop".into(),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(true)
+}
+
 struct RunAs {
     uid: Uid,
     gid: Gid,

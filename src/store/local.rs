@@ -2,7 +2,8 @@
 //!
 //! Visibility comes from `rename`: every object is written to a hidden sibling (`.NAME.partial-RANDOM`),
 //! synced, and renamed into place, then the directory is synced. A crash leaves at most a hidden partial file,
-//! which `list` never shows.
+//! which `list` never shows; `stale_uploads` finds it for `dr prune`, which deletes it once older than the
+//! grace, together with the directories a failed or killed backup left empty.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncWriteExt;
 
-use super::{ObjectMeta, ObjectReader, ObjectWriter, Store, check_key, store_error};
+use super::{ObjectMeta, ObjectReader, ObjectWriter, PendingUpload, Store, UploadKind, check_key, store_error};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -54,6 +55,46 @@ impl LocalStore {
             .map_err(|e| self.error("write", key, e))?;
         Ok((file, partial))
     }
+}
+
+/// The key a hidden partial file (`.NAME.partial-XXXXXXXXXXXXXXXX`) was written for: `NAME`, or `None` for
+/// any other file.
+fn partial_of(file_name: &str) -> Option<&str> {
+    let (name, random) = file_name.strip_prefix('.')?.rsplit_once(".partial-")?;
+    let random_ok = random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit());
+    (random_ok && !name.is_empty()).then_some(name)
+}
+
+/// Removes the directories above `path` that are left empty, up to (not including) `root`.
+async fn remove_empty_parents(root: &Path, path: &Path) {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || tokio::fs::remove_dir(d).await.is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+/// Collects, deepest first, the directories below `dir` that hold no file and were last changed before
+/// `before`; returns whether `dir` itself is such a directory.
+fn collect_empty(dir: &Path, before: std::time::SystemTime, found: &mut Vec<PathBuf>) -> io::Result<bool> {
+    let mut empty = true;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            let path = entry.path();
+            if collect_empty(&path, before, found)? {
+                found.push(path);
+            } else {
+                empty = false;
+            }
+        } else {
+            empty = false;
+        }
+    }
+    let old = std::fs::symlink_metadata(dir)?.modified().is_ok_and(|m| m < before);
+    Ok(empty && old)
 }
 
 /// Renames a synced partial file into place and syncs the directory, so the rename survives a crash.
@@ -171,14 +212,89 @@ impl Store for LocalStore {
             Err(e) => return Err(self.error("delete", key, e)),
         }
         // Tidy up directories the delete emptied; a non-empty directory simply stays.
-        let mut dir = path.parent();
-        while let Some(d) = dir {
-            if d == self.root || tokio::fs::remove_dir(d).await.is_err() {
-                break;
-            }
-            dir = d.parent();
-        }
+        remove_empty_parents(&self.root, &path).await;
         Ok(())
+    }
+
+    async fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<PendingUpload>> {
+        let root = self.root.clone();
+        let location = self.location.clone();
+        let before = std::time::SystemTime::from(before);
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            for entry in walkdir::WalkDir::new(&root).sort_by_file_name() {
+                // Entries that vanish or cannot be read while the walk runs are not partial files of ours.
+                let Ok(entry) = entry else { continue };
+                let file_name = entry.file_name().to_string_lossy();
+                let Some(name) = partial_of(&file_name).filter(|_| entry.file_type().is_file()) else { continue };
+                let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) else { continue };
+                if modified >= before {
+                    continue; // perhaps a writer at work
+                }
+                let Some(parent) = entry.path().parent().and_then(|p| p.strip_prefix(&root).ok()) else { continue };
+                let Some(key) = parent.join(name).to_str().map(str::to_string) else { continue };
+                found.push(PendingUpload {
+                    key,
+                    upload_id: file_name.into_owned(),
+                    initiated: Some(DateTime::<Utc>::from(modified)),
+                    kind: UploadKind::PartialFile,
+                });
+            }
+            found
+        })
+        .await
+        .map_err(|e| store_error(&location, "list", "", e))
+    }
+
+    async fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        let path = self.path_of(&upload.key)?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        // Only ever a partial file beside the key, never anything the id might otherwise name.
+        if upload.kind != UploadKind::PartialFile
+            || upload.upload_id.contains('/')
+            || partial_of(&upload.upload_id) != Some(name)
+        {
+            return Err(Error::Usage(format!("{:?} is not a partial file of {}", upload.upload_id, upload.key)));
+        }
+        let partial = path.with_file_name(&upload.upload_id);
+        match tokio::fs::remove_file(&partial).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.error("delete", &upload.key, e)),
+        }
+        remove_empty_parents(&self.root, &partial).await;
+        Ok(())
+    }
+
+    async fn empty_directories(&self, prefix: &str, before: DateTime<Utc>) -> Result<Vec<String>> {
+        let start = self.path_of(prefix.trim_end_matches('/'))?;
+        let root = self.root.clone();
+        let location = self.location.clone();
+        let prefix_owned = prefix.to_string();
+        let before = std::time::SystemTime::from(before);
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            match collect_empty(&start, before, &mut found) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(store_error(&location, "list", &prefix_owned, e)),
+            }
+            Ok(found
+                .iter()
+                .filter_map(|dir| dir.strip_prefix(&root).ok().and_then(Path::to_str).map(str::to_string))
+                .collect())
+        })
+        .await
+        .map_err(|e| store_error(&self.location, "list", prefix, e))?
+    }
+
+    async fn remove_empty_directory(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        match tokio::fs::remove_dir(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty) => Ok(()),
+            Err(e) => Err(self.error("delete", key, e)),
+        }
     }
 }
 
@@ -243,6 +359,34 @@ mod tests {
     async fn passes_the_store_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
         super::super::conformance::run(&LocalStore::new(dir.path())).await;
+    }
+
+    #[tokio::test]
+    async fn stale_partial_files_and_empty_directories_are_found_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let killed = dir.path().join("objects/a/app");
+        std::fs::create_dir_all(&killed).unwrap();
+        std::fs::write(killed.join(".pg_dump.zst.age.partial-0123456789abcdef"), b"half").unwrap();
+        std::fs::write(killed.join(".not-ours"), b"x").unwrap();
+        std::fs::create_dir_all(dir.path().join("objects/b/config")).unwrap();
+        store.put("objects/c/files", Bytes::from_static(b"whole")).await.unwrap();
+        let later = Utc::now() + chrono::Duration::seconds(5);
+
+        assert!(store.stale_uploads(Utc::now() - chrono::Duration::seconds(60)).await.unwrap().is_empty());
+        let stale = store.stale_uploads(later).await.unwrap();
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert_eq!(stale[0].key, "objects/a/app/pg_dump.zst.age");
+        assert_eq!(store.empty_directories("objects/", later).await.unwrap(), ["objects/b/config", "objects/b"]);
+
+        store.abort_upload(&stale[0]).await.unwrap();
+        assert!(!killed.join(".pg_dump.zst.age.partial-0123456789abcdef").exists());
+        assert!(killed.join(".not-ours").exists(), "only partial files are stale uploads");
+        for empty in store.empty_directories("objects/", later).await.unwrap() {
+            store.remove_empty_directory(&empty).await.unwrap();
+        }
+        assert!(!dir.path().join("objects/b").exists());
+        assert_eq!(store.list("").await.unwrap().len(), 1);
     }
 
     #[tokio::test]

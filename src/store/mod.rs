@@ -42,14 +42,26 @@ pub struct ObjectMeta {
     pub modified: Option<DateTime<Utc>>,
 }
 
-/// A multipart upload that was started and neither completed nor aborted: a writer killed before it could
-/// clean up leaves one behind (S3), its parts stored and billed but never visible as an object.
+/// An upload that was started and neither finished nor aborted: a writer killed before it could clean up
+/// leaves one behind, never visible as an object but taking space (and on S3, billed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingUpload {
     /// The key the upload would have created.
     pub key: String,
+    /// S3's upload id; a local store's hidden partial file (its name, beside the key's path).
     pub upload_id: String,
     pub initiated: Option<DateTime<Utc>>,
+    pub kind: UploadKind,
+}
+
+/// What an unfinished upload is, in the store that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadKind {
+    /// An S3 multipart upload: parts stored, never completed.
+    Multipart,
+    /// A local store's hidden `.NAME.partial-XXXX` file, never renamed into place.
+    PartialFile,
 }
 
 #[async_trait]
@@ -80,15 +92,27 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// Uploads under the store's prefix that were started before `before` and are still open. Only S3 has
-    /// such uploads; elsewhere an unfinished object is a hidden file its writer removes (or, after a crash,
-    /// one nothing lists).
+    /// Uploads under the store's prefix that were started before `before` and never finished: S3's open
+    /// multipart uploads, a local store's hidden partial files (a writer removes its own unless it is killed).
     async fn stale_uploads(&self, _before: DateTime<Utc>) -> Result<Vec<PendingUpload>> {
         Ok(Vec::new())
     }
 
     /// Aborts an open upload, deleting its parts; one that is already gone counts as aborted.
     async fn abort_upload(&self, _upload: &PendingUpload) -> Result<()> {
+        Ok(())
+    }
+
+    /// Directories under `prefix` that hold no object (only, perhaps, other such directories) and were last
+    /// changed before `before`, deepest first. Only a local store has directories; a failed or killed
+    /// backup leaves them behind.
+    async fn empty_directories(&self, _prefix: &str, _before: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes one directory that [`Store::empty_directories`] listed; one that is gone, or no longer empty,
+    /// is left as it is.
+    async fn remove_empty_directory(&self, _key: &str) -> Result<()> {
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::retry::{Attempt, RetryPolicy};
-use super::{ObjectMeta, ObjectReader, ObjectWriter, PendingUpload, Store, check_key};
+use super::{ObjectMeta, ObjectReader, ObjectWriter, PendingUpload, Store, UploadKind, check_key};
 use crate::error::{Error, Result};
 
 /// S3's smallest part (but the last), and its largest number of parts.
@@ -618,7 +618,12 @@ impl Store for S3Store {
                 let initiated = upload.initiated().and_then(to_chrono);
                 // An upload of unknown age is left alone: it may be a backup's, running now.
                 if initiated.is_some_and(|t| t < before) {
-                    found.push(PendingUpload { key: key.to_string(), upload_id: upload_id.to_string(), initiated });
+                    found.push(PendingUpload {
+                        key: key.to_string(),
+                        upload_id: upload_id.to_string(),
+                        initiated,
+                        kind: UploadKind::Multipart,
+                    });
                 }
             }
             let next = (page.next_key_marker().map(str::to_string), page.next_upload_id_marker().map(str::to_string));
