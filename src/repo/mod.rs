@@ -233,11 +233,7 @@ impl Repository {
 
     /// Stores a drill's record, encrypted to `recipients`.
     pub async fn save_drill(&self, recipients: &Recipients, record: &DrillRecord) -> Result<String> {
-        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::io("encoding the drill record", e.into()))?;
-        let sealed = recipients.seal(&json).map_err(|e| Error::io("encrypting the drill record", e))?;
-        let key = Self::drill_key(&record.id);
-        self.store.put(&key, Bytes::from(sealed)).await?;
-        Ok(key)
+        self.save_sealed(recipients, Self::drill_key(&record.id), record, "drill record").await
     }
 
     /// Ids of every stored drill record, oldest first.
@@ -247,19 +243,7 @@ impl Repository {
 
     /// Reads and decrypts one drill record.
     pub async fn drill(&self, id: &SnapshotId, identities: &Identities) -> Result<DrillRecord> {
-        let key = Self::drill_key(id);
-        let bytes = store::get_bytes(self.store(), &key, MANIFEST_LIMIT).await?;
-        let armored = String::from_utf8(bytes)
-            .map_err(|_| Error::ObjectCorrupt { key: key.clone(), reason: "not ASCII-armored age".into() })?;
-        let json = identities.open(&armored, &format!("drill record {id}")).map_err(|e| match e {
-            Error::ObjectCorrupt { reason, .. } => Error::ObjectCorrupt {
-                key: key.clone(),
-                reason: reason.lines().next().unwrap_or_default().trim_end_matches('.').to_string(),
-            },
-            other => other,
-        })?;
-        serde_json::from_slice(&json)
-            .map_err(|e| Error::ObjectCorrupt { key, reason: format!("not a valid drill record: {e}") })
+        self.open_record(Self::drill_key(id), identities, "drill record", id).await
     }
 
     fn attempt_key(id: &SnapshotId) -> String {
@@ -268,11 +252,7 @@ impl Repository {
 
     /// Stores (or replaces) a backup attempt's record, encrypted to `recipients`.
     pub async fn save_attempt(&self, recipients: &Recipients, record: &AttemptRecord) -> Result<String> {
-        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::io("encoding the attempt record", e.into()))?;
-        let sealed = recipients.seal(&json).map_err(|e| Error::io("encrypting the attempt record", e))?;
-        let key = Self::attempt_key(&record.id);
-        self.store.put(&key, Bytes::from(sealed)).await?;
-        Ok(key)
+        self.save_sealed(recipients, Self::attempt_key(&record.id), record, "attempt record").await
     }
 
     /// Ids of every stored attempt record, oldest first.
@@ -287,10 +267,35 @@ impl Repository {
 
     /// Reads and decrypts one attempt record.
     pub async fn attempt(&self, id: &SnapshotId, identities: &Identities) -> Result<AttemptRecord> {
-        let key = Self::attempt_key(id);
-        let json = self.open_sealed(&key, identities, &format!("attempt record {id}")).await?;
+        self.open_record(Self::attempt_key(id), identities, "attempt record", id).await
+    }
+
+    /// Stores a small record (a drill's, a backup attempt's) as JSON encrypted to `recipients`, under `key`.
+    async fn save_sealed<T: Serialize>(
+        &self,
+        recipients: &Recipients,
+        key: String,
+        record: &T,
+        what: &str,
+    ) -> Result<String> {
+        let json =
+            serde_json::to_vec_pretty(record).map_err(|e| Error::io(format!("encoding the {what}"), e.into()))?;
+        let sealed = recipients.seal(&json).map_err(|e| Error::io(format!("encrypting the {what}"), e))?;
+        self.store.put(&key, Bytes::from(sealed)).await?;
+        Ok(key)
+    }
+
+    /// Reads, decrypts and parses a record that [`Self::save_sealed`] stored.
+    async fn open_record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: String,
+        identities: &Identities,
+        what: &str,
+        id: &SnapshotId,
+    ) -> Result<T> {
+        let json = self.open_sealed(&key, identities, &format!("{what} {id}")).await?;
         serde_json::from_slice(&json)
-            .map_err(|e| Error::ObjectCorrupt { key, reason: format!("not a valid attempt record: {e}") })
+            .map_err(|e| Error::ObjectCorrupt { key, reason: format!("not a valid {what}: {e}") })
     }
 
     /// Reads a small ASCII-armored age object and decrypts it; damage is named by its key, with the first line
