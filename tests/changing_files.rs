@@ -82,6 +82,9 @@ fn read_head(path: &Path, len: usize) -> Vec<u8> {
 #[test]
 fn files_that_shrink_or_grow_while_read_make_an_incomplete_snapshot_that_says_so_and_restores_without_padding() {
     let site = FilesSite::new();
+    let audit = site.path("audit.jsonl");
+    let config = fs::read_to_string(&site.config_path).unwrap();
+    fs::write(&site.config_path, format!("{config}\n[audit]\npath = \"{}\"\n", audit.display())).unwrap();
     site.dr(&["init"]).ok();
     let logs = site.path("site/uploads/logs");
     fs::create_dir_all(&logs).unwrap();
@@ -112,6 +115,11 @@ fn files_that_shrink_or_grow_while_read_make_an_incomplete_snapshot_that_says_so
     assert!(warning.contains(&snapshot) && warning.contains("2 files"), "{warning}");
     assert!(warning.contains("logs/a-shrinks.log shrank") && warning.contains("logs/b-grows.log grew"), "{warning}");
     assert!(stderr.lines().last().unwrap().starts_with("hint: "), "{stderr}");
+    // The audit log says so too, with the count only (the paths stay in the encrypted index).
+    let entry: serde_json::Value =
+        serde_json::from_str(fs::read_to_string(&audit).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!((entry["action"].as_str(), entry["outcome"].as_str()), (Some("backup"), Some("success")), "{entry}");
+    assert_eq!(entry["detail"], "2 files stored incomplete (changed while read)", "{entry}");
 
     // The public manifest counts them and names nothing.
     let manifest = fs::read_to_string(common::manifest_path(&site.repo, &snapshot)).unwrap();

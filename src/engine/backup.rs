@@ -191,7 +191,16 @@ async fn take_snapshot(
     // A failed release is logged; the lock then expires by itself.
     let _ = lock.release().await;
     let entry = match &outcome {
-        Ok(report) => AuditEntry::new("backup", Some(report.snapshot.to_string()), None),
+        Ok(report) => {
+            let entry = AuditEntry::new("backup", Some(report.snapshot.to_string()), None);
+            // Committed but not whole (`dr backup` exits with 3): the count only, the paths stay encrypted.
+            match report.incomplete_files().len() {
+                0 => entry,
+                n => {
+                    entry.detail(format!("{} stored incomplete (changed while read)", crate::units::plural(n, "file")))
+                }
+            }
+        }
         Err(e) => AuditEntry::new("backup", None, Some(e.to_string()))
             .detail(format!("snapshot {} not committed", run.snapshot)),
     };
