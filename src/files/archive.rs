@@ -48,13 +48,7 @@ pub fn write_archive(
     check_root(source_name, root)?;
     let mut builder = tar::Builder::new(tar_out);
     let mut summary = ArchiveSummary::default();
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| e.path().strip_prefix(root).map_or(true, |relative| !excludes.is_excluded(relative)));
-    for entry in walker {
+    for entry in excludes.walk(root) {
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) if e.io_error().is_some_and(|io| io.kind() == io::ErrorKind::NotFound) => {

@@ -34,6 +34,17 @@ impl Excludes {
         Ok(Excludes { by_name: build(by_name)?, by_path: build(by_path)? })
     }
 
+    /// Every entry below `root` that these patterns keep, sorted by name, never following links, without
+    /// descending into an excluded directory: the one walk the archive, the size scan and listings share.
+    pub fn walk<'a>(&'a self, root: &'a Path) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> + 'a {
+        walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .min_depth(1)
+            .into_iter()
+            .filter_entry(move |e| e.path().strip_prefix(root).map_or(true, |relative| !self.is_excluded(relative)))
+    }
+
     /// Whether `relative` (a path below the source root) is excluded.
     pub fn is_excluded(&self, relative: &Path) -> bool {
         let by_name = relative.file_name().is_some_and(|name| self.by_name.is_match(name));

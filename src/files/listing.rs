@@ -13,12 +13,7 @@ use super::excludes::Excludes;
 /// `excludes` keeps. Two trees with equal listings hold the same files, links, directories, modes and times.
 pub fn tree_listing(root: &Path, excludes: &Excludes) -> io::Result<BTreeMap<String, String>> {
     let mut listing = BTreeMap::new();
-    let walker = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| e.path().strip_prefix(root).map_or(true, |r| !excludes.is_excluded(r)));
-    for entry in walker {
+    for entry in excludes.walk(root) {
         let entry = entry.map_err(io::Error::other)?;
         let relative = entry.path().strip_prefix(root).map_err(io::Error::other)?;
         let meta = entry.path().symlink_metadata()?;

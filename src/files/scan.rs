@@ -2,7 +2,7 @@
 //! ETA (as restic's scanner does). It only reads metadata, walks the tree as the archive does (same excludes),
 //! and its sum is an estimate: files change while the backup reads them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -44,15 +44,10 @@ pub fn scan_size_for_progress(root: &Path, excludes: &Excludes, task: Arc<dyn Pr
 
 /// About what the tar stream of `root` will weigh: a 512-byte header per entry, contents padded to 512 bytes,
 /// two zero blocks at the end. `None` when stopped first.
-fn tar_size(root: &PathBuf, excludes: &Excludes, stop: &AtomicBool) -> Option<u64> {
+fn tar_size(root: &Path, excludes: &Excludes, stop: &AtomicBool) -> Option<u64> {
     const BLOCK: u64 = 512;
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| e.path().strip_prefix(root).map_or(true, |relative| !excludes.is_excluded(relative)));
     let mut total = 2 * BLOCK;
-    for entry in walker.flatten() {
+    for entry in excludes.walk(root).flatten() {
         if stop.load(Ordering::Relaxed) {
             return None;
         }
