@@ -75,14 +75,7 @@ impl ScratchPostgres {
             .args(["--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
             .current_dir(dir.path());
         as_user(&mut init, run_as.as_ref());
-        let output = init.output().map_err(|e| Error::io(format!("running {}", initdb.path.display()), e))?;
-        if !output.status.success() {
-            return Err(Error::ChildFailed {
-                program: "initdb".into(),
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            });
-        }
+        run_to_end(&mut init, &initdb.path, "initdb")?;
 
         let port = free_port();
         let log_path = dir.path().join("postgres.log");
@@ -220,15 +213,21 @@ pub fn stop_leftover(data_dir: &Path) -> Result<bool> {
         .current_dir(data_dir)
         .stdin(Stdio::null());
     as_user(&mut command, unprivileged_user()?.as_ref());
-    let output = command.output().map_err(|e| Error::io(format!("running {}", pg_ctl.path.display()), e))?;
+    run_to_end(&mut command, &pg_ctl.path, "pg_ctl stop")?;
+    Ok(true)
+}
+
+/// Runs a PostgreSQL tool to its end; a non-zero exit is a [`Error::ChildFailed`] quoting its stderr.
+fn run_to_end(command: &mut Command, path: &Path, program: &str) -> Result<()> {
+    let output = command.output().map_err(|e| Error::io(format!("running {}", path.display()), e))?;
     if !output.status.success() {
         return Err(Error::ChildFailed {
-            program: "pg_ctl stop".into(),
+            program: program.into(),
             status: output.status.to_string(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    Ok(true)
+    Ok(())
 }
 
 struct RunAs {
