@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::crypto::{Identities, Recipients};
 use crate::error::Error;
-use crate::pg::{self, ConnInfo, tools};
+use crate::pg::{self, tools};
 
 /// How long one database or repository check may take before it counts as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -268,13 +268,12 @@ async fn repository(config: &Config) -> Item {
 
 /// Connects as a backup would, and finds the pg_dump (and pg_dumpall) a backup of that server would run.
 async fn database(source: &crate::config::PostgresSource) -> crate::Result<String> {
-    let conninfo = ConnInfo::parse(&source.url)
-        .map_err(|e| Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", source.name)))?;
+    let conninfo = source.conninfo()?;
     let target = conninfo.redacted();
     let db_error =
         |message: String| Error::Database { source_name: source.name.clone(), target: target.clone(), message };
     let connected = async {
-        let client = pg::connect(&conninfo).await.map_err(|e| db_error(e.message))?;
+        let client = pg::connect(&conninfo).await.map_err(|e| e.into_error(&source.name, target.clone()))?;
         let row = client
             .query_one("SELECT current_setting('server_version'), current_setting('server_version_num')::int", &[])
             .await

@@ -182,6 +182,14 @@ pub struct PostgresSource {
     pub globals: bool,
 }
 
+impl PostgresSource {
+    /// The source's connection string, parsed; a bad one is a configuration error naming the source.
+    pub fn conninfo(&self) -> Result<crate::pg::ConnInfo> {
+        crate::pg::ConnInfo::parse(&self.url)
+            .map_err(|e| Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", self.name)))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FilesSource {
@@ -531,8 +539,7 @@ impl Config {
                 .map_err(|e| Error::ConfigInvalid(format!("files source {:?}: {e}", files.name)))?;
         }
         for pg in &self.postgres {
-            crate::pg::ConnInfo::parse(&pg.url)
-                .map_err(|e| Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", pg.name)))?;
+            pg.conninfo()?;
         }
         // Levels 20-22 ("ultra") need windows of up to 128 MiB per thread: outside dr's memory budget.
         if !(1..=19).contains(&self.compression.level) {

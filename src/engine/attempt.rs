@@ -2,11 +2,11 @@
 //! ends. Both writes are best effort: a record that cannot be written is logged and never changes what the
 //! backup itself returns, and neither write may hold a backup up for long.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::config::Config;
 use crate::crypto::Recipients;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
@@ -22,14 +22,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// configured recipients are unusable: the backup itself then fails on them, and no record can be sealed).
 pub(super) struct Attempt {
     record: AttemptRecord,
-    recipients: Option<Recipients>,
+    recipients: Option<Arc<Recipients>>,
 }
 
 impl Attempt {
     /// Writes the `unfinished` record: if the process is killed, this is what the report will show.
-    pub(super) async fn begin(config: &Config, repo: &Repository, only: &[String]) -> Attempt {
+    pub(super) async fn begin(recipients: Option<Arc<Recipients>>, repo: &Repository, only: &[String]) -> Attempt {
         let record = AttemptRecord::started(Utc::now(), only);
-        let recipients = Recipients::parse(&config.encryption.recipients).ok();
         let attempt = Attempt { record, recipients };
         attempt.save(repo, &attempt.record).await;
         attempt

@@ -101,8 +101,13 @@ pub async fn backup(
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
-    let attempt = super::attempt::Attempt::begin(config, repo, &options.only).await;
-    let outcome = take_snapshot(config, repo, options, progress).await;
+    // Parsed once: the attempt record is sealed to the same recipients as the snapshot.
+    let recipients = Recipients::parse(&config.encryption.recipients).map(Arc::new);
+    let attempt = super::attempt::Attempt::begin(recipients.as_ref().ok().cloned(), repo, &options.only).await;
+    let outcome = match recipients {
+        Ok(recipients) => take_snapshot(config, repo, options, progress, recipients).await,
+        Err(e) => Err(e),
+    };
     attempt.finish(repo, &outcome).await;
     outcome
 }
@@ -112,8 +117,8 @@ async fn take_snapshot(
     repo: &Repository,
     options: &BackupOptions,
     progress: &dyn Progress,
+    recipients: Arc<Recipients>,
 ) -> Result<BackupReport> {
-    let recipients = Arc::new(Recipients::parse(&config.encryption.recipients)?);
     check_only(config, &options.only)?;
     let selected = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
     if config.postgres.is_empty() && config.files.is_empty() {
@@ -213,8 +218,7 @@ async fn take_snapshot(
 /// it says that it started (and before a large source is dumped only for a later one to fail).
 async fn preflight(config: &Config, selected: &(dyn Fn(&str) -> bool + Sync)) -> Result<()> {
     for source in config.postgres.iter().filter(|s| selected(&s.name)) {
-        let conninfo = ConnInfo::parse(&source.url)
-            .map_err(|e| Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", source.name)))?;
+        let conninfo = source.conninfo()?;
         pg::connect(&conninfo).await.map_err(|e| e.into_error(&source.name, conninfo.redacted()))?;
     }
     for source in config.files.iter().filter(|s| selected(&s.name)) {
@@ -285,8 +289,7 @@ impl Run<'_> {
     }
 
     async fn postgres(&self, source: &PostgresSource) -> Result<SourceOutcome> {
-        let conninfo = ConnInfo::parse(&source.url)
-            .map_err(|e| Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", source.name)))?;
+        let conninfo = source.conninfo()?;
         let exported = ExportedSnapshot::open(&conninfo, &source.name).await?;
         let pg_dump = tools::find("pg_dump", tools::Want::AtLeast(exported.facts.server_major()))?;
         tracing::info!(
