@@ -26,13 +26,12 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::Uid;
 
 use crate::error::{Error, Result};
+use crate::files::STAGING_PREFIX;
 
 const LOCK: &str = "lock";
 /// Marks a run directory the user asked to keep (`--keep`); sweeps leave it alone.
 pub const KEPT: &str = "kept";
 const STAGING_LIST: &str = "staging";
-/// Names of the staging directories a files restore makes inside its target (`files::extract`).
-const STAGING_PREFIX: &str = ".dr-restore-";
 /// A run directory without a lock file is being created, unless it is older than this.
 const UNLOCKED_GRACE: Duration = Duration::from_secs(60);
 

@@ -21,7 +21,8 @@ use tar::EntryType;
 
 use crate::error::{Error, Result};
 
-const STAGING_PREFIX: &str = ".dr-restore-";
+/// Names of the staging directories extraction makes inside a target (`run_dir` lists them for sweeping).
+pub(crate) const STAGING_PREFIX: &str = ".dr-restore-";
 /// Symlinks followed while resolving one path before giving up (Linux's own limit).
 const MAX_LINK_HOPS: usize = 40;
 
