@@ -30,6 +30,7 @@ pub mod report;
 pub mod retention;
 pub mod run_dir;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod units;
 

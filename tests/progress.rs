@@ -107,7 +107,7 @@ async fn backup_and_restore_report_totals_estimates_and_phases() {
         force: false,
         temp_dir: None,
     };
-    let identities = config.identities("restore").unwrap();
+    let identities = dr::Identities::load_configured(&config.encryption, "restore").unwrap();
     dr::restore(&config, &repo, identities, &options, &restore).await.unwrap();
     let download = restore.get("app (download)");
     assert_eq!(download.kind, Kind::Exact(Some(dump_size)), "the manifest's plaintext size");

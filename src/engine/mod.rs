@@ -4,7 +4,7 @@
 mod attempt;
 mod backup;
 mod prune;
-mod restore;
+pub(crate) mod restore;
 mod verify;
 
 pub use backup::{BackupOptions, BackupReport, SourceReport, backup};

@@ -35,6 +35,17 @@ const LOCK_LIMIT: u64 = 64 << 10;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 /// Below this, a renewal every `lease / 3` would not survive one slow request.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
+/// Checks `[lock]`: a lease shorter than [`MIN_LEASE`] would be lost under load.
+pub fn validate(config: &LockConfig) -> Result<()> {
+    match config.lease {
+        Some(lease) if lease < MIN_LEASE => Err(Error::ConfigInvalid(format!(
+            "[lock] lease = {} is too short; use at least 1s (default 5m)",
+            humantime::format_duration(lease)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The first backoff after a conflict; it doubles up to [`MAX_BACKOFF`], and each sleep is jittered.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);

@@ -48,11 +48,27 @@ struct ScheduleFile {
 /// Every job of the configuration and of its schedules directory, validated.
 pub fn load(config: &Config) -> Result<Vec<Job>> {
     let timezone = timezone(config)?;
-    let mut specs: Vec<(String, JobConfig)> =
-        config.jobs.iter().map(|j| ("the configuration".to_string(), j.clone())).collect();
+    let mut specs = own_jobs(config);
     if let Some(dir) = &config.service.schedules_dir {
         specs.extend(read_dir(dir)?);
     }
+    parse(specs, timezone)
+}
+
+/// Checks the schedules written in the configuration itself (its `[[job]]` tables and `[service] timezone`),
+/// with the messages of [`load`]. Every command that loads the configuration checks them, so that a bad
+/// schedule is found by `dr backup` or `dr snapshots` too, not only when `dr serve` starts. The files of
+/// `schedules_dir` are read by `dr serve` and `dr check` alone: a restore on a recovery host must not depend on
+/// the service's directory being there.
+pub fn validate(config: &Config) -> Result<()> {
+    parse(own_jobs(config), timezone(config)?).map(|_| ())
+}
+
+fn own_jobs(config: &Config) -> Vec<(String, JobConfig)> {
+    config.jobs.iter().map(|j| ("the configuration".to_string(), j.clone())).collect()
+}
+
+fn parse(specs: Vec<(String, JobConfig)>, timezone: Tz) -> Result<Vec<Job>> {
     let mut jobs: Vec<Job> = Vec::new();
     for (origin, spec) in specs {
         if jobs.iter().any(|j| j.name == spec.name) {
