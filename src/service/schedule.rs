@@ -188,6 +188,25 @@ mod tests {
         assert_eq!(names, ["hourly-backup", "weekly-drill", "weekly-prune", "weekly-report"]);
     }
 
+    /// The crontab-to-`[[job]]` table of docs/service.md: every six-field expression in it is valid, and its
+    /// five-field column is refused.
+    #[test]
+    fn the_documented_translations_from_crontab_parse() {
+        let doc = include_str!("../../docs/service.md");
+        let rows: Vec<Vec<&str>> = doc
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| l.split('|').map(|cell| cell.trim().trim_matches('`')).collect())
+            .filter(|cells: &Vec<&str>| cells.len() == 5 && cells[1].split_whitespace().count() == 5)
+            .collect();
+        assert_eq!(rows.len(), 5, "the table of docs/service.md#schedules");
+        for row in rows {
+            let job = |schedule: &str| format!("[[job]]\nname = \"j\"\nschedule = \"{schedule}\"\nrun = \"backup\"\n");
+            assert!(validate(&config(&job(row[2]))).is_ok(), "{row:?}");
+            assert!(validate(&config(&job(row[1]))).is_err(), "{row:?}");
+        }
+    }
+
     #[test]
     fn a_bad_expression_a_bad_zone_and_a_duplicate_are_refused_by_name() {
         let bad = load(&config("[[job]]\nname = \"weekly-drill\"\nschedule = \"0 4 * * Sun\"\nrun = \"drill\"\n"));
