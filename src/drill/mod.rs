@@ -15,7 +15,7 @@
 //! docs/drills.md says what each check proves and what it cannot.
 
 pub(crate) mod checks;
-pub mod expect;
+pub(crate) mod expect;
 mod scratch;
 
 use std::collections::{BTreeMap, BTreeSet};
