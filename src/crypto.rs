@@ -1,7 +1,7 @@
 //! age encryption: recipients for backing up, identities for restoring, and key generation.
 //!
 //! A backing-up host holds only [`Recipients`] (public keys). [`Identities`] (the private key) are loaded only by
-//! the commands that read data back: restore, verify, and later drills.
+//! the commands that read data back: restore, verify, drill, prune (drill records), report and recover.
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};

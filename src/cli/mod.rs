@@ -40,8 +40,9 @@ use dr::{Error, Identities, Repository, Result};
                   Streams pg_dump output, roles, configuration and uploads through zstd and age encryption into a \
                   repository, restores them, and verifies them.",
     after_help = "Configuration: --config FILE, else $DR_CONFIG, else ./dr.toml, else /etc/dr/dr.toml \
-                  (docs/configuration.md).\nExit codes: 0 ok, 1 failure, 2 usage error, 3 backup committed but some files changed while \
-                  being read (stored incomplete)."
+                  (docs/configuration.md).\nExit codes: 0 ok, 1 failure, 2 usage error (also `dr recover` not \
+                  confirmed, with no terminal to ask on), 3 backup committed but some files changed while being read \
+                  (stored incomplete), 128+N stopped by signal N (130 for Ctrl-C, 143 for SIGTERM)."
 )]
 pub struct Cli {
     /// Configuration file.

@@ -1,5 +1,5 @@
-//! The operations, each a function over a [`Repository`](crate::repo::Repository): what the CLI commands
-//! (and later the scheduler, drills and runbooks) call.
+//! The operations, each a function over a [`Repository`](crate::repo::Repository): what the CLI commands, the
+//! service's jobs, drills and runbooks call.
 
 mod attempt;
 mod backup;

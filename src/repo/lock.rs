@@ -1,5 +1,7 @@
 //! Repository locks: restic-style leases on top of the plain [`Store`] trait, so that they work the same on a
-//! directory and on S3, which has no compare-and-swap. docs/locks.md has the protocol and why it is safe.
+//! directory and on every S3-compatible store, without compare-and-swap (AWS's conditional writes are not
+//! offered by every S3-compatible server, and a lease also ends a crashed holder's lock). docs/locks.md has the
+//! protocol and why it is safe.
 //!
 //! A lock is an object `locks/<id>.json` (plain JSON, no secrets) that says who holds it, how (shared or
 //! exclusive) and until when. To acquire: write ours, then list `locks/` and read the others; expired ones are
