@@ -37,7 +37,9 @@ const LOCK_LIMIT: u64 = 64 << 10;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 /// Below this, a renewal every `lease / 3` would not survive one slow request.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
-/// Checks `[lock]`: a lease shorter than [`MIN_LEASE`] would be lost under load.
+/// Checks `[lock]` against [`MIN_LEASE`]: a floor against values no renewal can keep up with (one renewal every
+/// `lease / 3`, each a store round trip). A lease that holds under load is far longer: several slow requests
+/// plus the clock skew between hosts (the default is five minutes).
 pub fn validate(config: &LockConfig) -> Result<()> {
     match config.lease {
         Some(lease) if lease < MIN_LEASE => Err(Error::ConfigInvalid(format!(
