@@ -7,6 +7,10 @@
 //!
 //! Relative paths in the file are resolved against the file's own directory, so a cron job or a service
 //! manager running `dr` from `/` reads the same paths as an operator in the config's directory.
+//!
+//! This module is plain data: it imports nothing of the crate but its error type. What serde cannot check
+//! (ranges, connection strings, recipients, schedules) each owning module checks for its own section, and
+//! `crate::settings` calls them in one place for every command.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
