@@ -219,4 +219,34 @@ mod tests {
         let aws = S3Options::try_from(&Config::parse(&s3(""), Path::new("dr.toml")).unwrap().repository).unwrap();
         assert!(!aws.path_style && aws.endpoint.is_none());
     }
+
+    fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dr.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn an_environment_value_that_does_not_parse_names_its_variable_before_the_file_is_checked() {
+        // The file is wrong too (level 30); the environment's value is reported first, naming its variable.
+        let (_dir, path) = write_config("[compression]\nlevel = 30\n");
+        for (var, value) in [("DR_REPOSITORY_URL", "ftp://backups/site"), ("DR_RECIPIENTS", "age1notakey")] {
+            let env = |key: &str| (key == var).then(|| value.to_string());
+            let err = load(Some(&path), &env).unwrap_err();
+            assert!(matches!(err, Error::ConfigEnv { var: named, .. } if named == var), "{var}: {err:?}");
+        }
+        let err = load(Some(&path), &|_| None).unwrap_err();
+        assert!(err.to_string().contains("[compression] level = 30"), "{err}");
+    }
+
+    #[test]
+    fn schedules_are_checked_by_load_and_left_to_dr_check_by_load_for_check() {
+        let (_dir, path) = write_config("[[job]]\nname = \"nightly\"\nschedule = \"0 3 * * *\"\nrun = \"backup\"\n");
+        let err = load(Some(&path), &|_| None).unwrap_err();
+        assert!(matches!(err, Error::ConfigInvalid(_)) && err.to_string().contains("job \"nightly\""), "{err}");
+        assert!(validate(&Config::parse("[service]\ntimezone = \"Mars/Olympus\"\n", &path).unwrap()).is_err());
+        let loaded = load_for_check(Some(&path), &|_| None).unwrap();
+        assert_eq!(loaded.config.jobs.len(), 1);
+    }
 }
