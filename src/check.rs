@@ -268,7 +268,7 @@ async fn repository(config: &Config) -> Item {
 
 /// Connects as a backup would, and finds the pg_dump (and pg_dumpall) a backup of that server would run.
 async fn database(source: &crate::config::PostgresSource) -> crate::Result<String> {
-    let conninfo = source.conninfo()?;
+    let conninfo = crate::pg::source_conninfo(source)?;
     let target = conninfo.redacted();
     let db_error =
         |message: String| Error::Database { source_name: source.name.clone(), target: target.clone(), message };

@@ -7,8 +7,11 @@
 //!
 //! Relative paths in the file are resolved against the file's own directory, so a cron job or a service
 //! manager running `dr` from `/` reads the same paths as an operator in the config's directory.
+//!
+//! This module is plain data: it imports nothing of the crate but its error type. What serde cannot check
+//! (ranges, connection strings, recipients, schedules) each owning module checks for its own section, and
+//! `crate::settings` calls them in one place for every command.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -96,47 +99,6 @@ impl RepositoryConfig {
     pub fn is_s3(&self) -> bool {
         self.url.starts_with("s3://")
     }
-
-    /// The S3 settings, checked; `None` for a repository that is not on S3.
-    pub fn s3_options(&self) -> Result<Option<crate::store::S3Options>> {
-        use crate::store::s3;
-        let invalid = |message: String| Error::ConfigInvalid(format!("[repository] {message}"));
-        if !self.is_s3() {
-            let s3_only = [
-                ("endpoint", self.endpoint.is_some()),
-                ("region", self.region.is_some()),
-                ("path_style", self.path_style.is_some()),
-                ("part_size", self.part_size.is_some()),
-                ("concurrency", self.concurrency.is_some()),
-            ];
-            if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
-                return Err(invalid(format!("{key} applies only to s3:// repositories")));
-            }
-            return Ok(None);
-        }
-        let mut options = s3::S3Options::from_url(&self.url).map_err(|e| invalid(format!("url: {e}")))?;
-        if let Some(endpoint) = &self.endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                return Err(invalid(format!("endpoint {endpoint:?} must start with http:// or https://")));
-            }
-            options.endpoint = Some(endpoint.trim_end_matches('/').to_string());
-        }
-        options.region = self.region.clone();
-        options.path_style = self.path_style.unwrap_or(self.endpoint.is_some());
-        if let Some(size) = self.part_size {
-            if !(s3::MIN_PART_SIZE..=s3::MAX_PART_SIZE).contains(&size.as_u64()) {
-                return Err(invalid(format!("part_size = {size} must be between 5 MiB and 5 GiB")));
-            }
-            options.part_size = size.as_u64();
-        }
-        if let Some(concurrency) = self.concurrency {
-            if !(1..=64).contains(&concurrency) {
-                return Err(invalid(format!("concurrency = {concurrency} must be between 1 and 64")));
-            }
-            options.concurrency = concurrency;
-        }
-        Ok(Some(options))
-    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -180,14 +142,6 @@ pub struct PostgresSource {
     /// grants name roles that a fresh cluster does not have.
     #[serde(default = "default_true")]
     pub globals: bool,
-}
-
-impl PostgresSource {
-    /// The source's connection string, parsed; a bad one is a configuration error naming the source.
-    pub fn conninfo(&self) -> Result<crate::pg::ConnInfo> {
-        crate::pg::ConnInfo::parse(&self.url)
-            .map_err(|e| Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", self.name)))
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -403,7 +357,14 @@ pub enum ConfigOrigin {
 pub struct LoadedConfig {
     pub config: Config,
     pub origin: ConfigOrigin,
+    /// The environment variables that overrode the file ([`ENV_REPOSITORY_URL`], ...), so that an error in
+    /// their value names the variable.
+    pub overrides: Vec<&'static str>,
 }
+
+pub const ENV_REPOSITORY_URL: &str = "DR_REPOSITORY_URL";
+pub const ENV_RECIPIENTS: &str = "DR_RECIPIENTS";
+pub const ENV_IDENTITY_FILE: &str = "DR_IDENTITY_FILE";
 
 impl Config {
     /// Parses a configuration text; `path` is used in messages and to resolve relative paths.
@@ -418,7 +379,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Finds, reads and validates the configuration, applying environment overrides.
+    /// Finds, reads and parses the configuration, applying environment overrides. It does not check what serde
+    /// cannot: `settings::load` does, and every command loads through it.
     ///
     /// `explicit` is `--config`; `env` looks up environment variables (a parameter so tests need not mutate
     /// the process environment).
@@ -448,39 +410,27 @@ impl Config {
                 return Err(Error::ConfigNotFound { searched: SEARCH_PATHS.iter().map(PathBuf::from).collect() });
             }
         };
-        config.apply_env(env)?;
-        config.validate()?;
-        Ok(LoadedConfig { config, origin })
+        let overrides = config.apply_env(env);
+        Ok(LoadedConfig { config, origin, overrides })
     }
 
-    /// Applies the environment overrides, checking each value here: an error found later would read as if
-    /// the configuration file were wrong.
-    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
-        let from_env = |var: &'static str| {
-            move |e: Error| Error::ConfigEnv {
-                var,
-                message: match e {
-                    Error::ConfigInvalid(message) => message,
-                    other => other.to_string(),
-                },
-            }
-        };
-        if let Some(url) = env("DR_REPOSITORY_URL").filter(|v| !v.is_empty()) {
-            crate::store::check_url(&url).map_err(from_env("DR_REPOSITORY_URL"))?;
+    /// Applies the environment overrides; returns the variables that were applied.
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<&'static str> {
+        let mut applied = Vec::new();
+        if let Some(url) = env(ENV_REPOSITORY_URL).filter(|v| !v.is_empty()) {
             self.repository.url = url;
+            applied.push(ENV_REPOSITORY_URL);
         }
-        if let Some(list) = env("DR_RECIPIENTS").filter(|v| !v.is_empty()) {
-            let recipients: Vec<String> =
+        if let Some(list) = env(ENV_RECIPIENTS).filter(|v| !v.is_empty()) {
+            self.encryption.recipients =
                 list.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
-            for recipient in &recipients {
-                crate::crypto::parse_recipient(recipient).map_err(from_env("DR_RECIPIENTS"))?;
-            }
-            self.encryption.recipients = recipients;
+            applied.push(ENV_RECIPIENTS);
         }
-        if let Some(path) = env("DR_IDENTITY_FILE").filter(|v| !v.is_empty()) {
+        if let Some(path) = env(ENV_IDENTITY_FILE).filter(|v| !v.is_empty()) {
             self.encryption.identity_file = Some(PathBuf::from(path));
+            applied.push(ENV_IDENTITY_FILE);
         }
-        Ok(())
+        applied
     }
 
     fn resolve_relative_paths(&mut self, base: &Path) {
@@ -519,117 +469,14 @@ impl Config {
         }
     }
 
-    /// Checks what serde cannot: names, recipients, ranges.
-    pub fn validate(&self) -> Result<()> {
-        let mut names = HashSet::new();
-        let all_names = self.postgres.iter().map(|p| &p.name).chain(self.files.iter().map(|f| &f.name));
-        for name in all_names {
-            validate_source_name(name)?;
-            if !names.insert(name.as_str()) {
-                return Err(Error::ConfigInvalid(format!(
-                    "source name {name:?} is used twice; every [[postgres]] and [[files]] needs its own name"
-                )));
-            }
-        }
-        for recipient in &self.encryption.recipients {
-            crate::crypto::parse_recipient(recipient)?;
-        }
-        for files in &self.files {
-            crate::files::Excludes::new(&files.exclude)
-                .map_err(|e| Error::ConfigInvalid(format!("files source {:?}: {e}", files.name)))?;
-        }
-        for pg in &self.postgres {
-            pg.conninfo()?;
-        }
-        // Levels 20-22 ("ultra") need windows of up to 128 MiB per thread: outside dr's memory budget.
-        if !(1..=19).contains(&self.compression.level) {
-            return Err(Error::ConfigInvalid(format!(
-                "[compression] level = {} is out of range; use 1 (fastest) to 19 (smallest)",
-                self.compression.level
-            )));
-        }
-        self.repository.s3_options()?;
-        if self.restore.jobs == Some(0) {
-            return Err(Error::ConfigInvalid("[restore] jobs must be at least 1".into()));
-        }
-        self.validate_lock()?;
-        self.validate_drill()
-    }
-
-    fn validate_lock(&self) -> Result<()> {
-        // Renewal runs every lease / 3 and each write to an S3 store can take a second: shorter leases would
-        // be lost under load.
-        if let Some(lease) = self.lock.lease
-            && lease < crate::repo::lock::MIN_LEASE
-        {
-            return Err(Error::ConfigInvalid(format!(
-                "[lock] lease = {} is too short; use at least 1s (default 5m)",
-                humantime::format_duration(lease)
-            )));
-        }
-        Ok(())
-    }
-
-    fn validate_drill(&self) -> Result<()> {
-        let drill = &self.drill;
-        if !(drill.max_shrink > 0.0 && drill.max_shrink <= 1.0) {
-            return Err(Error::ConfigInvalid(format!(
-                "[drill] max_shrink = {} is out of range; use a fraction above 0 and at most 1 (0.5: warn when \
-                 something falls to less than half)",
-                drill.max_shrink
-            )));
-        }
-        if let Some(url) = &drill.scratch_url {
-            crate::pg::ConnInfo::parse(url).map_err(|e| Error::ConfigInvalid(format!("[drill] scratch_url: {e}")))?;
-        }
-        let mut names = HashSet::new();
-        for check in &drill.checks {
-            let context = format!("[[drill.check]] {:?}", check.name);
-            if !names.insert(check.name.as_str()) {
-                return Err(Error::ConfigInvalid(format!("{context} is defined twice; give each check its own name")));
-            }
-            if !self.postgres.iter().any(|p| p.name == check.database) {
-                return Err(Error::ConfigInvalid(format!(
-                    "{context}: database {:?} is not a [[postgres]] source (use a source's name)",
-                    check.database
-                )));
-            }
-            crate::drill::expect::Expectation::parse(&check.expect)
-                .map_err(|e| Error::ConfigInvalid(format!("{context}: {e}")))?;
-        }
-        Ok(())
-    }
-
     /// All source names, databases first, in configuration order.
     pub fn source_names(&self) -> Vec<&str> {
         self.postgres.iter().map(|p| p.name.as_str()).chain(self.files.iter().map(|f| f.name.as_str())).collect()
     }
 
-    /// The identities of `[encryption] identity_file`, which `action` needs to decrypt.
-    pub fn identities(&self, action: &'static str) -> Result<std::sync::Arc<crate::crypto::Identities>> {
-        let path = self.encryption.identity_file.as_ref().ok_or(Error::NoIdentity { action })?;
-        Ok(std::sync::Arc::new(crate::crypto::Identities::load(path)?))
-    }
-
     /// pg_restore jobs: `requested` (a `--jobs` flag), else `[restore] jobs`, else one per CPU.
     pub fn restore_jobs(&self, requested: Option<usize>) -> usize {
         requested.or(self.restore.jobs).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    }
-}
-
-/// Source names become parts of object keys, so they stay within a safe alphabet.
-fn validate_source_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::ConfigInvalid(format!(
-            "source name {name:?} must be 1-64 characters of letters, digits, '_', '-' or '.', starting with a \
-             letter or digit"
-        )))
     }
 }
 
@@ -683,109 +530,6 @@ mod tests {
         };
         assert!(source(""), "a fresh cluster needs the roles the archive's owners and grants name");
         assert!(!source("globals = false\n"));
-    }
-
-    #[test]
-    fn duplicate_and_unsafe_source_names_are_rejected() {
-        let text = "[[postgres]]\nname = \"app\"\nurl = \"dbname=a\"\n[[files]]\nname = \"app\"\npath = \"/x\"\n";
-        let err = Config::parse(text, Path::new("dr.toml")).unwrap().validate().unwrap_err();
-        assert!(err.to_string().contains("used twice"), "{err}");
-        let text = "[[files]]\nname = \"../up\"\npath = \"/x\"\n";
-        assert!(Config::parse(text, Path::new("dr.toml")).unwrap().validate().is_err());
-    }
-
-    /// The body of the first fenced block whose info string is exactly `toml`.
-    fn first_toml_block(markdown: &str) -> Option<String> {
-        let mut lines = markdown.lines().skip_while(|line| line.trim_end() != "```toml").skip(1);
-        let mut block = String::new();
-        for line in lines.by_ref() {
-            if line.trim_end() == "```" {
-                return Some(block);
-            }
-            block.push_str(line);
-            block.push('\n');
-        }
-        None
-    }
-
-    #[test]
-    fn the_documented_example_parses_and_validates() {
-        let doc = include_str!("../docs/configuration.md");
-        let example = first_toml_block(doc).expect("docs/configuration.md has a ```toml block");
-        let config = Config::parse(&example, Path::new("/etc/dr/dr.toml")).unwrap();
-        config.validate().unwrap();
-
-        assert_eq!(config.repository.url, "file:///var/lib/dr/repo");
-        assert_eq!(config.encryption.recipients.len(), 2);
-        assert!(crate::crypto::Recipients::parse(&config.encryption.recipients).is_ok());
-        assert_eq!(config.encryption.identity_file, Some(PathBuf::from("/run/secrets/dr-identity.txt")));
-        assert_eq!(config.compression, CompressionConfig { level: 3, threads: 0 });
-        assert_eq!(config.source_names(), ["app", "config", "uploads"]);
-        assert!(config.postgres[0].globals);
-        assert_eq!(config.files[1].path, PathBuf::from("/srv/isntgram/uploads"));
-        assert_eq!(config.files[1].exclude, ["*.tmp", "cache/**"]);
-        assert!(config.files[0].external_symlinks && !config.files[1].external_symlinks);
-        assert_eq!(config.objectives.rpo, Some(Duration::from_secs(24 * 3600)));
-        assert_eq!(config.objectives.rto, Some(Duration::from_secs(3600)));
-        assert_eq!(config.restore, RestoreConfig { temp_dir: Some(PathBuf::from("/var/tmp")), jobs: Some(4) });
-    }
-
-    fn repository_error(section: &str) -> String {
-        let config = Config::parse(section, Path::new("dr.toml")).unwrap();
-        let err = config.validate().unwrap_err();
-        assert!(matches!(err, Error::ConfigInvalid(_)), "{err:?}");
-        err.to_string()
-    }
-
-    #[test]
-    fn s3_keys_are_refused_on_a_local_repository_by_name() {
-        for (key, value) in [
-            ("endpoint", "\"http://127.0.0.1:3900\""),
-            ("region", "\"garage\""),
-            ("path_style", "true"),
-            ("part_size", "\"16MiB\""),
-            ("concurrency", "4"),
-        ] {
-            for url in ["file:///var/lib/dr/repo", "/var/lib/dr/repo"] {
-                let err = repository_error(&format!("[repository]\nurl = \"{url}\"\n{key} = {value}\n"));
-                assert!(err.contains(key) && err.contains("s3://"), "{key} with {url}: {err}");
-            }
-        }
-    }
-
-    #[test]
-    fn s3_settings_are_checked() {
-        let s3 = |extra: &str| format!("[repository]\nurl = \"s3://dr-backups/site\"\n{extra}");
-        let err = repository_error(&s3("part_size = \"4MiB\"\n"));
-        assert!(err.contains("part_size") && err.contains("5 MiB"), "{err}");
-        let err = repository_error(&s3("part_size = \"6GiB\"\n"));
-        assert!(err.contains("part_size"), "{err}");
-        for concurrency in [0, 65] {
-            let err = repository_error(&s3(&format!("concurrency = {concurrency}\n")));
-            assert!(err.contains("concurrency"), "{err}");
-        }
-        let err = repository_error(&s3("endpoint = \"127.0.0.1:3900\"\n"));
-        assert!(err.contains("endpoint") && err.contains("http://"), "{err}");
-        for bucket in ["Dr_Backups", "ab", "", "dr backups", &"b".repeat(64)] {
-            let err = repository_error(&format!("[repository]\nurl = \"s3://{bucket}/site\"\n"));
-            assert!(err.contains("bucket name"), "{bucket:?}: {err}");
-        }
-        let err = repository_error("[repository]\nurl = \"s3://dr-backups/a/../b\"\n");
-        assert!(err.contains("prefix"), "{err}");
-
-        // The smallest part S3 allows is accepted, with path-style addressing on by default with an endpoint.
-        let config = Config::parse(
-            &s3("endpoint = \"http://127.0.0.1:3900/\"\npart_size = \"5MiB\"\nconcurrency = 1\n"),
-            Path::new("dr.toml"),
-        )
-        .unwrap();
-        let options = config.repository.s3_options().unwrap().unwrap();
-        assert_eq!((options.bucket.as_str(), options.prefix.as_str()), ("dr-backups", "site"));
-        assert_eq!(options.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
-        assert!(options.path_style);
-        assert_eq!((options.part_size, options.concurrency), (5 << 20, 1));
-        let aws = Config::parse(&s3(""), Path::new("dr.toml")).unwrap().repository.s3_options().unwrap().unwrap();
-        assert!(!aws.path_style && aws.endpoint.is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! age encryption: recipients for backing up, identities for restoring, and key generation.
 //!
 //! A backing-up host holds only [`Recipients`] (public keys). [`Identities`] (the private key) are loaded only by
-//! the commands that read data back: restore, verify, and later drills.
+//! the commands that read data back: restore, verify, drill, prune (drill records), report and recover.
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
@@ -9,7 +9,16 @@ use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret;
 
+use crate::config::EncryptionConfig;
 use crate::error::{Error, Result};
+
+/// Checks `[encryption] recipients`: each one parses.
+pub fn validate(encryption: &EncryptionConfig) -> Result<()> {
+    for recipient in &encryption.recipients {
+        parse_recipient(recipient)?;
+    }
+    Ok(())
+}
 
 /// Parses one recipient: an age X25519 key (`age1...`) or an ssh-ed25519 / ssh-rsa public key.
 pub fn parse_recipient(text: &str) -> Result<Box<dyn age::Recipient + Send + Sync>> {
@@ -102,6 +111,12 @@ pub enum DecryptFailure {
 }
 
 impl Identities {
+    /// The identities of `[encryption] identity_file`, which `action` needs to decrypt.
+    pub fn load_configured(encryption: &EncryptionConfig, action: &'static str) -> Result<std::sync::Arc<Identities>> {
+        let path = encryption.identity_file.as_ref().ok_or(Error::NoIdentity { action })?;
+        Ok(std::sync::Arc::new(Identities::load(path)?))
+    }
+
     pub fn load(path: &Path) -> Result<Identities> {
         let identity_error = |message: String| Error::Identity { path: path.to_path_buf(), message };
         let text = std::fs::read_to_string(path).map_err(|e| identity_error(e.to_string()))?;

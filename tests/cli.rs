@@ -149,6 +149,29 @@ fn configuration_errors_name_the_file_and_the_problem() {
     }
 }
 
+/// A bad `[[job]]` schedule is a configuration error for every command that loads the file, not only for
+/// `dr serve`: the same message, naming the job, before anything else happens.
+#[test]
+fn a_bad_schedule_is_refused_by_every_command_that_loads_the_configuration() {
+    let site = FilesSite::new();
+    site.write_config(&format!(
+        "{}[[job]]\nname = \"nightly\"\nschedule = \"0 3 * * *\"\nrun = \"backup\"\n",
+        site.encryption()
+    ));
+    for args in [&["snapshots"][..], &["backup"], &["prune", "--dry-run"], &["verify"]] {
+        let error = site.dr(args).user_error(1);
+        assert!(
+            error.starts_with(
+                "error: invalid configuration: job \"nightly\" (in the configuration): schedule \"0 3 * * *\""
+            ) && error.contains("it has 5 fields"),
+            "{args:?}: {error}"
+        );
+    }
+    // `dr check` lists it among its problems, like before.
+    let run = site.dr(&["check"]);
+    assert!(run.stdout.lines().any(|l| l.starts_with("PROBLEM") && l.contains("job \"nightly\"")), "{}", run.stdout);
+}
+
 #[test]
 fn a_repository_is_initialized_once_and_must_be_before_use() {
     let site = FilesSite::new();

@@ -423,7 +423,7 @@ fn compose_duration(text: &str, key: &str) -> Duration {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_production_configuration_loads_agrees_with_the_compose_file_and_serves() {
     let example = compose_path("dr.production.toml.example");
-    let loaded = dr::Config::load(Some(&example), &|_| None).unwrap().config;
+    let loaded = dr::settings::load(Some(&example), &|_| None).unwrap().config;
     let compose = compose_file("production.yml");
 
     // What the compose file mounts and publishes is what the configuration reads and listens on.

@@ -466,7 +466,7 @@ async fn locks_that_may_not_be_deleted_expire_by_themselves() {
 async fn a_backup_that_loses_its_lock_commits_nothing() {
     let site = FilesSite::new();
     site.write_config(&format!("{}{LOCK_TOML}", site.encryption()));
-    let config: Config = Config::load(Some(&site.config_path), &|_| None).unwrap().config;
+    let config: Config = dr::settings::load(Some(&site.config_path), &|_| None).unwrap().config;
     let store = faulty(&site.repo);
     store.stall_objects.store(true, Ordering::SeqCst);
     let repo = Repository::init(store.clone()).await.unwrap();
@@ -504,7 +504,7 @@ async fn a_backup_that_loses_its_lock_commits_nothing() {
 async fn a_backup_waiting_for_the_lock_can_be_cancelled() {
     let site = FilesSite::new();
     site.write_config(&format!("{}[lock]\nlease = \"2s\"\nwait = \"10m\"\n", site.encryption()));
-    let config: Config = Config::load(Some(&site.config_path), &|_| None).unwrap().config;
+    let config: Config = dr::settings::load(Some(&site.config_path), &|_| None).unwrap().config;
     let repo = local_repository(&site.repo).await;
     let prune = repo.lock(LockKind::Exclusive, &options("prune", Duration::ZERO)).await.unwrap();
     let options = BackupOptions { only: Vec::new(), cancel: Default::default() };

@@ -78,7 +78,7 @@ impl Progress for Recording {
 async fn backup_and_restore_report_totals_estimates_and_phases() {
     let site = Site::new().await;
     common::add_random_table(&site.db, DATABASE, "blobs", 4).await;
-    let config: Config = Config::load(Some(&site.config_path), &|_| None).unwrap().config;
+    let config: Config = dr::settings::load(Some(&site.config_path), &|_| None).unwrap().config;
     let store = dr::store::open_local(&site.repo.display().to_string()).unwrap();
     let repo = Repository::open(Arc::from(store)).await.unwrap();
 
@@ -107,7 +107,7 @@ async fn backup_and_restore_report_totals_estimates_and_phases() {
         force: false,
         temp_dir: None,
     };
-    let identities = config.identities("restore").unwrap();
+    let identities = dr::Identities::load_configured(&config.encryption, "restore").unwrap();
     dr::restore(&config, &repo, identities, &options, &restore).await.unwrap();
     let download = restore.get("app (download)");
     assert_eq!(download.kind, Kind::Exact(Some(dump_size)), "the manifest's plaintext size");

@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub async fn run(context: &Context, args: Args) -> Result<()> {
-    let report = match context.load_config() {
+    let report = match context.load_config_for_check() {
         Ok(loaded) => {
             let loaded_from = match &loaded.origin {
                 ConfigOrigin::File(path) => {

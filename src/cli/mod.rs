@@ -40,8 +40,9 @@ use dr::{Error, Identities, Repository, Result};
                   Streams pg_dump output, roles, configuration and uploads through zstd and age encryption into a \
                   repository, restores them, and verifies them.",
     after_help = "Configuration: --config FILE, else $DR_CONFIG, else ./dr.toml, else /etc/dr/dr.toml \
-                  (docs/configuration.md).\nExit codes: 0 ok, 1 failure, 2 usage error, 3 backup committed but some files changed while \
-                  being read (stored incomplete)."
+                  (docs/configuration.md).\nExit codes: 0 ok, 1 failure, 2 usage error (also `dr recover` not \
+                  confirmed, with no terminal to ask on), 3 backup committed but some files changed while being read \
+                  (stored incomplete), 128+N stopped by signal N (130 for Ctrl-C, 143 for SIGTERM)."
 )]
 pub struct Cli {
     /// Configuration file.
@@ -107,8 +108,14 @@ pub struct Context {
 }
 
 impl Context {
+    /// The configuration, validated: the same checks, at the same moment, for every command.
     pub fn load_config(&self) -> Result<LoadedConfig> {
-        Config::load(self.config_path.as_deref(), &|key| std::env::var(key).ok())
+        dr::settings::load(self.config_path.as_deref(), &|key| std::env::var(key).ok())
+    }
+
+    /// The configuration for `dr check`, which lists the problems of the schedules itself.
+    pub fn load_config_for_check(&self) -> Result<LoadedConfig> {
+        dr::settings::load_for_check(self.config_path.as_deref(), &|key| std::env::var(key).ok())
     }
 
     /// The configuration file `load_config` reads (--config, $DR_CONFIG, ./dr.toml, /etc/dr/dr.toml), if any.
@@ -123,7 +130,7 @@ impl Context {
     /// A loader that reads the configuration again each time (for `dr serve`'s reloads).
     pub fn loader(&self) -> impl Fn() -> Result<LoadedConfig> + Send + Sync + 'static {
         let path = self.config_path.clone();
-        move || Config::load(path.as_deref(), &|key| std::env::var(key).ok())
+        move || dr::settings::load(path.as_deref(), &|key| std::env::var(key).ok())
     }
 
     pub async fn open_repository(&self, config: &Config) -> Result<Repository> {
@@ -137,7 +144,7 @@ impl Context {
     }
 
     pub fn identities(&self, config: &Config, action: &'static str) -> Result<Arc<Identities>> {
-        config.identities(action)
+        Identities::load_configured(&config.encryption, action)
     }
 }
 

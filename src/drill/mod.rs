@@ -15,7 +15,7 @@
 //! docs/drills.md says what each check proves and what it cannot.
 
 pub(crate) mod checks;
-pub mod expect;
+pub(crate) mod expect;
 mod scratch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,6 +47,36 @@ use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::run_dir::RunDir;
 use expect::Expectation;
 pub use scratch::{DATABASE_PREFIX, DrillScratch};
+
+/// Checks `[drill]` and its `[[drill.check]]`s; each check must name one of `postgres`, the configured
+/// `[[postgres]]` sources.
+pub fn validate(drill: &crate::config::DrillConfig, postgres: &[crate::config::PostgresSource]) -> Result<()> {
+    if !(drill.max_shrink > 0.0 && drill.max_shrink <= 1.0) {
+        return Err(Error::ConfigInvalid(format!(
+            "[drill] max_shrink = {} is out of range; use a fraction above 0 and at most 1 (0.5: warn when \
+             something falls to less than half)",
+            drill.max_shrink
+        )));
+    }
+    if let Some(url) = &drill.scratch_url {
+        ConnInfo::parse(url).map_err(|e| Error::ConfigInvalid(format!("[drill] scratch_url: {e}")))?;
+    }
+    let mut names = BTreeSet::new();
+    for check in &drill.checks {
+        let context = format!("[[drill.check]] {:?}", check.name);
+        if !names.insert(check.name.as_str()) {
+            return Err(Error::ConfigInvalid(format!("{context} is defined twice; give each check its own name")));
+        }
+        if !postgres.iter().any(|p| p.name == check.database) {
+            return Err(Error::ConfigInvalid(format!(
+                "{context}: database {:?} is not a [[postgres]] source (use a source's name)",
+                check.database
+            )));
+        }
+        Expectation::parse(&check.expect).map_err(|e| Error::ConfigInvalid(format!("{context}: {e}")))?;
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone)]
 pub struct DrillOptions {

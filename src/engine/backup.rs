@@ -218,7 +218,7 @@ async fn take_snapshot(
 /// it says that it started (and before a large source is dumped only for a later one to fail).
 async fn preflight(config: &Config, selected: &(dyn Fn(&str) -> bool + Sync)) -> Result<()> {
     for source in config.postgres.iter().filter(|s| selected(&s.name)) {
-        let conninfo = source.conninfo()?;
+        let conninfo = crate::pg::source_conninfo(source)?;
         pg::connect(&conninfo).await.map_err(|e| e.into_error(&source.name, conninfo.redacted()))?;
     }
     for source in config.files.iter().filter(|s| selected(&s.name)) {
@@ -289,7 +289,7 @@ impl Run<'_> {
     }
 
     async fn postgres(&self, source: &PostgresSource) -> Result<SourceOutcome> {
-        let conninfo = source.conninfo()?;
+        let conninfo = crate::pg::source_conninfo(source)?;
         let exported = ExportedSnapshot::open(&conninfo, &source.name).await?;
         let pg_dump = tools::find("pg_dump", tools::Want::AtLeast(exported.facts.server_major()))?;
         tracing::info!(

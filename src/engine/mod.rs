@@ -1,10 +1,10 @@
-//! The operations, each a function over a [`Repository`](crate::repo::Repository): what the CLI commands
-//! (and later the scheduler, drills and runbooks) call.
+//! The operations, each a function over a [`Repository`](crate::repo::Repository): what the CLI commands, the
+//! service's jobs, drills and runbooks call.
 
 mod attempt;
 mod backup;
 mod prune;
-mod restore;
+pub(crate) mod restore;
 mod verify;
 
 pub use backup::{BackupOptions, BackupReport, SourceReport, backup};

@@ -51,6 +51,14 @@ use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::run_dir::RunDir;
 use crate::units;
 
+/// Checks `[restore]`.
+pub fn validate(config: &crate::config::RestoreConfig) -> Result<()> {
+    if config.jobs == Some(0) {
+        return Err(Error::ConfigInvalid("[restore] jobs must be at least 1".into()));
+    }
+    Ok(())
+}
+
 /// Globals are a few kilobytes of SQL; anything near this is not pg_dumpall output.
 const GLOBALS_LIMIT: usize = 64 << 20;
 /// Head-room left on the temp filesystem beyond the archive itself.

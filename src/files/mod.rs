@@ -8,6 +8,13 @@ mod index;
 mod listing;
 mod scan;
 
+/// Checks a `[[files]]` source: its exclude patterns compile.
+pub fn validate(source: &crate::config::FilesSource) -> crate::Result<()> {
+    Excludes::new(&source.exclude)
+        .map(|_| ())
+        .map_err(|e| crate::Error::ConfigInvalid(format!("files source {:?}: {e}", source.name)))
+}
+
 pub use archive::{ArchiveSummary, check_root, write_archive};
 pub use atomic::write_atomically;
 pub use excludes::Excludes;

@@ -12,6 +12,13 @@ mod restore;
 pub mod scratch;
 pub mod tools;
 
+/// A `[[postgres]]` source's connection string, parsed; a bad one is a configuration error naming the source.
+/// Validation, backup, its preflight and `dr check` all parse it here.
+pub fn source_conninfo(source: &crate::config::PostgresSource) -> crate::Result<ConnInfo> {
+    ConnInfo::parse(&source.url)
+        .map_err(|e| crate::Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", source.name)))
+}
+
 pub use connect::{ConnectError, connect, describe};
 pub use conninfo::{ConnInfo, Resolved, looks_like_conninfo, redact_target};
 pub use database::PropertiesOutcome;

@@ -48,6 +48,18 @@ impl Compression {
         Compression { level: config.level, threads: config.threads }
     }
 
+    /// Checks `[compression]`. Levels 20-22 ("ultra") need windows of up to 128 MiB per thread: outside dr's
+    /// memory budget.
+    pub fn validate(config: &crate::config::CompressionConfig) -> crate::Result<()> {
+        if (1..=19).contains(&config.level) {
+            return Ok(());
+        }
+        Err(crate::Error::ConfigInvalid(format!(
+            "[compression] level = {} is out of range; use 1 (fastest) to 19 (smallest)",
+            config.level
+        )))
+    }
+
     /// Workers for `threads = 0`: one per CPU, up to [`AUTO_THREADS_MAX`].
     fn worker_threads(&self) -> u32 {
         if self.threads > 0 {

@@ -8,7 +8,7 @@
 //! the steps in order, saves the state after each, writes the report and the audit entry.
 
 mod report;
-pub mod runbook;
+pub(crate) mod runbook;
 mod state;
 mod steps;
 

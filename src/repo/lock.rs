@@ -1,5 +1,7 @@
 //! Repository locks: restic-style leases on top of the plain [`Store`] trait, so that they work the same on a
-//! directory and on S3, which has no compare-and-swap. docs/locks.md has the protocol and why it is safe.
+//! directory and on every S3-compatible store, without compare-and-swap (AWS's conditional writes are not
+//! offered by every S3-compatible server, and a lease also ends a crashed holder's lock). docs/locks.md has the
+//! protocol and why it is safe.
 //!
 //! A lock is an object `locks/<id>.json` (plain JSON, no secrets) that says who holds it, how (shared or
 //! exclusive) and until when. To acquire: write ours, then list `locks/` and read the others; expired ones are
@@ -35,6 +37,19 @@ const LOCK_LIMIT: u64 = 64 << 10;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 /// Below this, a renewal every `lease / 3` would not survive one slow request.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
+/// Checks `[lock]` against [`MIN_LEASE`]: a floor against values no renewal can keep up with (one renewal every
+/// `lease / 3`, each a store round trip). A lease that holds under load is far longer: several slow requests
+/// plus the clock skew between hosts (the default is five minutes).
+pub fn validate(config: &LockConfig) -> Result<()> {
+    match config.lease {
+        Some(lease) if lease < MIN_LEASE => Err(Error::ConfigInvalid(format!(
+            "[lock] lease = {} is too short; use at least 1s (default 5m)",
+            humantime::format_duration(lease)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The first backoff after a conflict; it doubles up to [`MAX_BACKOFF`], and each sleep is jittered.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);

@@ -16,7 +16,7 @@ pub mod attempt_record;
 pub mod drill_record;
 pub mod lock;
 pub mod manifest;
-pub mod snapshot_id;
+pub(crate) mod snapshot_id;
 
 use std::sync::Arc;
 

@@ -36,6 +36,25 @@ impl Sinks {
     }
 }
 
+/// Checks an `[[alert]]` as written: exactly one of `url` and `url_file`, and an inline `url` that is an
+/// http(s) URL. The file behind `url_file` is read, and its URL checked, when `dr serve` builds its sinks.
+pub fn validate(alert: &AlertConfig) -> Result<()> {
+    match (&alert.url, &alert.url_file) {
+        (Some(url), None) => check_url(alert, url),
+        (None, Some(_)) => Ok(()),
+        _ => Err(Error::ConfigInvalid(format!("[[alert]] {:?}: set exactly one of url and url_file", alert.name))),
+    }
+}
+
+fn check_url(alert: &AlertConfig, url: &str) -> Result<()> {
+    let context = format!("[[alert]] {:?}", alert.name);
+    let parsed = reqwest::Url::parse(url).map_err(|e| Error::ConfigInvalid(format!("{context}: bad URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(Error::ConfigInvalid(format!("{context}: the URL must be http:// or https://")));
+    }
+    Ok(())
+}
+
 fn sink(alert: &AlertConfig) -> Result<Sink> {
     let context = format!("[[alert]] {:?}", alert.name);
     let url = match (&alert.url, &alert.url_file) {
@@ -46,10 +65,7 @@ fn sink(alert: &AlertConfig) -> Result<Sink> {
             .to_string(),
         _ => return Err(Error::ConfigInvalid(format!("{context}: set exactly one of url and url_file"))),
     };
-    let parsed = reqwest::Url::parse(&url).map_err(|e| Error::ConfigInvalid(format!("{context}: bad URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(Error::ConfigInvalid(format!("{context}: the URL must be http:// or https://")));
-    }
+    check_url(alert, &url)?;
     Ok(Sink { name: alert.name.clone(), url, reports: alert.reports })
 }
 

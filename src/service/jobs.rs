@@ -101,7 +101,7 @@ async fn backup(config: &Config, repo: &Repository, shared: &Shared, cancel: Can
 }
 
 async fn drill(config: &Config, repo: &Repository, shared: &Shared, cancel: CancellationToken) -> Result<JobSummary> {
-    let identities = config.identities("drill")?;
+    let identities = crate::crypto::Identities::load_configured(&config.encryption, "drill")?;
     let options = drill::DrillOptions {
         selector: Selector::Latest,
         scratch_url: config.drill.scratch_url.clone(),
@@ -136,7 +136,7 @@ async fn drill(config: &Config, repo: &Repository, shared: &Shared, cancel: Canc
 }
 
 async fn prune(config: &Config, repo: &Repository, shared: &Shared, cancel: CancellationToken) -> Result<JobSummary> {
-    let identities = config.identities("prune")?;
+    let identities = crate::crypto::Identities::load_configured(&config.encryption, "prune")?;
     let options = engine::PruneOptions { dry_run: false, cancel };
     let report = engine::prune(config, repo, &identities, &options, &NoProgress).await?;
     let totals = report.totals;
@@ -156,7 +156,7 @@ async fn prune(config: &Config, repo: &Repository, shared: &Shared, cancel: Canc
 
 /// Writes `report-<date>.md`, `.html` and `.json` into `[report] output_dir`.
 async fn report(config: &Config, repo: &Repository, shared: &Shared) -> Result<JobSummary> {
-    let identities = config.identities("report")?;
+    let identities = crate::crypto::Identities::load_configured(&config.encryption, "report")?;
     let now = Utc::now();
     let window = config.report.window.unwrap_or(REPORT_WINDOW);
     let start = now - chrono::Duration::from_std(window).unwrap_or_else(|_| chrono::Duration::days(7));

@@ -8,12 +8,12 @@
 //! them (a cancelled backup commits nothing and deletes what it wrote) and returns. docs/service.md is the
 //! operator's guide.
 
-mod alerts;
+pub(crate) mod alerts;
 mod http;
 mod jobs;
 mod metrics;
 mod pending_attempts;
-mod schedule;
+pub(crate) mod schedule;
 mod state;
 
 use std::collections::HashMap;
@@ -52,7 +52,8 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 /// How often the repository is listed for `dr_rpo_age_seconds` and `/readyz`, besides after every backup.
 const WATCH_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Loads (and reloads) the configuration: the CLI passes its own loader, tests theirs.
+/// Loads (and reloads) the configuration, validated as [`crate::settings::load`] does: the CLI passes its own
+/// loader, tests theirs.
 pub type ConfigLoader = Arc<dyn Fn() -> Result<Config> + Send + Sync>;
 
 pub struct ServeOptions {
@@ -145,9 +146,9 @@ struct Prepared {
     sinks: alerts::Sinks,
 }
 
-/// Checks everything a service needs before it starts (or a reload is accepted).
+/// Checks what a service needs beyond the validated configuration before it starts (or a reload is accepted):
+/// the schedules directory, the token file, the alert URL files.
 fn prepare(config: &Config) -> Result<Prepared> {
-    config.validate()?;
     Ok(Prepared {
         jobs: schedule::load(config)?,
         token: read_token(config)?,

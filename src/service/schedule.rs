@@ -48,11 +48,27 @@ struct ScheduleFile {
 /// Every job of the configuration and of its schedules directory, validated.
 pub fn load(config: &Config) -> Result<Vec<Job>> {
     let timezone = timezone(config)?;
-    let mut specs: Vec<(String, JobConfig)> =
-        config.jobs.iter().map(|j| ("the configuration".to_string(), j.clone())).collect();
+    let mut specs = own_jobs(config);
     if let Some(dir) = &config.service.schedules_dir {
         specs.extend(read_dir(dir)?);
     }
+    parse(specs, timezone)
+}
+
+/// Checks the schedules written in the configuration itself (its `[[job]]` tables and `[service] timezone`),
+/// with the messages of [`load`]. Every command that loads the configuration checks them, so that a bad
+/// schedule is found by `dr backup` or `dr snapshots` too, not only when `dr serve` starts. The files of
+/// `schedules_dir` are read by `dr serve` and `dr check` alone: a restore on a recovery host must not depend on
+/// the service's directory being there.
+pub fn validate(config: &Config) -> Result<()> {
+    parse(own_jobs(config), timezone(config)?).map(|_| ())
+}
+
+fn own_jobs(config: &Config) -> Vec<(String, JobConfig)> {
+    config.jobs.iter().map(|j| ("the configuration".to_string(), j.clone())).collect()
+}
+
+fn parse(specs: Vec<(String, JobConfig)>, timezone: Tz) -> Result<Vec<Job>> {
     let mut jobs: Vec<Job> = Vec::new();
     for (origin, spec) in specs {
         if jobs.iter().any(|j| j.name == spec.name) {
@@ -170,6 +186,25 @@ mod tests {
         let jobs = load(&config(&shipped)).unwrap();
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(names, ["hourly-backup", "weekly-drill", "weekly-prune", "weekly-report"]);
+    }
+
+    /// The crontab-to-`[[job]]` table of docs/service.md: every six-field expression in it is valid, and its
+    /// five-field column is refused.
+    #[test]
+    fn the_documented_translations_from_crontab_parse() {
+        let doc = include_str!("../../docs/service.md");
+        let rows: Vec<Vec<&str>> = doc
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| l.split('|').map(|cell| cell.trim().trim_matches('`')).collect())
+            .filter(|cells: &Vec<&str>| cells.len() == 5 && cells[1].split_whitespace().count() == 5)
+            .collect();
+        assert_eq!(rows.len(), 5, "the table of docs/service.md#schedules");
+        for row in rows {
+            let job = |schedule: &str| format!("[[job]]\nname = \"j\"\nschedule = \"{schedule}\"\nrun = \"backup\"\n");
+            assert!(validate(&config(&job(row[2]))).is_ok(), "{row:?}");
+            assert!(validate(&config(&job(row[1]))).is_err(), "{row:?}");
+        }
     }
 
     #[test]

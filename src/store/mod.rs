@@ -26,6 +26,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::config::RepositoryConfig;
 use crate::error::{Error, Result};
 
 pub use local::LocalStore;
@@ -145,10 +146,11 @@ pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u
 
 /// Opens the store a repository configuration names: S3 for `s3://bucket/prefix`, a local directory otherwise.
 /// No request is made: a missing bucket or bad credentials show at the first operation.
-pub async fn open(repository: &crate::config::RepositoryConfig) -> Result<Box<dyn Store>> {
-    match repository.s3_options()? {
-        Some(options) => Ok(Box::new(S3Store::new(options).await)),
-        None => open_local(&repository.url),
+pub async fn open(repository: &RepositoryConfig) -> Result<Box<dyn Store>> {
+    if repository.is_s3() {
+        Ok(Box::new(S3Store::new(S3Options::try_from(repository)?).await))
+    } else {
+        open_local(&repository.url)
     }
 }
 
@@ -163,6 +165,59 @@ pub fn check_url(url: &str) -> Result<()> {
         S3Options::from_url(url).map(|_| ()).map_err(|e| Error::ConfigInvalid(format!("url {url:?}: {e}")))
     } else {
         local_path(url).map(|_| ())
+    }
+}
+
+/// Checks `[repository]` without opening anything: the S3 settings of an `s3://` repository, and no S3-only
+/// key on any other.
+pub fn validate(repository: &RepositoryConfig) -> Result<()> {
+    if repository.is_s3() {
+        return S3Options::try_from(repository).map(|_| ());
+    }
+    let s3_only = [
+        ("endpoint", repository.endpoint.is_some()),
+        ("region", repository.region.is_some()),
+        ("path_style", repository.path_style.is_some()),
+        ("part_size", repository.part_size.is_some()),
+        ("concurrency", repository.concurrency.is_some()),
+    ];
+    match s3_only.iter().find(|(_, set)| *set) {
+        Some((key, _)) => Err(invalid_repository(format!("{key} applies only to s3:// repositories"))),
+        None => Ok(()),
+    }
+}
+
+fn invalid_repository(message: String) -> Error {
+    Error::ConfigInvalid(format!("[repository] {message}"))
+}
+
+/// The S3 settings of an `s3://` repository, checked.
+impl TryFrom<&RepositoryConfig> for S3Options {
+    type Error = Error;
+
+    fn try_from(repository: &RepositoryConfig) -> Result<S3Options> {
+        let mut options = S3Options::from_url(&repository.url).map_err(|e| invalid_repository(format!("url: {e}")))?;
+        if let Some(endpoint) = &repository.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid_repository(format!("endpoint {endpoint:?} must start with http:// or https://")));
+            }
+            options.endpoint = Some(endpoint.trim_end_matches('/').to_string());
+        }
+        options.region = repository.region.clone();
+        options.path_style = repository.path_style.unwrap_or(repository.endpoint.is_some());
+        if let Some(size) = repository.part_size {
+            if !(s3::MIN_PART_SIZE..=s3::MAX_PART_SIZE).contains(&size.as_u64()) {
+                return Err(invalid_repository(format!("part_size = {size} must be between 5 MiB and 5 GiB")));
+            }
+            options.part_size = size.as_u64();
+        }
+        if let Some(concurrency) = repository.concurrency {
+            if !(1..=64).contains(&concurrency) {
+                return Err(invalid_repository(format!("concurrency = {concurrency} must be between 1 and 64")));
+            }
+            options.concurrency = concurrency;
+        }
+        Ok(options)
     }
 }
 
