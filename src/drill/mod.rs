@@ -172,7 +172,7 @@ fn new_record(started_at: DateTime<Utc>, config: &Config) -> DrillRecord {
         snapshot: None,
         started_at,
         finished_at: started_at,
-        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        hostname: crate::host::hostname(),
         dr_version: env!("CARGO_PKG_VERSION").to_string(),
         passed: false,
         succeeded: false,

@@ -275,7 +275,7 @@ impl Run<'_> {
             id: self.snapshot.clone(),
             started_at,
             finished_at: Utc::now(),
-            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            hostname: crate::host::hostname(),
             dr_version: env!("CARGO_PKG_VERSION").to_string(),
             sources: outcomes.into_iter().map(|o| o.entry).collect(),
             private: Repository::seal_private(&self.recipients, &private)?,

@@ -86,7 +86,7 @@ impl Sources<'_> {
     /// Where a connection goes, as `user@host:port/dbname` (no password file read, nothing logged): for
     /// messages.
     pub fn target(&self) -> String {
-        let user = self.get("user").unwrap_or_else(current_os_user);
+        let user = self.get("user").unwrap_or_else(crate::host::user_name);
         let host = self.get("host").or_else(|| self.get("hostaddr")).unwrap_or_else(default_host);
         let port = self.get("port").unwrap_or_else(|| "5432".to_string());
         let dbname = self.get("dbname").unwrap_or_else(|| user.clone());
@@ -95,7 +95,7 @@ impl Sources<'_> {
 
     pub fn resolve(&self) -> Resolved {
         let pick = |key: &str| self.get(key);
-        let user = pick("user").unwrap_or_else(current_os_user);
+        let user = pick("user").unwrap_or_else(crate::host::user_name);
         let host = pick("host").unwrap_or_else(default_host);
         let port = pick("port").unwrap_or_else(|| "5432".to_string());
         let dbname = pick("dbname").unwrap_or_else(|| user.clone());
@@ -270,15 +270,6 @@ pub(super) fn home_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> 
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .or_else(|| nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.dir))
-}
-
-fn current_os_user() -> String {
-    nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "postgres".to_string())
 }
 
 /// libpq's compiled-in socket directory differs between builds; Debian's is /var/run/postgresql.
