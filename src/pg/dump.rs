@@ -147,6 +147,18 @@ impl ExportedSnapshot {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Whether the role may read the roles' password hashes (`pg_authid`, a superuser's table): pg_dumpall
+    /// dumps them only then, and is run with `--no-role-passwords` otherwise. Asked here, before pg_dumpall
+    /// runs, so that nothing depends on the wording of its failure.
+    pub async fn can_read_role_passwords(&self) -> Result<bool> {
+        let row = self
+            .client
+            .query_one("SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')", &[])
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(row.get(0))
+    }
+
     /// The database's owner, settings and grants, which the archive of a pg_dump without `--create` lacks.
     pub async fn database_properties(&self) -> Result<DatabaseProperties> {
         super::database::read(&self.client).await.map_err(|e| self.error(&e))
@@ -188,11 +200,6 @@ pub fn pg_dumpall_command(tool: &Tool, conninfo: &ConnInfo, with_passwords: bool
         command.arg("--no-role-passwords");
     }
     command
-}
-
-/// Whether pg_dumpall failed only because the role may not read password hashes (not a superuser).
-pub fn is_password_permission_error(stderr: &str) -> bool {
-    stderr.contains("pg_authid") && stderr.contains("permission denied")
 }
 
 #[cfg(test)]
