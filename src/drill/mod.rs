@@ -431,7 +431,9 @@ impl Run<'_> {
                                 checks.push(checks::roles(&source.name, &client, globals, owner).await);
                             }
                         }
-                        Err(e) => checks.push(checks::unreachable(format!("row counts {}", source.name), e.message)),
+                        Err(e) => {
+                            checks.push(checks::unreachable(format!("row counts {}", source.name), e.to_string()))
+                        }
                     }
                 }
                 SourceKind::Files => {
@@ -480,7 +482,7 @@ impl Run<'_> {
                 ),
                 Some(conninfo) => match connect(conninfo).await {
                     Ok(client) => checks::user(&client, user_check, expectation).await,
-                    Err(e) => checks::unreachable(user_check.name.clone(), e.message),
+                    Err(e) => checks::unreachable(user_check.name.clone(), e.to_string()),
                 },
             };
             checks.push(check);

@@ -12,8 +12,8 @@ mod restore;
 pub mod scratch;
 pub mod tools;
 
-pub use connect::{ConnectError, connect, describe};
-pub use conninfo::{ConnInfo, Resolved, looks_like_conninfo, redact_target};
+pub use connect::{ConnectError, connect, database_error, describe};
+pub use conninfo::{ConnInfo, ConnInfoError, Resolved, looks_like_conninfo, redact_target};
 pub use database::PropertiesOutcome;
 pub use dump::{ExportedSnapshot, SnapshotFacts, pg_dump_command, pg_dumpall_command, quote_ident};
 pub use globals::{GlobalsOutcome, split_statements};

@@ -20,6 +20,25 @@ use parse::{parse_keyword_value, parse_url};
 pub use resolve::Resolved;
 use resolve::{Sources, home_dir};
 
+/// Why a connection string cannot be used. The message names the keyword (never a secret's value), where its
+/// value came from when that was not the string itself, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnInfoError {
+    /// The text is not a connection string libpq would read: bad syntax, a bad URL escape, an unknown keyword.
+    #[error("{0}")]
+    Syntax(String),
+    /// A value its keyword does not take (a port that is not a number, an sslmode libpq does not know).
+    #[error("{0}")]
+    Invalid(String),
+    /// A setting libpq would honour and dr's own connection cannot: refused, so that the two connections never
+    /// silently differ.
+    #[error("{0}")]
+    Refused(String),
+    /// The service the parameters name is not defined, or a service file cannot be read or parsed.
+    #[error("{0}")]
+    Service(String),
+}
+
 /// A parsed connection string: libpq keywords and values, in the order given.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnInfo {
@@ -97,7 +116,7 @@ pub fn redact_target(target: &str) -> String {
 }
 
 impl ConnInfo {
-    pub fn parse(text: &str) -> Result<ConnInfo, String> {
+    pub fn parse(text: &str) -> Result<ConnInfo, ConnInfoError> {
         let text = text.trim();
         let params = if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             parse_url(text)?
@@ -106,7 +125,7 @@ impl ConnInfo {
         };
         for (key, _) in &params {
             if !KEYWORDS.contains(&key.as_str()) {
-                return Err(format!("unknown connection parameter {key:?}"));
+                return Err(ConnInfoError::Syntax(format!("unknown connection parameter {key:?}")));
             }
         }
         let conninfo = ConnInfo { params };
@@ -213,7 +232,7 @@ impl ConnInfo {
     /// [`ConnInfo::resolve`], refusing what dr's own connection cannot honour the way libpq would: an undefined
     /// or unreadable service, GSSAPI requirements, OpenSSL engine keys. The message names the parameter, where it
     /// came from, and what to do instead.
-    pub fn try_resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, String> {
+    pub fn try_resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, ConnInfoError> {
         let service = service::lookup(self, env)?;
         let sources = Sources { explicit: self, service: service.as_ref(), env };
         sources.refuse_unsupported()?;

@@ -1,6 +1,12 @@
 //! Parsing libpq connection strings: URLs (`postgres://...`) and `keyword=value` words.
 
-pub(super) fn parse_keyword_value(text: &str) -> Result<Vec<(String, String)>, String> {
+use super::ConnInfoError;
+
+fn syntax(message: impl Into<String>) -> ConnInfoError {
+    ConnInfoError::Syntax(message.into())
+}
+
+pub(super) fn parse_keyword_value(text: &str) -> Result<Vec<(String, String)>, ConnInfoError> {
     let mut params = Vec::new();
     let mut chars = text.chars().peekable();
     loop {
@@ -22,7 +28,7 @@ pub(super) fn parse_keyword_value(text: &str) -> Result<Vec<(String, String)>, S
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!("missing \"=\" after {key:?} (expected key=value pairs or a postgres:// URL)"));
+            return Err(syntax(format!("missing \"=\" after {key:?} (expected key=value pairs or a postgres:// URL)")));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -32,10 +38,10 @@ pub(super) fn parse_keyword_value(text: &str) -> Result<Vec<(String, String)>, S
             chars.next();
             loop {
                 match chars.next() {
-                    Some('\\') => value.push(chars.next().ok_or("unterminated quoted value")?),
+                    Some('\\') => value.push(chars.next().ok_or_else(|| syntax("unterminated quoted value"))?),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => return Err(format!("unterminated quoted value for {key:?}")),
+                    None => return Err(syntax(format!("unterminated quoted value for {key:?}"))),
                 }
             }
         } else {
@@ -58,7 +64,7 @@ pub(super) fn parse_keyword_value(text: &str) -> Result<Vec<(String, String)>, S
     Ok(params)
 }
 
-pub(super) fn parse_url(text: &str) -> Result<Vec<(String, String)>, String> {
+pub(super) fn parse_url(text: &str) -> Result<Vec<(String, String)>, ConnInfoError> {
     let rest = text.split_once("://").map(|(_, r)| r).unwrap_or_default();
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
@@ -104,15 +110,16 @@ pub(super) fn parse_url(text: &str) -> Result<Vec<(String, String)>, String> {
         params.push(("dbname".to_string(), percent_decode(path)?));
     }
     for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').ok_or_else(|| format!("URL parameter {pair:?} has no value"))?;
+        let (key, value) =
+            pair.split_once('=').ok_or_else(|| syntax(format!("URL parameter {pair:?} has no value")))?;
         params.push((percent_decode(key)?, percent_decode(value)?));
     }
     Ok(params)
 }
 
-fn split_host_port(spec: &str) -> Result<(&str, Option<&str>), String> {
+fn split_host_port(spec: &str) -> Result<(&str, Option<&str>), ConnInfoError> {
     if let Some(rest) = spec.strip_prefix('[') {
-        let end = rest.find(']').ok_or("unterminated [IPv6] address in URL")?;
+        let end = rest.find(']').ok_or_else(|| syntax("unterminated [IPv6] address in URL"))?;
         let port = rest[end + 1..].strip_prefix(':');
         return Ok((&rest[..end], port));
     }
@@ -122,21 +129,21 @@ fn split_host_port(spec: &str) -> Result<(&str, Option<&str>), String> {
     })
 }
 
-fn percent_decode(text: &str) -> Result<String, String> {
+fn percent_decode(text: &str) -> Result<String, ConnInfoError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).ok_or("truncated %-escape in URL")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape %{hex} in URL"))?);
+            let hex = text.get(i + 1..i + 3).ok_or_else(|| syntax("truncated %-escape in URL"))?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| syntax(format!("bad %-escape %{hex} in URL")))?);
             i += 3;
         } else {
             out.push(bytes[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "URL decodes to invalid UTF-8".to_string())
+    String::from_utf8(out).map_err(|_| syntax("URL decodes to invalid UTF-8"))
 }
 
 #[cfg(test)]
@@ -170,6 +177,6 @@ mod tests {
         assert_eq!(c.get("dbname"), Some("my db"));
         assert_eq!(c.get("password"), Some("it's"));
         assert!(ConnInfo::parse("host").is_err());
-        assert!(ConnInfo::parse("hots=x").unwrap_err().contains("hots"));
+        assert!(ConnInfo::parse("hots=x").unwrap_err().to_string().contains("hots"));
     }
 }

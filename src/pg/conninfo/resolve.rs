@@ -5,7 +5,17 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::pgpass::pgpass_lookup;
-use super::{ConnInfo, service};
+use super::{ConnInfo, ConnInfoError, service};
+
+/// A [`ConnInfoError::Refused`] with a formatted message.
+macro_rules! refused {
+    ($($arg:tt)*) => { ConnInfoError::Refused(format!($($arg)*)) };
+}
+
+/// A [`ConnInfoError::Invalid`] with a formatted message.
+macro_rules! invalid {
+    ($($arg:tt)*) => { ConnInfoError::Invalid(format!($($arg)*)) };
+}
 
 /// The environment variable libpq reads for a keyword, when there is one.
 fn env_var(key: &str) -> Option<&'static str> {
@@ -133,19 +143,19 @@ impl Sources<'_> {
 
     /// Settings dr's own connection cannot honour. Accepting them silently would let dr's connection and
     /// pg_dump's differ (the exported snapshot must come from the server pg_dump reads), so they are refused.
-    pub fn refuse_unsupported(&self) -> Result<(), String> {
+    pub fn refuse_unsupported(&self) -> Result<(), ConnInfoError> {
         if let Some(s) = self.setting("gssencmode") {
             match s.value.as_str() {
                 // Without GSSAPI credentials libpq's `prefer` goes on without GSS encryption, as dr does.
                 "disable" | "prefer" => {}
                 "require" => {
-                    return Err(format!(
+                    return Err(refused!(
                         "{}: dr's own connection cannot use GSSAPI encryption (it has no Kerberos/GSSAPI \
                          support); use gssencmode=prefer or disable, and sslmode=verify-full for encryption",
                         s.describe("gssencmode")
                     ));
                 }
-                _ => return Err(format!("{}: not one of disable, prefer, require", s.describe("gssencmode"))),
+                _ => return Err(invalid!("{}: not one of disable, prefer, require", s.describe("gssencmode"))),
             }
         }
         for key in ["krbsrvname", "gsslib", "gssdelegation"] {
@@ -154,7 +164,7 @@ impl Sources<'_> {
             if key == "gssdelegation" && s.value == "0" {
                 continue;
             }
-            return Err(format!(
+            return Err(refused!(
                 "{}: dr's own connection cannot authenticate with Kerberos/GSSAPI, so this setting cannot take \
                  effect; remove it and use password (.pgpass, PGPASSWORD) or client-certificate (sslcert, sslkey) \
                  authentication",
@@ -165,24 +175,24 @@ impl Sources<'_> {
             match s.value.as_str() {
                 "disable" | "allow" => {}
                 "require" => {
-                    return Err(format!(
+                    return Err(refused!(
                         "{}: dr's own connection cannot insist that the server asks for a client certificate; \
                          use sslcertmode=allow (the default), which still presents sslcert when the server asks",
                         s.describe("sslcertmode")
                     ));
                 }
-                _ => return Err(format!("{}: not one of disable, allow, require", s.describe("sslcertmode"))),
+                _ => return Err(invalid!("{}: not one of disable, allow, require", s.describe("sslcertmode"))),
             }
         }
         if let Some(s) = self.setting("require_auth") {
-            return Err(format!(
+            return Err(refused!(
                 "{}: dr's own connection cannot limit the authentication methods the server may ask for; remove \
                  it, and protect the password with sslmode=verify-full (and channel_binding=require for SCRAM)",
                 s.describe("require_auth")
             ));
         }
         if let Some(s) = self.setting("requirepeer") {
-            return Err(format!(
+            return Err(refused!(
                 "{}: dr's own connection cannot check which user runs the server behind a unix socket; remove it, \
                  or connect over TCP with sslmode=verify-full",
                 s.describe("requirepeer")
@@ -191,7 +201,7 @@ impl Sources<'_> {
         if let Some(s) = self.setting("load_balance_hosts").filter(|s| s.value == "random") {
             let several = |key: &str| self.get(key).is_some_and(|v| v.contains(','));
             if several("host") || several("hostaddr") {
-                return Err(format!(
+                return Err(refused!(
                     "{}: dr's own connection and pg_dump's would each pick a host at random, and pg_dump must \
                      reach the server that holds dr's snapshot; name one host, or use load_balance_hosts=disable",
                     s.describe("load_balance_hosts")
@@ -203,7 +213,7 @@ impl Sources<'_> {
             && s.value.contains(':')
         {
             // Not quoted: an engine's key name (a PKCS#11 URI) can carry a PIN.
-            return Err(format!(
+            return Err(refused!(
                 "sslkey{} names an OpenSSL engine key (ENGINE:KEY), which dr's own connection cannot use; point \
                  sslkey at a PEM key file",
                 s.origin
@@ -361,7 +371,7 @@ mod tests {
         assert_eq!(host("a").unwrap(), "user-a");
         // A section missing from the user file is looked up in the system file.
         assert_eq!(host("b").unwrap(), "system-b");
-        let error = host("c").unwrap_err();
+        let error = host("c").unwrap_err().to_string();
         assert!(error.contains("service \"c\" is not defined in"), "{error}");
         assert!(error.contains(".pg_service.conf") && error.contains("etc/pg_service.conf"), "{error}");
         assert!(error.contains("PGSERVICEFILE"), "{error}");
@@ -375,7 +385,7 @@ mod tests {
         let file = dir.path().join("services.conf");
         std::fs::write(&file, "[prod]\nhost=db\npasword=hunter2\n").unwrap();
         let env = env_of(&[("PGSERVICEFILE", file.display().to_string())]);
-        let error = ConnInfo::parse("service=prod").unwrap().try_resolve(&env).unwrap_err();
+        let error = ConnInfo::parse("service=prod").unwrap().try_resolve(&env).unwrap_err().to_string();
         assert!(error.contains(&format!("{}, line 3", file.display())), "{error}");
         assert!(error.contains("\"pasword\""), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
@@ -409,15 +419,15 @@ mod tests {
             ("host=/run/postgresql requirepeer=postgres", "requirepeer=postgres"),
             ("host=a,b load_balance_hosts=random", "load_balance_hosts=random"),
         ] {
-            let error = ConnInfo::parse(text).unwrap_err();
+            let error = ConnInfo::parse(text).unwrap_err().to_string();
             assert!(error.starts_with(parameter), "{text}: {error}");
             assert!(error.contains(':'), "{text}: {error}");
         }
-        let error = ConnInfo::parse("host=db gssencmode=require").unwrap_err();
+        let error = ConnInfo::parse("host=db gssencmode=require").unwrap_err().to_string();
         assert!(error.contains("cannot use GSSAPI") && error.contains("gssencmode=prefer"), "{error}");
-        let error = ConnInfo::parse("host=db sslkey=pkcs11:token?pin-value=1234").unwrap_err();
+        let error = ConnInfo::parse("host=db sslkey=pkcs11:token?pin-value=1234").unwrap_err().to_string();
         assert!(!error.contains("1234"), "an engine key name can hold a PIN: {error}");
-        let error = ConnInfo::parse("host=db krbsrvname=pg").unwrap_err();
+        let error = ConnInfo::parse("host=db krbsrvname=pg").unwrap_err().to_string();
         assert!(error.contains("Kerberos/GSSAPI") && error.contains("remove it"), "{error}");
         for text in [
             "host=db gssencmode=prefer",
@@ -433,17 +443,17 @@ mod tests {
     #[test]
     fn gssapi_from_the_environment_or_a_service_is_refused_when_connecting() {
         let env = env_of(&[("PGGSSENCMODE", "require".to_string())]);
-        let error = ConnInfo::parse("host=db").unwrap().try_resolve(&env).unwrap_err();
+        let error = ConnInfo::parse("host=db").unwrap().try_resolve(&env).unwrap_err().to_string();
         assert!(error.starts_with("gssencmode=require (from PGGSSENCMODE): "), "{error}");
         let env = env_of(&[("PGKRBSRVNAME", "postgres".to_string())]);
-        let error = ConnInfo::parse("host=db").unwrap().try_resolve(&env).unwrap_err();
+        let error = ConnInfo::parse("host=db").unwrap().try_resolve(&env).unwrap_err().to_string();
         assert!(error.starts_with("krbsrvname=postgres (from PGKRBSRVNAME): "), "{error}");
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("services.conf");
         std::fs::write(&file, "[kerberos]\nhost=db\ngssencmode=require\n").unwrap();
         let env = env_of(&[("PGSERVICEFILE", file.display().to_string())]);
-        let error = ConnInfo::parse("service=kerberos").unwrap().try_resolve(&env).unwrap_err();
+        let error = ConnInfo::parse("service=kerberos").unwrap().try_resolve(&env).unwrap_err().to_string();
         let origin = format!("gssencmode=require (from service \"kerberos\" in {}): ", file.display());
         assert!(error.starts_with(&origin), "{error}");
         // An explicit value overrides the service's, as libpq does.
