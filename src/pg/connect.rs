@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::config::{ChannelBinding, SslMode, TargetSessionAttrs};
+use tokio_postgres::config::{ChannelBinding, SslMode, SslNegotiation, TargetSessionAttrs};
 
 use super::conninfo::{ConnInfo, ConnInfoError, Resolved};
 
@@ -182,6 +182,23 @@ fn client_config(r: &Resolved) -> Result<tokio_postgres::Config, ConnInfoError> 
         Some("require") => ChannelBinding::Require,
         Some(other) => return Err(invalid!("channel_binding {other:?} is not one of disable, prefer, require")),
     });
+    let t = &r.transport;
+    if t.direct_tls {
+        config.ssl_negotiation(SslNegotiation::Direct);
+    }
+    config.keepalives(t.keepalives);
+    if let Some(idle) = t.keepalives_idle {
+        config.keepalives_idle(idle);
+    }
+    if let Some(interval) = t.keepalives_interval {
+        config.keepalives_interval(interval);
+    }
+    if let Some(count) = t.keepalives_count {
+        config.keepalives_retries(count);
+    }
+    if let Some(timeout) = t.tcp_user_timeout {
+        config.tcp_user_timeout(timeout);
+    }
     config.ssl_mode(match r.sslmode.as_str() {
         "disable" => SslMode::Disable,
         "allow" | "prefer" => SslMode::Prefer,
@@ -220,5 +237,24 @@ mod tests {
         assert_eq!(c.get_connect_timeout(), None, "0 waits forever, as in libpq");
         assert_eq!(config("host=db").unwrap().get_connect_timeout(), Some(&Duration::from_secs(30)));
         assert_eq!(config("host=db").unwrap().get_application_name(), Some("dr"));
+    }
+
+    #[test]
+    fn keepalives_timeouts_and_direct_tls_reach_the_driver() {
+        let c = config(
+            "host=db sslmode=require sslnegotiation=direct keepalives=0 keepalives_idle=30 keepalives_interval=5 \
+             keepalives_count=4 tcp_user_timeout=9000",
+        )
+        .unwrap();
+        assert_eq!(c.get_ssl_negotiation(), SslNegotiation::Direct);
+        assert!(!c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(5)));
+        assert_eq!(c.get_keepalives_retries(), Some(4));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_millis(9000)));
+        let c = config("host=db").unwrap();
+        assert_eq!(c.get_ssl_negotiation(), SslNegotiation::Postgres);
+        assert!(c.get_keepalives(), "on by default, as in libpq");
+        assert_eq!(c.get_tcp_user_timeout(), None);
     }
 }

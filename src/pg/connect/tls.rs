@@ -20,7 +20,7 @@ use rustls::pki_types::{
 };
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-use crate::pg::conninfo::Resolved;
+use crate::pg::conninfo::{Resolved, TlsVersion};
 
 /// TLS could not be set up from the files the connection parameters name: which file, what is wrong with it,
 /// and what to do.
@@ -42,6 +42,11 @@ macro_rules! tls_error {
 /// The TLS set-up libpq would make for these parameters; the files it names are read now, so a bad key fails
 /// before any connection attempt.
 pub(super) fn connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustlsConnect, TlsSetupError> {
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(client_config(r)?))
+}
+
+/// The rustls configuration behind [`connector`]: verification, client certificate, protocol versions, SNI.
+fn client_config(r: &Resolved) -> Result<rustls::ClientConfig, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let over_tcp = r.hostaddr.is_some() || r.host.split(',').any(|h| !h.starts_with('/') && !h.starts_with('@'));
     let uses_tls = over_tcp && r.sslmode != "disable";
@@ -67,13 +72,14 @@ pub(super) fn connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustl
         }
         None => Arc::new(EncryptOnly { provider: provider.clone() }),
     };
+    let t = &r.transport;
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&protocol_versions(t.tls_min, t.tls_max))
         .map_err(|e| format!("TLS set-up: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let identity = if uses_tls && r.sslcertmode != "disable" { client_identity(r)? } else { None };
-    let config = match identity {
+    let mut config = match identity {
         Some(ClientIdentity { chain, key, cert_file, key_file }) => {
             builder.with_client_auth_cert(chain, key).map_err(|e| match e {
                 rustls::Error::InconsistentKeys(_) => format!(
@@ -87,7 +93,21 @@ pub(super) fn connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustl
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    config.enable_sni = t.sni;
+    if t.direct_tls {
+        // A PostgreSQL 17 server accepts a direct handshake only with its ALPN protocol, as libpq sends it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+    }
+    Ok(config)
+}
+
+/// The TLS versions from `ssl_min_protocol_version` to `ssl_max_protocol_version` (checked to be a range).
+fn protocol_versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    [(TlsVersion::Tls12, &rustls::version::TLS12), (TlsVersion::Tls13, &rustls::version::TLS13)]
+        .into_iter()
+        .filter(|(version, _)| (min..=max).contains(version))
+        .map(|(_, supported)| supported)
+        .collect()
 }
 
 /// How the server's certificate is checked, when it is.
@@ -565,5 +585,25 @@ mod tests {
         };
         let error = error.to_string();
         assert!(error.contains(&crl), "{error}");
+    }
+
+    #[test]
+    fn protocol_versions_sni_and_direct_tls_reach_rustls() {
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        let home = tempfile::tempdir().unwrap();
+        let versions = |conninfo: &str| {
+            let t = resolved(conninfo, home.path()).transport;
+            protocol_versions(t.tls_min, t.tls_max).iter().map(|v| v.version).collect::<Vec<_>>()
+        };
+        assert_eq!(versions("host=db"), [TLSv1_2, TLSv1_3]);
+        assert_eq!(versions("host=db ssl_min_protocol_version=TLSv1.3"), [TLSv1_3]);
+        assert_eq!(versions("host=db ssl_max_protocol_version=TLSv1.2"), [TLSv1_2]);
+        let config = |conninfo: &str| client_config(&resolved(conninfo, home.path())).unwrap();
+        client_config(&resolved("host=db ssl_min_protocol_version=TLSv1.3", home.path())).unwrap();
+        let default = config("host=db");
+        assert!(default.enable_sni && default.alpn_protocols.is_empty());
+        assert!(!config("host=db sslsni=0").enable_sni);
+        let direct = config("host=db sslmode=require sslnegotiation=direct");
+        assert_eq!(direct.alpn_protocols, vec![b"postgresql".to_vec()]);
     }
 }

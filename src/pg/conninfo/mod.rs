@@ -15,10 +15,12 @@ mod parse;
 mod pgpass;
 mod resolve;
 mod service;
+mod transport;
 
 use parse::{parse_keyword_value, parse_url};
 pub use resolve::Resolved;
 use resolve::{Sources, home_dir};
+pub use transport::TlsVersion;
 
 /// Why a connection string cannot be used. The message names the keyword (never a secret's value), where its
 /// value came from when that was not the string itself, and what to do.

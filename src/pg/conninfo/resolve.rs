@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::pgpass::pgpass_lookup;
+use super::transport::{self, Transport};
 use super::{ConnInfo, ConnInfoError, service};
 
 /// A [`ConnInfoError::Refused`] with a formatted message.
@@ -62,20 +63,20 @@ pub(super) struct Sources<'a> {
 }
 
 /// A setting with where it came from, for messages.
-struct Setting {
-    value: String,
-    origin: String,
+pub(super) struct Setting {
+    pub value: String,
+    pub origin: String,
 }
 
 impl Setting {
     /// `key=value` plus its origin, as messages show it (never used for secrets).
-    fn describe(&self, key: &str) -> String {
+    pub fn describe(&self, key: &str) -> String {
         format!("{key}={}{}", self.value, self.origin)
     }
 }
 
 impl Sources<'_> {
-    fn setting(&self, key: &str) -> Option<Setting> {
+    pub fn setting(&self, key: &str) -> Option<Setting> {
         if let Some(value) = self.explicit.get(key) {
             return Some(Setting { value: value.to_string(), origin: String::new() });
         }
@@ -85,11 +86,11 @@ impl Sources<'_> {
             let origin = format!(" (from service {:?} in {})", service.name, service.file.display());
             return Some(Setting { value: value.to_string(), origin });
         }
-        let var = env_var(key)?;
+        let var = env_var(key).or_else(|| transport::env_var(key))?;
         (self.env)(var).filter(|v| !v.is_empty()).map(|value| Setting { value, origin: format!(" (from {var})") })
     }
 
-    fn get(&self, key: &str) -> Option<String> {
+    pub fn get(&self, key: &str) -> Option<String> {
         self.setting(key).map(|s| s.value)
     }
 
@@ -130,6 +131,9 @@ impl Sources<'_> {
             connect_timeout: pick("connect_timeout"),
             target_session_attrs: pick("target_session_attrs"),
             channel_binding: pick("channel_binding"),
+            // Checked in `refuse_unsupported` before a connection uses it; the lenient `resolve` that only
+            // wants names takes the defaults for a bad value.
+            transport: self.transport().unwrap_or_default(),
             home,
             user,
         };
@@ -141,9 +145,11 @@ impl Sources<'_> {
         resolved
     }
 
-    /// Settings dr's own connection cannot honour. Accepting them silently would let dr's connection and
-    /// pg_dump's differ (the exported snapshot must come from the server pg_dump reads), so they are refused.
+    /// Settings dr's own connection cannot honour, and values it cannot apply the way libpq would (see
+    /// [`transport`]). Accepting them silently would let dr's connection and pg_dump's differ (the exported
+    /// snapshot must come from the server pg_dump reads), so they are refused.
     pub fn refuse_unsupported(&self) -> Result<(), ConnInfoError> {
+        self.transport()?;
         if let Some(s) = self.setting("gssencmode") {
             match s.value.as_str() {
                 // Without GSSAPI credentials libpq's `prefer` goes on without GSS encryption, as dr does.
@@ -246,6 +252,8 @@ pub struct Resolved {
     pub connect_timeout: Option<String>,
     pub target_session_attrs: Option<String>,
     pub channel_binding: Option<String>,
+    /// TLS negotiation, protocol versions, SNI, TCP keepalives and user timeout.
+    pub transport: Transport,
     /// The home directory libpq looks in (`$HOME`, else the user database): `.pgpass`, `.postgresql/`.
     pub home: Option<PathBuf>,
     /// The password file libpq reads when no password is given: `passfile`, else `~/.pgpass`.
