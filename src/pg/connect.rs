@@ -1,7 +1,8 @@
 //! dr's own connections to PostgreSQL (the consistency transaction, target checks, globals). The parameters
 //! are resolved like libpq's (`ConnInfo::try_resolve`: connection string, service file, environment,
-//! defaults), and TLS follows libpq's rules (see [`tls`]), so this connection reaches the same server as the
-//! pg_dump that imports its snapshot, and authenticates the same way, or fails saying why.
+//! defaults), and TLS follows libpq's rules (see [`tls`]), with libpq's TLS-version, SNI, direct-TLS, keepalive
+//! and TCP-timeout keywords applied, so this connection reaches the same server as the pg_dump that imports its
+//! snapshot, and authenticates and travels the same way, or fails saying why.
 
 use std::time::Duration;
 

@@ -6,8 +6,15 @@
 //!   /proc; a child's environment is not). Their own libpq applies the `PG*` variables and `.pgpass`.
 //! - dr's own connection (tokio-postgres) has no libpq, so [`ConnInfo::try_resolve`] applies the same rules:
 //!   explicit value, then the `service`'s section of `pg_service.conf`, then the `PG*` environment variable,
-//!   then `.pgpass` for the password, then libpq's default. What it cannot honour (GSSAPI) it refuses, so the
-//!   two connections never silently go to different servers or authenticate differently.
+//!   then `.pgpass` for the password, then libpq's default. It applies every keyword that decides which server
+//!   is reached, as whom, how the server is checked and how the connection is carried (TLS versions, SNI,
+//!   direct TLS, TCP keepalives and timeouts: see `transport`), and refuses what it cannot honour (GSSAPI, TLS
+//!   below 1.2, ...), so the two connections never silently differ. The few keywords it leaves to the tools
+//!   change none of that (`client_encoding`, `fallback_application_name`, `sslcompression`, `sslpassword`,
+//!   `replication`; docs/configuration.md says why for each).
+//!
+//! Layout: `parse` (the text), `resolve` (service file, environment, defaults; refusals), `transport` (the TLS
+//! and TCP keywords), `pgpass` (the password file), `service` (`pg_service.conf`).
 
 use std::fmt;
 
