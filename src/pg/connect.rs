@@ -258,4 +258,31 @@ mod tests {
         assert!(c.get_keepalives(), "on by default, as in libpq");
         assert_eq!(c.get_tcp_user_timeout(), None);
     }
+
+    #[tokio::test]
+    async fn a_failed_connection_keeps_the_driver_s_error_as_its_source() {
+        // Nothing listens on port 1; the refusal is the network's, not a missing password's.
+        let conninfo = ConnInfo::parse("host=127.0.0.1 port=1 user=app dbname=site sslmode=disable").unwrap();
+        let error = connect(&conninfo).await.unwrap_err();
+        assert!(matches!(error, ConnectError::Failed { .. }), "{error:?}");
+        let error = error.into_error("app", conninfo.redacted());
+        assert!(matches!(error, crate::Error::Database { .. }), "{error:?}");
+        let source = std::error::Error::source(&error).expect("the driver's failure is kept");
+        assert_eq!(
+            error.to_string(),
+            format!("database app@127.0.0.1:1/site (source \"app\"): {source}"),
+            "the message is the driver's, once"
+        );
+        let driver = source.source().expect("and under it the driver's own error");
+        assert!(driver.is::<tokio_postgres::Error>(), "{driver:?}");
+    }
+
+    #[test]
+    fn a_bad_parameter_is_a_typed_configuration_error() {
+        assert!(matches!(ConnInfo::parse("hots=x"), Err(ConnInfoError::Syntax(_))));
+        assert!(matches!(ConnInfo::parse("host=db gssencmode=require"), Err(ConnInfoError::Refused(_))));
+        assert!(matches!(ConnInfo::parse("host=db sslsni=2"), Err(ConnInfoError::Invalid(_))));
+        let resolved = ConnInfo::parse("host=db port=x").unwrap().try_resolve(&|_| None).unwrap();
+        assert!(matches!(client_config(&resolved), Err(ConnInfoError::Invalid(_))));
+    }
 }
