@@ -36,13 +36,12 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     pub fn new(action: &'static str, snapshot: Option<String>, error: Option<String>) -> AuditEntry {
-        let uid = nix::unistd::Uid::effective();
-        let user = nix::unistd::User::from_uid(uid).ok().flatten().map_or_else(|| uid.to_string(), |u| u.name);
+        let user = crate::host::user_name();
         AuditEntry {
             at: Utc::now(),
             user,
             sudo_user: std::env::var("SUDO_USER").ok(),
-            host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            host: crate::host::hostname(),
             pid: std::process::id(),
             via: invocation(),
             action,

@@ -270,14 +270,18 @@ async fn repository(config: &Config) -> Item {
 async fn database(source: &crate::config::PostgresSource) -> crate::Result<String> {
     let conninfo = crate::pg::source_conninfo(source)?;
     let target = conninfo.redacted();
-    let db_error =
-        |message: String| Error::Database { source_name: source.name.clone(), target: target.clone(), message };
+    let db_error = |message: String| Error::Database {
+        source_name: source.name.clone(),
+        target: target.clone(),
+        message,
+        source: None,
+    };
     let connected = async {
         let client = pg::connect(&conninfo).await.map_err(|e| e.into_error(&source.name, target.clone()))?;
         let row = client
             .query_one("SELECT current_setting('server_version'), current_setting('server_version_num')::int", &[])
             .await
-            .map_err(|e| db_error(pg::describe(&e)))?;
+            .map_err(|e| pg::database_error(&source.name, &target, e))?;
         Ok::<(String, i32), Error>((row.get(0), row.get(1)))
     };
     let (version, version_num) = tokio::time::timeout(TIMEOUT, connected)

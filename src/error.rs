@@ -117,8 +117,16 @@ pub enum Error {
     )]
     SnapshotTooEarly { time: DateTime<Utc>, oldest: String, oldest_time: DateTime<Utc> },
 
+    /// `message` is what the CLI shows (for a driver's failure, `pg::describe` of it: the server's words); `source`
+    /// keeps the failure itself (the driver's, TLS set-up's, a service file's) when there is one.
     #[error("database {target} (source {source_name:?}): {message}")]
-    Database { source_name: String, target: String, message: String },
+    Database {
+        source_name: String,
+        target: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 
     /// The server asks for a password and none was found where libpq looks (docs/configuration.md).
     #[error(
@@ -126,7 +134,15 @@ pub enum Error {
          found (not in the url, PGPASSWORD, a service, or the password file {})",
         .passfile.as_ref().map_or_else(|| "~/.pgpass".to_string(), |p| p.display().to_string())
     )]
-    DatabasePasswordMissing { source_name: String, target: String, user: String, passfile: Option<PathBuf> },
+    DatabasePasswordMissing {
+        source_name: String,
+        target: String,
+        user: String,
+        passfile: Option<PathBuf>,
+        /// The driver's refusal to go on without one.
+        #[source]
+        source: tokio_postgres::Error,
+    },
 
     #[error("{program} failed ({status}){}", stderr_tail(.stderr))]
     ChildFailed { program: String, status: String, stderr: String },

@@ -38,6 +38,7 @@ pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod files;
+pub(crate) mod host;
 pub mod pg;
 pub mod pipeline;
 pub mod progress;

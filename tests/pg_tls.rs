@@ -96,6 +96,65 @@ async fn backup_and_restore_over_tls_with_a_client_certificate() {
     assert!(error.contains("service \"dr-tls\" is not defined in"), "{error}");
 }
 
+/// dr's own connection applies libpq's TLS protocol-version keywords as pg_dump's libpq does: against a server
+/// that speaks TLS 1.3 only, `ssl_min_protocol_version=TLSv1.3` backs up (with the TCP keywords applied beside
+/// it), and `ssl_max_protocol_version=TLSv1.2` fails in dr's own connection, saying so, before pg_dump runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_protocol_versions_and_tcp_keywords_apply_to_dr_s_own_connection() {
+    let dir = tempfile::Builder::new().prefix("dr-tls-versions-").tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let pki = Pki::generate(&dir.path().join("pki"), &dir.path().join("server"));
+    let mut settings = pki.server_settings();
+    settings.push(("ssl_min_protocol_version".to_string(), "TLSv1.3".to_string()));
+    let db = tokio::task::spawn_blocking(move || {
+        ScratchPostgres::start(&ScratchOptions { settings, ..ScratchOptions::default() })
+    })
+    .await
+    .unwrap()
+    .expect("starting a TLS 1.3 scratch PostgreSQL");
+    sql(&db, "postgres", &format!("CREATE DATABASE {DATABASE}")).await;
+    sql(&db, DATABASE, DEMO_SQL).await;
+
+    let key = dr::KeyPair::generate();
+    let identity = dir.path().join("identity.txt");
+    key.write_identity_file(&identity).unwrap();
+    let site = Site {
+        config_path: dir.path().join("dr.toml"),
+        recipient: key.recipient(),
+        identity,
+        repo: dir.path().join("repo"),
+        db,
+        dir,
+    };
+    write_files(&site.path("site"));
+    let client = Pki::client_files(&site.path("pki"));
+    let tls_url = |extra: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={DATABASE} sslmode=verify-full sslrootcert={} sslcert={} \
+             sslkey={} {extra}",
+            site.db.port(),
+            client.ca.display(),
+            client.cert.display(),
+            client.key.display()
+        )
+    };
+    site.write_config("");
+    let config = fs::read_to_string(&site.config_path).unwrap();
+    let socket_url = site.db.url(DATABASE);
+    let with_url = |url: &str| fs::write(&site.config_path, config.replace(&socket_url, url)).unwrap();
+    with_url(&tls_url("ssl_min_protocol_version=TLSv1.3 keepalives_idle=30 keepalives_count=3 tcp_user_timeout=20000"));
+    site.dr(&["init"]).ok();
+    site.backup();
+
+    with_url(&tls_url("ssl_max_protocol_version=TLSv1.2"));
+    let run = site.dr(&["backup"]);
+    let all = run.all_output();
+    let error = run.user_error(1);
+    assert!(error.contains("database postgres@127.0.0.1:") && error.contains("(source \"app\")"), "{error}");
+    assert!(error.contains("TLS handshake") && error.contains("ProtocolVersion"), "{error}");
+    assert!(!all.contains("pg_dump failed"), "dr's own connection fails first: {all}");
+}
+
 /// A test certificate authority, the server's certificate (for 127.0.0.1) and a client certificate for the
 /// `postgres` role, made with the `openssl` command-line tool.
 struct Pki {

@@ -244,13 +244,13 @@ fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
 }
 
 fn database_error(message: String) -> Error {
-    Error::Database { source_name: "demo".into(), target: "scratch server".into(), message }
+    Error::Database { source_name: "demo".into(), target: "scratch server".into(), message, source: None }
 }
 
 async fn seed_database(server: &ScratchPostgres) -> Result<i64> {
-    let admin = connect(&server.conninfo("postgres")).await.map_err(|e| database_error(e.message))?;
+    let admin = connect(&server.conninfo("postgres")).await.map_err(|e| database_error(e.to_string()))?;
     admin.batch_execute(&format!("CREATE DATABASE {DATABASE}")).await.map_err(|e| database_error(describe(&e)))?;
-    let client = connect(&server.conninfo(DATABASE)).await.map_err(|e| database_error(e.message))?;
+    let client = connect(&server.conninfo(DATABASE)).await.map_err(|e| database_error(e.to_string()))?;
     client.batch_execute(SAMPLE_SITE).await.map_err(|e| database_error(describe(&e)))?;
     let rows: i64 = client
         .query_one(
@@ -304,7 +304,7 @@ async fn compare(source: &ScratchPostgres, target: &ScratchPostgres, site: &Path
     let fingerprint = |server: &ScratchPostgres| {
         let conninfo = server.conninfo(DATABASE);
         async move {
-            let client = connect(&conninfo).await.map_err(|e| database_error(e.message))?;
+            let client = connect(&conninfo).await.map_err(|e| database_error(e.to_string()))?;
             inspect::fingerprint(&client).await.map_err(|e| database_error(describe(&e)))
         }
     };
@@ -319,7 +319,7 @@ async fn compare(source: &ScratchPostgres, target: &ScratchPostgres, site: &Path
     let role_password = |server: &ScratchPostgres| {
         let conninfo = server.conninfo("postgres");
         async move {
-            let client = connect(&conninfo).await.map_err(|e| database_error(e.message))?;
+            let client = connect(&conninfo).await.map_err(|e| database_error(e.to_string()))?;
             let rows = client
                 .query("SELECT rolpassword FROM pg_authid WHERE rolname = 'isntgram_app'", &[])
                 .await

@@ -202,7 +202,7 @@ fn new_record(started_at: DateTime<Utc>, config: &Config) -> DrillRecord {
         snapshot: None,
         started_at,
         finished_at: started_at,
-        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        hostname: crate::host::hostname(),
         dr_version: env!("CARGO_PKG_VERSION").to_string(),
         passed: false,
         succeeded: false,
@@ -461,7 +461,9 @@ impl Run<'_> {
                                 checks.push(checks::roles(&source.name, &client, globals, owner).await);
                             }
                         }
-                        Err(e) => checks.push(checks::unreachable(format!("row counts {}", source.name), e.message)),
+                        Err(e) => {
+                            checks.push(checks::unreachable(format!("row counts {}", source.name), e.to_string()))
+                        }
                     }
                 }
                 SourceKind::Files => {
@@ -510,7 +512,7 @@ impl Run<'_> {
                 ),
                 Some(conninfo) => match connect(conninfo).await {
                     Ok(client) => checks::user(&client, user_check, expectation).await,
-                    Err(e) => checks::unreachable(user_check.name.clone(), e.message),
+                    Err(e) => checks::unreachable(user_check.name.clone(), e.to_string()),
                 },
             };
             checks.push(check);

@@ -55,7 +55,7 @@ impl DrillScratch {
                 });
             }
         }
-        let client = connect(&conninfo).await.map_err(|e| scratch_error(&conninfo, e.message))?;
+        let client = connect(&conninfo).await.map_err(|e| scratch_error(&conninfo, e.to_string()))?;
         let row = client
             .query_one(
                 "SELECT rolsuper OR rolcreatedb, current_setting('server_version') FROM pg_roles \
@@ -167,13 +167,14 @@ impl ScratchServer {
                 source_name: "drill".into(),
                 target: self.conninfo.redacted(),
                 message: format!("cleaning up the scratch server: {}", failures.join("; ")),
+                source: None,
             }),
         }
     }
 }
 
 fn scratch_error(conninfo: &ConnInfo, message: String) -> Error {
-    Error::Database { source_name: "drill scratch".into(), target: conninfo.redacted(), message }
+    Error::Database { source_name: "drill scratch".into(), target: conninfo.redacted(), message, source: None }
 }
 
 /// Whether two connection strings reach the same server: same port, and the same host, where every local way

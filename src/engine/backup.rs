@@ -275,7 +275,7 @@ impl Run<'_> {
             id: self.snapshot.clone(),
             started_at,
             finished_at: Utc::now(),
-            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            hostname: crate::host::hostname(),
             dr_version: env!("CARGO_PKG_VERSION").to_string(),
             sources: outcomes.into_iter().map(|o| o.entry).collect(),
             private: Repository::seal_private(&self.recipients, &private)?,
@@ -314,7 +314,11 @@ impl Run<'_> {
         );
         // The counts run in the same snapshot while pg_dump streams.
         let (dump, tables) = tokio::join!(dump, exported.count_rows());
-        let roles = if source.globals { Some(exported.roles().await) } else { None };
+        let roles = if source.globals {
+            Some((exported.roles().await, exported.can_read_role_passwords().await))
+        } else {
+            None
+        };
         let database_properties = exported.database_properties().await;
         let facts = exported.facts.clone();
         exported.release().await;
@@ -328,9 +332,10 @@ impl Run<'_> {
         let mut objects = vec![ObjectEntry::new(key, ObjectRole::PgDump, sealed)];
 
         let globals = match roles {
-            Some(roles) => {
-                let (entry, role_passwords, mut globals_warnings) =
-                    self.globals(source, &conninfo, facts.server_major()).await?;
+            Some((roles, role_passwords)) => {
+                let role_passwords = role_passwords?;
+                let (entry, mut globals_warnings) =
+                    self.globals(source, &conninfo, facts.server_major(), role_passwords).await?;
                 objects.push(entry);
                 warnings.append(&mut globals_warnings);
                 Some(GlobalsDetails { role_passwords, roles: roles? })
@@ -363,48 +368,40 @@ impl Run<'_> {
         })
     }
 
-    /// `pg_dumpall --globals-only`, retried without password hashes when the role may not read them.
+    /// `pg_dumpall --globals-only`, with the roles' password hashes when the role may read them (asked in the
+    /// snapshot's transaction), else without (`--no-role-passwords`), saying so.
     async fn globals(
         &self,
         source: &PostgresSource,
         conninfo: &ConnInfo,
         server_major: u32,
-    ) -> Result<(ObjectEntry, bool, Vec<String>)> {
+        with_passwords: bool,
+    ) -> Result<(ObjectEntry, Vec<String>)> {
         let pg_dumpall = tools::find("pg_dumpall", tools::Want::AtLeast(server_major))?;
         let key = self.key(&source.name, ObjectRole::Globals);
         let mut warnings = Vec::new();
-        for with_passwords in [true, false] {
-            let command = pg::pg_dumpall_command(&pg_dumpall, conninfo, with_passwords);
-            let result = pipeline::upload(
-                self.repo.store(),
-                &key,
-                &self.recipients,
-                self.compression,
-                self.progress.task(&format!("{} globals", source.name), None),
-                move |writer| {
-                    let mut child = ChildReader::spawn(command, "pg_dumpall")?;
-                    io::copy(&mut child, writer).map_err(|e| stream_error("pg_dumpall", e))?;
-                    Ok(child.warnings().to_string())
-                },
-            )
-            .await;
-            match result {
-                Ok((stderr, sealed)) => {
-                    warnings.extend(child_warnings(&source.name, "pg_dumpall", &stderr));
-                    return Ok((ObjectEntry::new(key, ObjectRole::Globals, sealed), with_passwords, warnings));
-                }
-                Err(Error::ChildFailed { ref stderr, .. })
-                    if with_passwords && pg::is_password_permission_error(stderr) =>
-                {
-                    let warning = "the role cannot read password hashes (not a superuser); roles were dumped \
-                                   without passwords (--no-role-passwords): set them again after a restore";
-                    tracing::warn!(source = %source.name, "{warning}");
-                    warnings.push(warning.to_string());
-                }
-                Err(e) => return Err(e),
-            }
+        if !with_passwords {
+            let warning = "the role cannot read password hashes (not a superuser); roles were dumped without \
+                           passwords (--no-role-passwords): set them again after a restore";
+            tracing::warn!(source = %source.name, "{warning}");
+            warnings.push(warning.to_string());
         }
-        unreachable!("the second attempt always returns")
+        let command = pg::pg_dumpall_command(&pg_dumpall, conninfo, with_passwords);
+        let (stderr, sealed) = pipeline::upload(
+            self.repo.store(),
+            &key,
+            &self.recipients,
+            self.compression,
+            self.progress.task(&format!("{} globals", source.name), None),
+            move |writer| {
+                let mut child = ChildReader::spawn(command, "pg_dumpall")?;
+                io::copy(&mut child, writer).map_err(|e| stream_error("pg_dumpall", e))?;
+                Ok(child.warnings().to_string())
+            },
+        )
+        .await?;
+        warnings.extend(child_warnings(&source.name, "pg_dumpall", &stderr));
+        Ok((ObjectEntry::new(key, ObjectRole::Globals, sealed), warnings))
     }
 
     async fn files(&self, source: &FilesSource) -> Result<SourceOutcome> {

@@ -9,7 +9,7 @@ use std::process::Command;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use super::connect::{connect, describe};
+use super::connect::{connect, database_error, describe};
 use super::conninfo::ConnInfo;
 use super::tools::Tool;
 use crate::error::{Error, Result};
@@ -60,8 +60,6 @@ impl ExportedSnapshot {
     /// Connects, opens the transaction, exports its snapshot and reads the instant and server facts.
     pub async fn open(conninfo: &ConnInfo, source_name: &str) -> Result<ExportedSnapshot> {
         let target = conninfo.redacted();
-        let db_error =
-            |message: String| Error::Database { source_name: source_name.to_string(), target: target.clone(), message };
         let client = connect(conninfo).await.map_err(|e| e.into_error(source_name, target.clone()))?;
         // Managed services often set these per role; a long dump must not be cut off by them.
         client
@@ -70,7 +68,7 @@ impl ExportedSnapshot {
                  BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;",
             )
             .await
-            .map_err(|e| db_error(describe(&e)))?;
+            .map_err(|e| database_error(source_name, &target, e))?;
         let row = client
             .query_one(
                 "SELECT pg_export_snapshot(), now(), current_setting('server_version'),
@@ -80,7 +78,7 @@ impl ExportedSnapshot {
                 &[],
             )
             .await
-            .map_err(|e| db_error(describe(&e)))?;
+            .map_err(|e| database_error(source_name, &target, e))?;
         let facts = SnapshotFacts {
             consistent_at: row.get(1),
             server_version: row.get(2),
@@ -93,8 +91,8 @@ impl ExportedSnapshot {
         Ok(ExportedSnapshot { name: row.get(0), client, source_name: source_name.to_string(), target, facts })
     }
 
-    fn error(&self, e: &tokio_postgres::Error) -> Error {
-        Error::Database { source_name: self.source_name.clone(), target: self.target.clone(), message: describe(e) }
+    fn error(&self, e: tokio_postgres::Error) -> Error {
+        database_error(&self.source_name, &self.target, e)
     }
 
     /// The on-disk size of the dumped tables (heap and TOAST), at the snapshot: an estimate of the dump's size
@@ -126,12 +124,12 @@ impl ExportedSnapshot {
 
     /// Exact row count of every dumped table, at the snapshot.
     pub async fn count_rows(&self) -> Result<Vec<TableRows>> {
-        let tables = self.client.query(TABLES_SQL, &[]).await.map_err(|e| self.error(&e))?;
+        let tables = self.client.query(TABLES_SQL, &[]).await.map_err(|e| self.error(e))?;
         let mut counts = Vec::with_capacity(tables.len());
         for row in tables {
             let (schema, table): (String, String) = (row.get(0), row.get(1));
             let sql = format!("SELECT count(*) FROM {}.{}", quote_ident(&schema), quote_ident(&table));
-            let rows: i64 = self.client.query_one(&sql, &[]).await.map_err(|e| self.error(&e))?.get(0);
+            let rows: i64 = self.client.query_one(&sql, &[]).await.map_err(|e| self.error(e))?.get(0);
             counts.push(TableRows { schema, table, rows });
         }
         Ok(counts)
@@ -143,13 +141,25 @@ impl ExportedSnapshot {
             .client
             .query("SELECT rolname::text FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1", &[])
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Whether the role may read the roles' password hashes (`pg_authid`, a superuser's table): pg_dumpall
+    /// dumps them only then, and is run with `--no-role-passwords` otherwise. Asked here, before pg_dumpall
+    /// runs, so that nothing depends on the wording of its failure.
+    pub async fn can_read_role_passwords(&self) -> Result<bool> {
+        let row = self
+            .client
+            .query_one("SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')", &[])
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(row.get(0))
     }
 
     /// The database's owner, settings and grants, which the archive of a pg_dump without `--create` lacks.
     pub async fn database_properties(&self) -> Result<DatabaseProperties> {
-        super::database::read(&self.client).await.map_err(|e| self.error(&e))
+        super::database::read(&self.client).await.map_err(|e| self.error(e))
     }
 
     /// Ends the transaction (the dump is over; nothing was written, so the outcome does not matter).
@@ -188,11 +198,6 @@ pub fn pg_dumpall_command(tool: &Tool, conninfo: &ConnInfo, with_passwords: bool
         command.arg("--no-role-passwords");
     }
     command
-}
-
-/// Whether pg_dumpall failed only because the role may not read password hashes (not a superuser).
-pub fn is_password_permission_error(stderr: &str) -> bool {
-    stderr.contains("pg_authid") && stderr.contains("permission denied")
 }
 
 #[cfg(test)]

@@ -19,12 +19,10 @@ pub fn source_conninfo(source: &crate::config::PostgresSource) -> crate::Result<
         .map_err(|e| crate::Error::ConfigInvalid(format!("postgres source {:?}: url: {e}", source.name)))
 }
 
-pub use connect::{ConnectError, connect, describe};
-pub use conninfo::{ConnInfo, Resolved, looks_like_conninfo, redact_target};
+pub use connect::{ConnectError, connect, database_error, describe};
+pub use conninfo::{ConnInfo, ConnInfoError, Resolved, looks_like_conninfo, redact_target};
 pub use database::PropertiesOutcome;
-pub use dump::{
-    ExportedSnapshot, SnapshotFacts, is_password_permission_error, pg_dump_command, pg_dumpall_command, quote_ident,
-};
+pub use dump::{ExportedSnapshot, SnapshotFacts, pg_dump_command, pg_dumpall_command, quote_ident};
 pub use globals::{GlobalsOutcome, split_statements};
 pub use restore::{DatabaseTarget, RestoreInput, TargetState, pg_restore_command};
 pub use scratch::{ScratchOptions, ScratchPostgres};

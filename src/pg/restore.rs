@@ -6,7 +6,7 @@ use std::process::Command;
 
 use tokio_postgres::Client;
 
-use super::connect::{ConnectError, connect, describe};
+use super::connect::{ConnectError, connect, database_error, describe};
 use super::conninfo::ConnInfo;
 use super::database::{self, PropertiesOutcome};
 use super::dump::quote_ident;
@@ -41,7 +41,17 @@ impl DatabaseTarget {
     }
 
     fn error(&self, message: impl Into<String>) -> Error {
-        Error::Database { source_name: self.source_name.clone(), target: self.redacted(), message: message.into() }
+        Error::Database {
+            source_name: self.source_name.clone(),
+            target: self.redacted(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The driver's failure on this target, kept as the cause.
+    fn failed(&self, e: tokio_postgres::Error) -> Error {
+        database_error(&self.source_name, &self.redacted(), e)
     }
 
     /// The database name libpq will use (explicit, else `PGDATABASE`, else the user name).
@@ -53,7 +63,7 @@ impl DatabaseTarget {
     pub async fn inspect(&self) -> Result<TargetState> {
         let client = match connect(&self.conninfo).await {
             Ok(client) => client,
-            Err(ConnectError { missing_database: true, .. }) => return Ok(TargetState::Missing),
+            Err(ConnectError::MissingDatabase { .. }) => return Ok(TargetState::Missing),
             Err(e) => return Err(e.into_error(&self.source_name, self.redacted())),
         };
         let row = client
@@ -71,7 +81,7 @@ impl DatabaseTarget {
                 &[],
             )
             .await
-            .map_err(|e| self.error(describe(&e)))?;
+            .map_err(|e| self.failed(e))?;
         let kinds = ["relations", "schemas", "functions", "extensions", "large objects"];
         let found: Vec<String> = kinds
             .iter()
@@ -90,7 +100,7 @@ impl DatabaseTarget {
         for dbname in ["postgres", "template1"] {
             match connect(&self.conninfo.with("dbname", dbname)).await {
                 Ok(client) => return Ok(client),
-                Err(e) => last = e.message,
+                Err(e) => last = e.to_string(),
             }
         }
         Err(self.error(format!("cannot reach the server's maintenance database: {last}")))
@@ -135,7 +145,7 @@ impl DatabaseTarget {
     pub async fn drop_database(&self) -> Result<()> {
         let client = self.maintenance().await?;
         let sql = format!("DROP DATABASE IF EXISTS {}", quote_ident(&self.database_name()));
-        client.batch_execute(&sql).await.map_err(|e| self.error(describe(&e)))
+        client.batch_execute(&sql).await.map_err(|e| self.failed(e))
     }
 
     /// Drops the target database even while sessions are connected to it (a drill's scratch database, which a
@@ -146,7 +156,7 @@ impl DatabaseTarget {
         let version: i32 = client
             .query_one("SELECT current_setting('server_version_num')::int", &[])
             .await
-            .map_err(|e| self.error(describe(&e)))?
+            .map_err(|e| self.failed(e))?
             .get(0);
         let sql = if version >= 130_000 {
             format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&name))
@@ -157,10 +167,10 @@ impl DatabaseTarget {
                     &[&name],
                 )
                 .await
-                .map_err(|e| self.error(describe(&e)))?;
+                .map_err(|e| self.failed(e))?;
             format!("DROP DATABASE IF EXISTS {}", quote_ident(&name))
         };
-        client.batch_execute(&sql).await.map_err(|e| self.error(describe(&e)))
+        client.batch_execute(&sql).await.map_err(|e| self.failed(e))
     }
 
     /// Drops roles (ones a failed restore created), last created first; reports every one that would not go.
@@ -186,7 +196,7 @@ impl DatabaseTarget {
     /// The target database's owner (`None` when it does not exist).
     pub async fn owner(&self) -> Result<Option<String>> {
         let client = self.maintenance().await?;
-        database::owner_of(&client, &self.database_name()).await.map_err(|e| self.error(describe(&e)))
+        database::owner_of(&client, &self.database_name()).await.map_err(|e| self.failed(e))
     }
 
     /// Applies `pg_dumpall --globals-only` output to the target's server.

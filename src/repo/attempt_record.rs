@@ -92,7 +92,7 @@ impl AttemptRecord {
             recovery_point: None,
             reason: None,
             only: only.to_vec(),
-            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            hostname: crate::host::hostname(),
             dr_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }

@@ -370,9 +370,9 @@ async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -
         id,
         kind,
         purpose: options.purpose.clone(),
-        hostname: hostname(),
+        hostname: crate::host::hostname(),
         pid: std::process::id(),
-        user: user(),
+        user: crate::host::user_name(),
         dr_version: env!("CARGO_PKG_VERSION").to_string(),
         created_at,
         renewed_at: created_at,
@@ -665,18 +665,6 @@ fn not_deleted(key: &str, what: &str, e: &Error) {
 
 fn encode(info: &LockInfo) -> Result<Bytes> {
     serde_json::to_vec_pretty(info).map(Bytes::from).map_err(|e| Error::io("encoding a lock object", e.into()))
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".to_string())
-}
-
-fn user() -> String {
-    let uid = nix::unistd::getuid();
-    match nix::unistd::User::from_uid(uid) {
-        Ok(Some(user)) => user.name,
-        _ => std::env::var("USER").unwrap_or_else(|_| format!("uid {uid}")),
-    }
 }
 
 #[cfg(test)]

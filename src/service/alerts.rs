@@ -111,7 +111,7 @@ pub fn incident(sinks: &Sinks, key: &str, firing: bool, title: &str, detail: &st
         "key": key,
         "title": title,
         "detail": detail,
-        "host": hostname(),
+        "host": crate::host::hostname(),
         "at": Utc::now(),
     });
     for sink in &sinks.0 {
@@ -125,16 +125,12 @@ pub fn report(sinks: &Sinks, headline: &str, markdown: &str) {
         "text": markdown,
         "event": "report",
         "title": headline,
-        "host": hostname(),
+        "host": crate::host::hostname(),
         "at": Utc::now(),
     });
     for sink in sinks.0.iter().filter(|s| s.reports) {
         tokio::spawn(deliver(sink.clone(), payload.clone()));
     }
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 async fn deliver(sink: Sink, payload: serde_json::Value) {

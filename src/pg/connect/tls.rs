@@ -20,11 +20,33 @@ use rustls::pki_types::{
 };
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-use crate::pg::conninfo::Resolved;
+use crate::pg::conninfo::{Resolved, TlsVersion};
+
+/// TLS could not be set up from the files the connection parameters name: which file, what is wrong with it,
+/// and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsSetupError(String);
+
+impl From<String> for TlsSetupError {
+    fn from(message: String) -> TlsSetupError {
+        TlsSetupError(message)
+    }
+}
+
+/// A [`TlsSetupError`] with a formatted message.
+macro_rules! tls_error {
+    ($($arg:tt)*) => { TlsSetupError(format!($($arg)*)) };
+}
 
 /// The TLS set-up libpq would make for these parameters; the files it names are read now, so a bad key fails
 /// before any connection attempt.
-pub(super) fn connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+pub(super) fn connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustlsConnect, TlsSetupError> {
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(client_config(r)?))
+}
+
+/// The rustls configuration behind [`connector`]: verification, client certificate, protocol versions, SNI.
+fn client_config(r: &Resolved) -> Result<rustls::ClientConfig, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let over_tcp = r.hostaddr.is_some() || r.host.split(',').any(|h| !h.starts_with('/') && !h.starts_with('@'));
     let uses_tls = over_tcp && r.sslmode != "disable";
@@ -50,13 +72,14 @@ pub(super) fn connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustl
         }
         None => Arc::new(EncryptOnly { provider: provider.clone() }),
     };
+    let t = &r.transport;
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&protocol_versions(t.tls_min, t.tls_max))
         .map_err(|e| format!("TLS set-up: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let identity = if uses_tls && r.sslcertmode != "disable" { client_identity(r)? } else { None };
-    let config = match identity {
+    let mut config = match identity {
         Some(ClientIdentity { chain, key, cert_file, key_file }) => {
             builder.with_client_auth_cert(chain, key).map_err(|e| match e {
                 rustls::Error::InconsistentKeys(_) => format!(
@@ -70,7 +93,21 @@ pub(super) fn connector(r: &Resolved) -> Result<tokio_postgres_rustls::MakeRustl
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    config.enable_sni = t.sni;
+    if t.direct_tls {
+        // A PostgreSQL 17 server accepts a direct handshake only with its ALPN protocol, as libpq sends it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+    }
+    Ok(config)
+}
+
+/// The TLS versions from `ssl_min_protocol_version` to `ssl_max_protocol_version` (checked to be a range).
+fn protocol_versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    [(TlsVersion::Tls12, &rustls::version::TLS12), (TlsVersion::Tls13, &rustls::version::TLS13)]
+        .into_iter()
+        .filter(|(version, _)| (min..=max).contains(version))
+        .map(|(_, supported)| supported)
+        .collect()
 }
 
 /// How the server's certificate is checked, when it is.
@@ -80,7 +117,7 @@ struct Verification {
 }
 
 /// `None` when the certificate is not checked (encryption only).
-fn verification(r: &Resolved) -> Result<Option<Verification>, String> {
+fn verification(r: &Resolved) -> Result<Option<Verification>, TlsSetupError> {
     let root_file = match r.sslrootcert.as_deref() {
         Some("system") => None,
         other => r.file_or_default(other, "root.crt"),
@@ -99,7 +136,7 @@ fn verification(r: &Resolved) -> Result<Option<Verification>, String> {
             Some(path) => format!("{} does not exist", path.display()),
             None => "sslrootcert is not set and there is no home directory for ~/.postgresql/root.crt".to_string(),
         };
-        return Err(format!(
+        return Err(tls_error!(
             "sslmode={} needs the certificate of the authority that signed the server's, and {what}: set \
              sslrootcert to that file, or sslrootcert=system to trust the system's certificate authorities",
             r.sslmode
@@ -112,7 +149,7 @@ fn verification(r: &Resolved) -> Result<Option<Verification>, String> {
     Ok(Some(Verification { roots, check_host_name }))
 }
 
-fn root_store_from_file(path: &Path) -> Result<rustls::RootCertStore, String> {
+fn root_store_from_file(path: &Path) -> Result<rustls::RootCertStore, TlsSetupError> {
     let shown = path.display();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert {shown}: {e}"))? {
@@ -120,12 +157,12 @@ fn root_store_from_file(path: &Path) -> Result<rustls::RootCertStore, String> {
         roots.add(cert).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
     }
     if roots.is_empty() {
-        return Err(format!("sslrootcert {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+        return Err(tls_error!("sslrootcert {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
     }
     Ok(roots)
 }
 
-fn system_root_store() -> Result<rustls::RootCertStore, String> {
+fn system_root_store() -> Result<rustls::RootCertStore, TlsSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
@@ -133,14 +170,15 @@ fn system_root_store() -> Result<rustls::RootCertStore, String> {
     if roots.is_empty() {
         return Err("sslrootcert=system, but this system has no trusted root certificates: set sslrootcert to the \
                     file of the authority that signed the server's certificate"
-            .to_string());
+            .to_string()
+            .into());
     }
     Ok(roots)
 }
 
 /// `sslcrl` (else `~/.postgresql/root.crl`) when it exists, and the `HASH.rN` files of `sslcrldir` (OpenSSL's
 /// lookup directory); missing ones are skipped, as libpq skips them.
-fn revocation_lists(r: &Resolved) -> Result<Vec<(PathBuf, Vec<CertificateRevocationListDer<'static>>)>, String> {
+fn revocation_lists(r: &Resolved) -> Result<Vec<(PathBuf, Vec<CertificateRevocationListDer<'static>>)>, TlsSetupError> {
     let mut files: Vec<PathBuf> = Vec::new();
     if let Some(file) = r.file_or_default(r.sslcrl.as_deref(), "root.crl") {
         files.push(file);
@@ -188,7 +226,7 @@ struct ClientIdentity {
 
 /// The client certificate libpq would present, or `None` when there is none (libpq then goes on without one,
 /// and a server that wants one says so).
-fn client_identity(r: &Resolved) -> Result<Option<ClientIdentity>, String> {
+fn client_identity(r: &Resolved) -> Result<Option<ClientIdentity>, TlsSetupError> {
     let Some(cert_file) = r.file_or_default(r.sslcert.as_deref(), "postgresql.crt") else {
         return Ok(None);
     };
@@ -203,7 +241,7 @@ fn client_identity(r: &Resolved) -> Result<Option<ClientIdentity>, String> {
             }
             return Ok(None);
         }
-        Err(e) => return Err(format!("cannot read the client certificate {} (sslcert): {e}", cert_file.display())),
+        Err(e) => return Err(tls_error!("cannot read the client certificate {} (sslcert): {e}", cert_file.display())),
     }
     let shown = cert_file.display();
     let mut chain = Vec::new();
@@ -211,7 +249,7 @@ fn client_identity(r: &Resolved) -> Result<Option<ClientIdentity>, String> {
         chain.push(cert.map_err(|e| format!("sslcert {shown}: {e}"))?);
     }
     if chain.is_empty() {
-        return Err(format!("sslcert {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+        return Err(tls_error!("sslcert {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
     }
     let key_file = r.file_or_default(r.sslkey.as_deref(), "postgresql.key").ok_or_else(|| {
         format!("the client certificate {shown} (sslcert) has no key: set sslkey to its private key file")
@@ -222,27 +260,27 @@ fn client_identity(r: &Resolved) -> Result<Option<ClientIdentity>, String> {
 
 /// Reads a client key with libpq's checks: it exists, is a regular file, is not readable by others, and (for
 /// dr) is not encrypted. Never puts key material into a message.
-fn read_private_key(path: &Path, cert_file: &Path) -> Result<PrivateKeyDer<'static>, String> {
+fn read_private_key(path: &Path, cert_file: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     use std::os::unix::fs::MetadataExt;
     let shown = path.display();
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
+            return Err(tls_error!(
                 "the client certificate {} (sslcert) is present, but its private key {shown} (sslkey) is not: \
                  set sslkey to the certificate's key file",
                 cert_file.display()
             ));
         }
-        Err(e) => return Err(format!("cannot read the private key {shown} (sslkey): {e}")),
+        Err(e) => return Err(tls_error!("cannot read the private key {shown} (sslkey): {e}")),
     };
     if !meta.is_file() {
-        return Err(format!("the private key {shown} (sslkey) is not a regular file"));
+        return Err(tls_error!("the private key {shown} (sslkey) is not a regular file"));
     }
     check_key_mode(path, meta.uid(), meta.mode())?;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read the private key {shown} (sslkey): {e}"))?;
     if is_encrypted_pem(&bytes) {
-        return Err(format!(
+        return Err(tls_error!(
             "the private key {shown} (sslkey) is encrypted, and dr cannot use sslpassword (its own connection \
              cannot decrypt keys, and pg_dump never receives the password): store the key unencrypted, mode 0600 \
              (openssl pkey -in {shown} -out NEW.key), and point sslkey at it"
@@ -257,20 +295,22 @@ fn read_private_key(path: &Path, cert_file: &Path) -> Result<PrivateKeyDer<'stat
     match PrivateKeyDer::from_pem_slice(&bytes) {
         Ok(key) => Ok(key),
         // libpq falls back to DER when the file is not PEM.
-        Err(rustls::pki_types::pem::Error::NoItemsFound) => PrivateKeyDer::try_from(bytes).map_err(|_| not_a_key()),
-        Err(e) => Err(format!("the private key {shown} (sslkey): {e}")),
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            PrivateKeyDer::try_from(bytes).map_err(|_| not_a_key().into())
+        }
+        Err(e) => Err(tls_error!("the private key {shown} (sslkey): {e}")),
     }
 }
 
 /// libpq refuses a key file with group or world access: 0600 or less for a file owned by the user, 0640 or less
 /// for one owned by root (so a group can share a system-wide key).
-fn check_key_mode(path: &Path, owner: u32, mode: u32) -> Result<(), String> {
+fn check_key_mode(path: &Path, owner: u32, mode: u32) -> Result<(), TlsSetupError> {
     let forbidden = if owner == 0 { 0o037 } else { 0o077 };
     if mode & forbidden == 0 {
         return Ok(());
     }
     let shown = path.display();
-    Err(format!(
+    Err(tls_error!(
         "the private key {shown} (sslkey) has group or world access (mode {:04o}); it must be 0600 or less when \
          owned by the user dr runs as, or 0640 or less when owned by root, as libpq requires: chmod 600 {shown}",
         mode & 0o7777
@@ -405,7 +445,7 @@ mod tests {
     fn identity_error(conninfo: &str, home: &Path) -> String {
         match client_identity(&resolved(conninfo, home)) {
             Ok(found) => panic!("expected an error, found an identity: {}", found.is_some()),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 
@@ -494,6 +534,7 @@ mod tests {
         let Err(error) = connector(&resolved(&format!("host=db sslcert={cert} sslkey={rsa_key}"), dir.path())) else {
             panic!("a certificate with another key's pair must be refused");
         };
+        let error = error.to_string();
         assert!(error.contains("does not match the private key"), "{error}");
     }
 
@@ -511,7 +552,7 @@ mod tests {
     #[test]
     fn root_certificates_follow_libpq() {
         let home = tempfile::tempdir().unwrap();
-        let error = verification(&resolved("host=db sslmode=verify-full", home.path())).err().unwrap();
+        let error = verification(&resolved("host=db sslmode=verify-full", home.path())).err().unwrap().to_string();
         assert!(
             error.contains(".postgresql/root.crt does not exist") && error.contains("sslrootcert=system"),
             "{error}"
@@ -542,6 +583,27 @@ mod tests {
         let Err(error) = connector(&resolved("host=db sslmode=verify-ca", home.path())) else {
             panic!("a broken revocation list must fail");
         };
+        let error = error.to_string();
         assert!(error.contains(&crl), "{error}");
+    }
+
+    #[test]
+    fn protocol_versions_sni_and_direct_tls_reach_rustls() {
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        let home = tempfile::tempdir().unwrap();
+        let versions = |conninfo: &str| {
+            let t = resolved(conninfo, home.path()).transport;
+            protocol_versions(t.tls_min, t.tls_max).iter().map(|v| v.version).collect::<Vec<_>>()
+        };
+        assert_eq!(versions("host=db"), [TLSv1_2, TLSv1_3]);
+        assert_eq!(versions("host=db ssl_min_protocol_version=TLSv1.3"), [TLSv1_3]);
+        assert_eq!(versions("host=db ssl_max_protocol_version=TLSv1.2"), [TLSv1_2]);
+        let config = |conninfo: &str| client_config(&resolved(conninfo, home.path())).unwrap();
+        client_config(&resolved("host=db ssl_min_protocol_version=TLSv1.3", home.path())).unwrap();
+        let default = config("host=db");
+        assert!(default.enable_sni && default.alpn_protocols.is_empty());
+        assert!(!config("host=db sslsni=0").enable_sni);
+        let direct = config("host=db sslmode=require sslnegotiation=direct");
+        assert_eq!(direct.alpn_protocols, vec![b"postgresql".to_vec()]);
     }
 }

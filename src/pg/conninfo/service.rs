@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{ConnInfo, KEYWORDS, home_dir};
+use super::{ConnInfo, ConnInfoError, KEYWORDS, home_dir};
 
 /// A section's `keyword=value` lines, in file order.
 type Params = Vec<(String, String)>;
@@ -33,7 +33,10 @@ impl Service {
 
 /// The service `conninfo` names (or `PGSERVICE`), if any, with its section; an error when it is named but not
 /// defined, or a file cannot be read or parsed.
-pub(super) fn lookup(conninfo: &ConnInfo, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Service>, String> {
+pub(super) fn lookup(
+    conninfo: &ConnInfo,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Service>, ConnInfoError> {
     let non_empty = |v: &str| !v.is_empty();
     let Some(name) = conninfo
         .get("service")
@@ -59,19 +62,20 @@ pub(super) fn lookup(conninfo: &ConnInfo, env: &dyn Fn(&str) -> Option<String>) 
             return Ok(Some(Service { name, file, params }));
         }
     }
-    Err(format!(
+    Err(ConnInfoError::Service(format!(
         "service {name:?} is not defined in {}: add a [{name}] section to one of them, or point PGSERVICEFILE (a \
          file) or PGSYSCONFDIR (the directory of pg_service.conf) at the one that defines it",
         searched.join(" or ")
-    ))
+    )))
 }
 
 /// The `[name]` section of one service file, or `None` when the file has none.
-fn read_section(file: &Path, name: &str) -> Result<Option<Params>, String> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| format!("cannot read service file {}: {e}", file.display()))?;
-    parse_section(&text, name)
-        .map_err(|(line, problem)| format!("service file {}, line {line}: {problem}", file.display()))
+fn read_section(file: &Path, name: &str) -> Result<Option<Params>, ConnInfoError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ConnInfoError::Service(format!("cannot read service file {}: {e}", file.display())))?;
+    parse_section(&text, name).map_err(|(line, problem)| {
+        ConnInfoError::Service(format!("service file {}, line {line}: {problem}", file.display()))
+    })
 }
 
 fn parse_section(text: &str, name: &str) -> Result<Option<Params>, (usize, String)> {
