@@ -7,6 +7,7 @@
 //! Markdown for chat and email, a self-contained HTML page, JSON for machines) are pure functions of it, so the
 //! three formats always tell the same story. docs/report.md explains each section to the reader.
 
+mod escape;
 mod file;
 mod gather;
 mod html;

@@ -25,7 +25,8 @@ impl Out {
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         let _ = write!(self.0, "{name}");
         if !labels.is_empty() {
-            let rendered: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let rendered: Vec<String> =
+                labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v))).collect();
             let _ = write!(self.0, "{{{}}}", rendered.join(","));
         }
         let _ = writeln!(self.0, " {value}");
@@ -33,7 +34,7 @@ impl Out {
 }
 
 /// Label values escape backslash, double quote and newline.
-fn escape(value: &str) -> String {
+fn escape_label_value(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
@@ -138,7 +139,7 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[test]
