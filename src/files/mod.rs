@@ -9,6 +9,7 @@ mod listing;
 mod scan;
 
 pub use archive::{ArchiveSummary, check_root, write_archive};
+pub(crate) use atomic::sync_directory;
 pub use atomic::write_atomically;
 pub use excludes::Excludes;
 pub(crate) use extract::STAGING_PREFIX;
