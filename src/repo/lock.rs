@@ -122,10 +122,6 @@ impl LockInfo {
     pub fn holder(&self) -> String {
         format!("{} by {}@{} (pid {})", self.purpose, self.user, self.hostname, self.pid)
     }
-
-    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
-        now >= self.expires_at
-    }
 }
 
 /// One object under `locks/`, as [`Repository::locks`] lists it.
@@ -254,11 +250,6 @@ impl RepositoryLock {
     /// The lock object's content as last written.
     pub fn info(&self) -> LockInfo {
         self.shared.state().info.clone()
-    }
-
-    /// How long acquisition waited for conflicting locks.
-    pub fn waited(&self) -> Duration {
-        self.waited
     }
 
     /// Whether the lock is lost: its lease ran out without a renewal, or its object was deleted or replaced.
