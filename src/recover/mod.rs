@@ -83,7 +83,7 @@ pub enum Event<'a> {
 
 /// A recovery ready to run: its state, where the state lives, and the first step to run.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct RunbookPlan {
     pub state: RecoverState,
     pub state_path: PathBuf,
     /// Index of the first step to run.
@@ -91,7 +91,7 @@ pub struct Plan {
     pub resumed: bool,
 }
 
-impl Plan {
+impl RunbookPlan {
     /// Whether a step to run restores something or runs a command.
     pub fn is_destructive(&self, runbook: &Runbook) -> bool {
         runbook.steps[self.start..].iter().any(|s| s.kind.is_destructive())
@@ -178,7 +178,12 @@ fn pending(runbook: &Runbook, step: &Step) -> StepRecord {
 
 /// Resolves the snapshot (or loads the interrupted recovery), decides the first step, and checks that every
 /// restore step's source is in the snapshot. Changes nothing.
-pub async fn prepare(config: &Config, repo: &Repository, runbook: &Runbook, options: &RecoverOptions) -> Result<Plan> {
+pub async fn prepare(
+    config: &Config,
+    repo: &Repository,
+    runbook: &Runbook,
+    options: &RecoverOptions,
+) -> Result<RunbookPlan> {
     let state_path = state_path(config, runbook);
     let saved = RecoverState::load(&state_path)?;
     let from = options.from_step.as_deref().map(|name| runbook.step_index(name)).transpose()?;
@@ -266,7 +271,7 @@ pub async fn prepare(config: &Config, repo: &Repository, runbook: &Runbook, opti
     if !problems.is_empty() {
         return Err(Error::RunbookInvalid { path: runbook.path.clone(), problems });
     }
-    Ok(Plan { state, state_path, start, resumed: options.resume })
+    Ok(RunbookPlan { state, state_path, start, resumed: options.resume })
 }
 
 /// Runs the plan's steps in order. Errors before the first step (the state cannot be written) are errors; how
@@ -277,12 +282,12 @@ pub async fn run(
     repo: &Repository,
     identities: Option<Arc<Identities>>,
     runbook: &Runbook,
-    plan: Plan,
+    plan: RunbookPlan,
     options: &RecoverOptions,
     progress: &dyn Progress,
     events: &dyn Fn(Event<'_>),
 ) -> Result<Recovery> {
-    let Plan { mut state, state_path, start, .. } = plan;
+    let RunbookPlan { mut state, state_path, start, .. } = plan;
     let run_started = Utc::now();
     state.save(&state_path)?;
     let snapshot = state.snapshot.clone();
