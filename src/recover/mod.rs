@@ -31,7 +31,7 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::snapshot_id::Selector;
 use crate::units;
-use steps::{Attempt, Steps};
+use steps::{StepAttempt, Steps};
 
 /// Pause between two attempts of a step with `retries`.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -307,7 +307,7 @@ pub async fn run(
             attempts += 1;
             let attempt = steps.attempt(step).await;
             match &attempt {
-                Attempt::Failed { message, refused: false, .. } if attempts <= step.retries => {
+                StepAttempt::Failed { message, refused: false, .. } if attempts <= step.retries => {
                     let message = runbook.mask(message);
                     events(Event::Retrying {
                         step: &step.name,
@@ -317,7 +317,7 @@ pub async fn run(
                     });
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_DELAY) => continue,
-                        _ = options.cancel.cancelled() => break Attempt::Interrupted { output: Vec::new() },
+                        _ = options.cancel.cancelled() => break StepAttempt::Interrupted { output: Vec::new() },
                     }
                 }
                 _ => break attempt,
@@ -330,11 +330,11 @@ pub async fn run(
         record.error = None;
         let mut stop = None;
         match attempt {
-            Attempt::Succeeded { output } => {
+            StepAttempt::Succeeded { output } => {
                 record.outcome = Outcome::Succeeded;
                 record.output = output;
             }
-            Attempt::Failed { message, hint, output, refused } => {
+            StepAttempt::Failed { message, hint, output, refused } => {
                 let message = runbook.mask(&message);
                 record.error = Some(message.clone());
                 record.output = output;
@@ -352,7 +352,7 @@ pub async fn run(
                     });
                 }
             }
-            Attempt::Interrupted { output } => {
+            StepAttempt::Interrupted { output } => {
                 record.outcome = Outcome::Interrupted;
                 record.output = output;
                 outcome = format!("interrupted at step {:?}", step.name);

@@ -357,7 +357,7 @@ async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -
     let mut backoff = FIRST_BACKOFF;
     let mut announced = false;
     // Also withdraws our attempt if this future is dropped half-way (a waiting command cancelled).
-    let mut attempt = Attempt { store: store.clone(), key: key.clone(), pending: false };
+    let mut attempt = LockAttempt { store: store.clone(), key: key.clone(), pending: false };
     loop {
         // The lease counts from before the write, on this process's clock: never later than `expires_at`.
         let written_at = Instant::now();
@@ -411,13 +411,13 @@ async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -
 }
 
 /// A lock object written during acquisition that is not ours to keep yet.
-struct Attempt {
+struct LockAttempt {
     store: Arc<dyn Store>,
     key: String,
     pending: bool,
 }
 
-impl Attempt {
+impl LockAttempt {
     async fn withdraw(&mut self) {
         if let Err(e) = self.store.delete(&self.key).await {
             not_deleted(&self.key, "a lock attempt", &e);
@@ -426,7 +426,7 @@ impl Attempt {
     }
 }
 
-impl Drop for Attempt {
+impl Drop for LockAttempt {
     fn drop(&mut self) {
         if self.pending {
             delete_in_background(self.store.clone(), self.key.clone(), None);
