@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use report::RecoveryReport;
 pub use runbook::{OnFailure, Runbook, Step, StepKind};
-pub use state::{Outcome, RecoverState, StepRecord};
+pub use state::{RecoverState, StepOutcome, StepRecord};
 
 use crate::audit::AuditEntry;
 use crate::config::Config;
@@ -167,7 +167,7 @@ fn pending(runbook: &Runbook, step: &Step) -> StepRecord {
         name: step.name.clone(),
         kind: step.kind.name().to_string(),
         description: runbook.describe(step),
-        outcome: Outcome::Pending,
+        outcome: StepOutcome::Pending,
         attempts: 0,
         started_at: None,
         duration_seconds: 0.0,
@@ -238,7 +238,7 @@ pub async fn prepare(
             .enumerate()
             .map(|(index, step)| {
                 let record = pending(runbook, step);
-                if index < start { StepRecord { outcome: Outcome::Skipped, ..record } } else { record }
+                if index < start { StepRecord { outcome: StepOutcome::Skipped, ..record } } else { record }
             })
             .collect();
         let state = RecoverState {
@@ -331,7 +331,7 @@ pub async fn run(
         let mut stop = None;
         match attempt {
             StepAttempt::Succeeded { output } => {
-                record.outcome = Outcome::Succeeded;
+                record.outcome = StepOutcome::Succeeded;
                 record.output = output;
             }
             StepAttempt::Failed { message, hint, output, refused } => {
@@ -339,10 +339,10 @@ pub async fn run(
                 record.error = Some(message.clone());
                 record.output = output;
                 if step.on_failure == OnFailure::Continue && !refused {
-                    record.outcome = Outcome::FailedContinued;
+                    record.outcome = StepOutcome::FailedContinued;
                     continued.push(step.name.clone());
                 } else {
-                    record.outcome = Outcome::Failed;
+                    record.outcome = StepOutcome::Failed;
                     outcome = format!("failed at step {:?}", step.name);
                     stop = Some(Error::RecoverStepFailed {
                         step: step.name.clone(),
@@ -353,7 +353,7 @@ pub async fn run(
                 }
             }
             StepAttempt::Interrupted { output } => {
-                record.outcome = Outcome::Interrupted;
+                record.outcome = StepOutcome::Interrupted;
                 record.output = output;
                 outcome = format!("interrupted at step {:?}", step.name);
                 interrupted_step = Some(step.name.clone());

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use super::state::{Outcome, Status};
+use super::state::{JobOutcome, Status};
 
 /// Counters the service accumulates beyond what [`Status`] holds.
 #[derive(Debug, Clone, Default)]
@@ -101,7 +101,7 @@ pub fn render(status: &Status, counters: &Counters, now: DateTime<Utc>) -> Strin
 
     out.family("dr_job_runs_total", "counter", "Scheduled job runs since the service started, by outcome.");
     for (name, job) in &status.jobs {
-        for outcome in [Outcome::Success, Outcome::Failure, Outcome::Skipped] {
+        for outcome in [JobOutcome::Success, JobOutcome::Failure, JobOutcome::Skipped] {
             let count = job.runs.get(&outcome).copied().unwrap_or(0);
             let kind = job.kind.to_string();
             out.sample(
@@ -117,7 +117,7 @@ pub fn render(status: &Status, counters: &Counters, now: DateTime<Utc>) -> Strin
     }
     out.family("dr_job_last_success_timestamp_seconds", "gauge", "When each job last finished successfully.");
     for (name, job) in &status.jobs {
-        if job.last_outcome == Some(Outcome::Success)
+        if job.last_outcome == Some(JobOutcome::Success)
             && let Some(finished) = job.last_finished
         {
             out.sample("dr_job_last_success_timestamp_seconds", &[("job", name)], timestamp(finished));

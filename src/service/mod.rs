@@ -30,7 +30,7 @@ use crate::config::{Config, JobKind};
 use crate::error::{Error, Result};
 pub use metrics::Counters;
 pub use schedule::{Job, load as load_jobs};
-pub use state::{HeldLock, Outcome, RepositoryStatus, Status};
+pub use state::{HeldLock, JobOutcome, RepositoryStatus, Status};
 use state::{JobStatus, Persisted};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
@@ -354,7 +354,7 @@ impl Scheduler {
             entry.next_run = next;
             if self.running.contains_key(&job.name) {
                 // Never two runs of one job at once: this slot is skipped, and counted.
-                *entry.runs.entry(Outcome::Skipped).or_default() += 1;
+                *entry.runs.entry(JobOutcome::Skipped).or_default() += 1;
                 tracing::warn!(job = %job.name, "the previous run is still going: this run is skipped");
                 continue;
             }
@@ -396,7 +396,7 @@ impl Scheduler {
             entry.running_since = None;
             entry.last_finished = Some(now);
             entry.last_duration_seconds = Some(seconds);
-            let outcome = if result.is_ok() { Outcome::Success } else { Outcome::Failure };
+            let outcome = if result.is_ok() { JobOutcome::Success } else { JobOutcome::Failure };
             entry.last_outcome = Some(outcome);
             entry.last_error = result.as_ref().err().map(ToString::to_string);
             *entry.runs.entry(outcome).or_default() += 1;
