@@ -7,8 +7,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::timeline::{self, RecoveryPoint};
 use super::{
-    BackupAttempt, DrillSummary, FailedCheck, GapBasis, Objectives, RecordKind, Report, RpoGap, SnapshotAnomaly,
-    SnapshotSummary, Status, Summary, Unreadable, Verdict, Window, duration,
+    BackupAttempt, DrillSummary, FailedCheck, GapBasis, Objectives, RecordKind, Report, ReportStatus, RpoGap,
+    SnapshotAnomaly, SnapshotSummary, Summary, Unreadable, Verdict, Window, duration,
 };
 use crate::anomalies;
 use crate::config::Config;
@@ -407,7 +407,7 @@ fn summarize(
         ));
     }
     Summary {
-        status: if findings.is_empty() { Status::Ok } else { Status::Attention },
+        status: if findings.is_empty() { ReportStatus::Ok } else { ReportStatus::Attention },
         findings,
         drills: drills.len(),
         drills_succeeded: with_verdict(Verdict::Succeeded),

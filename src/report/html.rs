@@ -6,7 +6,7 @@ use std::fmt::{self, Write};
 
 use super::escape;
 use super::svg::{self, Bar, Chart, Scale, Tone};
-use super::{Measured, Report, Status, Verdict, duration, time};
+use super::{Measured, Report, ReportStatus, Verdict, duration, time};
 use crate::units;
 use crate::units::plural;
 
@@ -48,8 +48,8 @@ fn write_page(out: &mut String, report: &Report) -> fmt::Result {
 fn header(out: &mut String, report: &Report) -> fmt::Result {
     let s = &report.summary;
     let class = match s.status {
-        Status::Ok => "ok",
-        Status::Attention => "attention",
+        ReportStatus::Ok => "ok",
+        ReportStatus::Attention => "attention",
     };
     write!(
         out,

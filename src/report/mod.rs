@@ -93,7 +93,7 @@ pub struct Objectives {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum ReportStatus {
     /// Nothing needs a look.
     Ok,
     /// At least one finding.
@@ -102,7 +102,7 @@ pub enum Status {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
-    pub status: Status,
+    pub status: ReportStatus,
     /// What needs a look, one sentence each, most serious first; empty when the status is `ok`.
     pub findings: Vec<String>,
     pub drills: usize,

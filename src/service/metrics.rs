@@ -6,9 +6,9 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use super::state::{JobOutcome, Status};
+use super::state::{JobOutcome, ServiceStatus};
 
-/// Counters the service accumulates beyond what [`Status`] holds.
+/// Counters the service accumulates beyond what [`ServiceStatus`] holds.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
     pub pruned_snapshots: u64,
@@ -42,7 +42,7 @@ fn timestamp(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
-pub fn render(status: &Status, counters: &Counters, now: DateTime<Utc>) -> String {
+pub fn render(status: &ServiceStatus, counters: &Counters, now: DateTime<Utc>) -> String {
     let mut out = Out(String::new());
     let repo = &status.repository;
 
@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_once() {
-        let text = render(&Status::default(), &Counters::default(), Utc::now());
+        let text = render(&ServiceStatus::default(), &Counters::default(), Utc::now());
         let mut seen = std::collections::BTreeSet::new();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let name = line.split_whitespace().nth(2).unwrap().to_string();

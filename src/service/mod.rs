@@ -30,7 +30,7 @@ use crate::config::{Config, JobKind};
 use crate::error::{Error, Result};
 pub use metrics::Counters;
 pub use schedule::{Job, load as load_jobs};
-pub use state::{HeldLock, JobOutcome, RepositoryStatus, Status};
+pub use state::{HeldLock, JobOutcome, RepositoryStatus, ServiceStatus};
 use state::{JobStatus, Persisted};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
@@ -72,7 +72,7 @@ impl std::fmt::Debug for ServeOptions {
 /// What the HTTP handlers and the jobs share.
 pub(crate) struct Shared {
     config: RwLock<Arc<Config>>,
-    status: Mutex<Status>,
+    status: Mutex<ServiceStatus>,
     counters: Mutex<Counters>,
     /// The bearer token `/metrics` and `/status` require, when `[service] token_file` is set.
     token: RwLock<Option<String>>,
@@ -87,7 +87,7 @@ impl Shared {
 
     /// The status lock is never held across an await, so a poisoned lock can only come from a panic elsewhere;
     /// the data is still the best there is.
-    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+    fn status(&self) -> std::sync::MutexGuard<'_, ServiceStatus> {
         self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -168,7 +168,7 @@ pub async fn serve(mut options: ServeOptions) -> Result<()> {
         .map_err(|e| Error::io(format!("listening on {listen} ([service] listen)"), e))?;
     let shared = Arc::new(Shared {
         config: RwLock::new(Arc::new(config)),
-        status: Mutex::new(Status { started_at: Some(Utc::now()), ..Status::default() }),
+        status: Mutex::new(ServiceStatus { started_at: Some(Utc::now()), ..ServiceStatus::default() }),
         counters: Mutex::new(Counters::default()),
         token: RwLock::new(token),
         sinks: RwLock::new(sinks),

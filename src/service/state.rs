@@ -15,7 +15,7 @@ use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Status {
+pub struct ServiceStatus {
     pub started_at: Option<DateTime<Utc>>,
     pub jobs: BTreeMap<String, JobStatus>,
     /// Per source, from the last successful backup job.
