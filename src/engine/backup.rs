@@ -103,7 +103,8 @@ pub async fn backup(
 ) -> Result<BackupReport> {
     // Parsed once: the attempt record is sealed to the same recipients as the snapshot.
     let recipients = Recipients::parse(&config.encryption.recipients).map(Arc::new);
-    let attempt = super::attempt::BackupAttempt::begin(recipients.as_ref().ok().cloned(), repo, &options.only).await;
+    let attempt =
+        super::attempt::AttemptInProgress::begin(recipients.as_ref().ok().cloned(), repo, &options.only).await;
     let outcome = match recipients {
         Ok(recipients) => take_snapshot(config, repo, options, progress, recipients).await,
         Err(e) => Err(e),
