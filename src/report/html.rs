@@ -6,7 +6,7 @@ use std::fmt::{self, Write};
 
 use super::escape;
 use super::svg::{self, Bar, Chart, Scale, Tone};
-use super::{Measured, Report, ReportStatus, Verdict, duration, time};
+use super::{DrillVerdict, Measured, Report, ReportStatus, duration, time};
 use crate::units;
 use crate::units::plural;
 
@@ -195,9 +195,9 @@ fn drills(out: &mut String, report: &Report) -> fmt::Result {
     );
     for drill in &report.drills {
         let badge = match drill.verdict {
-            Verdict::Succeeded => "good",
-            Verdict::ObjectiveMissed => "warn",
-            Verdict::Failed => "bad",
+            DrillVerdict::Succeeded => "good",
+            DrillVerdict::ObjectiveMissed => "warn",
+            DrillVerdict::Failed => "bad",
         };
         let snapshot = drill
             .snapshot
@@ -253,7 +253,7 @@ fn rto_chart(report: &Report) -> Chart {
             sublabel: drill.started_at.format("%H:%M").to_string(),
             value: drill.rto.seconds,
             tone: match (drill.verdict, drill.rto.met) {
-                (Verdict::Failed, _) | (_, Some(false)) => Tone::Bad,
+                (DrillVerdict::Failed, _) | (_, Some(false)) => Tone::Bad,
                 (_, Some(true)) => Tone::Good,
                 (_, None) => Tone::Neutral,
             },

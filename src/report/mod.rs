@@ -126,7 +126,7 @@ pub struct Summary {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum DrillVerdict {
     /// Passed every check and met the objectives in force.
     Succeeded,
     /// Passed every check, but the restore took longer than the RTO or the data was older than the RPO.
@@ -135,12 +135,12 @@ pub enum Verdict {
     Failed,
 }
 
-impl Verdict {
+impl DrillVerdict {
     pub fn label(self) -> &'static str {
         match self {
-            Verdict::Succeeded => "succeeded",
-            Verdict::ObjectiveMissed => "objective missed",
-            Verdict::Failed => "failed",
+            DrillVerdict::Succeeded => "succeeded",
+            DrillVerdict::ObjectiveMissed => "objective missed",
+            DrillVerdict::Failed => "failed",
         }
     }
 }
@@ -189,7 +189,7 @@ pub struct DrillSummary {
     pub hostname: String,
     /// The snapshot restored; `None` when the drill failed before choosing one.
     pub snapshot: Option<SnapshotId>,
-    pub verdict: Verdict,
+    pub verdict: DrillVerdict,
     /// Why the drill did not succeed, on one line.
     pub reason: Option<String>,
     /// From the start of the fetch to the end of verification.
