@@ -219,7 +219,7 @@ async fn run(
         "prune planned ({policy})"
     );
     if !options.dry_run {
-        let steps = Steps { repo, lock, cancel: &options.cancel };
+        let steps = PruneExecutor { repo, lock, cancel: &options.cancel };
         steps.execute(&plan, report.totals.bytes_freed, progress).await?;
         tracing::info!(
             removed = report.totals.snapshots_removed,
@@ -509,13 +509,13 @@ impl PrunePlan {
 }
 
 /// Carries out a plan, `CONCURRENCY` deletions at a time; each batch first checks that the prune may go on.
-struct Steps<'a> {
+struct PruneExecutor<'a> {
     repo: &'a Repository,
     lock: &'a RepositoryLock,
     cancel: &'a CancellationToken,
 }
 
-impl Steps<'_> {
+impl PruneExecutor<'_> {
     fn may_continue(&self) -> Result<()> {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
