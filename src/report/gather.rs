@@ -7,8 +7,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::timeline::{self, RecoveryPoint};
 use super::{
-    BackupAttempt, DrillSummary, DrillVerdict, FailedCheck, GapBasis, Objectives, RecordKind, Report, ReportStatus,
-    RpoGap, SnapshotAnomaly, SnapshotSummary, Summary, Unreadable, Window, duration,
+    BackupAttempt, DrillSummary, DrillVerdict, FailedCheck, GapBasis, RecordKind, Report, ReportObjectives,
+    ReportStatus, RpoGap, SnapshotAnomaly, SnapshotSummary, Summary, Unreadable, Window, duration,
 };
 use crate::anomalies;
 use crate::config::Config;
@@ -78,7 +78,7 @@ pub async fn gather(
 
     let max_shrink = config.drill.max_shrink;
     let anomalies = compare_consecutive(before.as_ref(), &inside, max_shrink);
-    let objectives = Objectives {
+    let objectives = ReportObjectives {
         rpo_seconds: config.objectives.rpo.map(|d| d.as_secs_f64()),
         rto_seconds: config.objectives.rto.map(|d| d.as_secs_f64()),
     };

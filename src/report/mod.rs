@@ -51,7 +51,7 @@ pub struct Report {
     pub repository: String,
     pub window: Window,
     /// The objectives of the current configuration; each drill carries the ones in force when it ran.
-    pub objectives: Objectives,
+    pub objectives: ReportObjectives,
     pub summary: Summary,
     /// Drills that started inside the window, oldest first.
     pub drills: Vec<DrillSummary>,
@@ -86,7 +86,7 @@ pub struct Window {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Objectives {
+pub struct ReportObjectives {
     pub rpo_seconds: Option<f64>,
     pub rto_seconds: Option<f64>,
 }
