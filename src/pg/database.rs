@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::connect::describe;
-use super::dump::quote_ident;
+use super::dump::{quote_ident, quote_literal};
 use crate::repo::manifest::{DatabaseGrant, DatabaseProperties, DatabaseSetting};
 
 /// Reads the current database's properties (inside the caller's transaction, so in its snapshot).
@@ -275,10 +275,6 @@ fn split_guc_list(value: &str) -> Option<Vec<String>> {
             Some(_) => return None,
         }
     }
-}
-
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// The statement shortened for a message (a comment can be long).
