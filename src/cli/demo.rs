@@ -1,6 +1,6 @@
 //! `dr demo [--keep]`
 
-use dr::demo::{DemoOptions, Step};
+use dr::demo::{DemoOptions, DemoStep};
 use dr::{Result, units};
 
 #[derive(Debug, clap::Args)]
@@ -12,7 +12,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<()> {
     outln!("dr demo: back up a sample site and bring it back on scratch infrastructure\n");
-    let mut print = |step: &Step| {
+    let mut print = |step: &DemoStep| {
         outln!("  ok  {:<66} {:>8}", step.title, units::duration(step.elapsed));
         if !step.detail.is_empty() {
             outln!("      {}", step.detail);

@@ -7,7 +7,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
-use dr::recover::{self, Event, Outcome, RecoverOptions, Recovery, Runbook};
+use dr::recover::{self, Event, RecoverOptions, Recovery, Runbook, StepOutcome};
 use dr::{Error, Result, Selector, units};
 
 use super::Context;
@@ -161,7 +161,7 @@ fn print_event(event: &Event<'_>) {
 fn print_summary(recovery: &Recovery, quiet: bool) {
     let report = &recovery.report;
     if !quiet {
-        let done = report.steps.iter().filter(|s| s.outcome == Outcome::Succeeded).count();
+        let done = report.steps.iter().filter(|s| s.outcome == StepOutcome::Succeeded).count();
         outln!("recovery {}: {done} of {} steps succeeded", report.outcome, report.steps.len());
         outln!("  snapshot       {}", report.snapshot);
         outln!("  data age       {} (the RPO suffered)", units::seconds(report.data_age_seconds));

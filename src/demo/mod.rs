@@ -31,7 +31,7 @@ pub struct DemoOptions {
 
 /// One finished step.
 #[derive(Debug, Clone)]
-pub struct Step {
+pub struct DemoStep {
     pub title: String,
     pub elapsed: Duration,
     pub detail: String,
@@ -39,36 +39,36 @@ pub struct Step {
 
 #[derive(Debug)]
 pub struct DemoOutcome {
-    pub steps: Vec<Step>,
+    pub steps: Vec<DemoStep>,
     pub total: Duration,
     /// The work directory, when kept.
     pub kept: Option<PathBuf>,
 }
 
-struct Steps<'a> {
-    done: Vec<Step>,
-    report: &'a mut (dyn FnMut(&Step) + Send),
+struct DemoSteps<'a> {
+    done: Vec<DemoStep>,
+    report: &'a mut (dyn FnMut(&DemoStep) + Send),
 }
 
-impl Steps<'_> {
+impl DemoSteps<'_> {
     async fn run<T>(&mut self, title: &str, work: impl Future<Output = Result<(T, String)>>) -> Result<T> {
         let start = Instant::now();
         let (value, detail) = work.await?;
-        let step = Step { title: title.to_string(), elapsed: start.elapsed(), detail };
+        let step = DemoStep { title: title.to_string(), elapsed: start.elapsed(), detail };
         (self.report)(&step);
         self.done.push(step);
         Ok(value)
     }
 }
 
-pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&Step) + Send)) -> Result<DemoOutcome> {
+pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&DemoStep) + Send)) -> Result<DemoOutcome> {
     let clock = Instant::now();
     // A run directory, like a restore's: a demo that is killed leaves its servers and files to the next sweep.
     let work = tokio::task::spawn_blocking(|| crate::run_dir::RunDir::create(None, "demo"))
         .await
         .map_err(|e| Error::io("creating the demo directory", std::io::Error::other(e)))??;
     let root = work.path().to_path_buf();
-    let mut steps = Steps { done: Vec::new(), report };
+    let mut steps = DemoSteps { done: Vec::new(), report };
 
     let source = steps
         .run("start a scratch PostgreSQL (the site's database)", async {

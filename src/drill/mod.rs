@@ -145,7 +145,8 @@ pub async fn drill(
     let mut record = new_record(started_at, config);
     let mut resources = Resources::default();
     let result = {
-        let run = Run { config, repo, identities: &identities, options, progress, expectations: &expectations };
+        let run =
+            DrillContext { config, repo, identities: &identities, options, progress, expectations: &expectations };
         let body = run.body(&mut record, &mut resources);
         tokio::select! {
             result = lock.while_held(body) => result,
@@ -286,7 +287,7 @@ fn conclude(record: &mut DrillRecord, error: Option<&Error>) {
 }
 
 /// The inputs of one drill.
-struct Run<'a> {
+struct DrillContext<'a> {
     config: &'a Config,
     repo: &'a Repository,
     identities: &'a Arc<Identities>,
@@ -295,7 +296,7 @@ struct Run<'a> {
     expectations: &'a [Expectation],
 }
 
-impl Run<'_> {
+impl DrillContext<'_> {
     async fn body(&self, record: &mut DrillRecord, resources: &mut Resources) -> Result<()> {
         let id = self.repo.resolve(&self.options.selector).await?;
         record.snapshot = Some(id.clone());

@@ -20,16 +20,20 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An attempt in progress: its start record, and the recipients to seal the final one to (`None` when the
 /// configured recipients are unusable: the backup itself then fails on them, and no record can be sealed).
-pub(super) struct Attempt {
+pub(super) struct AttemptInProgress {
     record: AttemptRecord,
     recipients: Option<Arc<Recipients>>,
 }
 
-impl Attempt {
+impl AttemptInProgress {
     /// Writes the `unfinished` record: if the process is killed, this is what the report will show.
-    pub(super) async fn begin(recipients: Option<Arc<Recipients>>, repo: &Repository, only: &[String]) -> Attempt {
+    pub(super) async fn begin(
+        recipients: Option<Arc<Recipients>>,
+        repo: &Repository,
+        only: &[String],
+    ) -> AttemptInProgress {
         let record = AttemptRecord::started(Utc::now(), only);
-        let attempt = Attempt { record, recipients };
+        let attempt = AttemptInProgress { record, recipients };
         attempt.save(repo, &attempt.record).await;
         attempt
     }

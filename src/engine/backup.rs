@@ -77,7 +77,7 @@ impl BackupReport {
 }
 
 /// Everything one backup run shares.
-struct Run<'a> {
+struct BackupContext<'a> {
     repo: &'a Repository,
     recipients: Arc<Recipients>,
     compression: Compression,
@@ -103,7 +103,8 @@ pub async fn backup(
 ) -> Result<BackupReport> {
     // Parsed once: the attempt record is sealed to the same recipients as the snapshot.
     let recipients = Recipients::parse(&config.encryption.recipients).map(Arc::new);
-    let attempt = super::attempt::Attempt::begin(recipients.as_ref().ok().cloned(), repo, &options.only).await;
+    let attempt =
+        super::attempt::AttemptInProgress::begin(recipients.as_ref().ok().cloned(), repo, &options.only).await;
     let outcome = match recipients {
         Ok(recipients) => take_snapshot(config, repo, options, progress, recipients).await,
         Err(e) => Err(e),
@@ -133,7 +134,7 @@ async fn take_snapshot(
     let lock = lock?;
     let started_at = Utc::now();
     let clock = Instant::now();
-    let run = Run {
+    let run = BackupContext {
         repo,
         recipients,
         compression: Compression::from_config(&config.compression),
@@ -266,7 +267,7 @@ fn child_warnings(source: &str, program: &str, stderr: &str) -> Vec<String> {
     warnings
 }
 
-impl Run<'_> {
+impl BackupContext<'_> {
     /// Writes the manifest: from here on the snapshot exists.
     async fn commit(&self, started_at: DateTime<Utc>, outcomes: Vec<SourceOutcome>) -> Result<Manifest> {
         let private = PrivateManifest { sources: outcomes.iter().map(|o| o.details.clone()).collect() };

@@ -219,7 +219,7 @@ async fn run(
         "prune planned ({policy})"
     );
     if !options.dry_run {
-        let steps = Steps { repo, lock, cancel: &options.cancel };
+        let steps = PruneExecutor { repo, lock, cancel: &options.cancel };
         steps.execute(&plan, report.totals.bytes_freed, progress).await?;
         tracing::info!(
             removed = report.totals.snapshots_removed,
@@ -241,7 +241,7 @@ struct Verified {
 }
 
 /// Everything a prune will do, decided before anything is deleted.
-struct Plan {
+struct PrunePlan {
     snapshots: Vec<SnapshotPlan>,
     /// Id and manifest size of each snapshot to remove.
     manifests: Vec<(SnapshotId, u64)>,
@@ -257,7 +257,7 @@ struct Plan {
     warnings: Vec<String>,
 }
 
-async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutoff: DateTime<Utc>) -> Result<Plan> {
+async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutoff: DateTime<Utc>) -> Result<PrunePlan> {
     let listed = repo.snapshot_sizes().await?;
     let ids: Vec<SnapshotId> = listed.iter().map(|(id, _)| id.clone()).collect();
     let manifests = read_manifests(repo, &ids).await?;
@@ -305,7 +305,7 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
     };
     let attempts = crate::repo::attempt_record::expired(&repo.attempt_ids().await?, Utc::now());
     let empty_directories = repo.store().empty_directories(OBJECTS_PREFIX, cutoff).await?;
-    Ok(Plan {
+    Ok(PrunePlan {
         snapshots,
         manifests,
         dropped: sorted.dropped.into_values().flatten().collect(),
@@ -472,7 +472,7 @@ fn sort_objects(
     Sorted { dropped, orphans, sweep }
 }
 
-impl Plan {
+impl PrunePlan {
     fn report(&self, policy: &Policy, grace: Duration, started_at: DateTime<Utc>) -> PruneReport {
         let orphans_deleted = self.sweep.len();
         let bytes_freed = self.manifests.iter().map(|(_, size)| size).sum::<u64>()
@@ -509,13 +509,13 @@ impl Plan {
 }
 
 /// Carries out a plan, `CONCURRENCY` deletions at a time; each batch first checks that the prune may go on.
-struct Steps<'a> {
+struct PruneExecutor<'a> {
     repo: &'a Repository,
     lock: &'a RepositoryLock,
     cancel: &'a CancellationToken,
 }
 
-impl Steps<'_> {
+impl PruneExecutor<'_> {
     fn may_continue(&self) -> Result<()> {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
@@ -524,7 +524,7 @@ impl Steps<'_> {
     }
 
     /// Runs steps 2 to 4; progress counts the bytes freed.
-    async fn execute(&self, plan: &Plan, total: u64, progress: &dyn Progress) -> Result<()> {
+    async fn execute(&self, plan: &PrunePlan, total: u64, progress: &dyn Progress) -> Result<()> {
         let task = progress.task("prune", Some(total));
         // 2. Manifests first: once one is gone, its snapshot is gone, and its objects are mere orphans.
         for batch in plan.manifests.chunks(CONCURRENCY) {

@@ -132,7 +132,7 @@ impl Target {
 }
 
 /// One source's plan: what to read and where to put it.
-struct Plan<'m> {
+struct SourcePlan<'m> {
     name: String,
     kind: SourceKind,
     objects: &'m [ObjectEntry],
@@ -263,7 +263,7 @@ pub(crate) async fn restore_snapshot(
 /// The restore's private run directory, made (after sweeping dead runs' leftovers) when something is staged:
 /// a parallel database restore needs it; a files restore only lists its staging directory there, and goes on
 /// without it, with a warning, when the temp directory cannot be used.
-fn run_dir(plans: &[Plan<'_>], options: &RestoreOptions) -> Result<Option<RunDir>> {
+fn run_dir(plans: &[SourcePlan<'_>], options: &RestoreOptions) -> Result<Option<RunDir>> {
     let databases = plans.iter().any(|p| matches!(p.target, Target::Database(_)));
     let parallel = databases && options.jobs > 1;
     let files = plans.iter().any(|p| matches!(p.target, Target::Directory(_)));
@@ -283,7 +283,7 @@ fn run_dir(plans: &[Plan<'_>], options: &RestoreOptions) -> Result<Option<RunDir
 }
 
 /// Decides every source's target and checks them all before anything is written.
-async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOptions) -> Result<Vec<Plan<'m>>> {
+async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOptions) -> Result<Vec<SourcePlan<'m>>> {
     let in_snapshot: Vec<&str> = manifest.sources.iter().map(|s| s.name.as_str()).collect();
     for name in options.only.iter().chain(options.into.iter().map(|(n, _)| n)) {
         if !in_snapshot.contains(&name.as_str()) {
@@ -345,7 +345,13 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
         {
             refusals.push((source.name.clone(), target.describe(), what.clone()));
         }
-        plans.push(Plan { name: source.name.clone(), kind: source.kind, objects: &source.objects, target, state });
+        plans.push(SourcePlan {
+            name: source.name.clone(),
+            kind: source.kind,
+            objects: &source.objects,
+            target,
+            state,
+        });
     }
     if let Some((source_name, target, what)) = refusals.first().cloned() {
         let what = if refusals.len() > 1 {
@@ -364,7 +370,7 @@ fn not_configured(name: &str) -> Error {
 }
 
 impl Restorer<'_> {
-    async fn source(&self, plan: &Plan<'_>) -> SourceRestore {
+    async fn source(&self, plan: &SourcePlan<'_>) -> SourceRestore {
         let start = Instant::now();
         let mut report = SourceRestore {
             name: plan.name.clone(),
@@ -398,11 +404,11 @@ impl Restorer<'_> {
         report
     }
 
-    fn object(&self, plan: &Plan<'_>, role: ObjectRole) -> Option<ObjectEntry> {
+    fn object(&self, plan: &SourcePlan<'_>, role: ObjectRole) -> Option<ObjectEntry> {
         plan.objects.iter().find(|o| o.role == role).cloned()
     }
 
-    fn missing_object(plan: &Plan<'_>, role: ObjectRole) -> Error {
+    fn missing_object(plan: &SourcePlan<'_>, role: ObjectRole) -> Error {
         Error::ObjectCorrupt {
             key: format!("manifest entry for {}", plan.name),
             reason: format!("it lists no {role:?} object"),
@@ -411,7 +417,7 @@ impl Restorer<'_> {
 
     /// Checks that the objects of `roles` (the ones the restore reads) are in the store at their recorded
     /// sizes: cheap, and it catches a missing or cut-off object before anything is written.
-    async fn check_stored(&self, plan: &Plan<'_>, roles: &[ObjectRole]) -> Result<()> {
+    async fn check_stored(&self, plan: &SourcePlan<'_>, roles: &[ObjectRole]) -> Result<()> {
         for object in plan.objects.iter().filter(|o| roles.contains(&o.role)) {
             match self.repo.store().head(&object.key).await? {
                 None => return Err(Error::ObjectMissing { key: object.key.clone() }),
@@ -427,7 +433,7 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    async fn database(&self, plan: &Plan<'_>, db: &DatabaseTarget, report: &mut SourceRestore) -> Result<()> {
+    async fn database(&self, plan: &SourcePlan<'_>, db: &DatabaseTarget, report: &mut SourceRestore) -> Result<()> {
         let details = self.private.postgres(&plan.name);
         let dump =
             self.object(plan, ObjectRole::PgDump).ok_or_else(|| Self::missing_object(plan, ObjectRole::PgDump))?;
@@ -520,7 +526,7 @@ impl Restorer<'_> {
     /// data is back, and what could not be applied is a warning.
     async fn database_properties(
         &self,
-        plan: &Plan<'_>,
+        plan: &SourcePlan<'_>,
         db: &DatabaseTarget,
         properties: &DatabaseProperties,
         created: bool,
@@ -560,7 +566,7 @@ impl Restorer<'_> {
     /// `--jobs 1`: the archive flows straight into one pg_restore transaction; no temporary file.
     async fn stream_into_pg_restore(
         &self,
-        plan: &Plan<'_>,
+        plan: &SourcePlan<'_>,
         db: &DatabaseTarget,
         dump: &ObjectEntry,
         pg_restore: &tools::Tool,
@@ -595,7 +601,7 @@ impl Restorer<'_> {
     /// `--jobs N`, first half: stage the archive in a temporary file, checked in full on the way. The file is
     /// unlinked from the start (`O_TMPFILE` on Linux): the kernel frees it when the last process holding it
     /// ends, so even a SIGKILL leaves no decrypted archive on disk.
-    async fn stage(&self, plan: &Plan<'_>, dump: &ObjectEntry) -> Result<File> {
+    async fn stage(&self, plan: &SourcePlan<'_>, dump: &ObjectEntry) -> Result<File> {
         let dir = self.run.map_or_else(std::env::temp_dir, |run| run.path().to_path_buf());
         let dir = dir.as_path();
         check_free_space(dir, dump.plain_size)?;
@@ -626,7 +632,7 @@ impl Restorer<'_> {
     /// `/proc/self/fd/0`, a new, seekable handle on the unlinked file.
     async fn pg_restore_file(
         &self,
-        plan: &Plan<'_>,
+        plan: &SourcePlan<'_>,
         db: &DatabaseTarget,
         staged: File,
         pg_restore: &tools::Tool,
@@ -651,7 +657,7 @@ impl Restorer<'_> {
         Ok(stderr)
     }
 
-    async fn directory(&self, plan: &Plan<'_>, dir: &Path, report: &mut SourceRestore) -> Result<()> {
+    async fn directory(&self, plan: &SourcePlan<'_>, dir: &Path, report: &mut SourceRestore) -> Result<()> {
         let tar = self.object(plan, ObjectRole::Tar).ok_or_else(|| Self::missing_object(plan, ObjectRole::Tar))?;
         self.check_stored(plan, &[ObjectRole::Tar]).await?;
         let external_symlinks =
@@ -706,7 +712,7 @@ impl Restorer<'_> {
     /// Reads the source's index through (its key when it is whole, else a warning naming it). A restore does
     /// not need it, as the archive is authenticated on its own, but drills and people rely on it, so a damaged
     /// one is said rather than discovered later.
-    async fn check_index(&self, plan: &Plan<'_>) -> std::result::Result<String, String> {
+    async fn check_index(&self, plan: &SourcePlan<'_>) -> std::result::Result<String, String> {
         let index = self
             .object(plan, ObjectRole::Index)
             .ok_or_else(|| format!("the snapshot lists no index object for {:?}", plan.name))?;
@@ -775,7 +781,7 @@ fn restored_as(incomplete: &Incomplete) -> String {
 
 /// Takes back what a database restore set up before it failed with nothing restored: the database it created
 /// (when `drop_database`) and the roles its globals created. Best effort: what cannot be undone is logged.
-async fn undo(plan: &Plan<'_>, db: &DatabaseTarget, drop_database: bool, roles: &[String]) {
+async fn undo(plan: &SourcePlan<'_>, db: &DatabaseTarget, drop_database: bool, roles: &[String]) {
     if drop_database && let Err(e) = db.drop_database().await {
         tracing::warn!(source = %plan.name, "could not drop the empty target database: {e}");
     }

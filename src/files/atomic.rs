@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::path::Path;
 
-/// Writes `contents` to a hidden temporary file next to `path`, flushes it to disk and renames it over `path`.
+/// Writes `contents` to a hidden temporary file next to `path`, flushes it to disk, renames it over `path` and
+/// syncs the directory, so that the rename itself survives a crash.
 /// A new file is readable by its owner only (reports and states name databases and tables, which the
 /// repository keeps encrypted); a file being replaced keeps its mode, so a `chmod` made for a web server
 /// survives the next write. The directory must exist.
@@ -20,5 +21,32 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     temp.write_all(contents)?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    sync_directory(dir)
+}
+
+/// Flushes a directory's entries to disk: after a rename into it, the new name is durable only once its
+/// directory is synced (the file's own `fsync` does not cover it). The local store does this after every
+/// write too.
+pub fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode_and_the_directory_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomically(&path, b"old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        sync_directory(dir.path()).unwrap();
+        assert!(sync_directory(&dir.path().join("missing")).is_err());
+    }
 }

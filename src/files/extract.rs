@@ -364,18 +364,18 @@ fn safe_relative(path: &Path) -> std::result::Result<PathBuf, &'static str> {
 }
 
 /// One step of a path being resolved.
-enum Step {
+enum PathStep {
     Root,
     Up,
     Name(OsString),
 }
 
-fn steps(path: &Path) -> Vec<Step> {
+fn steps(path: &Path) -> Vec<PathStep> {
     path.components()
         .filter_map(|component| match component {
-            Component::Normal(name) => Some(Step::Name(name.to_os_string())),
-            Component::ParentDir => Some(Step::Up),
-            Component::RootDir | Component::Prefix(_) => Some(Step::Root),
+            Component::Normal(name) => Some(PathStep::Name(name.to_os_string())),
+            Component::ParentDir => Some(PathStep::Up),
+            Component::RootDir | Component::Prefix(_) => Some(PathStep::Root),
             Component::CurDir => None,
         })
         .collect()
@@ -386,19 +386,19 @@ fn steps(path: &Path) -> Vec<Step> {
 /// Components that do not exist are taken as written, so a dangling link is fine as long as it points inside.
 pub(crate) fn resolves_inside(root: &Path, base: &Path, path: &Path) -> bool {
     // A stack of the steps still to take, the next one last.
-    let mut pending: Vec<Step> = steps(base).into_iter().chain(steps(path)).collect();
+    let mut pending: Vec<PathStep> = steps(base).into_iter().chain(steps(path)).collect();
     pending.reverse();
     let mut position = PathBuf::new();
     let mut hops = 0;
     while let Some(step) = pending.pop() {
         match step {
-            Step::Root => return false,
-            Step::Up => {
+            PathStep::Root => return false,
+            PathStep::Up => {
                 if !position.pop() {
                     return false;
                 }
             }
-            Step::Name(name) => {
+            PathStep::Name(name) => {
                 position.push(name);
                 if let Ok(target) = fs::read_link(root.join(&position)) {
                     hops += 1;

@@ -16,6 +16,7 @@ pub fn validate(source: &crate::config::FilesSource) -> crate::Result<()> {
 }
 
 pub use archive::{ArchiveSummary, check_root, write_archive};
+pub(crate) use atomic::sync_directory;
 pub use atomic::write_atomically;
 pub use excludes::Excludes;
 pub(crate) use extract::STAGING_PREFIX;

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::connect::describe;
-use super::dump::quote_ident;
+use super::dump::{quote_ident, quote_literal};
 use crate::repo::manifest::{DatabaseGrant, DatabaseProperties, DatabaseSetting};
 
 /// Reads the current database's properties (inside the caller's transaction, so in its snapshot).
@@ -86,13 +86,13 @@ pub struct PropertiesOutcome {
 
 /// The statements that give `database` its recorded properties, and per missing role what they leave out.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Plan {
+struct PropertiesPlan {
     statements: Vec<String>,
     /// Role -> what was not applied because the role does not exist.
     skipped: BTreeMap<String, Vec<String>>,
 }
 
-impl Plan {
+impl PropertiesPlan {
     fn skip(&mut self, role: &str, what: String) {
         self.skipped.entry(role.to_string()).or_default().push(what);
     }
@@ -133,9 +133,9 @@ pub async fn owner_of(client: &Client, database: &str) -> Result<Option<String>,
     Ok(row.map(|r| r.get(0)))
 }
 
-fn plan(properties: &DatabaseProperties, database: &str, roles: &BTreeSet<String>) -> Plan {
+fn plan(properties: &DatabaseProperties, database: &str, roles: &BTreeSet<String>) -> PropertiesPlan {
     let db = quote_ident(database);
-    let mut plan = Plan::default();
+    let mut plan = PropertiesPlan::default();
     let owner_exists = roles.contains(&properties.owner);
     if owner_exists {
         plan.statements.push(format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(&properties.owner)));
@@ -275,10 +275,6 @@ fn split_guc_list(value: &str) -> Option<Vec<String>> {
             Some(_) => return None,
         }
     }
-}
-
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// The statement shortened for a message (a comment can be long).

@@ -173,6 +173,12 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `'text'` with embedded quotes doubled: an SQL string literal (backslashes are plain characters under
+/// standard_conforming_strings, the default since PostgreSQL 9.1).
+pub(crate) fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
 /// `pg_dump` of one database, custom format, uncompressed (zstd does it better), in the exported snapshot.
 pub fn pg_dump_command(tool: &Tool, conninfo: &ConnInfo, snapshot: &str) -> Command {
     let mut command = tool.command();
@@ -203,6 +209,12 @@ pub fn pg_dumpall_command(tool: &Tool, conninfo: &ConnInfo, with_passwords: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(quote_literal("UTF8"), "'UTF8'");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
 
     #[test]
     fn identifiers_are_quoted() {

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::connect::{ConnectError, connect, database_error, describe};
 use super::conninfo::ConnInfo;
 use super::database::{self, PropertiesOutcome};
-use super::dump::quote_ident;
+use super::dump::{quote_ident, quote_literal};
 use super::globals::{self, GlobalsOutcome};
 use super::tools::Tool;
 use crate::error::{Error, Result};
@@ -204,10 +204,6 @@ impl DatabaseTarget {
         let client = self.maintenance().await?;
         globals::apply(&client, sql).await.map_err(|e| self.error(format!("applying roles: {}", describe(&e))))
     }
-}
-
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// How pg_restore reads the archive.

@@ -101,11 +101,6 @@ impl DecodeReader {
         self.verified.ok_or_else(|| Error::io("decoding", io::Error::other("stream ended unverified")))
     }
 
-    /// Bytes read from the store so far.
-    pub fn stored_bytes(&self) -> u64 {
-        self.tally.bytes()
-    }
-
     /// The end-of-stream checks: every stored byte counted and hashed, the plaintext fully produced.
     fn check_end(&self) -> Result<Sealed> {
         let corrupt = |reason: String| Error::ObjectCorrupt { key: self.key.clone(), reason };

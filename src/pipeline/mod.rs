@@ -112,10 +112,6 @@ impl Tally {
         self.lock().source_error.clone()
     }
 
-    fn bytes(&self) -> u64 {
-        self.lock().bytes
-    }
-
     fn finish(&self) -> (u64, String) {
         let state = self.lock();
         (state.bytes, hex::encode(state.hasher.clone().finalize()))

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use report::RecoveryReport;
 pub use runbook::{OnFailure, Runbook, Step, StepKind};
-pub use state::{Outcome, RecoverState, StepRecord};
+pub use state::{RecoverState, StepOutcome, StepRecord};
 
 use crate::audit::AuditEntry;
 use crate::config::Config;
@@ -31,7 +31,7 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::snapshot_id::Selector;
 use crate::units;
-use steps::{Attempt, Steps};
+use steps::{StepAttempt, Steps};
 
 /// Pause between two attempts of a step with `retries`.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -83,7 +83,7 @@ pub enum Event<'a> {
 
 /// A recovery ready to run: its state, where the state lives, and the first step to run.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct RunbookPlan {
     pub state: RecoverState,
     pub state_path: PathBuf,
     /// Index of the first step to run.
@@ -91,7 +91,7 @@ pub struct Plan {
     pub resumed: bool,
 }
 
-impl Plan {
+impl RunbookPlan {
     /// Whether a step to run restores something or runs a command.
     pub fn is_destructive(&self, runbook: &Runbook) -> bool {
         runbook.steps[self.start..].iter().any(|s| s.kind.is_destructive())
@@ -167,7 +167,7 @@ fn pending(runbook: &Runbook, step: &Step) -> StepRecord {
         name: step.name.clone(),
         kind: step.kind.name().to_string(),
         description: runbook.describe(step),
-        outcome: Outcome::Pending,
+        outcome: StepOutcome::Pending,
         attempts: 0,
         started_at: None,
         duration_seconds: 0.0,
@@ -178,7 +178,12 @@ fn pending(runbook: &Runbook, step: &Step) -> StepRecord {
 
 /// Resolves the snapshot (or loads the interrupted recovery), decides the first step, and checks that every
 /// restore step's source is in the snapshot. Changes nothing.
-pub async fn prepare(config: &Config, repo: &Repository, runbook: &Runbook, options: &RecoverOptions) -> Result<Plan> {
+pub async fn prepare(
+    config: &Config,
+    repo: &Repository,
+    runbook: &Runbook,
+    options: &RecoverOptions,
+) -> Result<RunbookPlan> {
     let state_path = state_path(config, runbook);
     let saved = RecoverState::load(&state_path)?;
     let from = options.from_step.as_deref().map(|name| runbook.step_index(name)).transpose()?;
@@ -233,7 +238,7 @@ pub async fn prepare(config: &Config, repo: &Repository, runbook: &Runbook, opti
             .enumerate()
             .map(|(index, step)| {
                 let record = pending(runbook, step);
-                if index < start { StepRecord { outcome: Outcome::Skipped, ..record } } else { record }
+                if index < start { StepRecord { outcome: StepOutcome::Skipped, ..record } } else { record }
             })
             .collect();
         let state = RecoverState {
@@ -266,7 +271,7 @@ pub async fn prepare(config: &Config, repo: &Repository, runbook: &Runbook, opti
     if !problems.is_empty() {
         return Err(Error::RunbookInvalid { path: runbook.path.clone(), problems });
     }
-    Ok(Plan { state, state_path, start, resumed: options.resume })
+    Ok(RunbookPlan { state, state_path, start, resumed: options.resume })
 }
 
 /// Runs the plan's steps in order. Errors before the first step (the state cannot be written) are errors; how
@@ -277,12 +282,12 @@ pub async fn run(
     repo: &Repository,
     identities: Option<Arc<Identities>>,
     runbook: &Runbook,
-    plan: Plan,
+    plan: RunbookPlan,
     options: &RecoverOptions,
     progress: &dyn Progress,
     events: &dyn Fn(Event<'_>),
 ) -> Result<Recovery> {
-    let Plan { mut state, state_path, start, .. } = plan;
+    let RunbookPlan { mut state, state_path, start, .. } = plan;
     let run_started = Utc::now();
     state.save(&state_path)?;
     let snapshot = state.snapshot.clone();
@@ -302,7 +307,7 @@ pub async fn run(
             attempts += 1;
             let attempt = steps.attempt(step).await;
             match &attempt {
-                Attempt::Failed { message, refused: false, .. } if attempts <= step.retries => {
+                StepAttempt::Failed { message, refused: false, .. } if attempts <= step.retries => {
                     let message = runbook.mask(message);
                     events(Event::Retrying {
                         step: &step.name,
@@ -312,7 +317,7 @@ pub async fn run(
                     });
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_DELAY) => continue,
-                        _ = options.cancel.cancelled() => break Attempt::Interrupted { output: Vec::new() },
+                        _ = options.cancel.cancelled() => break StepAttempt::Interrupted { output: Vec::new() },
                     }
                 }
                 _ => break attempt,
@@ -325,19 +330,19 @@ pub async fn run(
         record.error = None;
         let mut stop = None;
         match attempt {
-            Attempt::Succeeded { output } => {
-                record.outcome = Outcome::Succeeded;
+            StepAttempt::Succeeded { output } => {
+                record.outcome = StepOutcome::Succeeded;
                 record.output = output;
             }
-            Attempt::Failed { message, hint, output, refused } => {
+            StepAttempt::Failed { message, hint, output, refused } => {
                 let message = runbook.mask(&message);
                 record.error = Some(message.clone());
                 record.output = output;
                 if step.on_failure == OnFailure::Continue && !refused {
-                    record.outcome = Outcome::FailedContinued;
+                    record.outcome = StepOutcome::FailedContinued;
                     continued.push(step.name.clone());
                 } else {
-                    record.outcome = Outcome::Failed;
+                    record.outcome = StepOutcome::Failed;
                     outcome = format!("failed at step {:?}", step.name);
                     stop = Some(Error::RecoverStepFailed {
                         step: step.name.clone(),
@@ -347,8 +352,8 @@ pub async fn run(
                     });
                 }
             }
-            Attempt::Interrupted { output } => {
-                record.outcome = Outcome::Interrupted;
+            StepAttempt::Interrupted { output } => {
+                record.outcome = StepOutcome::Interrupted;
                 record.output = output;
                 outcome = format!("interrupted at step {:?}", step.name);
                 interrupted_step = Some(step.name.clone());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::state::{Outcome, RecoverState, StepRecord};
+use super::state::{RecoverState, StepOutcome, StepRecord};
 use crate::error::{Error, Result};
 use crate::files::write_atomically;
 use crate::repo::snapshot_id::SnapshotId;
@@ -82,11 +82,11 @@ impl RecoveryReport {
                 step.kind,
                 step.outcome.label(),
                 step.attempts,
-                if step.outcome == Outcome::Pending { "-".to_string() } else { d(step.duration_seconds) }
+                if step.outcome == StepOutcome::Pending { "-".to_string() } else { d(step.duration_seconds) }
             ));
         }
         for step in &self.steps {
-            if step.outcome == Outcome::Pending {
+            if step.outcome == StepOutcome::Pending {
                 continue;
             }
             out.push_str(&format!("\n## {}\n\n{}\n", step.name, step.description));

@@ -34,7 +34,7 @@ pub struct StepRecord {
     pub kind: String,
     /// What it does, with its resolved arguments and no secret.
     pub description: String,
-    pub outcome: Outcome,
+    pub outcome: StepOutcome,
     pub attempts: u32,
     pub started_at: Option<DateTime<Utc>>,
     pub duration_seconds: f64,
@@ -47,7 +47,7 @@ pub struct StepRecord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum StepOutcome {
     /// Not run (yet).
     Pending,
     Succeeded,
@@ -61,20 +61,20 @@ pub enum Outcome {
     Interrupted,
 }
 
-impl Outcome {
+impl StepOutcome {
     /// Whether a resumed run goes past this step.
     pub fn is_done(self) -> bool {
-        matches!(self, Outcome::Succeeded | Outcome::FailedContinued | Outcome::Skipped)
+        matches!(self, StepOutcome::Succeeded | StepOutcome::FailedContinued | StepOutcome::Skipped)
     }
 
     pub fn label(self) -> &'static str {
         match self {
-            Outcome::Pending => "not run",
-            Outcome::Succeeded => "ok",
-            Outcome::Failed => "FAILED",
-            Outcome::FailedContinued => "FAILED (continued)",
-            Outcome::Skipped => "skipped",
-            Outcome::Interrupted => "interrupted",
+            StepOutcome::Pending => "not run",
+            StepOutcome::Succeeded => "ok",
+            StepOutcome::Failed => "FAILED",
+            StepOutcome::FailedContinued => "FAILED (continued)",
+            StepOutcome::Skipped => "skipped",
+            StepOutcome::Interrupted => "interrupted",
         }
     }
 }

@@ -43,7 +43,7 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
-pub(super) enum Attempt {
+pub(super) enum StepAttempt {
     Succeeded {
         output: Vec<String>,
     },
@@ -59,9 +59,9 @@ pub(super) enum Attempt {
     },
 }
 
-impl Attempt {
-    fn failed(message: impl Into<String>) -> Attempt {
-        Attempt::Failed { message: message.into(), hint: None, output: Vec::new(), refused: false }
+impl StepAttempt {
+    fn failed(message: impl Into<String>) -> StepAttempt {
+        StepAttempt::Failed { message: message.into(), hint: None, output: Vec::new(), refused: false }
     }
 }
 
@@ -78,7 +78,7 @@ pub(super) struct Steps<'a> {
 }
 
 impl Steps<'_> {
-    pub async fn attempt(&self, step: &Step) -> Attempt {
+    pub async fn attempt(&self, step: &Step) -> StepAttempt {
         let cancel = &self.options.cancel;
         if let StepKind::Run { command, env, dir } = &step.kind {
             return self.run(step, command, env, dir, cancel).await;
@@ -90,7 +90,7 @@ impl Steps<'_> {
                 StepKind::Sql { database, query, expect } => sql(step, database, query, expect).await,
                 StepKind::Wait(duration) => {
                     tokio::time::sleep(*duration).await;
-                    Attempt::Succeeded { output: Vec::new() }
+                    StepAttempt::Succeeded { output: Vec::new() }
                 }
                 StepKind::Run { .. } => unreachable!("handled above"),
             }
@@ -98,20 +98,20 @@ impl Steps<'_> {
         let timed = async {
             match step.timeout {
                 Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-                    Attempt::failed(format!("timed out after {}", humantime::format_duration(limit)))
+                    StepAttempt::failed(format!("timed out after {}", humantime::format_duration(limit)))
                 }),
                 None => work.await,
             }
         };
         tokio::select! {
             attempt = timed => attempt,
-            _ = cancel.cancelled() => Attempt::Interrupted { output: Vec::new() },
+            _ = cancel.cancelled() => StepAttempt::Interrupted { output: Vec::new() },
         }
     }
 
-    async fn restore(&self, source: &str, into: Option<&str>) -> Attempt {
+    async fn restore(&self, source: &str, into: Option<&str>) -> StepAttempt {
         let Some(identities) = self.identities.clone() else {
-            return Attempt::failed("no identity to decrypt the snapshot");
+            return StepAttempt::failed("no identity to decrypt the snapshot");
         };
         let options = RestoreOptions {
             selector: Selector::Id(self.snapshot.to_string()),
@@ -122,7 +122,7 @@ impl Steps<'_> {
             temp_dir: self.options.temp_dir.clone(),
         };
         match engine::restore(self.config, self.repo, identities, &options, self.progress).await {
-            Ok(report) => Attempt::Succeeded {
+            Ok(report) => StepAttempt::Succeeded {
                 output: report
                     .sources
                     .iter()
@@ -137,7 +137,7 @@ impl Steps<'_> {
                     .chain(report.sources.iter().flat_map(|s| s.warnings.iter().map(|w| format!("warning: {w}"))))
                     .collect(),
             },
-            Err(e @ Error::TargetNotEmpty { .. }) => Attempt::Failed {
+            Err(e @ Error::TargetNotEmpty { .. }) => StepAttempt::Failed {
                 message: e.to_string(),
                 hint: Some(
                     "nothing was written to it; empty the target, or pass --force to restore over it (with \
@@ -147,7 +147,9 @@ impl Steps<'_> {
                 output: Vec::new(),
                 refused: true,
             },
-            Err(e) => Attempt::Failed { message: e.to_string(), hint: e.hint(), output: Vec::new(), refused: false },
+            Err(e) => {
+                StepAttempt::Failed { message: e.to_string(), hint: e.hint(), output: Vec::new(), refused: false }
+            }
         }
     }
 
@@ -160,7 +162,7 @@ impl Steps<'_> {
         env: &std::collections::BTreeMap<String, String>,
         dir: &Path,
         cancel: &CancellationToken,
-    ) -> Attempt {
+    ) -> StepAttempt {
         let mut child = match tokio::process::Command::new("sh")
             .arg("-c")
             .arg(command)
@@ -173,11 +175,11 @@ impl Steps<'_> {
             .spawn()
         {
             Ok(child) => child,
-            Err(e) => return Attempt::failed(format!("cannot start sh in {}: {e}", dir.display())),
+            Err(e) => return StepAttempt::failed(format!("cannot start sh in {}: {e}", dir.display())),
         };
         let group = child.id().map(|id| Pid::from_raw(id as i32));
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Attempt::failed("sh started without its pipes");
+            return StepAttempt::failed("sh started without its pipes");
         };
         let mut pipes =
             Pipes { stdout: Some(BufReader::new(stdout).lines()), stderr: Some(BufReader::new(stderr).lines()) };
@@ -205,7 +207,7 @@ impl Steps<'_> {
                 _ = &mut expired => {
                     stop_group(group, &mut child).await;
                     let limit = step.timeout.map(humantime::format_duration).map(|d| d.to_string()).unwrap_or_default();
-                    return Attempt::Failed {
+                    return StepAttempt::Failed {
                         message: format!("timed out after {limit}; its process group was killed"),
                         hint: None,
                         output: output.into(),
@@ -214,7 +216,7 @@ impl Steps<'_> {
                 }
                 _ = cancel.cancelled() => {
                     stop_group(group, &mut child).await;
-                    return Attempt::Interrupted { output: output.into() };
+                    return StepAttempt::Interrupted { output: output.into() };
                 }
             }
         };
@@ -225,14 +227,14 @@ impl Steps<'_> {
         };
         let _ = tokio::time::timeout(DRAIN, drain).await;
         match status {
-            Ok(status) if status.success() => Attempt::Succeeded { output: output.into() },
-            Ok(status) => Attempt::Failed {
+            Ok(status) if status.success() => StepAttempt::Succeeded { output: output.into() },
+            Ok(status) => StepAttempt::Failed {
                 message: format!("the command failed ({status})"),
                 hint: None,
                 output: output.into(),
                 refused: false,
             },
-            Err(e) => Attempt::failed(format!("waiting for sh: {e}")),
+            Err(e) => StepAttempt::failed(format!("waiting for sh: {e}")),
         }
     }
 }
@@ -282,10 +284,10 @@ async fn stop_group(group: Option<Pid>, child: &mut tokio::process::Child) {
     let _ = child.wait().await;
 }
 
-async fn http(url: &str, expect_status: u16, within: Duration) -> Attempt {
+async fn http(url: &str, expect_status: u16, within: Duration) -> StepAttempt {
     let client = match reqwest::Client::builder().timeout(HTTP_REQUEST_TIMEOUT).build() {
         Ok(client) => client,
-        Err(e) => return Attempt::failed(format!("cannot make an HTTP client: {e}")),
+        Err(e) => return StepAttempt::failed(format!("cannot make an HTTP client: {e}")),
     };
     let deadline = Instant::now() + within;
     let mut polls = 0u32;
@@ -293,7 +295,7 @@ async fn http(url: &str, expect_status: u16, within: Duration) -> Attempt {
         polls += 1;
         let last = match client.get(url).send().await {
             Ok(response) if response.status().as_u16() == expect_status => {
-                return Attempt::Succeeded {
+                return StepAttempt::Succeeded {
                     output: vec![format!("{url} answered {} (poll {polls})", response.status())],
                 };
             }
@@ -301,7 +303,7 @@ async fn http(url: &str, expect_status: u16, within: Duration) -> Attempt {
             Err(e) => format!("the last request failed: {}", crate::error::chain(&e)),
         };
         if Instant::now() + HTTP_POLL >= deadline {
-            return Attempt::failed(format!(
+            return StepAttempt::failed(format!(
                 "{url} did not answer {expect_status} within {} ({polls} polls); {last}",
                 humantime::format_duration(within)
             ));
@@ -310,14 +312,14 @@ async fn http(url: &str, expect_status: u16, within: Duration) -> Attempt {
     }
 }
 
-async fn sql(step: &Step, database: &str, query: &str, expect: &Expectation) -> Attempt {
+async fn sql(step: &Step, database: &str, query: &str, expect: &Expectation) -> StepAttempt {
     let conninfo = match ConnInfo::parse(database) {
         Ok(c) => c,
-        Err(e) => return Attempt::failed(format!("bad connection string: {e}")),
+        Err(e) => return StepAttempt::failed(format!("bad connection string: {e}")),
     };
     let client = match connect(&conninfo).await {
         Ok(client) => client,
-        Err(e) => return Attempt::failed(format!("cannot connect to {}: {e}", conninfo.redacted())),
+        Err(e) => return StepAttempt::failed(format!("cannot connect to {}: {e}", conninfo.redacted())),
     };
     let check = DrillCheck {
         name: step.name.clone(),
@@ -328,7 +330,7 @@ async fn sql(step: &Step, database: &str, query: &str, expect: &Expectation) -> 
     };
     let result = checks::user(&client, &check, expect).await;
     match result.status {
-        CheckStatus::Pass | CheckStatus::Warn => Attempt::Succeeded { output: vec![result.detail] },
-        CheckStatus::Fail => Attempt::failed(result.detail),
+        CheckStatus::Pass | CheckStatus::Warn => StepAttempt::Succeeded { output: vec![result.detail] },
+        CheckStatus::Fail => StepAttempt::failed(result.detail),
     }
 }

@@ -137,10 +137,6 @@ impl LockInfo {
     pub fn holder(&self) -> String {
         format!("{} by {}@{} (pid {})", self.purpose, self.user, self.hostname, self.pid)
     }
-
-    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
-        now >= self.expires_at
-    }
 }
 
 /// One object under `locks/`, as [`Repository::locks`] lists it.
@@ -271,11 +267,6 @@ impl RepositoryLock {
         self.shared.state().info.clone()
     }
 
-    /// How long acquisition waited for conflicting locks.
-    pub fn waited(&self) -> Duration {
-        self.waited
-    }
-
     /// Whether the lock is lost: its lease ran out without a renewal, or its object was deleted or replaced.
     /// A holder that lost its lock must stop before it commits anything.
     pub fn is_lost(&self) -> bool {
@@ -381,7 +372,7 @@ async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -
     let mut backoff = FIRST_BACKOFF;
     let mut announced = false;
     // Also withdraws our attempt if this future is dropped half-way (a waiting command cancelled).
-    let mut attempt = Attempt { store: store.clone(), key: key.clone(), pending: false };
+    let mut attempt = LockAttempt { store: store.clone(), key: key.clone(), pending: false };
     loop {
         // The lease counts from before the write, on this process's clock: never later than `expires_at`.
         let written_at = Instant::now();
@@ -435,13 +426,13 @@ async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -
 }
 
 /// A lock object written during acquisition that is not ours to keep yet.
-struct Attempt {
+struct LockAttempt {
     store: Arc<dyn Store>,
     key: String,
     pending: bool,
 }
 
-impl Attempt {
+impl LockAttempt {
     async fn withdraw(&mut self) {
         if let Err(e) = self.store.delete(&self.key).await {
             not_deleted(&self.key, "a lock attempt", &e);
@@ -450,7 +441,7 @@ impl Attempt {
     }
 }
 
-impl Drop for Attempt {
+impl Drop for LockAttempt {
     fn drop(&mut self) {
         if self.pending {
             delete_in_background(self.store.clone(), self.key.clone(), None);

@@ -169,15 +169,6 @@ impl Repository {
         Ok(manifest)
     }
 
-    /// Every committed snapshot's manifest, oldest first.
-    pub async fn manifests(&self) -> Result<Vec<Manifest>> {
-        let mut manifests = Vec::new();
-        for id in self.snapshot_ids().await? {
-            manifests.push(self.manifest(&id).await?);
-        }
-        Ok(manifests)
-    }
-
     /// Decrypts a manifest's private half.
     pub fn private(&self, manifest: &Manifest, identities: &Identities) -> Result<PrivateManifest> {
         let what = format!("the manifest of snapshot {}", manifest.id);

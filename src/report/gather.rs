@@ -7,8 +7,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::timeline::{self, RecoveryPoint};
 use super::{
-    BackupAttempt, DrillSummary, FailedCheck, GapBasis, Objectives, RecordKind, Report, RpoGap, SnapshotAnomaly,
-    SnapshotSummary, Status, Summary, Unreadable, Verdict, Window, duration,
+    BackupAttempt, DrillSummary, DrillVerdict, FailedCheck, GapBasis, RecordKind, Report, ReportObjectives,
+    ReportStatus, RpoGap, SnapshotAnomaly, SnapshotSummary, Summary, Unreadable, Window, duration,
 };
 use crate::anomalies;
 use crate::config::Config;
@@ -78,7 +78,7 @@ pub async fn gather(
 
     let max_shrink = config.drill.max_shrink;
     let anomalies = compare_consecutive(before.as_ref(), &inside, max_shrink);
-    let objectives = Objectives {
+    let objectives = ReportObjectives {
         rpo_seconds: config.objectives.rpo.map(|d| d.as_secs_f64()),
         rto_seconds: config.objectives.rto.map(|d| d.as_secs_f64()),
     };
@@ -300,13 +300,13 @@ fn compare_consecutive(before: Option<&Snapshot>, inside: &[Snapshot], max_shrin
     found
 }
 
-fn verdict(record: &DrillRecord) -> Verdict {
+fn verdict(record: &DrillRecord) -> DrillVerdict {
     if !record.passed {
-        Verdict::Failed
+        DrillVerdict::Failed
     } else if record.succeeded {
-        Verdict::Succeeded
+        DrillVerdict::Succeeded
     } else {
-        Verdict::ObjectiveMissed
+        DrillVerdict::ObjectiveMissed
     }
 }
 
@@ -351,8 +351,8 @@ fn summarize(
     anomalies: &[SnapshotAnomaly],
     unreadable: &[Unreadable],
 ) -> Summary {
-    let with_verdict = |verdict: Verdict| drills.iter().filter(|d| d.verdict == verdict).count();
-    let drills_failed = with_verdict(Verdict::Failed);
+    let with_verdict = |verdict: DrillVerdict| drills.iter().filter(|d| d.verdict == verdict).count();
+    let drills_failed = with_verdict(DrillVerdict::Failed);
     let rto_missed = drills.iter().filter(|d| d.rto.met == Some(false)).count();
     let rpo_missed = drills.iter().filter(|d| d.rpo.met == Some(false)).count();
     let drill_anomalies = drills.iter().map(|d| d.anomalies.len()).sum();
@@ -407,11 +407,11 @@ fn summarize(
         ));
     }
     Summary {
-        status: if findings.is_empty() { Status::Ok } else { Status::Attention },
+        status: if findings.is_empty() { ReportStatus::Ok } else { ReportStatus::Attention },
         findings,
         drills: drills.len(),
-        drills_succeeded: with_verdict(Verdict::Succeeded),
-        drills_objective_missed: with_verdict(Verdict::ObjectiveMissed),
+        drills_succeeded: with_verdict(DrillVerdict::Succeeded),
+        drills_objective_missed: with_verdict(DrillVerdict::ObjectiveMissed),
         drills_failed,
         failed_checks: failed_checks.len(),
         backup_attempts: backups.recorded,

@@ -4,7 +4,7 @@
 
 use std::fmt::{self, Write};
 
-use super::{GapBasis, Measured, Report, RpoGap, Verdict, duration, time};
+use super::{DrillVerdict, GapBasis, Measured, Report, RpoGap, duration, time};
 use crate::units;
 
 pub fn render(report: &Report) -> String {
@@ -135,7 +135,7 @@ fn drills(out: &mut String, report: &Report) -> fmt::Result {
     writeln!(out, "|---|---|---|---|---|---|---|")?;
     for drill in &report.drills {
         let verdict = match drill.verdict {
-            Verdict::Succeeded => drill.verdict.label().to_string(),
+            DrillVerdict::Succeeded => drill.verdict.label().to_string(),
             _ => format!("**{}**", drill.verdict.label()),
         };
         let mut checks = vec![format!("{} passed", drill.checks_passed)];

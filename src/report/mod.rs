@@ -7,6 +7,7 @@
 //! Markdown for chat and email, a self-contained HTML page, JSON for machines) are pure functions of it, so the
 //! three formats always tell the same story. docs/report.md explains each section to the reader.
 
+mod escape;
 mod file;
 mod gather;
 mod html;
@@ -50,7 +51,7 @@ pub struct Report {
     pub repository: String,
     pub window: Window,
     /// The objectives of the current configuration; each drill carries the ones in force when it ran.
-    pub objectives: Objectives,
+    pub objectives: ReportObjectives,
     pub summary: Summary,
     /// Drills that started inside the window, oldest first.
     pub drills: Vec<DrillSummary>,
@@ -85,14 +86,14 @@ pub struct Window {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Objectives {
+pub struct ReportObjectives {
     pub rpo_seconds: Option<f64>,
     pub rto_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum ReportStatus {
     /// Nothing needs a look.
     Ok,
     /// At least one finding.
@@ -101,7 +102,7 @@ pub enum Status {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
-    pub status: Status,
+    pub status: ReportStatus,
     /// What needs a look, one sentence each, most serious first; empty when the status is `ok`.
     pub findings: Vec<String>,
     pub drills: usize,
@@ -125,7 +126,7 @@ pub struct Summary {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum DrillVerdict {
     /// Passed every check and met the objectives in force.
     Succeeded,
     /// Passed every check, but the restore took longer than the RTO or the data was older than the RPO.
@@ -134,12 +135,12 @@ pub enum Verdict {
     Failed,
 }
 
-impl Verdict {
+impl DrillVerdict {
     pub fn label(self) -> &'static str {
         match self {
-            Verdict::Succeeded => "succeeded",
-            Verdict::ObjectiveMissed => "objective missed",
-            Verdict::Failed => "failed",
+            DrillVerdict::Succeeded => "succeeded",
+            DrillVerdict::ObjectiveMissed => "objective missed",
+            DrillVerdict::Failed => "failed",
         }
     }
 }
@@ -188,7 +189,7 @@ pub struct DrillSummary {
     pub hostname: String,
     /// The snapshot restored; `None` when the drill failed before choosing one.
     pub snapshot: Option<SnapshotId>,
-    pub verdict: Verdict,
+    pub verdict: DrillVerdict,
     /// Why the drill did not succeed, on one line.
     pub reason: Option<String>,
     /// From the start of the fetch to the end of verification.

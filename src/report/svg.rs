@@ -11,7 +11,7 @@
 
 use std::fmt::{self, Write};
 
-use super::html::escape;
+use super::escape;
 
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 260.0;
@@ -101,7 +101,7 @@ fn draw(svg: &mut String, chart: &Chart) -> fmt::Result {
     write!(
         svg,
         r#"<svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{}" class="chart">"#,
-        escape(&chart.title)
+        escape::html(&chart.title)
     )?;
     let mut tick = 0.0;
     while tick <= top + step / 2.0 {
@@ -115,7 +115,7 @@ fn draw(svg: &mut String, chart: &Chart) -> fmt::Result {
     let label_every = chart.bars.len().div_ceil(MAX_LABELS).max(1);
     for (i, bar) in chart.bars.iter().enumerate() {
         let center = LEFT + slot * (i as f64 + 0.5);
-        write!(svg, "<g><title>{}</title>", escape(&bar.tooltip))?;
+        write!(svg, "<g><title>{}</title>", escape::html(&bar.tooltip))?;
         match bar.value {
             Some(value) => {
                 // A tiny value still shows as a sliver, so it is not mistaken for a missing one.
@@ -169,7 +169,7 @@ fn text(svg: &mut String, x: f64, y: f64, style: &str, content: &str) -> fmt::Re
     if content.is_empty() {
         return Ok(());
     }
-    write!(svg, r#"<text x="{x:.1}" y="{y:.1}" {style}>{}</text>"#, escape(content))
+    write!(svg, r#"<text x="{x:.1}" y="{y:.1}" {style}>{}</text>"#, escape::html(content))
 }
 
 /// A round tick step for values up to `highest`, and the axis top (a whole number of steps, at least one): at

@@ -6,9 +6,9 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use super::state::{Outcome, Status};
+use super::state::{JobOutcome, ServiceStatus};
 
-/// Counters the service accumulates beyond what [`Status`] holds.
+/// Counters the service accumulates beyond what [`ServiceStatus`] holds.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
     pub pruned_snapshots: u64,
@@ -25,7 +25,8 @@ impl Out {
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         let _ = write!(self.0, "{name}");
         if !labels.is_empty() {
-            let rendered: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let rendered: Vec<String> =
+                labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v))).collect();
             let _ = write!(self.0, "{{{}}}", rendered.join(","));
         }
         let _ = writeln!(self.0, " {value}");
@@ -33,7 +34,7 @@ impl Out {
 }
 
 /// Label values escape backslash, double quote and newline.
-fn escape(value: &str) -> String {
+fn escape_label_value(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
@@ -41,7 +42,7 @@ fn timestamp(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
-pub fn render(status: &Status, counters: &Counters, now: DateTime<Utc>) -> String {
+pub fn render(status: &ServiceStatus, counters: &Counters, now: DateTime<Utc>) -> String {
     let mut out = Out(String::new());
     let repo = &status.repository;
 
@@ -100,7 +101,7 @@ pub fn render(status: &Status, counters: &Counters, now: DateTime<Utc>) -> Strin
 
     out.family("dr_job_runs_total", "counter", "Scheduled job runs since the service started, by outcome.");
     for (name, job) in &status.jobs {
-        for outcome in [Outcome::Success, Outcome::Failure, Outcome::Skipped] {
+        for outcome in [JobOutcome::Success, JobOutcome::Failure, JobOutcome::Skipped] {
             let count = job.runs.get(&outcome).copied().unwrap_or(0);
             let kind = job.kind.to_string();
             out.sample(
@@ -116,7 +117,7 @@ pub fn render(status: &Status, counters: &Counters, now: DateTime<Utc>) -> Strin
     }
     out.family("dr_job_last_success_timestamp_seconds", "gauge", "When each job last finished successfully.");
     for (name, job) in &status.jobs {
-        if job.last_outcome == Some(Outcome::Success)
+        if job.last_outcome == Some(JobOutcome::Success)
             && let Some(finished) = job.last_finished
         {
             out.sample("dr_job_last_success_timestamp_seconds", &[("job", name)], timestamp(finished));
@@ -138,12 +139,12 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[test]
     fn every_family_has_help_and_type_once() {
-        let text = render(&Status::default(), &Counters::default(), Utc::now());
+        let text = render(&ServiceStatus::default(), &Counters::default(), Utc::now());
         let mut seen = std::collections::BTreeSet::new();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let name = line.split_whitespace().nth(2).unwrap().to_string();

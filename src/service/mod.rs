@@ -30,7 +30,7 @@ use crate::config::{Config, JobKind};
 use crate::error::{Error, Result};
 pub use metrics::Counters;
 pub use schedule::{Job, load as load_jobs};
-pub use state::{HeldLock, Outcome, RepositoryStatus, Status};
+pub use state::{HeldLock, JobOutcome, RepositoryStatus, ServiceStatus};
 use state::{JobStatus, Persisted};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
@@ -73,7 +73,7 @@ impl std::fmt::Debug for ServeOptions {
 /// What the HTTP handlers and the jobs share.
 pub(crate) struct Shared {
     config: RwLock<Arc<Config>>,
-    status: Mutex<Status>,
+    status: Mutex<ServiceStatus>,
     counters: Mutex<Counters>,
     /// The bearer token `/metrics` and `/status` require, when `[service] token_file` is set.
     token: RwLock<Option<String>>,
@@ -88,7 +88,7 @@ impl Shared {
 
     /// The status lock is never held across an await, so a poisoned lock can only come from a panic elsewhere;
     /// the data is still the best there is.
-    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+    fn status(&self) -> std::sync::MutexGuard<'_, ServiceStatus> {
         self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -169,7 +169,7 @@ pub async fn serve(mut options: ServeOptions) -> Result<()> {
         .map_err(|e| Error::io(format!("listening on {listen} ([service] listen)"), e))?;
     let shared = Arc::new(Shared {
         config: RwLock::new(Arc::new(config)),
-        status: Mutex::new(Status { started_at: Some(Utc::now()), ..Status::default() }),
+        status: Mutex::new(ServiceStatus { started_at: Some(Utc::now()), ..ServiceStatus::default() }),
         counters: Mutex::new(Counters::default()),
         token: RwLock::new(token),
         sinks: RwLock::new(sinks),
@@ -355,7 +355,7 @@ impl Scheduler {
             entry.next_run = next;
             if self.running.contains_key(&job.name) {
                 // Never two runs of one job at once: this slot is skipped, and counted.
-                *entry.runs.entry(Outcome::Skipped).or_default() += 1;
+                *entry.runs.entry(JobOutcome::Skipped).or_default() += 1;
                 tracing::warn!(job = %job.name, "the previous run is still going: this run is skipped");
                 continue;
             }
@@ -397,7 +397,7 @@ impl Scheduler {
             entry.running_since = None;
             entry.last_finished = Some(now);
             entry.last_duration_seconds = Some(seconds);
-            let outcome = if result.is_ok() { Outcome::Success } else { Outcome::Failure };
+            let outcome = if result.is_ok() { JobOutcome::Success } else { JobOutcome::Failure };
             entry.last_outcome = Some(outcome);
             entry.last_error = result.as_ref().err().map(ToString::to_string);
             *entry.runs.entry(outcome).or_default() += 1;

@@ -15,7 +15,7 @@ use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Status {
+pub struct ServiceStatus {
     pub started_at: Option<DateTime<Utc>>,
     pub jobs: BTreeMap<String, JobStatus>,
     /// Per source, from the last successful backup job.
@@ -33,28 +33,28 @@ pub struct JobStatus {
     pub running_since: Option<DateTime<Utc>>,
     pub last_started: Option<DateTime<Utc>>,
     pub last_finished: Option<DateTime<Utc>>,
-    pub last_outcome: Option<Outcome>,
+    pub last_outcome: Option<JobOutcome>,
     pub last_error: Option<String>,
     pub last_duration_seconds: Option<f64>,
     /// Runs by outcome since the service started.
-    pub runs: BTreeMap<Outcome, u64>,
+    pub runs: BTreeMap<JobOutcome, u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum JobOutcome {
     Success,
     Failure,
     /// Skipped because the previous run of the same job was still going.
     Skipped,
 }
 
-impl Outcome {
+impl JobOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-            Outcome::Skipped => "skipped",
+            JobOutcome::Success => "success",
+            JobOutcome::Failure => "failure",
+            JobOutcome::Skipped => "skipped",
         }
     }
 }

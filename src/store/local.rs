@@ -101,7 +101,10 @@ fn collect_empty(dir: &Path, before: std::time::SystemTime, found: &mut Vec<Path
 async fn commit(partial: &Path, path: &Path) -> io::Result<()> {
     tokio::fs::rename(partial, path).await?;
     if let Some(parent) = path.parent() {
-        tokio::fs::File::open(parent).await?.sync_all().await?;
+        let parent = parent.to_path_buf();
+        tokio::task::spawn_blocking(move || crate::files::sync_directory(&parent))
+            .await
+            .map_err(io::Error::other)??;
     }
     Ok(())
 }
