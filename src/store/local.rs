@@ -35,10 +35,15 @@ impl LocalStore {
     }
 
     fn error(&self, operation: &'static str, key: &str, e: io::Error) -> Error {
-        if e.kind() == io::ErrorKind::NotFound && operation == "read" {
+        store_error(&self.location, operation, key, e)
+    }
+
+    /// Opening an object to read it: here, and only here, a missing file is a missing object.
+    fn open_error(&self, key: &str, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::NotFound {
             return Error::ObjectMissing { key: key.to_string() };
         }
-        store_error(&self.location, operation, key, e)
+        self.error("read", key, e)
     }
 
     /// Creates a hidden temporary file beside `path`.
@@ -137,7 +142,7 @@ impl Store for LocalStore {
 
     async fn get(&self, key: &str) -> Result<ObjectReader> {
         let path = self.path_of(key)?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| self.error("read", key, e))?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| self.open_error(key, e))?;
         // Reads of 1 MiB keep the number of blocking-pool round trips low on large objects.
         Ok(Box::pin(tokio::io::BufReader::with_capacity(1 << 20, file)))
     }

@@ -133,7 +133,7 @@ pub trait ObjectWriter: Send {
 pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u8>> {
     let reader = store.get(key).await?;
     let mut buf = Vec::new();
-    reader.take(limit + 1).read_to_end(&mut buf).await.map_err(|e| store_error(store.location(), "read", key, e))?;
+    reader.take(limit + 1).read_to_end(&mut buf).await.map_err(|e| read_error(store.location(), key, e))?;
     if buf.len() as u64 > limit {
         return Err(Error::ObjectCorrupt {
             key: key.to_string(),
@@ -216,8 +216,24 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
     if valid { Ok(()) } else { Err(Error::Usage(format!("invalid object key {key:?}"))) }
 }
 
-pub(crate) fn store_error(location: &str, operation: &'static str, key: &str, e: impl fmt::Display) -> Error {
-    Error::Store { location: location.to_string(), operation, key: key.to_string(), message: e.to_string() }
+/// A store's failure on one object, keeping its cause, with the general hint.
+pub(crate) fn store_error(
+    location: &str,
+    operation: &'static str,
+    key: &str,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Store { location: location.to_string(), operation, key: key.to_string(), source: cause.into(), hint: None }
+}
+
+/// A failed read of an object's stream. A store that found the cause itself (an S3 object replaced mid-read)
+/// puts its own error inside the `io::Error`; its hint is kept, since it says more than the general one.
+pub(crate) fn read_error(location: &str, key: &str, e: std::io::Error) -> Error {
+    let hint = match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::Store { hint, .. }) => *hint,
+        _ => None,
+    };
+    Error::Store { location: location.to_string(), operation: "read", key: key.to_string(), source: e.into(), hint }
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::Inner;
-use crate::error::{Error, Result};
+use super::errors::Finding;
+use crate::error::Result;
 
 /// Downloaded pieces in flight between the download task and the reader.
 pub(super) const DOWNLOAD_CHANNEL: usize = 16;
@@ -28,12 +29,7 @@ impl Inner {
         if let (Some(expected), Some(actual)) = (etag, this_etag.as_deref())
             && expected != actual
         {
-            return Err(Error::Store {
-                location: self.location.clone(),
-                operation: "read",
-                key: key.to_string(),
-                message: "the object changed while it was being read".to_string(),
-            });
+            return Err(self.finding("read", key, Finding::ObjectChanged));
         }
         Ok(GetResponse { body: response.body, etag: this_etag })
     }
@@ -76,7 +72,7 @@ pub(super) async fn download(
                 match inner.get_from(&full, &key, offset, etag.as_deref()).await {
                     Ok(next) => body = next.body,
                     Err(e) => {
-                        let _ = sender.send(Err(std::io::Error::other(e.to_string()))).await;
+                        let _ = sender.send(Err(std::io::Error::other(e))).await;
                         return;
                     }
                 }

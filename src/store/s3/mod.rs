@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use super::check_key;
 use super::retry::Attempt;
 use crate::error::{Error, Result};
-use errors::{Described, connect_failure, describe, is_transient};
+use errors::{Described, Subject, connect_failure, describe, is_transient};
 
 pub use options::{
     DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3Options, StaticCredentials,
@@ -124,8 +124,24 @@ impl Inner {
         }
     }
 
-    /// Runs one S3 request under the retry policy, mapping its final error to dr's.
+    /// Runs one S3 request on an object under the retry policy, mapping its final error to dr's.
     pub(super) async fn retry<T, E, F, Fut>(&self, operation: &'static str, key: &str, request: F) -> Result<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
+    {
+        self.retry_on(Subject::Object, operation, key, request).await
+    }
+
+    /// Runs one S3 request under the retry policy; `subject` is what a bare 404 means is missing.
+    async fn retry_on<T, E, F, Fut>(
+        &self,
+        subject: Subject,
+        operation: &'static str,
+        key: &str,
+        request: F,
+    ) -> Result<T>
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         F: FnMut() -> Fut,
@@ -154,7 +170,7 @@ impl Inner {
                 }
             })
             .await
-            .map_err(|e| self.error(operation, key, &e.error, !e.first_contact))
+            .map_err(|e| self.error(subject, operation, key, e.error, !e.first_contact))
     }
 
     /// Aborts a multipart upload (retried); one that is already gone counts as aborted.

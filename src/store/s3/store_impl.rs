@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::download::{DOWNLOAD_CHANNEL, download};
+use super::errors::Subject;
 use super::writer::S3Writer;
 use super::{S3Store, to_chrono};
 use crate::error::{Error, Result};
@@ -102,7 +103,7 @@ impl Store for S3Store {
         let inner = &self.inner;
         let bucket = &inner.options.bucket;
         inner
-            .retry("checking the bucket", bucket, || {
+            .retry_on(Subject::Bucket, "checking the bucket", bucket, || {
                 inner.client.list_objects_v2().bucket(bucket).prefix(&inner.options.prefix).max_keys(1).send()
             })
             .await

@@ -9,6 +9,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
+use super::errors::Finding;
 use super::{Inner, MAX_PARTS, content_md5};
 use crate::error::{Error, Result};
 use crate::store::ObjectWriter;
@@ -49,8 +50,8 @@ impl S3Writer {
     }
 
     /// A failure of this upload that is not a request's (those are classified by [`Inner::retry`]).
-    fn error(&self, message: String) -> Error {
-        Error::Store { location: self.inner.location.clone(), operation: "write", key: self.key.clone(), message }
+    fn error(&self, finding: Finding) -> Error {
+        self.inner.finding("write", &self.key, finding)
     }
 
     async fn start_multipart(&mut self) -> Result<String> {
@@ -63,9 +64,7 @@ impl S3Writer {
                 inner.client.create_multipart_upload().bucket(&inner.options.bucket).key(&self.full).send()
             })
             .await?;
-        let id = created
-            .upload_id()
-            .ok_or_else(|| self.error("the server started a multipart upload without an upload id".to_string()))?;
+        let id = created.upload_id().ok_or_else(|| self.error(Finding::NoUploadId))?;
         self.upload_id = Some(id.to_string());
         Ok(id.to_string())
     }
@@ -82,7 +81,7 @@ impl S3Writer {
                 }
                 Ok(())
             }
-            Some(Err(e)) => Err(self.error(format!("a part upload stopped: {e}"))),
+            Some(Err(e)) => Err(self.error(Finding::PartStopped(e))),
             None => Ok(()),
         }
     }
@@ -90,10 +89,7 @@ impl S3Writer {
     /// Sends one part, first waiting for a free slot: this wait is the backpressure on the producer.
     async fn send_part(&mut self, data: Bytes) -> Result<()> {
         if self.next_part as u64 > MAX_PARTS {
-            return Err(self.error(format!(
-                "the object needs more than {MAX_PARTS} parts of {}: raise [repository] part_size",
-                crate::units::bytes(self.inner.options.part_size)
-            )));
+            return Err(self.error(Finding::TooManyParts { part_size: self.inner.options.part_size }));
         }
         let upload_id = self.start_multipart().await?;
         while self.in_flight.len() >= self.inner.options.concurrency {
@@ -167,9 +163,7 @@ impl S3Writer {
             })
             .await?;
         if !completed && !self.completed_earlier().await? {
-            return Err(
-                self.error("the multipart upload disappeared before it was completed (NoSuchUpload)".to_string())
-            );
+            return Err(self.error(Finding::UploadVanished));
         }
         self.upload_id = None;
         Ok(())
