@@ -33,7 +33,10 @@ const LOCK_SUFFIX: &str = ".json";
 /// A lock object is a few hundred bytes; anything bigger is not one of ours.
 const LOCK_LIMIT: u64 = 64 << 10;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
-/// Below this, a renewal every `lease / 3` would not survive one slow request.
+/// The shortest lease accepted. It refuses only leases that cannot work at all: the holder renews every
+/// `lease / 3` and retries a failed renewal every `lease / 12` (at least 100 ms), so below a second not even
+/// one retry of a fast local write fits before the lease runs out. It is a floor, not advice: on S3, where one
+/// write can take a second, keep the default or tens of seconds at least (docs/locks.md).
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 /// The first backoff after a conflict; it doubles up to [`MAX_BACKOFF`], and each sleep is jittered.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -100,6 +103,24 @@ impl LockOptions {
             wait: config.wait.unwrap_or_default(),
         }
     }
+}
+
+/// Checks `[lock]`: the lease must be at least [`MIN_LEASE`].
+pub fn validate(config: &LockConfig) -> Result<()> {
+    config.lease.map_or(Ok(()), check_lease)
+}
+
+/// The one check of the lease minimum, for `[lock]` and for [`LockOptions`] built in code alike.
+fn check_lease(lease: Duration) -> Result<()> {
+    if lease < MIN_LEASE {
+        return Err(Error::ConfigInvalid(format!(
+            "[lock] lease = {} is too short; use at least {} (default {})",
+            humantime::format_duration(lease),
+            humantime::format_duration(MIN_LEASE),
+            humantime::format_duration(DEFAULT_LEASE)
+        )));
+    }
+    Ok(())
 }
 
 /// The content of a lock object.
@@ -340,13 +361,7 @@ impl Conflict {
 }
 
 async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -> Result<RepositoryLock> {
-    if options.lease < MIN_LEASE {
-        return Err(Error::ConfigInvalid(format!(
-            "[lock] lease is {}: it must be at least {}",
-            crate::units::duration(options.lease),
-            crate::units::duration(MIN_LEASE)
-        )));
-    }
+    check_lease(options.lease)?;
     let start = Instant::now();
     let created_at = Utc::now();
     let id = format!("{}-{:016x}", created_at.format("%Y%m%dT%H%M%SZ"), rand::random::<u64>());
@@ -675,6 +690,21 @@ mod tests {
 
     fn options(purpose: &str) -> LockOptions {
         LockOptions { purpose: purpose.to_string(), lease: Duration::from_secs(2), wait: Duration::ZERO }
+    }
+
+    #[tokio::test]
+    async fn the_lease_minimum_is_one_check_for_the_file_and_for_code() {
+        let short = LockConfig { lease: Some(Duration::from_millis(500)), wait: None };
+        let err = validate(&short).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: [lock] lease = 500ms is too short; use at least 1s (default 5m)"
+        );
+        assert!(validate(&LockConfig { lease: Some(MIN_LEASE), wait: None }).is_ok());
+        assert!(validate(&LockConfig::default()).is_ok());
+        let in_code = LockOptions { lease: Duration::from_millis(500), ..options("backup") };
+        let err = repository().await.lock(LockKind::Shared, &in_code).await.unwrap_err();
+        assert_eq!(err.to_string(), validate(&short).unwrap_err().to_string());
     }
 
     #[test]

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncWriteExt;
 
-use super::{ObjectMeta, ObjectReader, ObjectWriter, PendingUpload, Store, UploadKind, check_key, store_error};
+use super::{
+    Leftovers, ObjectMeta, ObjectReader, ObjectWriter, PendingUpload, Store, UploadKind, check_key, store_error,
+};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -221,6 +223,13 @@ impl Store for LocalStore {
         Ok(())
     }
 
+    fn leftovers(&self) -> Option<&dyn Leftovers> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Leftovers for LocalStore {
     async fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<PendingUpload>> {
         let root = self.root.clone();
         let location = self.location.clone();

@@ -2,6 +2,8 @@
 
 use super::super::check_key;
 use super::super::retry::RetryPolicy;
+use crate::config::RepositoryConfig;
+use crate::error::{Error, Result};
 
 /// S3's smallest part (but the last), and its largest number of parts.
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -75,5 +77,37 @@ impl S3Options {
             retry: RetryPolicy::default(),
             credentials: None,
         })
+    }
+}
+
+/// The `[repository]` section of an `s3://` repository, checked: the URL, the endpoint's scheme, the part size
+/// (S3's limits) and the concurrency.
+impl TryFrom<&RepositoryConfig> for S3Options {
+    type Error = Error;
+
+    fn try_from(repository: &RepositoryConfig) -> Result<S3Options> {
+        let invalid = |message: String| Error::ConfigInvalid(format!("[repository] {message}"));
+        let mut options = S3Options::from_url(&repository.url).map_err(|e| invalid(format!("url: {e}")))?;
+        if let Some(endpoint) = &repository.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(format!("endpoint {endpoint:?} must start with http:// or https://")));
+            }
+            options.endpoint = Some(endpoint.trim_end_matches('/').to_string());
+        }
+        options.region = repository.region.clone();
+        options.path_style = repository.path_style.unwrap_or(repository.endpoint.is_some());
+        if let Some(size) = repository.part_size {
+            if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&size.as_u64()) {
+                return Err(invalid(format!("part_size = {size} must be between 5 MiB and 5 GiB")));
+            }
+            options.part_size = size.as_u64();
+        }
+        if let Some(concurrency) = repository.concurrency {
+            if !(1..=64).contains(&concurrency) {
+                return Err(invalid(format!("concurrency = {concurrency} must be between 1 and 64")));
+            }
+            options.concurrency = concurrency;
+        }
+        Ok(options)
     }
 }

@@ -10,7 +10,7 @@ use super::errors::Subject;
 use super::writer::S3Writer;
 use super::{S3Store, to_chrono};
 use crate::error::{Error, Result};
-use crate::store::{ObjectMeta, ObjectReader, ObjectWriter, PendingUpload, Store, UploadKind};
+use crate::store::{Leftovers, ObjectMeta, ObjectReader, ObjectWriter, PendingUpload, Store, UploadKind};
 
 #[async_trait]
 impl Store for S3Store {
@@ -122,6 +122,13 @@ impl Store for S3Store {
         }
     }
 
+    fn leftovers(&self) -> Option<&dyn Leftovers> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Leftovers for S3Store {
     /// ListMultipartUploads under the prefix, page by page (`list_page_size` uploads a page). Needs
     /// `s3:ListBucketMultipartUploads` on the bucket.
     async fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<PendingUpload>> {
@@ -172,5 +179,14 @@ impl Store for S3Store {
     async fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
         let full = self.inner.full_key(&upload.key)?;
         self.inner.abort_multipart(&upload.key, &full, &upload.upload_id).await
+    }
+
+    /// A bucket has no directories: a key's `/`-separated parts exist only in the key.
+    async fn empty_directories(&self, _prefix: &str, _before: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_empty_directory(&self, _key: &str) -> Result<()> {
+        Ok(())
     }
 }
