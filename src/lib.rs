@@ -28,6 +28,7 @@ pub mod recover;
 pub mod repo;
 pub mod report;
 pub mod retention;
+pub mod retry;
 pub mod run_dir;
 pub mod service;
 pub mod store;

@@ -14,7 +14,7 @@ use common::faults::{Action, FaultProxy, Gate, Rule, describe};
 use common::garage::Garage;
 use common::{DATABASE, FilesSite, Run, Site, UPLOAD_EXCLUDES, dr_command, fingerprint, listing};
 use dr::Store;
-use dr::store::retry::RetryPolicy;
+use dr::retry::RetryPolicy;
 use dr::store::s3::MIN_PART_SIZE;
 use dr::store::{S3Options, S3Store};
 use tokio::io::AsyncReadExt;

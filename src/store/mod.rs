@@ -14,7 +14,6 @@
 pub mod conformance;
 mod local;
 mod memory;
-pub mod retry;
 pub mod s3;
 
 use std::fmt;

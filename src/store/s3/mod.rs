@@ -32,7 +32,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::check_key;
-use super::retry::Attempt;
+use crate::retry::Attempt;
 use crate::error::{Error, Result};
 use errors::{Described, Subject, connect_failure, describe, is_transient};
 

@@ -1,7 +1,7 @@
 //! Where the bucket is and how to talk to it: `s3://bucket/prefix` and the settings around it.
 
 use super::super::check_key;
-use super::super::retry::RetryPolicy;
+use crate::retry::RetryPolicy;
 use crate::config::RepositoryConfig;
 use crate::error::{Error, Result};
 
