@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::Repository;
 use crate::config::LockConfig;
 use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
 use crate::store::{self, Store};
 
 pub const LOCKS_PREFIX: &str = "locks/";
@@ -38,9 +39,14 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 /// one retry of a fast local write fits before the lease runs out. It is a floor, not advice: on S3, where one
 /// write can take a second, keep the default or tens of seconds at least (docs/locks.md).
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
-/// The first backoff after a conflict; it doubles up to [`MAX_BACKOFF`], and each sleep is jittered.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Waiting for a conflicting lock: the sleeps start at 200 ms and double up to 5 s, jittered by the one rule
+/// (`crate::retry`); how long to keep trying is `[lock] wait`'s to say, not the policy's.
+const WAIT_BACKOFF: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    base_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(5),
+    max_elapsed: Duration::MAX,
+};
 /// An object under `locks/` that does not parse blocks like an exclusive lock for this long after it was written
 /// (dr writes lock objects whole, so such an object was not written by this version of dr).
 const UNREADABLE_LOCK_LEASE: Duration = DEFAULT_LEASE;
@@ -378,7 +384,7 @@ async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -
         renewed_at: created_at,
         expires_at: created_at,
     };
-    let mut backoff = FIRST_BACKOFF;
+    let mut conflicts = 0;
     let mut announced = false;
     // Also withdraws our attempt if this future is dropped half-way (a waiting command cancelled).
     let mut attempt = Attempt { store: store.clone(), key: key.clone(), pending: false };
@@ -427,10 +433,9 @@ async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -
             );
             announced = true;
         }
-        // Equal jitter: between half and all of the backoff, so that racers part without spinning.
-        let delay = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0).min(options.wait - elapsed);
-        tokio::time::sleep(delay).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        // Jittered, so that two racers that backed off together part without spinning.
+        conflicts += 1;
+        tokio::time::sleep(WAIT_BACKOFF.backoff(conflicts).min(options.wait - elapsed)).await;
     }
 }
 

@@ -69,6 +69,7 @@ pub(super) async fn download(
                     return;
                 }
                 tracing::warn!(key = %key, offset, "download interrupted ({e}); resuming from byte {offset}");
+                tokio::time::sleep(inner.options.retry.backoff(resumes)).await;
                 match inner.get_from(&full, &key, offset, etag.as_deref()).await {
                     Ok(next) => body = next.body,
                     Err(e) => {

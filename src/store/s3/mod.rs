@@ -32,8 +32,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::check_key;
-use crate::retry::Attempt;
 use crate::error::{Error, Result};
+use crate::retry::Attempt;
 use errors::{Described, Subject, connect_failure, describe, is_transient};
 
 pub use options::{

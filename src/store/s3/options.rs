@@ -1,9 +1,9 @@
 //! Where the bucket is and how to talk to it: `s3://bucket/prefix` and the settings around it.
 
 use super::super::check_key;
-use crate::retry::RetryPolicy;
 use crate::config::RepositoryConfig;
 use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
 
 /// S3's smallest part (but the last), and its largest number of parts.
 pub const MIN_PART_SIZE: u64 = 5 << 20;
