@@ -86,13 +86,19 @@ impl RetryPolicy {
 
     /// The wait after the `attempt`-th failure (1 for the first): the module's one rule.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let (base, cap) = match base_override() {
+        let (base, cap) = self.bounds(base_override());
+        equal_jitter(base, cap, attempt)
+    }
+
+    /// The base delay and cap in force: the policy's own, or with `DR_RETRY_BASE` that base and a cap scaled
+    /// alike, so the backoff keeps its shape.
+    fn bounds(&self, base_override: Option<Duration>) -> (Duration, Duration) {
+        match base_override {
             Some(base) if !self.base_delay.is_zero() => {
                 (base, self.max_delay.mul_f64(base.as_secs_f64() / self.base_delay.as_secs_f64()))
             }
             _ => (self.base_delay, self.max_delay),
-        };
-        equal_jitter(base, cap, attempt)
+        }
     }
 }
 
@@ -163,6 +169,15 @@ mod tests {
             })
             .await;
         assert_eq!(result, Err("fail 4".to_string()));
+    }
+
+    #[test]
+    fn the_base_override_shrinks_the_whole_backoff_alike() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.bounds(None), (policy.base_delay, policy.max_delay));
+        let (base, cap) = policy.bounds(Some(Duration::from_millis(10)));
+        assert_eq!(base, Duration::from_millis(10));
+        assert_eq!(cap, Duration::from_secs(1), "20 s scaled by 10 ms / 200 ms");
     }
 
     #[test]
