@@ -370,12 +370,6 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn passes_the_store_conformance_suite() {
-        let dir = tempfile::tempdir().unwrap();
-        super::super::conformance::run(&LocalStore::new(dir.path())).await;
-    }
-
-    #[tokio::test]
     async fn stale_partial_files_and_empty_directories_are_found_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());

@@ -9,9 +9,8 @@
 //! - `put` is atomic: readers see the old state or the whole new object, never a part.
 //!
 //! Implementations: [`LocalStore`] (a directory), [`S3Store`] (an S3-compatible bucket), [`MemoryStore`]
-//! (tests). All pass [`conformance::run`].
+//! (tests). Each promise of the trait is a named test in `tests/store_contract.rs`, run against all three.
 
-pub mod conformance;
 mod local;
 mod memory;
 pub mod s3;
