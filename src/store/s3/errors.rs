@@ -15,7 +15,7 @@ pub(super) struct RequestFailure {
 }
 
 impl RequestFailure {
-    fn new<E>(text: String, sdk: SdkError<E, HttpResponse>) -> Box<dyn std::error::Error + Send + Sync>
+    fn boxed<E>(text: String, sdk: SdkError<E, HttpResponse>) -> Box<dyn std::error::Error + Send + Sync>
     where
         E: std::error::Error + Send + Sync + 'static,
     {
@@ -100,17 +100,17 @@ impl Inner {
         if is_missing_credentials(&e) {
             // The SDK's chain lists every provider it tried, on one line: useful when debugging, noise otherwise.
             tracing::debug!("no S3 credentials: {message}");
-            return Error::NoStoreCredentials { location, source: RequestFailure::new(message, e) };
+            return Error::NoStoreCredentials { location, source: RequestFailure::boxed(message, e) };
         }
         if let Some(reason) = connect_failure(&e) {
-            let source = RequestFailure::new(reason, e);
+            let source = RequestFailure::boxed(reason, e);
             return Error::StoreUnreachable { location, endpoint: self.endpoint(), source, retried };
         }
         let unreachable = matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_));
         // Some servers (Garage) answer a bad secret or an unknown access key with AccessDenied and say why in
         // the message ("Invalid signature", "No such key: GK...").
         let refused_key = ["signature", "no such key"].iter().any(|s| message.to_lowercase().contains(s));
-        let source = RequestFailure::new(message, e);
+        let source = RequestFailure::boxed(message, e);
         match (code.as_deref(), status) {
             (Some("NoSuchBucket"), _) => Error::NoSuchBucket { location, bucket: self.options.bucket.clone(), source },
             (Some("NoSuchKey"), _) => Error::ObjectMissing { key: key.to_string() },
