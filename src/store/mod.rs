@@ -262,11 +262,35 @@ pub(crate) fn store_error(
 /// A failed read of an object's stream. A store that found the cause itself (an S3 object replaced mid-read)
 /// puts its own error inside the `io::Error`; its hint is kept, since it says more than the general one.
 pub(crate) fn read_error(location: &str, key: &str, e: std::io::Error) -> Error {
-    let hint = match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+    let hint = store_hint(&e);
+    Error::Store { location: location.to_string(), operation: "read", key: key.to_string(), source: e.into(), hint }
+}
+
+/// The hint of a store's own error carried inside an `io::Error`, if that is what it carries.
+fn store_hint(e: &std::io::Error) -> Option<&'static str> {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
         Some(Error::Store { hint, .. }) => *hint,
         _ => None,
-    };
-    Error::Store { location: location.to_string(), operation: "read", key: key.to_string(), source: e.into(), hint }
+    }
+}
+
+/// A failed read of an object's stream as the layers above the store keep it until they know it was the
+/// store's fault (an `io::Error` cannot be cloned): its text, and the hint [`read_error`] would keep.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadFailure {
+    text: String,
+    hint: Option<&'static str>,
+}
+
+impl ReadFailure {
+    pub(crate) fn of(e: &std::io::Error) -> ReadFailure {
+        ReadFailure { text: e.to_string(), hint: store_hint(e) }
+    }
+
+    pub(crate) fn into_error(self, location: &str, key: &str) -> Error {
+        let (operation, hint) = ("read", self.hint);
+        Error::Store { location: location.to_string(), operation, key: key.to_string(), source: self.text.into(), hint }
+    }
 }
 
 #[cfg(test)]
