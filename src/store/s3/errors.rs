@@ -159,13 +159,16 @@ impl<E> std::fmt::Display for Described<E> {
 }
 
 /// Whether the request never left because no credentials could be found (the SDK reports this as a failure
-/// to dispatch, like an unreachable endpoint).
+/// to dispatch, like an unreachable endpoint): the credential chain's own error type, found among the causes.
 fn is_missing_credentials<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
     let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(inner) = cause {
-        let text = inner.to_string();
-        if text.contains("loading credentials") || text.contains("no credentials") {
-            return true;
+        if let Some(credentials) = inner.downcast_ref::<CredentialsError>() {
+            return matches!(
+                credentials,
+                CredentialsError::CredentialsNotLoaded(_) | CredentialsError::ProviderError(_)
+            );
         }
         cause = inner.source();
     }
