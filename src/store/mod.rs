@@ -93,7 +93,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// What writers killed before they could clean up leave behind in this store, if it can hold any: a
     /// local store's hidden partial files and empty directories, S3's open multipart uploads. `None` for a
-    /// store that keeps nothing half-written (the memory store).
+    /// store that keeps nothing half-written (the memory store). A store that wraps another (fault injection,
+    /// limits) forwards its inner store's.
     fn leftovers(&self) -> Option<&dyn Leftovers> {
         None
     }
