@@ -259,7 +259,7 @@ async fn repository(config: &Config) -> Item {
         Err(Error::StoreUnreachable {
             location: config.repository.url.clone(),
             endpoint: config.repository.endpoint.clone().unwrap_or_default(),
-            message: format!("no answer within {}", crate::units::duration(TIMEOUT)),
+            source: format!("no answer within {}", crate::units::duration(TIMEOUT)).into(),
             retried: true,
         })
     });

@@ -73,27 +73,46 @@ pub enum Error {
     #[error("{purpose} lost its repository lock: {reason}")]
     LockLost { purpose: String, reason: String },
 
-    /// The storage backend failed on one object (I/O error, permission, disk full, ...).
-    #[error("repository {location}: {operation} {key}: {message}")]
-    Store { location: String, operation: &'static str, key: String, message: String },
+    /// The storage backend failed on one object (I/O error, permission, disk full, ...). `source` is the
+    /// foreign failure (an `io::Error`, an S3 request's error) or the store's own finding; `hint`, when set, is
+    /// what to do about this one failure, given where it was found (the general advice otherwise).
+    #[error("repository {location}: {operation} {key}: {source}")]
+    Store {
+        location: String,
+        operation: &'static str,
+        key: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+        hint: Option<&'static str>,
+    },
 
     #[error("repository {location}: bucket {bucket:?} does not exist")]
-    NoSuchBucket { location: String, bucket: String },
+    NoSuchBucket { location: String, bucket: String, source: Box<dyn std::error::Error + Send + Sync> },
 
-    #[error("repository {location}: access denied ({operation} {key}): {message}")]
-    StoreAccessDenied { location: String, operation: &'static str, key: String, message: String },
+    #[error("repository {location}: access denied ({operation} {key}): {source}")]
+    StoreAccessDenied {
+        location: String,
+        operation: &'static str,
+        key: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
-    #[error("repository {location}: bad or missing credentials: {message}")]
-    StoreCredentials { location: String, message: String },
+    #[error("repository {location}: bad or missing credentials: {source}")]
+    StoreCredentials { location: String, source: Box<dyn std::error::Error + Send + Sync> },
 
-    /// The AWS credential chain found nothing at all (no variables, no profile, no role).
+    /// The AWS credential chain found nothing at all (no variables, no profile, no role); `source` lists the
+    /// providers it tried (noise in a message, useful when debugging).
     #[error("repository {location}: no S3 credentials found")]
-    NoStoreCredentials { location: String },
+    NoStoreCredentials { location: String, source: Box<dyn std::error::Error + Send + Sync> },
 
     /// `retried`: the endpoint had answered before and the policy's retries were spent; otherwise the very first
     /// connection failed (refused, no such host), which no retry would change.
-    #[error("repository {location}: cannot reach {endpoint}: {message}")]
-    StoreUnreachable { location: String, endpoint: String, message: String, retried: bool },
+    #[error("repository {location}: cannot reach {endpoint}: {source}")]
+    StoreUnreachable {
+        location: String,
+        endpoint: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+        retried: bool,
+    },
 
     #[error("object {key} is missing from the repository")]
     ObjectMissing { key: String },
@@ -342,7 +361,10 @@ impl Error {
                  stays reachable while it runs (the lock is renewed every [lock] lease / 3), then run it again"
                     .to_string()
             }
-            Error::Store { .. } => "check that the repository is reachable, writable and has free space".to_string(),
+            Error::Store { hint: Some(hint), .. } => hint.to_string(),
+            Error::Store { hint: None, .. } => {
+                "check that the repository is reachable, writable and has free space".to_string()
+            }
             Error::NoSuchBucket { .. } => {
                 "create the bucket first (dr never creates buckets), or fix the bucket name in [repository] url"
                     .to_string()

@@ -26,6 +26,8 @@
 //! - [`units`]: human-readable sizes and durations;
 //! - `anomalies`: shrinkage of a source or a table between two snapshots;
 //! - `audit`: the audit log, one JSON line per backup, restore, drill and prune;
+//! - `host`: this host's name and the user dr runs as, looked up one way for locks, records and libpq;
+//! - [`retry`]: the one backoff policy (S3 requests, download resumes, lock waits, alert deliveries);
 //! - `run_dir`: a run's private directory for plaintext, swept after a crash.
 
 pub(crate) mod anomalies;
@@ -46,6 +48,7 @@ pub mod recover;
 pub mod repo;
 pub mod report;
 pub mod retention;
+pub mod retry;
 pub(crate) mod run_dir;
 pub mod service;
 pub mod settings;

@@ -359,7 +359,8 @@ impl Faulty {
                 location: self.inner.location().to_string(),
                 operation: "request",
                 key: key.to_string(),
-                message: "injected failure".to_string(),
+                source: "injected failure".into(),
+                hint: None,
             });
         }
         Ok(())
@@ -401,7 +402,7 @@ impl Store for Faulty {
                 location: self.location().to_string(),
                 operation: "delete",
                 key: key.to_string(),
-                message: "AccessDenied".to_string(),
+                source: "AccessDenied".into(),
             });
         }
         self.inner.delete(key).await

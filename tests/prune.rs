@@ -20,7 +20,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use common::garage::Garage;
 use common::{DATABASE, FilesSite, Run, Site, entries_below};
 use dr::repo::drill_record::{DRILL_RECORD_FORMAT, DrillRecord, Measure, ScratchDescription, Tools};
-use dr::store::{LocalStore, S3Store};
+use dr::store::{Leftovers, LocalStore, S3Store};
 use dr::{Manifest, Recipients, Repository, SnapshotId, Store};
 
 /// The policy of the local test; docs/retention.md works the same example.

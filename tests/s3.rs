@@ -1,4 +1,4 @@
-//! The S3 store against a real S3-compatible server (Garage): the shared store suite, pagination, the whole
+//! The S3 store against a real S3-compatible server (Garage): pagination, the whole
 //! round trip through the `dr` binary, damage found on S3, and the errors a user can cause (missing bucket,
 //! refused credentials, unreachable endpoint, settings that cannot work).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,17 +12,6 @@ use common::garage::Garage;
 use common::{DATABASE, Run, Site, UPLOAD_EXCLUDES, database_exists, fingerprint, listing, roles, scratch};
 use dr::Store;
 use dr::store::S3Store;
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_s3_store_passes_the_store_conformance_suite() {
-    let Some(garage) = Garage::start() else { return };
-    let mut options = garage.options("conformance");
-    options.part_size = dr::store::s3::MIN_PART_SIZE;
-    let store = S3Store::new(options).await;
-    store.check_access().await.unwrap();
-    dr::store::conformance::run(&store).await;
-    assert!(garage.open_multipart_uploads().await.is_empty(), "no upload is left open");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn listings_follow_pagination() {

@@ -14,7 +14,7 @@ use common::faults::{Action, FaultProxy, Gate, Rule, describe};
 use common::garage::Garage;
 use common::{DATABASE, FilesSite, Run, Site, UPLOAD_EXCLUDES, dr_command, fingerprint, listing};
 use dr::Store;
-use dr::store::retry::RetryPolicy;
+use dr::retry::RetryPolicy;
 use dr::store::s3::MIN_PART_SIZE;
 use dr::store::{S3Options, S3Store};
 use tokio::io::AsyncReadExt;
@@ -235,7 +235,10 @@ async fn an_abort_whose_answer_was_lost_is_not_a_failure() {
     assert_no_open_upload(&garage).await;
 }
 
-// ---- The real `dr` binary through the proxy (default retry policy: 200 ms base delay) ----
+// ---- The real `dr` binary through the proxy (the default retry policy, its delays shrunk by DR_RETRY_BASE) ----
+
+/// The first backoff of the `dr` runs below: the default policy's attempts, in milliseconds instead of seconds.
+const QUICK_BACKOFF: &str = "10ms";
 
 /// The `[[files]]` sections of a site whose files live in `root/site`.
 fn files_sources(root: &Path) -> String {
@@ -259,7 +262,7 @@ fn s3_configs(dir: &Path, garage: &Garage, proxy: &FaultProxy, prefix: &str, res
 
 fn dr_at(garage: &Garage, config: &Path, args: &[&str]) -> Run {
     let mut command = dr_command();
-    command.arg("--config").arg(config).args(args).envs(garage.env());
+    command.arg("--config").arg(config).args(args).envs(garage.env()).env(dr::retry::BASE_OVERRIDE_VAR, QUICK_BACKOFF);
     common::run(&mut command)
 }
 
@@ -344,7 +347,8 @@ async fn a_backup_through_transient_faults_completes_with_identical_contents() {
         .arg(&direct)
         .args(["restore", "--to", "latest"])
         .args(Site::into_args(&site.db.url("restored"), &restored))
-        .envs(garage.env());
+        .envs(garage.env())
+        .env(dr::retry::BASE_OVERRIDE_VAR, QUICK_BACKOFF);
     common::run(&mut command).ok();
     assert_eq!(fingerprint(&site.db, "restored").await, fingerprint(&site.db, DATABASE).await);
     assert_eq!(listing(&restored.join("config"), &[]), listing(&site.config_dir(), &[]));
@@ -408,7 +412,8 @@ async fn restore_and_verify_resume_an_interrupted_download() {
         .arg(format!("config={}", restored.join("config").display()))
         .arg("--into")
         .arg(format!("uploads={}", restored.join("uploads").display()))
-        .envs(garage.env());
+        .envs(garage.env())
+        .env(dr::retry::BASE_OVERRIDE_VAR, QUICK_BACKOFF);
     let run = common::run(&mut command);
     let seen = describe(&proxy.seen());
     let run = Run { stderr: format!("{}\nproxy log:\n{seen}", run.stderr), ..run }.ok();

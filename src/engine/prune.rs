@@ -291,7 +291,12 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
         .filter(|s| s.action == Action::Remove)
         .map(|s| (s.id.clone(), manifest_sizes.get(&s.id).copied().unwrap_or(0)))
         .collect();
-    let uploads = match repo.store().stale_uploads(cutoff).await {
+    let leftovers = repo.store().leftovers();
+    let stale_uploads = match leftovers {
+        Some(leftovers) => leftovers.stale_uploads(cutoff).await,
+        None => Ok(Vec::new()),
+    };
+    let uploads = match stale_uploads {
         Ok(uploads) => uploads,
         // Prune's other work does not depend on it; the bucket's lifecycle rule can do this part.
         Err(e @ Error::StoreAccessDenied { .. }) => {
@@ -304,7 +309,10 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
         Err(e) => return Err(e),
     };
     let attempts = crate::repo::attempt_record::expired(&repo.attempt_ids().await?, Utc::now());
-    let empty_directories = repo.store().empty_directories(OBJECTS_PREFIX, cutoff).await?;
+    let empty_directories = match leftovers {
+        Some(leftovers) => leftovers.empty_directories(OBJECTS_PREFIX, cutoff).await?,
+        None => Vec::new(),
+    };
     Ok(PrunePlan {
         snapshots,
         manifests,
@@ -550,17 +558,19 @@ impl PruneExecutor<'_> {
         }
         task.finish(&format!("{} freed", crate::units::bytes(total)));
 
-        // 4. Uploads a killed writer left open.
-        for upload in &plan.uploads {
-            self.may_continue()?;
-            self.repo.store().abort_upload(upload).await?;
-            tracing::debug!(key = %upload.key, id = %upload.upload_id, "stale upload aborted");
-        }
+        // 4. Uploads a killed writer left open (a plan lists some only for a store that can hold them).
+        if let Some(leftovers) = self.repo.store().leftovers() {
+            for upload in &plan.uploads {
+                self.may_continue()?;
+                leftovers.abort_upload(upload).await?;
+                tracing::debug!(key = %upload.key, id = %upload.upload_id, "stale upload aborted");
+            }
 
-        // 5. Directories a failed or killed backup left empty (deepest first, so parents empty in turn).
-        for directory in &plan.empty_directories {
-            self.may_continue()?;
-            self.repo.store().remove_empty_directory(directory).await?;
+            // 5. Directories a failed or killed backup left empty (deepest first, so parents empty in turn).
+            for directory in &plan.empty_directories {
+                self.may_continue()?;
+                leftovers.remove_empty_directory(directory).await?;
+            }
         }
 
         // 6. Backup attempt records past the history the reports read.

@@ -8,7 +8,7 @@ use super::{Sealed, Tally};
 use crate::crypto::{DecryptFailure, Identities};
 use crate::error::{Error, Result};
 use crate::progress::ProgressTask;
-use crate::store::{Store, store_error};
+use crate::store::Store;
 
 type Source = Box<dyn Read + Send>;
 
@@ -58,8 +58,8 @@ pub fn open_decoder(
     let decrypted = match identities.decrypt(raw) {
         Ok(reader) => reader,
         Err(failure) => {
-            if let Some(message) = tally.source_error() {
-                return Err(store_error(location, "read", key, message));
+            if let Some(failure) = tally.source_error() {
+                return Err(failure.into_error(location, key));
             }
             return Err(header_error(failure, key));
         }
@@ -203,7 +203,7 @@ fn header_error(failure: DecryptFailure, key: &str) -> Error {
 
 fn classify(tally: &Tally, location: &str, key: &str, e: &io::Error) -> Error {
     match tally.source_error() {
-        Some(message) => store_error(location, "read", key, message),
+        Some(failure) => failure.into_error(location, key),
         None => Error::ObjectCorrupt { key: key.to_string(), reason: explain(e) },
     }
 }

@@ -94,7 +94,7 @@ struct TallyState {
     hasher: Sha256,
     bytes: u64,
     /// The first error from the layer under the tally (the store), as opposed to the layers above it.
-    source_error: Option<String>,
+    source_error: Option<crate::store::ReadFailure>,
 }
 
 impl Tally {
@@ -105,10 +105,10 @@ impl Tally {
     }
 
     fn record_source_error(&self, e: &io::Error) {
-        self.lock().source_error.get_or_insert_with(|| e.to_string());
+        self.lock().source_error.get_or_insert_with(|| crate::store::ReadFailure::of(e));
     }
 
-    fn source_error(&self) -> Option<String> {
+    fn source_error(&self) -> Option<crate::store::ReadFailure> {
         self.lock().source_error.clone()
     }
 

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::Repository;
 use crate::config::LockConfig;
 use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
 use crate::store::{self, Store};
 
 pub const LOCKS_PREFIX: &str = "locks/";
@@ -35,24 +36,19 @@ const LOCK_SUFFIX: &str = ".json";
 /// A lock object is a few hundred bytes; anything bigger is not one of ours.
 const LOCK_LIMIT: u64 = 64 << 10;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
-/// Below this, a renewal every `lease / 3` would not survive one slow request.
+/// The shortest lease accepted. It refuses only leases that cannot work at all: the holder renews every
+/// `lease / 3` and retries a failed renewal every `lease / 12` (at least 100 ms), so below a second not even
+/// one retry of a fast local write fits before the lease runs out. It is a floor, not advice: on S3, where one
+/// write can take a second, keep the default or tens of seconds at least (docs/locks.md).
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
-/// Checks `[lock]` against [`MIN_LEASE`]: a floor against values no renewal can keep up with (one renewal every
-/// `lease / 3`, each a store round trip). A lease that holds under load is far longer: several slow requests
-/// plus the clock skew between hosts (the default is five minutes).
-pub fn validate(config: &LockConfig) -> Result<()> {
-    match config.lease {
-        Some(lease) if lease < MIN_LEASE => Err(Error::ConfigInvalid(format!(
-            "[lock] lease = {} is too short; use at least 1s (default 5m)",
-            humantime::format_duration(lease)
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The first backoff after a conflict; it doubles up to [`MAX_BACKOFF`], and each sleep is jittered.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Waiting for a conflicting lock: the sleeps start at 200 ms and double up to 5 s, jittered by the one rule
+/// (`crate::retry`); how long to keep trying is `[lock] wait`'s to say, not the policy's.
+const WAIT_BACKOFF: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    base_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(5),
+    max_elapsed: Duration::MAX,
+};
 /// An object under `locks/` that does not parse blocks like an exclusive lock for this long after it was written
 /// (dr writes lock objects whole, so such an object was not written by this version of dr).
 const UNREADABLE_LOCK_LEASE: Duration = DEFAULT_LEASE;
@@ -115,6 +111,24 @@ impl LockOptions {
             wait: config.wait.unwrap_or_default(),
         }
     }
+}
+
+/// Checks `[lock]`: the lease must be at least [`MIN_LEASE`].
+pub fn validate(config: &LockConfig) -> Result<()> {
+    config.lease.map_or(Ok(()), check_lease)
+}
+
+/// The one check of the lease minimum, for `[lock]` and for [`LockOptions`] built in code alike.
+fn check_lease(lease: Duration) -> Result<()> {
+    if lease < MIN_LEASE {
+        return Err(Error::ConfigInvalid(format!(
+            "[lock] lease = {} is too short; use at least {} (default {})",
+            humantime::format_duration(lease),
+            humantime::format_duration(MIN_LEASE),
+            humantime::format_duration(DEFAULT_LEASE)
+        )));
+    }
+    Ok(())
 }
 
 /// The content of a lock object.
@@ -346,13 +360,7 @@ impl Conflict {
 }
 
 async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -> Result<RepositoryLock> {
-    if options.lease < MIN_LEASE {
-        return Err(Error::ConfigInvalid(format!(
-            "[lock] lease is {}: it must be at least {}",
-            crate::units::duration(options.lease),
-            crate::units::duration(MIN_LEASE)
-        )));
-    }
+    check_lease(options.lease)?;
     let start = Instant::now();
     let created_at = Utc::now();
     let id = format!("{}-{:016x}", created_at.format("%Y%m%dT%H%M%SZ"), rand::random::<u64>());
@@ -369,7 +377,7 @@ async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -
         renewed_at: created_at,
         expires_at: created_at,
     };
-    let mut backoff = FIRST_BACKOFF;
+    let mut conflicts = 0;
     let mut announced = false;
     // Also withdraws our attempt if this future is dropped half-way (a waiting command cancelled).
     let mut attempt = LockAttempt { store: store.clone(), key: key.clone(), pending: false };
@@ -418,10 +426,9 @@ async fn acquire(store: Arc<dyn Store>, kind: LockKind, options: &LockOptions) -
             );
             announced = true;
         }
-        // Equal jitter: between half and all of the backoff, so that racers part without spinning.
-        let delay = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0).min(options.wait - elapsed);
-        tokio::time::sleep(delay).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        // Jittered, so that two racers that backed off together part without spinning.
+        conflicts += 1;
+        tokio::time::sleep(WAIT_BACKOFF.backoff(conflicts).min(options.wait - elapsed)).await;
     }
 }
 
@@ -669,6 +676,21 @@ mod tests {
 
     fn options(purpose: &str) -> LockOptions {
         LockOptions { purpose: purpose.to_string(), lease: Duration::from_secs(2), wait: Duration::ZERO }
+    }
+
+    #[tokio::test]
+    async fn the_lease_minimum_is_one_check_for_the_file_and_for_code() {
+        let short = LockConfig { lease: Some(Duration::from_millis(500)), wait: None };
+        let err = validate(&short).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: [lock] lease = 500ms is too short; use at least 1s (default 5m)"
+        );
+        assert!(validate(&LockConfig { lease: Some(MIN_LEASE), wait: None }).is_ok());
+        assert!(validate(&LockConfig::default()).is_ok());
+        let in_code = LockOptions { lease: Duration::from_millis(500), ..options("backup") };
+        let err = repository().await.lock(LockKind::Shared, &in_code).await.unwrap_err();
+        assert_eq!(err.to_string(), validate(&short).unwrap_err().to_string());
     }
 
     #[test]

@@ -15,9 +15,15 @@ use serde_json::json;
 
 use crate::config::{AlertConfig, Config};
 use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
 
-const ATTEMPTS: u32 = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Four attempts, waiting about 0.5 s, 1 s and 2 s between them (the one rule of `crate::retry`).
+const DELIVERY: RetryPolicy = RetryPolicy {
+    max_attempts: 4,
+    base_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(4),
+    max_elapsed: Duration::from_secs(60),
+};
 
 #[derive(Debug, Clone)]
 struct Sink {
@@ -141,8 +147,7 @@ async fn deliver(sink: Sink, payload: serde_json::Value) {
             return;
         }
     };
-    let mut backoff = FIRST_BACKOFF;
-    for attempt in 1..=ATTEMPTS {
+    for attempt in 1..=DELIVERY.max_attempts {
         let outcome = client.post(&sink.url).json(&payload).send().await;
         let problem = match outcome {
             Ok(response) if response.status().is_success() => return,
@@ -155,13 +160,12 @@ async fn deliver(sink: Sink, payload: serde_json::Value) {
             // The URL may hold a token: log the error without it.
             Err(e) => e.without_url().to_string(),
         };
-        if attempt == ATTEMPTS {
-            tracing::error!(alert = %sink.name, attempts = ATTEMPTS, "alert not delivered: {problem}");
+        if attempt == DELIVERY.max_attempts {
+            tracing::error!(alert = %sink.name, attempts = attempt, "alert not delivered: {problem}");
             return;
         }
         tracing::warn!(alert = %sink.name, attempt, "alert delivery failed, retrying: {problem}");
-        tokio::time::sleep(backoff).await;
-        backoff *= 2;
+        tokio::time::sleep(DELIVERY.backoff(attempt)).await;
     }
 }
 

@@ -96,11 +96,3 @@ impl ObjectWriter for MemoryWriter {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn passes_the_store_conformance_suite() {
-        super::super::conformance::run(&super::MemoryStore::new()).await;
-    }
-}

@@ -9,12 +9,10 @@
 //! - `put` is atomic: readers see the old state or the whole new object, never a part.
 //!
 //! Implementations: [`LocalStore`] (a directory), [`S3Store`] (an S3-compatible bucket), [`MemoryStore`]
-//! (tests). All pass [`conformance::run`].
+//! (tests). Each promise of the trait is a named test in `tests/store_contract.rs`, run against all three.
 
-pub mod conformance;
 mod local;
 mod memory;
-pub mod retry;
 pub mod s3;
 
 use std::fmt;
@@ -93,29 +91,34 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// Uploads under the store's prefix that were started before `before` and never finished: S3's open
-    /// multipart uploads, a local store's hidden partial files (a writer removes its own unless it is killed).
-    async fn stale_uploads(&self, _before: DateTime<Utc>) -> Result<Vec<PendingUpload>> {
-        Ok(Vec::new())
+    /// What writers killed before they could clean up leave behind in this store, if it can hold any: a
+    /// local store's hidden partial files and empty directories, S3's open multipart uploads. `None` for a
+    /// store that keeps nothing half-written (the memory store). A store that wraps another (fault injection,
+    /// limits) forwards its inner store's.
+    fn leftovers(&self) -> Option<&dyn Leftovers> {
+        None
     }
+}
 
-    /// Aborts an open upload, deleting its parts; one that is already gone counts as aborted.
-    async fn abort_upload(&self, _upload: &PendingUpload) -> Result<()> {
-        Ok(())
-    }
+/// The leftovers of killed writers in a store that can hold them, found and removed by `dr prune` once older
+/// than its grace. A writer that is merely dropped removes its own (the contract suite checks that); only a
+/// process killed mid-write leaves any.
+#[async_trait]
+pub trait Leftovers: Send + Sync {
+    /// Uploads under the store's prefix that were started before `before` and never finished: S3's open
+    /// multipart uploads, a local store's hidden partial files.
+    async fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<PendingUpload>>;
+
+    /// Aborts an open upload, deleting what it stored; one that is already gone counts as aborted.
+    async fn abort_upload(&self, upload: &PendingUpload) -> Result<()>;
 
     /// Directories under `prefix` that hold no object (only, perhaps, other such directories) and were last
-    /// changed before `before`, deepest first. Only a local store has directories; a failed or killed
-    /// backup leaves them behind.
-    async fn empty_directories(&self, _prefix: &str, _before: DateTime<Utc>) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
+    /// changed before `before`, deepest first. A bucket has none (a key's "directories" exist only in keys).
+    async fn empty_directories(&self, prefix: &str, before: DateTime<Utc>) -> Result<Vec<String>>;
 
-    /// Removes one directory that [`Store::empty_directories`] listed; one that is gone, or no longer empty,
-    /// is left as it is.
-    async fn remove_empty_directory(&self, _key: &str) -> Result<()> {
-        Ok(())
-    }
+    /// Removes one directory that [`Leftovers::empty_directories`] listed; one that is gone, or no longer
+    /// empty, is left as it is.
+    async fn remove_empty_directory(&self, key: &str) -> Result<()>;
 }
 
 /// One object being written, chunk by chunk.
@@ -134,7 +137,7 @@ pub trait ObjectWriter: Send {
 pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u8>> {
     let reader = store.get(key).await?;
     let mut buf = Vec::new();
-    reader.take(limit + 1).read_to_end(&mut buf).await.map_err(|e| store_error(store.location(), "read", key, e))?;
+    reader.take(limit + 1).read_to_end(&mut buf).await.map_err(|e| read_error(store.location(), key, e))?;
     if buf.len() as u64 > limit {
         return Err(Error::ObjectCorrupt {
             key: key.to_string(),
@@ -147,10 +150,39 @@ pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u
 /// Opens the store a repository configuration names: S3 for `s3://bucket/prefix`, a local directory otherwise.
 /// No request is made: a missing bucket or bad credentials show at the first operation.
 pub async fn open(repository: &RepositoryConfig) -> Result<Box<dyn Store>> {
-    if repository.is_s3() {
-        Ok(Box::new(S3Store::new(S3Options::try_from(repository)?).await))
-    } else {
-        open_local(&repository.url)
+    if is_s3(&repository.url) {
+        return Ok(Box::new(S3Store::new(S3Options::try_from(repository)?).await));
+    }
+    refuse_s3_keys(repository)?;
+    open_local(&repository.url)
+}
+
+/// Checks `[repository]` without opening anything: the URL, and for S3 every S3 setting (by building the
+/// [`S3Options`]); a local repository must not set S3's keys.
+pub fn validate(repository: &RepositoryConfig) -> Result<()> {
+    if is_s3(&repository.url) {
+        return S3Options::try_from(repository).map(|_| ());
+    }
+    refuse_s3_keys(repository)?;
+    local_path(&repository.url).map(|_| ())
+}
+
+fn is_s3(url: &str) -> bool {
+    url.starts_with("s3://")
+}
+
+/// A local repository with an S3 setting is a mistake worth naming (a URL typed wrong, a key left over).
+fn refuse_s3_keys(repository: &RepositoryConfig) -> Result<()> {
+    let s3_only = [
+        ("endpoint", repository.endpoint.is_some()),
+        ("region", repository.region.is_some()),
+        ("path_style", repository.path_style.is_some()),
+        ("part_size", repository.part_size.is_some()),
+        ("concurrency", repository.concurrency.is_some()),
+    ];
+    match s3_only.iter().find(|(_, set)| *set) {
+        Some((key, _)) => Err(Error::ConfigInvalid(format!("[repository] {key} applies only to s3:// repositories"))),
+        None => Ok(()),
     }
 }
 
@@ -161,63 +193,10 @@ pub fn open_local(url: &str) -> Result<Box<dyn Store>> {
 
 /// Checks a repository URL without opening anything (for values that come from the environment).
 pub fn check_url(url: &str) -> Result<()> {
-    if url.starts_with("s3://") {
+    if is_s3(url) {
         S3Options::from_url(url).map(|_| ()).map_err(|e| Error::ConfigInvalid(format!("url {url:?}: {e}")))
     } else {
         local_path(url).map(|_| ())
-    }
-}
-
-/// Checks `[repository]` without opening anything: the S3 settings of an `s3://` repository, and no S3-only
-/// key on any other.
-pub fn validate(repository: &RepositoryConfig) -> Result<()> {
-    if repository.is_s3() {
-        return S3Options::try_from(repository).map(|_| ());
-    }
-    let s3_only = [
-        ("endpoint", repository.endpoint.is_some()),
-        ("region", repository.region.is_some()),
-        ("path_style", repository.path_style.is_some()),
-        ("part_size", repository.part_size.is_some()),
-        ("concurrency", repository.concurrency.is_some()),
-    ];
-    match s3_only.iter().find(|(_, set)| *set) {
-        Some((key, _)) => Err(invalid_repository(format!("{key} applies only to s3:// repositories"))),
-        None => Ok(()),
-    }
-}
-
-fn invalid_repository(message: String) -> Error {
-    Error::ConfigInvalid(format!("[repository] {message}"))
-}
-
-/// The S3 settings of an `s3://` repository, checked.
-impl TryFrom<&RepositoryConfig> for S3Options {
-    type Error = Error;
-
-    fn try_from(repository: &RepositoryConfig) -> Result<S3Options> {
-        let mut options = S3Options::from_url(&repository.url).map_err(|e| invalid_repository(format!("url: {e}")))?;
-        if let Some(endpoint) = &repository.endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                return Err(invalid_repository(format!("endpoint {endpoint:?} must start with http:// or https://")));
-            }
-            options.endpoint = Some(endpoint.trim_end_matches('/').to_string());
-        }
-        options.region = repository.region.clone();
-        options.path_style = repository.path_style.unwrap_or(repository.endpoint.is_some());
-        if let Some(size) = repository.part_size {
-            if !(s3::MIN_PART_SIZE..=s3::MAX_PART_SIZE).contains(&size.as_u64()) {
-                return Err(invalid_repository(format!("part_size = {size} must be between 5 MiB and 5 GiB")));
-            }
-            options.part_size = size.as_u64();
-        }
-        if let Some(concurrency) = repository.concurrency {
-            if !(1..=64).contains(&concurrency) {
-                return Err(invalid_repository(format!("concurrency = {concurrency} must be between 1 and 64")));
-            }
-            options.concurrency = concurrency;
-        }
-        Ok(options)
     }
 }
 
@@ -271,8 +250,48 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
     if valid { Ok(()) } else { Err(Error::Usage(format!("invalid object key {key:?}"))) }
 }
 
-pub(crate) fn store_error(location: &str, operation: &'static str, key: &str, e: impl fmt::Display) -> Error {
-    Error::Store { location: location.to_string(), operation, key: key.to_string(), message: e.to_string() }
+/// A store's failure on one object, keeping its cause, with the general hint.
+pub(crate) fn store_error(
+    location: &str,
+    operation: &'static str,
+    key: &str,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Store { location: location.to_string(), operation, key: key.to_string(), source: cause.into(), hint: None }
+}
+
+/// A failed read of an object's stream. A store that found the cause itself (an S3 object replaced mid-read)
+/// puts its own error inside the `io::Error`; its hint is kept, since it says more than the general one.
+pub(crate) fn read_error(location: &str, key: &str, e: std::io::Error) -> Error {
+    let hint = store_hint(&e);
+    Error::Store { location: location.to_string(), operation: "read", key: key.to_string(), source: e.into(), hint }
+}
+
+/// The hint of a store's own error carried inside an `io::Error`, if that is what it carries.
+fn store_hint(e: &std::io::Error) -> Option<&'static str> {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::Store { hint, .. }) => *hint,
+        _ => None,
+    }
+}
+
+/// A failed read of an object's stream as the layers above the store keep it until they know it was the
+/// store's fault (an `io::Error` cannot be cloned): its text, and the hint [`read_error`] would keep.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadFailure {
+    text: String,
+    hint: Option<&'static str>,
+}
+
+impl ReadFailure {
+    pub(crate) fn of(e: &std::io::Error) -> ReadFailure {
+        ReadFailure { text: e.to_string(), hint: store_hint(e) }
+    }
+
+    pub(crate) fn into_error(self, location: &str, key: &str) -> Error {
+        let (operation, hint) = ("read", self.hint);
+        Error::Store { location: location.to_string(), operation, key: key.to_string(), source: self.text.into(), hint }
+    }
 }
 
 #[cfg(test)]
@@ -285,6 +304,34 @@ mod tests {
         for bad in ["", "/abs", "a//b", "a/../b", "a/.hidden", "../x"] {
             assert!(check_key(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn validate_checks_the_url_and_every_s3_setting() {
+        let repository = |url: &str| RepositoryConfig { url: url.to_string(), ..RepositoryConfig::default() };
+        assert!(validate(&repository("/var/lib/dr/repo")).is_ok());
+        assert!(validate(&repository("s3://dr-backups/site")).is_ok());
+        assert!(matches!(validate(&repository("ftp://x/y")), Err(Error::RepositoryUrl { .. })));
+        let err = validate(&repository("s3://Dr_Backups/site")).unwrap_err().to_string();
+        assert!(err.contains("[repository] url") && err.contains("bucket name"), "{err}");
+        let local_with_region = RepositoryConfig { region: Some("garage".into()), ..repository("/srv/repo") };
+        let err = validate(&local_with_region).unwrap_err().to_string();
+        assert_eq!(err, "invalid configuration: [repository] region applies only to s3:// repositories");
+
+        let s3 = RepositoryConfig {
+            endpoint: Some("http://127.0.0.1:3900/".into()),
+            part_size: Some(bytesize::ByteSize::mib(5)),
+            concurrency: Some(1),
+            ..repository("s3://dr-backups/site")
+        };
+        let options = S3Options::try_from(&s3).unwrap();
+        assert_eq!(options.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert!(options.path_style, "path-style by default with an endpoint");
+        assert_eq!((options.part_size, options.concurrency), (5 << 20, 1));
+        let too_small = RepositoryConfig { part_size: Some(bytesize::ByteSize::mib(4)), ..s3.clone() };
+        assert!(S3Options::try_from(&too_small).unwrap_err().to_string().contains("part_size"));
+        let too_many = RepositoryConfig { concurrency: Some(65), ..s3 };
+        assert!(validate(&too_many).unwrap_err().to_string().contains("concurrency"));
     }
 
     #[test]

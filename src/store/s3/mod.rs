@@ -1,0 +1,236 @@
+//! A repository in an S3-compatible bucket (AWS S3, Cloudflare R2, Backblaze B2, Wasabi, Garage, MinIO, ...).
+//!
+//! - Uploads stream: `put_stream` cuts the incoming chunks into parts of exactly `part_size` bytes (R2 wants
+//!   equal parts), uploads at most `concurrency` of them at once and makes the writer wait for a free slot, so
+//!   memory stays within `part_size x (concurrency + 1)` whatever the object's size. An object smaller than
+//!   one part is a single PUT. Nothing is visible until CompleteMultipartUpload; a failed or dropped upload is
+//!   aborted, so it leaves no parts behind to pay for.
+//! - Downloads stream from a background task into a small channel, and resume after a broken connection with
+//!   a ranged GET from the last byte received, refusing to splice two versions of an object (ETag check).
+//! - Every request goes through one [`RetryPolicy`]: transient failures (5xx, throttling, timeouts, broken
+//!   connections) are retried with backoff and logged; others fail at once with a message that says what to
+//!   do (no such bucket, access denied, bad credentials, endpoint unreachable).
+//!
+//! Credentials come from the standard AWS chain (environment, profile, web identity, instance metadata) and
+//! never appear in the store's location, messages or manifests.
+
+mod download;
+mod errors;
+mod options;
+mod store_impl;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::check_key;
+use crate::error::{Error, Result};
+use crate::retry::Attempt;
+use errors::{Described, Subject, connect_failure, describe, is_transient};
+
+pub use options::{
+    DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3Options, StaticCredentials,
+};
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(super) struct Inner {
+    client: Client,
+    options: S3Options,
+    location: String,
+    /// Whether the endpoint ever answered in this process. Until it has, a connection that cannot be made
+    /// (refused, no such host) is a wrong endpoint or a server that is down, and fails at once: retrying for
+    /// a minute would only delay the error. Once it has, such a failure is a blip, retried like any other.
+    reached: std::sync::atomic::AtomicBool,
+}
+
+impl S3Store {
+    /// Builds the client from the AWS configuration chain; no request is made yet.
+    pub async fn new(options: S3Options) -> S3Store {
+        let region = match &options.region {
+            Some(region) => Region::new(region.clone()),
+            None => aws_config::meta::region::RegionProviderChain::default_provider()
+                .or_else(Region::from_static("us-east-1"))
+                .region()
+                .await
+                .unwrap_or_else(|| Region::from_static("us-east-1")),
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+        if let Some(credentials) = &options.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                &credentials.access_key_id,
+                &credentials.secret_access_key,
+                None,
+                None,
+                "dr",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.path_style)
+            // dr retries itself, with logging and resumable downloads.
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(attempt_timeout(options.part_size))
+                    .build(),
+            )
+            // A download whose body stops flowing fails after the grace period, and is resumed.
+            .stalled_stream_protection(
+                aws_sdk_s3::config::StalledStreamProtectionConfig::enabled()
+                    .grace_period(Duration::from_secs(30))
+                    .build(),
+            )
+            // Many S3-compatible servers reject the newer default checksum headers; dr hashes every object
+            // end to end itself, and SigV4 covers each request's payload.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let location = match &options.endpoint {
+            Some(endpoint) => format!("s3://{}/{} at {endpoint}", options.bucket, options.prefix),
+            None => format!("s3://{}/{}", options.bucket, options.prefix),
+        };
+        let client = Client::from_conf(builder.build());
+        S3Store { inner: Arc::new(Inner { client, options, location, reached: Default::default() }) }
+    }
+}
+
+impl Inner {
+    pub(super) fn full_key(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        Ok(if self.options.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.options.prefix) })
+    }
+
+    pub(super) fn relative_key<'k>(&self, full: &'k str) -> Option<&'k str> {
+        if self.options.prefix.is_empty() {
+            Some(full)
+        } else {
+            full.strip_prefix(&self.options.prefix)?.strip_prefix('/')
+        }
+    }
+
+    /// Runs one S3 request on an object under the retry policy, mapping its final error to dr's.
+    pub(super) async fn retry<T, E, F, Fut>(&self, operation: &'static str, key: &str, request: F) -> Result<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
+    {
+        self.retry_on(Subject::Object, operation, key, request).await
+    }
+
+    /// Runs one S3 request under the retry policy; `subject` is what a bare 404 means is missing.
+    async fn retry_on<T, E, F, Fut>(
+        &self,
+        subject: Subject,
+        operation: &'static str,
+        key: &str,
+        request: F,
+    ) -> Result<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
+    {
+        use std::sync::atomic::Ordering;
+        let mut request = request;
+        let what = format!("{operation} {key}");
+        let reached = &self.reached;
+        self.options
+            .retry
+            .run(&what, || {
+                let attempt = request();
+                async move {
+                    let answered = |answered: bool| {
+                        if answered {
+                            reached.store(true, Ordering::Relaxed);
+                        }
+                    };
+                    attempt.await.inspect(|_| answered(true)).map_err(|e| {
+                        answered(e.raw_response().is_some());
+                        let first_contact = !reached.load(Ordering::Relaxed) && connect_failure(&e).is_some();
+                        let transient = !first_contact && is_transient(&e);
+                        Attempt { error: Described { text: describe(&e), error: e, first_contact }, transient }
+                    })
+                }
+            })
+            .await
+            .map_err(|e| self.error(subject, operation, key, e.error, !e.first_contact))
+    }
+
+    /// Aborts a multipart upload (retried); one that is already gone counts as aborted.
+    pub(super) async fn abort_multipart(&self, key: &str, full: &str, upload_id: &str) -> Result<()> {
+        let result = self
+            .retry("abort", key, || {
+                let request = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.options.bucket)
+                    .key(full)
+                    .upload_id(upload_id)
+                    .send();
+                async move {
+                    match request.await {
+                        // Already gone (aborted by a lifecycle rule, or by an earlier attempt whose answer was lost).
+                        Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+                        other => other.map(|_| ()),
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(()) | Err(Error::ObjectMissing { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One whole object in a single PUT (small objects, and streams that stayed under one part).
+    pub(super) async fn put_object(&self, key: &str, full: &str, data: Bytes) -> Result<()> {
+        let md5 = content_md5(&data);
+        self.retry("write", key, || {
+            self.client
+                .put_object()
+                .bucket(&self.options.bucket)
+                .key(full)
+                .content_md5(&md5)
+                .body(ByteStream::from(data.clone()))
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+/// The base64 MD5 of a request body: S3 requires it on uploads into buckets with Object Lock, and every
+/// S3-compatible service accepts it (unlike the newer checksum headers).
+pub(super) fn content_md5(data: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
+
+/// How long one request may take: a minute, plus the time to send one part at 128 KiB/s, so a slow but
+/// working uplink finishes its parts while a dead connection still fails in bounded time. (A download's body
+/// streams after its request completed; stalled stream protection watches that.)
+fn attempt_timeout(part_size: u64) -> Duration {
+    Duration::from_secs(60) + Duration::from_secs(part_size / (128 << 10))
+}
+
+pub(super) fn to_chrono(time: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(time.secs(), time.subsec_nanos())
+}
