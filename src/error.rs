@@ -244,9 +244,6 @@ pub enum Error {
     #[error("dr check found {problems} problem{} in {checks} checks", if *.problems == 1 { "" } else { "s" })]
     CheckFailed { problems: usize, checks: usize },
 
-    #[error("interrupted")]
-    Interrupted,
-
     /// The caller cancelled the operation (see [`crate::BackupOptions::cancel`]).
     #[error("cancelled before it finished")]
     Cancelled,
@@ -504,7 +501,6 @@ impl Error {
             Error::CheckFailed { .. } => {
                 "fix each problem listed above (its own hint says how), then run `dr check` again".to_string()
             }
-            Error::Interrupted => "nothing was committed; run the command again".to_string(),
             Error::Cancelled => "nothing was committed; run the command again".to_string(),
             Error::Signal { command, .. } => interrupted_hint(command).to_string(),
             Error::Io { .. } => return None,
