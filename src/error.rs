@@ -128,8 +128,10 @@ pub enum Error {
     )]
     DatabasePasswordMissing { source_name: String, target: String, user: String, passfile: Option<PathBuf> },
 
+    /// A child tool exited unsuccessfully. `hint` comes from the code that started it: it knows which tool it
+    /// ran and why (build it with [`Error::child_failed`]).
     #[error("{program} failed ({status}){}", stderr_tail(.stderr))]
-    ChildFailed { program: String, status: String, stderr: String },
+    ChildFailed { program: String, status: String, stderr: String, hint: Option<String> },
 
     #[error("cannot find {tool}{}", .wanted.as_deref().map(|w| format!(" for PostgreSQL {w}")).unwrap_or_default())]
     ToolNotFound { tool: String, wanted: Option<String> },
@@ -375,16 +377,7 @@ impl Error {
                  host:port:database:user:password), in the service's section of pg_service.conf, or in the url \
                  itself (postgres://user:PASSWORD@host/db, which keeps it in dr.toml)"
             ),
-            Error::ChildFailed { program, .. } if program == "pg_dumpall" => {
-                "pg_dumpall backs up the roles (`globals`, on by default); its message is quoted above: check the \
-                 role's privileges, or set `globals = false` on this [[postgres]] source if its roles come back \
-                 some other way (docs/configuration.md, \"Roles: globals\")"
-                    .to_string()
-            }
-            Error::ChildFailed { program, .. } if program.starts_with("pg_") => {
-                "the tool's own message is quoted above; check the connection and the role's privileges".to_string()
-            }
-            Error::ChildFailed { .. } => return None,
+            Error::ChildFailed { hint, .. } => return hint.clone(),
             Error::ToolNotFound { tool, wanted: Some(v) } if tool == "initdb" || tool == "postgres" => format!(
                 "install the PostgreSQL {v} server (Debian: apt-get install postgresql-{v}), or point [drill] \
                  scratch_url (or --scratch-url) at a PostgreSQL {v} server the drill may create databases on"
@@ -512,6 +505,16 @@ impl Error {
     /// `warning:`, not an `error:`.
     pub fn is_warning(&self) -> bool {
         matches!(self, Error::BackupIncomplete { .. })
+    }
+
+    /// A child tool's failure; `hint` says what to do about this tool failing where it was started.
+    pub fn child_failed(
+        program: impl Into<String>,
+        status: impl Into<String>,
+        stderr: impl Into<String>,
+        hint: Option<String>,
+    ) -> Self {
+        Error::ChildFailed { program: program.into(), status: status.into(), stderr: stderr.into(), hint }
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {

@@ -566,7 +566,8 @@ impl Restorer<'_> {
             dump.expected(),
             self.progress.task(&plan.name, Some(dump.plain_size)),
             move |decoder| {
-                let mut child = ChildWriter::spawn(command, "pg_restore")?;
+                let mut child =
+                    ChildWriter::spawn(command, "pg_restore")?.with_failure_hint(super::PG_TOOL_FAILED_HINT);
                 match io::copy(decoder, &mut child) {
                     Ok(_) => child.finish(),
                     Err(e) => match decoder.take_failure() {
@@ -638,7 +639,8 @@ impl Restorer<'_> {
         let outcome = if output.status.success() { "restored" } else { "failed" };
         task.finish(&format!("{outcome} by pg_restore --jobs {}", self.options.jobs));
         if !output.status.success() {
-            return Err(Error::ChildFailed { program: "pg_restore".into(), status: output.status.to_string(), stderr });
+            let hint = Some(super::PG_TOOL_FAILED_HINT.to_string());
+            return Err(Error::child_failed("pg_restore", output.status.to_string(), stderr, hint));
         }
         Ok(stderr)
     }
