@@ -46,8 +46,12 @@ pub enum Error {
     #[error("no identity configured: {action} needs the private key ([encryption] identity_file)")]
     NoIdentity { action: &'static str },
 
-    #[error("cannot use identity file {}: {message}", .path.display())]
-    Identity { path: PathBuf, message: String },
+    #[error("cannot use identity file {}: {problem}", .path.display())]
+    Identity {
+        path: PathBuf,
+        #[source]
+        problem: crate::crypto::IdentityFileProblem,
+    },
 
     /// `dr keygen --output FILE` where FILE exists: a key file is never replaced.
     #[error("refusing to write the identity to {}: the file already exists", .path.display())]
@@ -295,6 +299,10 @@ impl Error {
             }
             Error::NoIdentity { .. } => {
                 "set [encryption] identity_file or DR_IDENTITY_FILE to the file `dr keygen` wrote".to_string()
+            }
+            // A file dr cannot read is no question of its contents.
+            Error::Identity { problem: crate::crypto::IdentityFileProblem::Read(_), .. } => {
+                "check identity_file (or DR_IDENTITY_FILE): the path, and that dr's user may read it".to_string()
             }
             Error::Identity { .. } => {
                 "the file must hold an age identity (AGE-SECRET-KEY-1...) or an unencrypted ssh key".to_string()
