@@ -29,8 +29,9 @@ pub enum Error {
     #[error("cannot read configuration file {}: {source}", .path.display())]
     ConfigRead { path: PathBuf, source: std::io::Error },
 
-    #[error("configuration file {}: {message}", .path.display())]
-    ConfigParse { path: PathBuf, message: String },
+    /// The file is not TOML, or not dr's: toml's own report (which quotes the line), indented under the path.
+    #[error("configuration file {}: {}", .path.display(), indented(.source))]
+    ConfigParse { path: PathBuf, source: toml::de::Error },
 
     /// A value that parsed but makes no sense (bad recipient, duplicate source name, ...).
     #[error("invalid configuration: {0}")]
@@ -243,8 +244,15 @@ pub enum Error {
     RecoverInterrupted { signal: &'static str, number: i32, step: String, state: PathBuf, resume: String },
 
     /// `dr healthcheck`: the service did not answer, or answered that it is not healthy (or not ready).
+    /// `reason` is the text shown, rendered from `source` (the HTTP client's failure) when there is one; an
+    /// answer that says "not healthy" has none.
     #[error("dr serve at {url}: {reason}")]
-    ServiceUnhealthy { url: String, reason: String },
+    ServiceUnhealthy {
+        url: String,
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 
     /// `dr check` found problems (each one is listed above the error, with its own hint).
     #[error("dr check found {problems} problem{} in {checks} checks", if *.problems == 1 { "" } else { "s" })]
@@ -569,6 +577,11 @@ fn interrupted_hint(command: &str) -> &'static str {
         "serve" => "the service stopped; jobs that were running committed nothing; start it again",
         _ => "nothing was changed; run the command again",
     }
+}
+
+/// A multi-line message indented under the line that names what it is about.
+fn indented(message: &dyn std::fmt::Display) -> String {
+    message.to_string().trim_end().replace('\n', "\n  ")
 }
 
 fn display_paths(paths: &[PathBuf]) -> String {
