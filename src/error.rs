@@ -150,8 +150,15 @@ pub enum Error {
     #[error("archive of {source_name:?} holds a symlink {path:?} pointing outside the target (to {target:?})")]
     ExternalSymlink { source_name: String, path: String, target: String },
 
-    #[error("files source {source_name:?}: {message}")]
-    Files { source_name: String, message: String },
+    /// A files source's tree could not be read (backup) or written (restore). The hint is given where it
+    /// failed (see `files::backup_error`, `files::restore_error`): what helps depends on the side.
+    #[error("files source {source_name:?}: {failure}")]
+    Files {
+        source_name: String,
+        #[source]
+        failure: Failure,
+        hint: String,
+    },
 
     /// A `[[files]]` path that does not exist (a typo, or a volume that is not mounted).
     #[error("files source {source_name:?}: {} does not exist", .path.display())]
@@ -415,9 +422,7 @@ impl Error {
                 "nothing outside the target was touched; if the source really holds such links, set \
                  `external_symlinks = true` in its [[files]] section ({source_name:?}) and restore again"
             ),
-            Error::Files { .. } => {
-                "fix the permissions, or exclude the path in the source's `exclude` list".to_string()
-            }
+            Error::Files { hint, .. } => hint.clone(),
             Error::FilesRootMissing { source_name, .. } => format!(
                 "create the directory (or mount the volume that holds it), or fix `path` in the [[files]] section \
                  named {source_name:?}; `--only` backs up the other sources meanwhile"
@@ -535,6 +540,23 @@ impl Error {
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
+    }
+}
+
+/// A foreign failure with the words dr shows for it. The text is composed where the failure happens (a path, an
+/// operation, at times the cause's own chain of reasons), which is why it is carried as text as well; the
+/// original failure stays reachable as the [`std::error::Error::source`], for code that needs to inspect it.
+#[derive(Debug, thiserror::Error)]
+#[error("{text}")]
+pub struct Failure {
+    text: String,
+    #[source]
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Failure {
+    pub fn new(text: impl Into<String>, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Failure {
+        Failure { text: text.into(), cause: cause.into() }
     }
 }
 

@@ -321,9 +321,8 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
                         restore: true,
                     });
                 }
-                let inspect_error = |e: std::io::Error| Error::Files {
-                    source_name: source.name.clone(),
-                    message: format!("inspecting {}: {e}", dir.display()),
+                let inspect_error = |e: std::io::Error| {
+                    crate::files::restore_error(&source.name, format!("inspecting {}: {e}", dir.display()), e)
                 };
                 match inspect_directory(dir).map_err(inspect_error)? {
                     DirectoryState::Missing => TargetState::Missing,

@@ -1,5 +1,7 @@
 //! Files sources: a directory tree as a tar stream (plus a per-file index), and back.
 
+use crate::error::{Error, Failure};
+
 mod archive;
 mod atomic;
 mod excludes;
@@ -17,3 +19,33 @@ pub use index::{Change, EntryKind, Incomplete, IncompleteFile, IndexEntry};
 pub(crate) use listing::sha256_file;
 pub use listing::tree_listing;
 pub use scan::{SizeScan, scan_size_for_progress};
+
+/// A files source's tree could not be read for a backup: `text` names the path, `cause` is the failure.
+pub(crate) fn backup_error(
+    source_name: &str,
+    text: impl Into<String>,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Files {
+        source_name: source_name.to_string(),
+        failure: Failure::new(text, cause),
+        hint: "fix the permissions, or exclude the path in the source's `exclude` list".to_string(),
+    }
+}
+
+/// A files source's restore target could not be inspected or written: `text` names the path, `cause` is the
+/// failure. Excluding paths in the source would not help here; the target is what to look at.
+pub(crate) fn restore_error(
+    source_name: &str,
+    text: impl Into<String>,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Files {
+        source_name: source_name.to_string(),
+        failure: Failure::new(text, cause),
+        hint: format!(
+            "check that dr may write there and that the disk has room, or restore somewhere else with --into \
+             {source_name}=DIRECTORY"
+        ),
+    }
+}
