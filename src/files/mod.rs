@@ -12,7 +12,7 @@ mod scan;
 
 pub use archive::{ArchiveSummary, check_root, write_archive};
 pub use atomic::write_atomically;
-pub use excludes::Excludes;
+pub use excludes::{BadExclude, Excludes};
 pub(crate) use extract::STAGING_PREFIX;
 pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
 pub use index::{Change, EntryKind, Incomplete, IncompleteFile, IndexEntry};
