@@ -684,9 +684,9 @@ impl Restorer<'_> {
         }
         match self.check_index(plan).await {
             Ok(key) => report.objects_verified.push(key),
-            Err(warning) => {
-                tracing::warn!(source = %plan.name, "{warning}");
-                report.warnings.push(warning);
+            Err(problem) => {
+                tracing::warn!(source = %plan.name, "{problem}");
+                report.warnings.push(problem.to_string());
             }
         }
         let replace = matches!(plan.state, TargetState::NotEmpty(_));
@@ -699,10 +699,9 @@ impl Restorer<'_> {
     /// Reads the source's index through (its key when it is whole, else a warning naming it). A restore does
     /// not need it, as the archive is authenticated on its own, but drills and people rely on it, so a damaged
     /// one is said rather than discovered later.
-    async fn check_index(&self, plan: &Plan<'_>) -> std::result::Result<String, String> {
-        let index = self
-            .object(plan, ObjectRole::Index)
-            .ok_or_else(|| format!("the snapshot lists no index object for {:?}", plan.name))?;
+    async fn check_index(&self, plan: &Plan<'_>) -> std::result::Result<String, IndexProblem> {
+        let index =
+            self.object(plan, ObjectRole::Index).ok_or_else(|| IndexProblem::NotListed(plan.name.to_string()))?;
         pipeline::download(
             self.repo.store(),
             &index.key,
@@ -713,12 +712,7 @@ impl Restorer<'_> {
         )
         .await
         .map(|()| index.key.clone())
-        .map_err(|e| {
-            format!(
-                "{e}; the files were restored from their archive, which is checked on its own (run `dr verify` \
-                 to see the damage)"
-            )
-        })
+        .map_err(IndexProblem::Unreadable)
     }
 
     /// Reads a small text object (globals SQL) whole.
@@ -745,6 +739,18 @@ impl Restorer<'_> {
         )
         .await
     }
+}
+
+/// Why a restored files source's index could not be read through: a warning, as the archive is checked on its own.
+#[derive(Debug, thiserror::Error)]
+enum IndexProblem {
+    #[error("the snapshot lists no index object for {0:?}")]
+    NotListed(String),
+    #[error(
+        "{0}; the files were restored from their archive, which is checked on its own (run `dr verify` to see \
+         the damage)"
+    )]
+    Unreadable(#[source] Error),
 }
 
 /// What a restore made of a file that changed while it was backed up.
