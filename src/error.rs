@@ -106,6 +106,13 @@ pub enum Error {
     #[error("object {key} is corrupt: {reason}")]
     ObjectCorrupt { key: String, reason: String },
 
+    /// The repository's `config.json` names a format newer than this dr reads: no snapshot is at fault.
+    #[error(
+        "object {key} is corrupt: repository format {format} is newer than this dr understands ({supported}); \
+         upgrade dr"
+    )]
+    RepositoryFormatTooNew { key: String, format: u32, supported: u32 },
+
     #[error("no snapshot matches {selector:?}")]
     SnapshotNotFound { selector: String },
 
@@ -381,6 +388,10 @@ impl Error {
             }
             Error::ObjectMissing { .. } | Error::ObjectCorrupt { .. } | Error::VerifyFailed { .. } => {
                 "this snapshot cannot be trusted; restore an older one (`dr snapshots`) and run `dr verify --all`"
+                    .to_string()
+            }
+            Error::RepositoryFormatTooNew { .. } => {
+                "a newer dr wrote this repository: upgrade dr on this host (the repository itself is not damaged)"
                     .to_string()
             }
             Error::SnapshotTooEarly { oldest, .. } => format!(

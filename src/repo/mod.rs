@@ -87,12 +87,10 @@ impl Repository {
         let info: RepositoryInfo = serde_json::from_slice(&bytes)
             .map_err(|e| Error::ObjectCorrupt { key: CONFIG_KEY.to_string(), reason: e.to_string() })?;
         if info.format > FORMAT_VERSION {
-            return Err(Error::ObjectCorrupt {
+            return Err(Error::RepositoryFormatTooNew {
                 key: CONFIG_KEY.to_string(),
-                reason: format!(
-                    "repository format {} is newer than this dr understands ({FORMAT_VERSION}); upgrade dr",
-                    info.format
-                ),
+                format: info.format,
+                supported: FORMAT_VERSION,
             });
         }
         Ok(Repository { store, created_at: Some(info.created_at) })
