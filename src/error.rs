@@ -4,8 +4,18 @@
 //! - The library and the binary share this one typed [`Error`]: the CLI renders it, it never wraps it.
 //! - Every variant a user can cause says *what* failed and *on what* (a file, a source name, an object key,
 //!   a snapshot id) in its message, and [`Error::hint`] says what to do next. The CLI prints both and exits
-//!   with [`Error::exit_code`]: 2 for a bad invocation, 3 for a backup committed with incomplete files (a
-//!   `warning:`), 1 for everything else.
+//!   with [`Error::exit_code`]: 0 when the command succeeded; 2 for a bad invocation, and for a destructive
+//!   `dr recover` left unconfirmed because there is no terminal to ask on (pass `--yes`); 3 for a backup
+//!   committed with incomplete files (a `warning:`); 128 + N when a signal N stopped the command; 1 for
+//!   everything else.
+//! - A variant that wraps a foreign failure (I/O, an identity file, an HTTP client, a TOML parser, a child
+//!   tool) keeps it as its `source`; where the words shown are composed from several causes, [`Failure`]
+//!   carries the text with the original. Nothing branches on another library's message text.
+//! - A hint that fits only one call site is given there (`hint` fields: [`Error::ChildFailed`],
+//!   [`Error::Files`], [`Error::DrillFailed`], [`Error::RecoverStepFailed`]), not chosen by matching names.
+//! - Repository data is never a usage error: a bad key or id read from a manifest is corruption (exit 1), even
+//!   though the same text typed on the command line is a bad invocation (exit 2).
+//! - Internal signals (an upload abandoned by its producer) are not errors and do not appear here.
 //! - Messages never contain secrets: connection strings are shown redacted (see `pg::ConnInfo::redacted`),
 //!   and key material is never formatted.
 //! - A child tool's failure quotes the tail of its stderr, because that is where the real cause is.
