@@ -84,6 +84,6 @@ mod tests {
     #[test]
     fn bad_patterns_are_named() {
         let err = Excludes::new(&["a[".to_string()]).unwrap_err();
-        assert!(err.contains("a["), "{err}");
+        assert!(err.to_string().contains("a["), "{err}");
     }
 }
