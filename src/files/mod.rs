@@ -49,3 +49,21 @@ pub(crate) fn restore_error(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    #[test]
+    fn a_files_error_keeps_its_cause_and_says_what_helps_on_its_side() {
+        let denied = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let backup = super::backup_error("uploads", format!("/srv/a: {}", denied()), denied());
+        let restore = super::restore_error("uploads", format!("/restore/a: {}", denied()), denied());
+        assert_eq!(backup.to_string(), format!("files source \"uploads\": /srv/a: {}", denied()));
+        let cause = std::error::Error::source(&backup).and_then(std::error::Error::source);
+        assert!(cause.is_some_and(|c| c.is::<io::Error>()), "the I/O error is the cause");
+        assert!(backup.hint().unwrap().contains("exclude"), "{:?}", backup.hint());
+        let hint = restore.hint().unwrap();
+        assert!(!hint.contains("exclude") && hint.contains("--into uploads=DIRECTORY"), "{hint}");
+    }
+}
