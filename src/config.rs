@@ -454,15 +454,7 @@ impl Config {
     /// Applies the environment overrides, checking each value here: an error found later would read as if
     /// the configuration file were wrong.
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
-        let from_env = |var: &'static str| {
-            move |e: Error| Error::ConfigEnv {
-                var,
-                message: match e {
-                    Error::ConfigInvalid(message) => message,
-                    other => other.to_string(),
-                },
-            }
-        };
+        let from_env = |var: &'static str| move |e: Error| Error::ConfigEnv { var, source: Box::new(e) };
         if let Some(url) = env("DR_REPOSITORY_URL").filter(|v| !v.is_empty()) {
             crate::store::check_url(&url).map_err(from_env("DR_REPOSITORY_URL"))?;
             self.repository.url = url;

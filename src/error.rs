@@ -50,8 +50,9 @@ pub enum Error {
     ConfigInvalid(String),
 
     /// A value taken from an environment variable (which replaces the file's) does not parse.
-    #[error("environment variable {var}: {message}")]
-    ConfigEnv { var: &'static str, message: String },
+    /// `source` is what checking the value found; shown without its own "invalid configuration" preamble.
+    #[error("environment variable {var}: {}", env_problem(.source))]
+    ConfigEnv { var: &'static str, source: Box<Error> },
 
     #[error("no encryption recipients configured")]
     NoRecipients,
@@ -587,6 +588,14 @@ fn verify_problems(bad: usize, total: usize, bad_drills: usize) -> String {
     match bad_drills {
         0 => format!("{bad} of {total} snapshots have problems"),
         n => format!("{bad} of {total} snapshots and {} have problems", crate::units::plural(n, "drill record")),
+    }
+}
+
+/// Why an environment override was refused, in the words of the check that refused it.
+fn env_problem(problem: &Error) -> String {
+    match problem {
+        Error::ConfigInvalid(message) => message.clone(),
+        other => other.to_string(),
     }
 }
 
