@@ -369,10 +369,8 @@ pub const ENV_IDENTITY_FILE: &str = "DR_IDENTITY_FILE";
 impl Config {
     /// Parses a configuration text; `path` is used in messages and to resolve relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let mut config: Config = toml::from_str(text).map_err(|e| Error::ConfigParse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', "\n  "),
-        })?;
+        let mut config: Config =
+            toml::from_str(text).map_err(|source| Error::ConfigParse { path: path.to_path_buf(), source })?;
         if let Some(dir) = path.parent() {
             config.resolve_relative_paths(dir);
         }

@@ -110,6 +110,23 @@ pub enum DecryptFailure {
     Corrupt(String),
 }
 
+/// Why an identity file cannot be used (the cause of [`Error::Identity`]).
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityFileProblem {
+    /// The file cannot be read (missing, not readable by dr).
+    #[error("{0}")]
+    Read(#[source] io::Error),
+    /// The text is not an identity: the age or ssh parser's own error.
+    #[error("{0}")]
+    Parse(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("passphrase-protected ssh keys cannot be used unattended; use an age identity")]
+    EncryptedSshKey,
+    #[error("unsupported ssh key type (use ed25519 or rsa)")]
+    UnsupportedSshKey,
+    #[error("the file holds no identity")]
+    Empty,
+}
+
 impl Identities {
     /// The identities of `[encryption] identity_file`, which `action` needs to decrypt.
     pub fn load_configured(encryption: &EncryptionConfig, action: &'static str) -> Result<std::sync::Arc<Identities>> {
@@ -118,31 +135,28 @@ impl Identities {
     }
 
     pub fn load(path: &Path) -> Result<Identities> {
-        let identity_error = |message: String| Error::Identity { path: path.to_path_buf(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| identity_error(e.to_string()))?;
+        let identity_error = |problem: IdentityFileProblem| Error::Identity { path: path.to_path_buf(), problem };
+        let parse_error = |e: Box<dyn std::error::Error + Send + Sync>| identity_error(IdentityFileProblem::Parse(e));
+        let text = std::fs::read_to_string(path).map_err(|e| identity_error(IdentityFileProblem::Read(e)))?;
         warn_if_readable_by_others(path);
         let keys: Vec<Box<dyn age::Identity + Send + Sync>> = if text.trim_start().starts_with("-----BEGIN") {
             let key = age::ssh::Identity::from_buffer(text.as_bytes(), Some(path.display().to_string()))
-                .map_err(|e| identity_error(e.to_string()))?;
+                .map_err(|e| parse_error(e.into()))?;
             match key {
                 age::ssh::Identity::Unencrypted(_) => vec![Box::new(key)],
-                age::ssh::Identity::Encrypted(_) => {
-                    return Err(identity_error(
-                        "passphrase-protected ssh keys cannot be used unattended; use an age identity".into(),
-                    ));
-                }
+                age::ssh::Identity::Encrypted(_) => return Err(identity_error(IdentityFileProblem::EncryptedSshKey)),
                 age::ssh::Identity::Unsupported(_) => {
-                    return Err(identity_error("unsupported ssh key type (use ed25519 or rsa)".into()));
+                    return Err(identity_error(IdentityFileProblem::UnsupportedSshKey));
                 }
             }
         } else {
             age::IdentityFile::from_buffer(text.as_bytes())
-                .map_err(|e| identity_error(e.to_string()))?
+                .map_err(|e| parse_error(e.into()))?
                 .into_identities()
-                .map_err(|e| identity_error(e.to_string()))?
+                .map_err(|e| parse_error(e.into()))?
         };
         if keys.is_empty() {
-            return Err(identity_error("the file holds no identity".into()));
+            return Err(identity_error(IdentityFileProblem::Empty));
         }
         Ok(Identities { path: path.to_path_buf(), keys })
     }

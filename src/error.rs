@@ -4,8 +4,20 @@
 //! - The library and the binary share this one typed [`Error`]: the CLI renders it, it never wraps it.
 //! - Every variant a user can cause says *what* failed and *on what* (a file, a source name, an object key,
 //!   a snapshot id) in its message, and [`Error::hint`] says what to do next. The CLI prints both and exits
-//!   with [`Error::exit_code`]: 2 for a bad invocation, 3 for a backup committed with incomplete files (a
-//!   `warning:`), 1 for everything else.
+//!   with [`Error::exit_code`]: 0 when the command succeeded; 2 for a bad invocation, and for a destructive
+//!   `dr recover` left unconfirmed because there is no terminal to ask on (pass `--yes`); 3 for a backup
+//!   committed with incomplete files (a `warning:`); 128 + N when a signal N stopped the command; 1 for
+//!   everything else.
+//! - A variant that wraps a foreign failure (I/O, an identity file, an HTTP client, a TOML parser, a child
+//!   tool) keeps it as its `source`; where the words shown are composed from several causes, [`Failure`]
+//!   carries the text with the original. Control flow does not read another library's message text; the
+//!   exception is a child tool whose only report is its stderr (pg_dumpall refused pg_authid, see
+//!   `pg::is_password_permission_error`).
+//! - A hint that fits only one call site is given there (`hint` fields: [`Error::ChildFailed`],
+//!   [`Error::Files`], [`Error::DrillFailed`], [`Error::RecoverStepFailed`]), not chosen by matching names.
+//! - Repository data is never a usage error: a bad key or id read from a manifest is corruption (exit 1), even
+//!   though the same text typed on the command line is a bad invocation (exit 2).
+//! - Internal signals (an upload abandoned by its producer) are not errors and do not appear here.
 //! - Messages never contain secrets: connection strings are shown redacted (see `pg::ConnInfo::redacted`),
 //!   and key material is never formatted.
 //! - A child tool's failure quotes the tail of its stderr, because that is where the real cause is.
@@ -29,16 +41,18 @@ pub enum Error {
     #[error("cannot read configuration file {}: {source}", .path.display())]
     ConfigRead { path: PathBuf, source: std::io::Error },
 
-    #[error("configuration file {}: {message}", .path.display())]
-    ConfigParse { path: PathBuf, message: String },
+    /// The file is not TOML, or not dr's: toml's own report (which quotes the line), indented under the path.
+    #[error("configuration file {}: {}", .path.display(), indented(.source))]
+    ConfigParse { path: PathBuf, source: toml::de::Error },
 
     /// A value that parsed but makes no sense (bad recipient, duplicate source name, ...).
     #[error("invalid configuration: {0}")]
     ConfigInvalid(String),
 
     /// A value taken from an environment variable (which replaces the file's) does not parse.
-    #[error("environment variable {var}: {message}")]
-    ConfigEnv { var: &'static str, message: String },
+    /// `source` is what checking the value found; shown without its own "invalid configuration" preamble.
+    #[error("environment variable {var}: {}", env_problem(.source))]
+    ConfigEnv { var: &'static str, source: Box<Error> },
 
     #[error("no encryption recipients configured")]
     NoRecipients,
@@ -46,8 +60,12 @@ pub enum Error {
     #[error("no identity configured: {action} needs the private key ([encryption] identity_file)")]
     NoIdentity { action: &'static str },
 
-    #[error("cannot use identity file {}: {message}", .path.display())]
-    Identity { path: PathBuf, message: String },
+    #[error("cannot use identity file {}: {problem}", .path.display())]
+    Identity {
+        path: PathBuf,
+        #[source]
+        problem: crate::crypto::IdentityFileProblem,
+    },
 
     /// `dr keygen --output FILE` where FILE exists: a key file is never replaced.
     #[error("refusing to write the identity to {}: the file already exists", .path.display())]
@@ -120,6 +138,13 @@ pub enum Error {
     #[error("object {key} is corrupt: {reason}")]
     ObjectCorrupt { key: String, reason: String },
 
+    /// The repository's `config.json` names a format newer than this dr reads: no snapshot is at fault.
+    #[error(
+        "object {key} is corrupt: repository format {format} is newer than this dr understands ({supported}); \
+         upgrade dr"
+    )]
+    RepositoryFormatTooNew { key: String, format: u32, supported: u32 },
+
     #[error("no snapshot matches {selector:?}")]
     SnapshotNotFound { selector: String },
 
@@ -163,8 +188,10 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// A child tool exited unsuccessfully. `hint` comes from the code that started it: it knows which tool it
+    /// ran and why (build it with [`Error::child_failed`]).
     #[error("{program} failed ({status}){}", stderr_tail(.stderr))]
-    ChildFailed { program: String, status: String, stderr: String },
+    ChildFailed { program: String, status: String, stderr: String, hint: Option<String> },
 
     #[error("cannot find {tool}{}", .wanted.as_deref().map(|w| format!(" for PostgreSQL {w}")).unwrap_or_default())]
     ToolNotFound { tool: String, wanted: Option<String> },
@@ -178,8 +205,15 @@ pub enum Error {
     #[error("archive of {source_name:?} holds a symlink {path:?} pointing outside the target (to {target:?})")]
     ExternalSymlink { source_name: String, path: String, target: String },
 
-    #[error("files source {source_name:?}: {message}")]
-    Files { source_name: String, message: String },
+    /// A files source's tree could not be read (backup) or written (restore). The hint is given where it
+    /// failed (see `files::backup_error`, `files::restore_error`): what helps depends on the side.
+    #[error("files source {source_name:?}: {failure}")]
+    Files {
+        source_name: String,
+        #[source]
+        failure: Failure,
+        hint: String,
+    },
 
     /// A `[[files]]` path that does not exist (a typo, or a volume that is not mounted).
     #[error("files source {source_name:?}: {} does not exist", .path.display())]
@@ -272,15 +306,19 @@ pub enum Error {
     RecoverInterrupted { signal: &'static str, number: i32, step: String, state: PathBuf, resume: String },
 
     /// `dr healthcheck`: the service did not answer, or answered that it is not healthy (or not ready).
+    /// `reason` is the text shown, rendered from `source` (the HTTP client's failure) when there is one; an
+    /// answer that says "not healthy" has none.
     #[error("dr serve at {url}: {reason}")]
-    ServiceUnhealthy { url: String, reason: String },
+    ServiceUnhealthy {
+        url: String,
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 
     /// `dr check` found problems (each one is listed above the error, with its own hint).
     #[error("dr check found {problems} problem{} in {checks} checks", if *.problems == 1 { "" } else { "s" })]
     CheckFailed { problems: usize, checks: usize },
-
-    #[error("interrupted")]
-    Interrupted,
 
     /// The caller cancelled the operation (see [`crate::BackupOptions::cancel`]).
     #[error("cancelled before it finished")]
@@ -331,6 +369,10 @@ impl Error {
             }
             Error::NoIdentity { .. } => {
                 "set [encryption] identity_file or DR_IDENTITY_FILE to the file `dr keygen` wrote".to_string()
+            }
+            // A file dr cannot read is no question of its contents.
+            Error::Identity { problem: crate::crypto::IdentityFileProblem::Read(_), .. } => {
+                "check identity_file (or DR_IDENTITY_FILE): the path, and that dr's user may read it".to_string()
             }
             Error::Identity { .. } => {
                 "the file must hold an age identity (AGE-SECRET-KEY-1...) or an unencrypted ssh key".to_string()
@@ -399,6 +441,10 @@ impl Error {
                 "this snapshot cannot be trusted; restore an older one (`dr snapshots`) and run `dr verify --all`"
                     .to_string()
             }
+            Error::RepositoryFormatTooNew { .. } => {
+                "a newer dr wrote this repository: upgrade dr on this host (the repository itself is not damaged)"
+                    .to_string()
+            }
             Error::SnapshotTooEarly { oldest, .. } => format!(
                 "nothing older can be restored; --to {oldest} takes the oldest snapshot (`dr snapshots` lists them \
                  all)"
@@ -416,16 +462,7 @@ impl Error {
                  host:port:database:user:password), in the service's section of pg_service.conf, or in the url \
                  itself (postgres://user:PASSWORD@host/db, which keeps it in dr.toml)"
             ),
-            Error::ChildFailed { program, .. } if program == "pg_dumpall" => {
-                "pg_dumpall backs up the roles (`globals`, on by default); its message is quoted above: check the \
-                 role's privileges, or set `globals = false` on this [[postgres]] source if its roles come back \
-                 some other way (docs/configuration.md, \"Roles: globals\")"
-                    .to_string()
-            }
-            Error::ChildFailed { program, .. } if program.starts_with("pg_") => {
-                "the tool's own message is quoted above; check the connection and the role's privileges".to_string()
-            }
-            Error::ChildFailed { .. } => return None,
+            Error::ChildFailed { hint, .. } => return hint.clone(),
             Error::ToolNotFound { tool, wanted: Some(v) } if tool == "initdb" || tool == "postgres" => format!(
                 "install the PostgreSQL {v} server (Debian: apt-get install postgresql-{v}), or point [drill] \
                  scratch_url (or --scratch-url) at a PostgreSQL {v} server the drill may create databases on"
@@ -447,9 +484,7 @@ impl Error {
                 "nothing outside the target was touched; if the source really holds such links, set \
                  `external_symlinks = true` in its [[files]] section ({source_name:?}) and restore again"
             ),
-            Error::Files { .. } => {
-                "fix the permissions, or exclude the path in the source's `exclude` list".to_string()
-            }
+            Error::Files { hint, .. } => hint.clone(),
             Error::FilesRootMissing { source_name, .. } => format!(
                 "create the directory (or mount the volume that holds it), or fix `path` in the [[files]] section \
                  named {source_name:?}; `--only` backs up the other sources meanwhile"
@@ -542,7 +577,6 @@ impl Error {
             Error::CheckFailed { .. } => {
                 "fix each problem listed above (its own hint says how), then run `dr check` again".to_string()
             }
-            Error::Interrupted => "nothing was committed; run the command again".to_string(),
             Error::Cancelled => "nothing was committed; run the command again".to_string(),
             Error::Signal { command, .. } => interrupted_hint(command).to_string(),
             Error::Io { .. } => return None,
@@ -556,8 +590,35 @@ impl Error {
         matches!(self, Error::BackupIncomplete { .. })
     }
 
+    /// A child tool's failure; `hint` says what to do about this tool failing where it was started.
+    pub fn child_failed(
+        program: impl Into<String>,
+        status: impl Into<String>,
+        stderr: impl Into<String>,
+        hint: Option<String>,
+    ) -> Self {
+        Error::ChildFailed { program: program.into(), status: status.into(), stderr: stderr.into(), hint }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
+    }
+}
+
+/// A foreign failure with the words dr shows for it. The text is composed where the failure happens (a path, an
+/// operation, at times the cause's own chain of reasons), which is why it is carried as text as well; the
+/// original failure stays reachable as the [`std::error::Error::source`], for code that needs to inspect it.
+#[derive(Debug, thiserror::Error)]
+#[error("{text}")]
+pub struct Failure {
+    text: String,
+    #[source]
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Failure {
+    pub fn new(text: impl Into<String>, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Failure {
+        Failure { text: text.into(), cause: cause.into() }
     }
 }
 
@@ -565,6 +626,14 @@ fn verify_problems(bad: usize, total: usize, bad_drills: usize) -> String {
     match bad_drills {
         0 => format!("{bad} of {total} snapshots have problems"),
         n => format!("{bad} of {total} snapshots and {} have problems", crate::units::plural(n, "drill record")),
+    }
+}
+
+/// Why an environment override was refused, in the words of the check that refused it.
+fn env_problem(problem: &Error) -> String {
+    match problem {
+        Error::ConfigInvalid(message) => message.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -600,6 +669,11 @@ fn interrupted_hint(command: &str) -> &'static str {
         "serve" => "the service stopped; jobs that were running committed nothing; start it again",
         _ => "nothing was changed; run the command again",
     }
+}
+
+/// A multi-line message indented under the line that names what it is about.
+fn indented(message: &dyn std::fmt::Display) -> String {
+    message.to_string().trim_end().replace('\n', "\n  ")
 }
 
 fn display_paths(paths: &[PathBuf]) -> String {

@@ -57,15 +57,7 @@ fn validate_sections(config: &Config) -> Result<()> {
 /// Checks the values that came from the environment first, naming the variable: an error found later would
 /// read as if the configuration file were wrong.
 fn validate_overrides(loaded: &LoadedConfig) -> Result<()> {
-    let from_env = |var: &'static str| {
-        move |e: Error| Error::ConfigEnv {
-            var,
-            message: match e {
-                Error::ConfigInvalid(message) => message,
-                other => other.to_string(),
-            },
-        }
-    };
+    let from_env = |var: &'static str| move |e: Error| Error::ConfigEnv { var, source: Box::new(e) };
     if loaded.overrides.contains(&ENV_REPOSITORY_URL) {
         crate::store::check_url(&loaded.config.repository.url).map_err(from_env(ENV_REPOSITORY_URL))?;
     }

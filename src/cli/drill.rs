@@ -57,8 +57,8 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     } else if !context.quiet {
         print_outcome(&outcome);
     }
-    if let Err(e) = &outcome.stored {
-        return Err(Error::io("storing the drill record", std::io::Error::other(e.clone())));
+    if let Err(e) = outcome.stored {
+        return Err(Error::io("storing the drill record", std::io::Error::other(e)));
     }
     let record = &outcome.record;
     match (&record.reason, record.passed) {

@@ -30,10 +30,15 @@ pub async fn run(context: &Context, args: Args) -> Result<()> {
         }
     };
     let url = format!("{base}/{}", if args.ready { "readyz" } else { "healthz" });
-    let unhealthy = |reason: String| Error::ServiceUnhealthy { url: url.clone(), reason };
+    let unhealthy = |reason: String| Error::ServiceUnhealthy { url: url.clone(), reason, source: None };
+    let failed = |reason: String, e: reqwest::Error| Error::ServiceUnhealthy {
+        url: url.clone(),
+        reason,
+        source: Some(Box::new(e)),
+    };
     let client =
-        reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|e| unhealthy(format!("HTTP client: {e}")))?;
-    let response = client.get(&url).send().await.map_err(|e| unhealthy(format!("no answer ({})", root_cause(&e))))?;
+        reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|e| failed(format!("HTTP client: {e}"), e))?;
+    let response = client.get(&url).send().await.map_err(|e| failed(format!("no answer ({})", root_cause(&e)), e))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if !status.is_success() {

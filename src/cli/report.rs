@@ -48,7 +48,7 @@ impl From<FormatArg> for Format {
     }
 }
 
-fn parse_since(text: &str) -> std::result::Result<Since, String> {
+fn parse_since(text: &str) -> std::result::Result<Since, dr::report::NotAWindow> {
     text.parse()
 }
 

@@ -39,10 +39,15 @@ pub struct Args {
     json: bool,
 }
 
-fn parse_into(text: &str) -> std::result::Result<(String, String), String> {
+/// An `--into` value that is not `NAME=TARGET`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not NAME=TARGET (e.g. uploads=/restore/uploads)")]
+struct NotNameEqualsTarget(String);
+
+fn parse_into(text: &str) -> std::result::Result<(String, String), NotNameEqualsTarget> {
     match text.split_once('=') {
         Some((name, target)) if !name.is_empty() && !target.is_empty() => Ok((name.to_string(), target.to_string())),
-        _ => Err(format!("{text:?} is not NAME=TARGET (e.g. uploads=/restore/uploads)")),
+        _ => Err(NotNameEqualsTarget(text.to_string())),
     }
 }
 

@@ -104,18 +104,29 @@ fn salvage_service_settings(context: &Context) -> Salvaged {
     Salvaged { listen: field("listen"), token_file }
 }
 
-async fn ask_service(base: &str, token_file: Option<&Path>) -> std::result::Result<Value, String> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
+/// Why no running service gave its status (logged; the repository is read instead).
+#[derive(Debug, thiserror::Error)]
+enum NoAnswer {
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    #[error("reading {}: {source}", .path.display())]
+    Token { path: PathBuf, source: std::io::Error },
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+}
+
+async fn ask_service(base: &str, token_file: Option<&Path>) -> std::result::Result<Value, NoAnswer> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let mut request = client.get(format!("{}/status", base.trim_end_matches('/')));
     if let Some(path) = token_file {
-        let token = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let token = std::fs::read_to_string(path).map_err(|source| NoAnswer::Token { path: path.into(), source })?;
         request = request.bearer_auth(token.trim());
     }
-    let response = request.send().await.map_err(|e| e.to_string())?;
+    let response = request.send().await?;
     if !response.status().is_success() {
-        return Err(format!("HTTP {}", response.status()));
+        return Err(NoAnswer::Status(response.status()));
     }
-    let mut status: Value = response.json().await.map_err(|e| e.to_string())?;
+    let mut status: Value = response.json().await?;
     let address = base.trim_start_matches("http://").trim_end_matches('/');
     status["source"] = Value::from(format!("dr serve at {address}"));
     Ok(status)

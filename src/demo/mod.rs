@@ -332,8 +332,9 @@ async fn compare(source: &ScratchPostgres, target: &ScratchPostgres, site: &Path
         differences.push("role isntgram_app (missing or with another password)".into());
     }
 
-    let no_excludes = Excludes::new(&[]).map_err(Error::ConfigInvalid)?;
-    let upload_excludes = Excludes::new(&UPLOAD_EXCLUDES.map(String::from)).map_err(Error::ConfigInvalid)?;
+    let invalid = |e: crate::files::BadExclude| Error::ConfigInvalid(e.to_string());
+    let no_excludes = Excludes::new(&[]).map_err(invalid)?;
+    let upload_excludes = Excludes::new(&UPLOAD_EXCLUDES.map(String::from)).map_err(invalid)?;
     let mut files = 0;
     for (name, excludes) in [("config", &no_excludes), ("uploads", &upload_excludes)] {
         let listing = |root: PathBuf, excludes: &Excludes| {

@@ -45,11 +45,20 @@ impl Operator {
     }
 }
 
+/// An `expect` that says nothing, or compares with something that is not a number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadExpectation {
+    #[error("expect is empty; write e.g. \"> 0\", \"= 42\" or a literal such as \"t\"")]
+    Empty,
+    #[error("expect {text:?}: {symbol} needs a number after it (e.g. \"{symbol} 0\")")]
+    NotANumber { text: String, symbol: &'static str },
+}
+
 impl Expectation {
-    pub fn parse(text: &str) -> Result<Expectation, String> {
+    pub fn parse(text: &str) -> Result<Expectation, BadExpectation> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return Err("expect is empty; write e.g. \"> 0\", \"= 42\" or a literal such as \"t\"".into());
+            return Err(BadExpectation::Empty);
         }
         // Longest symbols first, so ">=" is not read as ">" followed by "=5".
         let operators = [
@@ -66,7 +75,7 @@ impl Expectation {
                 return match operand.parse::<f64>() {
                     Ok(number) if number.is_finite() => Ok(Expectation::Compare(operator, number)),
                     _ if operator == Operator::Eq && !operand.is_empty() => Ok(Expectation::Equals(operand.into())),
-                    _ => Err(format!("expect {text:?}: {symbol} needs a number after it (e.g. \"{symbol} 0\")")),
+                    _ => Err(BadExpectation::NotANumber { text: text.to_string(), symbol }),
                 };
             }
         }
@@ -121,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_comparison_without_a_number_is_refused() {
-        assert!(Expectation::parse("> many").unwrap_err().contains("needs a number"));
+        assert!(Expectation::parse("> many").unwrap_err().to_string().contains("needs a number"));
         assert!(Expectation::parse("<=").is_err());
         assert!(Expectation::parse("  ").is_err());
     }

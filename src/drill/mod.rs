@@ -98,7 +98,7 @@ pub struct DrillOptions {
 pub struct DrillOutcome {
     pub record: DrillRecord,
     /// Where the record was stored, or why it could not be.
-    pub stored: std::result::Result<String, String>,
+    pub stored: Result<String>,
     /// With `--keep`: how to reach what was left in place.
     pub kept: Vec<String>,
     /// What to do about the error that stopped the drill early, if one did.
@@ -176,7 +176,7 @@ pub async fn drill(
     conclude(&mut record, result.as_ref().err());
     let hint = result.as_ref().err().and_then(Error::hint);
     record.finished_at = Utc::now();
-    let stored = repo.save_drill(&recipients, &record).await.map_err(|e| e.to_string());
+    let stored = repo.save_drill(&recipients, &record).await;
     crate::audit::record(
         config,
         crate::audit::AuditEntry::new(

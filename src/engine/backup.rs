@@ -308,7 +308,7 @@ impl BackupContext<'_> {
             self.compression,
             task.clone(),
             move |writer| {
-                let mut child = ChildReader::spawn(command, "pg_dump")?;
+                let mut child = ChildReader::spawn(command, "pg_dump")?.with_failure_hint(super::PG_TOOL_FAILED_HINT);
                 io::copy(&mut child, writer).map_err(|e| stream_error("pg_dump", e))?;
                 Ok(child.warnings().to_string())
             },
@@ -395,7 +395,8 @@ impl BackupContext<'_> {
             self.compression,
             self.progress.task(&format!("{} globals", source.name), None),
             move |writer| {
-                let mut child = ChildReader::spawn(command, "pg_dumpall")?;
+                let mut child =
+                    ChildReader::spawn(command, "pg_dumpall")?.with_failure_hint(super::PG_DUMPALL_FAILED_HINT);
                 io::copy(&mut child, writer).map_err(|e| stream_error("pg_dumpall", e))?;
                 Ok(child.warnings().to_string())
             },

@@ -329,9 +329,8 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
                         restore: true,
                     });
                 }
-                let inspect_error = |e: std::io::Error| Error::Files {
-                    source_name: source.name.clone(),
-                    message: format!("inspecting {}: {e}", dir.display()),
+                let inspect_error = |e: std::io::Error| {
+                    crate::files::restore_error(&source.name, format!("inspecting {}: {e}", dir.display()), e)
                 };
                 match inspect_directory(dir).map_err(inspect_error)? {
                     DirectoryState::Missing => TargetState::Missing,
@@ -580,7 +579,8 @@ impl Restorer<'_> {
             dump.expected(),
             self.progress.task(&plan.name, Some(dump.plain_size)),
             move |decoder| {
-                let mut child = ChildWriter::spawn(command, "pg_restore")?;
+                let mut child =
+                    ChildWriter::spawn(command, "pg_restore")?.with_failure_hint(super::PG_TOOL_FAILED_HINT);
                 match io::copy(decoder, &mut child) {
                     Ok(_) => child.finish(),
                     Err(e) => match decoder.take_failure() {
@@ -652,7 +652,8 @@ impl Restorer<'_> {
         let outcome = if output.status.success() { "restored" } else { "failed" };
         task.finish(&format!("{outcome} by pg_restore --jobs {}", self.options.jobs));
         if !output.status.success() {
-            return Err(Error::ChildFailed { program: "pg_restore".into(), status: output.status.to_string(), stderr });
+            let hint = Some(super::PG_TOOL_FAILED_HINT.to_string());
+            return Err(Error::child_failed("pg_restore", output.status.to_string(), stderr, hint));
         }
         Ok(stderr)
     }
@@ -697,9 +698,9 @@ impl Restorer<'_> {
         }
         match self.check_index(plan).await {
             Ok(key) => report.objects_verified.push(key),
-            Err(warning) => {
-                tracing::warn!(source = %plan.name, "{warning}");
-                report.warnings.push(warning);
+            Err(problem) => {
+                tracing::warn!(source = %plan.name, "{problem}");
+                report.warnings.push(problem.to_string());
             }
         }
         let replace = matches!(plan.state, TargetState::NotEmpty(_));
@@ -712,10 +713,9 @@ impl Restorer<'_> {
     /// Reads the source's index through (its key when it is whole, else a warning naming it). A restore does
     /// not need it, as the archive is authenticated on its own, but drills and people rely on it, so a damaged
     /// one is said rather than discovered later.
-    async fn check_index(&self, plan: &SourcePlan<'_>) -> std::result::Result<String, String> {
-        let index = self
-            .object(plan, ObjectRole::Index)
-            .ok_or_else(|| format!("the snapshot lists no index object for {:?}", plan.name))?;
+    async fn check_index(&self, plan: &SourcePlan<'_>) -> std::result::Result<String, IndexProblem> {
+        let index =
+            self.object(plan, ObjectRole::Index).ok_or_else(|| IndexProblem::NotListed(plan.name.to_string()))?;
         pipeline::download(
             self.repo.store(),
             &index.key,
@@ -726,12 +726,7 @@ impl Restorer<'_> {
         )
         .await
         .map(|()| index.key.clone())
-        .map_err(|e| {
-            format!(
-                "{e}; the files were restored from their archive, which is checked on its own (run `dr verify` \
-                 to see the damage)"
-            )
-        })
+        .map_err(IndexProblem::Unreadable)
     }
 
     /// Reads a small text object (globals SQL) whole.
@@ -758,6 +753,18 @@ impl Restorer<'_> {
         )
         .await
     }
+}
+
+/// Why a restored files source's index could not be read through: a warning, as the archive is checked on its own.
+#[derive(Debug, thiserror::Error)]
+enum IndexProblem {
+    #[error("the snapshot lists no index object for {0:?}")]
+    NotListed(String),
+    #[error(
+        "{0}; the files were restored from their archive, which is checked on its own (run `dr verify` to see \
+         the damage)"
+    )]
+    Unreadable(#[source] Error),
 }
 
 /// What a restore made of a file that changed while it was backed up.

@@ -44,7 +44,6 @@ pub fn write_archive(
     tar_out: &mut dyn Write,
     index_out: &mut dyn Write,
 ) -> Result<ArchiveSummary> {
-    let fail = |message: String| Error::Files { source_name: source_name.to_string(), message };
     check_root(source_name, root)?;
     let mut builder = tar::Builder::new(tar_out);
     let mut summary = ArchiveSummary::default();
@@ -55,16 +54,16 @@ pub fn write_archive(
                 summary.skipped.push(format!("{}: vanished during the backup", display_path(&e)));
                 continue;
             }
-            Err(e) => return Err(fail(e.to_string())),
+            Err(e) => return Err(super::backup_error(source_name, e.to_string(), e)),
         };
         let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
         let written = archive_entry(&mut builder, root, entry.path(), relative, index_out, &mut summary)
-            .map_err(|e| fail(format!("{}: {e}", entry.path().display())))?;
+            .map_err(|e| super::backup_error(source_name, format!("{}: {e}", entry.path().display()), e))?;
         if let Some(reason) = written {
             summary.skipped.push(format!("{}: {reason}", relative.display()));
         }
     }
-    builder.finish().map_err(|e| fail(format!("finishing the archive: {e}")))?;
+    builder.finish().map_err(|e| super::backup_error(source_name, format!("finishing the archive: {e}"), e))?;
     Ok(summary)
 }
 
@@ -78,7 +77,7 @@ pub fn check_root(source_name: &str, root: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             Err(Error::FilesRootMissing { source_name, path: root.to_path_buf() })
         }
-        Err(e) => Err(Error::Files { source_name, message: format!("{}: {e}", root.display()) }),
+        Err(e) => Err(super::backup_error(&source_name, format!("{}: {e}", root.display()), e)),
     }
 }
 

@@ -14,8 +14,16 @@ pub struct Excludes {
     by_path: GlobSet,
 }
 
+/// An exclude pattern that is not a glob; `pattern` is `None` when the set as a whole failed to build.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", .pattern.as_ref().map_or_else(|| "exclude patterns".to_string(), |p| format!("exclude pattern {p:?}")))]
+pub struct BadExclude {
+    pattern: Option<String>,
+    source: globset::Error,
+}
+
 impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
+    pub fn new(patterns: &[String]) -> Result<Excludes, BadExclude> {
         let mut by_name = GlobSetBuilder::new();
         let mut by_path = GlobSetBuilder::new();
         for pattern in patterns {
@@ -23,14 +31,14 @@ impl Excludes {
             let glob = GlobBuilder::new(anchored)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| format!("exclude pattern {pattern:?}: {e}"))?;
+                .map_err(|source| BadExclude { pattern: Some(pattern.clone()), source })?;
             if pattern.contains('/') {
                 by_path.add(glob);
             } else {
                 by_name.add(glob);
             }
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| format!("exclude patterns: {e}"));
+        let build = |b: GlobSetBuilder| b.build().map_err(|source| BadExclude { pattern: None, source });
         Ok(Excludes { by_name: build(by_name)?, by_path: build(by_path)? })
     }
 
@@ -76,6 +84,6 @@ mod tests {
     #[test]
     fn bad_patterns_are_named() {
         let err = Excludes::new(&["a[".to_string()]).unwrap_err();
-        assert!(err.contains("a["), "{err}");
+        assert!(err.to_string().contains("a["), "{err}");
     }
 }

@@ -77,10 +77,7 @@ impl Extraction {
     /// Creates the target if needed, and a fresh staging directory inside it. With `external_symlinks`,
     /// symlinks pointing outside the target are restored as they are (still never written through).
     pub fn prepare(source_name: &str, target: &Path, external_symlinks: bool) -> Result<Extraction> {
-        let fail = |e: io::Error| Error::Files {
-            source_name: source_name.to_string(),
-            message: format!("{}: {e}", target.display()),
-        };
+        let fail = |e: io::Error| super::restore_error(source_name, format!("{}: {e}", target.display()), e);
         let created = highest_missing(target);
         // From here on, dropping the extraction uncommitted takes back what it made.
         let mut extraction = Extraction {
@@ -132,7 +129,7 @@ impl Extraction {
             message.push_str(&format!(": {inner}"));
             cause = inner.source();
         }
-        Error::Files { source_name: self.source_name.clone(), message }
+        super::restore_error(&self.source_name, message, e)
     }
 
     /// Extracts the whole stream into the staging directory.

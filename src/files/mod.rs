@@ -1,5 +1,7 @@
 //! Files sources: a directory tree as a tar stream (plus a per-file index), and back.
 
+use crate::error::{Error, Failure};
+
 mod archive;
 mod atomic;
 mod excludes;
@@ -18,10 +20,58 @@ pub fn validate(source: &crate::config::FilesSource) -> crate::Result<()> {
 pub use archive::{ArchiveSummary, check_root, write_archive};
 pub(crate) use atomic::sync_directory;
 pub use atomic::write_atomically;
-pub use excludes::Excludes;
+pub use excludes::{BadExclude, Excludes};
 pub(crate) use extract::STAGING_PREFIX;
 pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
 pub use index::{Change, EntryKind, Incomplete, IncompleteFile, IndexEntry};
 pub(crate) use listing::sha256_file;
 pub use listing::tree_listing;
 pub use scan::{SizeScan, scan_size_for_progress};
+
+/// A files source's tree could not be read for a backup: `text` names the path, `cause` is the failure.
+pub(crate) fn backup_error(
+    source_name: &str,
+    text: impl Into<String>,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Files {
+        source_name: source_name.to_string(),
+        failure: Failure::new(text, cause),
+        hint: "fix the permissions, or exclude the path in the source's `exclude` list".to_string(),
+    }
+}
+
+/// A files source's restore target could not be inspected or written: `text` names the path, `cause` is the
+/// failure. Excluding paths in the source would not help here; the target is what to look at.
+pub(crate) fn restore_error(
+    source_name: &str,
+    text: impl Into<String>,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Files {
+        source_name: source_name.to_string(),
+        failure: Failure::new(text, cause),
+        hint: format!(
+            "check that dr may write there and that the disk has room, or restore somewhere else with --into \
+             {source_name}=DIRECTORY"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    #[test]
+    fn a_files_error_keeps_its_cause_and_says_what_helps_on_its_side() {
+        let denied = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let backup = super::backup_error("uploads", format!("/srv/a: {}", denied()), denied());
+        let restore = super::restore_error("uploads", format!("/restore/a: {}", denied()), denied());
+        assert_eq!(backup.to_string(), format!("files source \"uploads\": /srv/a: {}", denied()));
+        let cause = std::error::Error::source(&backup).and_then(std::error::Error::source);
+        assert!(cause.is_some_and(|c| c.is::<io::Error>()), "the I/O error is the cause");
+        assert!(backup.hint().unwrap().contains("exclude"), "{:?}", backup.hint());
+        let hint = restore.hint().unwrap();
+        assert!(!hint.contains("exclude") && hint.contains("--into uploads=DIRECTORY"), "{hint}");
+    }
+}

@@ -120,11 +120,8 @@ impl ScratchPostgres {
             if exited.is_some() || Instant::now() > deadline {
                 let mut log = String::new();
                 let _ = fs::File::open(log_path).and_then(|mut f| f.read_to_string(&mut log));
-                return Err(Error::ChildFailed {
-                    program: "postgres (scratch server)".into(),
-                    status: exited.map_or("did not start within 60s".to_string(), |s| s.to_string()),
-                    stderr: log,
-                });
+                let status = exited.map_or("did not start within 60s".to_string(), |s| s.to_string());
+                return Err(Error::child_failed("postgres (scratch server)", status, log, None));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -221,11 +218,8 @@ pub fn stop_leftover(data_dir: &Path) -> Result<bool> {
 fn run_to_end(command: &mut Command, path: &Path, program: &str) -> Result<()> {
     let output = command.output().map_err(|e| Error::io(format!("running {}", path.display()), e))?;
     if !output.status.success() {
-        return Err(Error::ChildFailed {
-            program: program.into(),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        });
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        return Err(Error::child_failed(program, output.status.to_string(), stderr, None));
     }
     Ok(())
 }

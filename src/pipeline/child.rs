@@ -22,6 +22,8 @@ pub struct ChildFailure {
     pub program: String,
     pub status: String,
     pub stderr: String,
+    /// What to do about it, given by the code that started the child (it knows which tool it ran, and why).
+    pub hint: Option<String>,
 }
 
 impl fmt::Display for ChildFailure {
@@ -34,7 +36,7 @@ impl std::error::Error for ChildFailure {}
 
 impl From<ChildFailure> for Error {
     fn from(failure: ChildFailure) -> Error {
-        Error::ChildFailed { program: failure.program, status: failure.status, stderr: failure.stderr }
+        Error::child_failed(failure.program, failure.status, failure.stderr, failure.hint)
     }
 }
 
@@ -89,19 +91,30 @@ fn set_pipe_size(fd: &impl std::os::fd::AsFd) {
 }
 
 /// Waits for the child and the stderr thread; `Ok(stderr)` on success.
-fn reap(program: &str, child: &mut Child, stderr: &mut Option<JoinHandle<String>>) -> io::Result<String> {
+fn reap(
+    program: &str,
+    hint: &Option<String>,
+    child: &mut Child,
+    stderr: &mut Option<JoinHandle<String>>,
+) -> io::Result<String> {
     let status = child.wait()?;
     let text = stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
     if status.success() {
         Ok(text)
     } else {
-        Err(io::Error::other(ChildFailure { program: program.to_string(), status: describe(status), stderr: text }))
+        Err(io::Error::other(ChildFailure {
+            program: program.to_string(),
+            status: describe(status),
+            stderr: text,
+            hint: hint.clone(),
+        }))
     }
 }
 
 /// A child's stdout as a `Read`; reading past the end reports the child's failure, if it failed.
 pub struct ChildReader {
     program: String,
+    hint: Option<String>,
     child: Child,
     stdout: ChildStdout,
     stderr: Option<JoinHandle<String>>,
@@ -122,7 +135,13 @@ impl ChildReader {
         let stdout = child.stdout.take().ok_or_else(|| Error::io(program, io::Error::other("no stdout")))?;
         set_pipe_size(&stdout);
         let stderr = drain_stderr(&mut child);
-        Ok(ChildReader { program: program.to_string(), child, stdout, stderr, warnings: None })
+        Ok(ChildReader { program: program.to_string(), hint: None, child, stdout, stderr, warnings: None })
+    }
+
+    /// The hint of the [`Error::ChildFailed`] this child's failure becomes.
+    pub fn with_failure_hint(mut self, hint: impl Into<String>) -> ChildReader {
+        self.hint = Some(hint.into());
+        self
     }
 
     /// The child's stderr after a successful exit (warnings worth logging); call after reading to the end.
@@ -138,7 +157,7 @@ impl Read for ChildReader {
         }
         let n = self.stdout.read(buf)?;
         if n == 0 && !buf.is_empty() {
-            self.warnings = Some(reap(&self.program, &mut self.child, &mut self.stderr)?);
+            self.warnings = Some(reap(&self.program, &self.hint, &mut self.child, &mut self.stderr)?);
         }
         Ok(n)
     }
@@ -157,6 +176,7 @@ impl Drop for ChildReader {
 /// A child's stdin as a `Write` (pg_restore reading an archive from a pipe).
 pub struct ChildWriter {
     program: String,
+    hint: Option<String>,
     child: Child,
     stdin: Option<ChildStdin>,
     stderr: Option<JoinHandle<String>>,
@@ -178,14 +198,20 @@ impl ChildWriter {
             set_pipe_size(stdin);
         }
         let stderr = drain_stderr(&mut child);
-        Ok(ChildWriter { program: program.to_string(), child, stdin, stderr, reaped: false })
+        Ok(ChildWriter { program: program.to_string(), hint: None, child, stdin, stderr, reaped: false })
+    }
+
+    /// The hint of the [`Error::ChildFailed`] this child's failure becomes.
+    pub fn with_failure_hint(mut self, hint: impl Into<String>) -> ChildWriter {
+        self.hint = Some(hint.into());
+        self
     }
 
     /// Closes stdin and waits; `Ok(stderr)` when the child succeeded, [`Error::ChildFailed`] otherwise.
     pub fn finish(mut self) -> Result<String> {
         drop(self.stdin.take());
         self.reaped = true;
-        reap(&self.program, &mut self.child, &mut self.stderr).map_err(|e| match child_failure(&e) {
+        reap(&self.program, &self.hint, &mut self.child, &mut self.stderr).map_err(|e| match child_failure(&e) {
             Some(failure) => failure.clone().into(),
             None => Error::io(format!("waiting for {}", self.program), e),
         })
@@ -255,7 +281,9 @@ mod tests {
 
         let mut command = Command::new("sh");
         command.args(["-c", "exit 1"]);
-        let writer = ChildWriter::spawn(command, "sh").unwrap();
-        assert!(matches!(writer.finish(), Err(Error::ChildFailed { .. })));
+        let writer = ChildWriter::spawn(command, "sh").unwrap().with_failure_hint("look above");
+        let err = writer.finish().unwrap_err();
+        assert!(matches!(err, Error::ChildFailed { .. }), "{err}");
+        assert_eq!(err.hint().as_deref(), Some("look above"), "the hint given where the child was started");
     }
 }

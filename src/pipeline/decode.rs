@@ -58,13 +58,13 @@ pub fn open_decoder(
     let decrypted = match identities.decrypt(raw) {
         Ok(reader) => reader,
         Err(failure) => {
-            if let Some(failure) = tally.source_error() {
-                return Err(failure.into_error(location, key));
+            if let Some(source) = tally.take_source_error() {
+                return Err(store_read_error(location, key, source));
             }
             return Err(header_error(failure, key));
         }
     };
-    let decrypted = ReadAhead::new(decrypted).map_err(|e| Error::io(format!("starting to read {key}"), e))?;
+    let decrypted = ReadAhead::new(AgeLayer(decrypted)).map_err(|e| Error::io(format!("starting to read {key}"), e))?;
     let decoder =
         zstd::stream::read::Decoder::new(decrypted).map_err(|e| Error::io(format!("starting zstd for {key}"), e))?;
     Ok(DecodeReader {
@@ -202,19 +202,44 @@ fn header_error(failure: DecryptFailure, key: &str) -> Error {
 }
 
 fn classify(tally: &Tally, location: &str, key: &str, e: &io::Error) -> Error {
-    match tally.source_error() {
-        Some(failure) => failure.into_error(location, key),
+    match tally.take_source_error() {
+        Some(source) => store_read_error(location, key, source),
         None => Error::ObjectCorrupt { key: key.to_string(), reason: explain(e) },
     }
 }
 
-/// age and zstd report damage tersely; say what it means.
+/// The store failed under the decoder: its own error when its reader passed one through (it knows what happened
+/// and what to do about it), a store read error quoting the I/O error otherwise.
+fn store_read_error(location: &str, key: &str, e: io::Error) -> Error {
+    match e.downcast::<Error>() {
+        Ok(error) => error,
+        Err(e) => crate::store::read_error(location, key, e),
+    }
+}
+
+/// A failure of the age layer (as opposed to zstd above it), told apart by type rather than by age's words.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct AgeFailure(io::Error);
+
+/// The age stream reader, marking its errors as [`AgeFailure`]s.
+struct AgeLayer<R>(R);
+
+impl<R: Read> Read for AgeLayer<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| io::Error::new(e.kind(), AgeFailure(e)))
+    }
+}
+
+/// age and zstd report damage tersely; say what it means. age authenticates every chunk, so invalid data out
+/// of it means altered or cut bytes; anything else did not decompress.
 fn explain(e: &io::Error) -> String {
     let message = e.to_string();
-    if message.contains("decryption error") {
-        "it fails age authentication: bytes were altered or the object is truncated".to_string()
-    } else if e.kind() == io::ErrorKind::UnexpectedEof {
+    let from_age = e.get_ref().is_some_and(|inner| inner.is::<AgeFailure>());
+    if e.kind() == io::ErrorKind::UnexpectedEof {
         format!("it ends early ({message})")
+    } else if from_age && e.kind() == io::ErrorKind::InvalidData {
+        "it fails age authentication: bytes were altered or the object is truncated".to_string()
     } else {
         format!("it does not decode ({message})")
     }
@@ -232,10 +257,7 @@ impl Read for TallyReader {
                 self.tally.update(&buf[..n]);
                 Ok(n)
             }
-            Err(e) => {
-                self.tally.record_source_error(&e);
-                Err(e)
-            }
+            Err(e) => Err(self.tally.record_source_error(e)),
         }
     }
 }

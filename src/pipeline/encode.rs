@@ -151,8 +151,18 @@ impl Write for ChunkSink {
     }
 }
 
+/// How the store side of an upload ended when the store itself did not fail. A crate-internal signal, not an
+/// [`Error`]: an abandoned object is the producer's failure, and the producer reports it itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Uploaded {
+    /// The object is committed.
+    Committed,
+    /// The producer stopped without committing; the object was aborted.
+    Abandoned,
+}
+
 /// Receives chunks and writes them to the store; commits only on [`Feed::Commit`].
-async fn drive(mut writer: Box<dyn ObjectWriter>, mut receiver: mpsc::Receiver<Feed>) -> Result<()> {
+async fn drive(mut writer: Box<dyn ObjectWriter>, mut receiver: mpsc::Receiver<Feed>) -> Result<Uploaded> {
     loop {
         match receiver.recv().await {
             Some(Feed::Data(chunk)) => {
@@ -163,11 +173,11 @@ async fn drive(mut writer: Box<dyn ObjectWriter>, mut receiver: mpsc::Receiver<F
                     return Err(e);
                 }
             }
-            Some(Feed::Commit) => return writer.finish().await,
+            Some(Feed::Commit) => return writer.finish().await.map(|()| Uploaded::Committed),
             None => {
                 // The producer stopped without committing: it failed, and says why itself.
                 writer.abort().await?;
-                return Err(Error::Interrupted);
+                return Ok(Uploaded::Abandoned);
             }
         }
     }
@@ -177,13 +187,14 @@ async fn drive(mut writer: Box<dyn ObjectWriter>, mut receiver: mpsc::Receiver<F
 /// cancelled or failed elsewhere) aborts the task, which aborts the object and stops the encoder's sends.
 #[derive(Debug)]
 pub struct UploadHandle {
-    task: AbortOnDropHandle<Result<()>>,
+    task: AbortOnDropHandle<Result<Uploaded>>,
     key: String,
 }
 
 impl UploadHandle {
-    /// Waits for the store side: `Ok` once the object is committed (after [`EncodeWriter::finish`]).
-    pub async fn wait(self) -> Result<()> {
+    /// Waits for the store side: [`Uploaded::Committed`] once the object is committed (after
+    /// [`EncodeWriter::finish`]), [`Uploaded::Abandoned`] when the writer was dropped unfinished.
+    pub(crate) async fn wait(self) -> Result<Uploaded> {
         self.task.await.map_err(|e| Error::io(format!("uploading {}", self.key), io::Error::other(e)))?
     }
 }
@@ -210,9 +221,8 @@ pub async fn begin_upload(
 pub async fn settle<T>(produced: Result<T>, uploads: Vec<UploadHandle>) -> Result<T> {
     let mut store_failure = None;
     for upload in uploads {
-        if let Err(e) = upload.wait().await
-            && !matches!(e, Error::Interrupted)
-        {
+        // An abandoned upload is no failure of its own: the producer stopped, and `produced` says why.
+        if let Err(e) = upload.wait().await {
             store_failure.get_or_insert(e);
         }
     }

@@ -93,8 +93,9 @@ pub(crate) struct Tally {
 struct TallyState {
     hasher: Sha256,
     bytes: u64,
-    /// The first error from the layer under the tally (the store), as opposed to the layers above it.
-    source_error: Option<crate::store::ReadFailure>,
+    /// The first error from the layer under the tally (the store), as opposed to the layers above it: the
+    /// original, which may carry the store's own [`Error`](crate::Error).
+    source_error: Option<io::Error>,
 }
 
 impl Tally {
@@ -104,12 +105,15 @@ impl Tally {
         state.bytes += data.len() as u64;
     }
 
-    fn record_source_error(&self, e: &io::Error) {
-        self.lock().source_error.get_or_insert_with(|| crate::store::ReadFailure::of(e));
+    /// Keeps the store's error and returns a stand-in (same kind and text) for the layers above.
+    fn record_source_error(&self, e: io::Error) -> io::Error {
+        let stand_in = io::Error::new(e.kind(), e.to_string());
+        self.lock().source_error.get_or_insert(e);
+        stand_in
     }
 
-    fn source_error(&self) -> Option<crate::store::ReadFailure> {
-        self.lock().source_error.clone()
+    fn take_source_error(&self) -> Option<io::Error> {
+        self.lock().source_error.take()
     }
 
     fn finish(&self) -> (u64, String) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::drill::expect::Expectation;
+use crate::drill::expect::{BadExpectation, Expectation};
 use crate::error::{Error, Result};
 use crate::pg::{ConnInfo, looks_like_conninfo, redact_target};
 
@@ -289,6 +289,33 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// One thing wrong with a step, as [`Error::RunbookInvalid`] lists it after the step's label.
+#[derive(Debug, thiserror::Error)]
+enum StepProblem {
+    #[error("unclosed ${{ in {0:?}")]
+    UnclosedVariable(String),
+    #[error("bad variable name ${{{name}}} in {text:?}")]
+    BadVariableName { name: String, text: String },
+    #[error("{what} {text:?} is not a duration (e.g. \"30s\", \"5m\"): {source}")]
+    NotADuration { what: &'static str, text: String, source: humantime::DurationError },
+    #[error("`name` is empty")]
+    EmptyName,
+    #[error("no step kind: set exactly one of restore, run, http, sql, wait")]
+    NoKind,
+    #[error("{} step kinds ({}): a step has exactly one", .0.len(), .0.join(", "))]
+    SeveralKinds(Vec<&'static str>),
+    #[error("`env` and `dir` belong to a `run` step")]
+    EnvOutsideRun,
+    #[error("restore: `source` is empty")]
+    EmptySource,
+    #[error("http: bad url {url:?}: {source}")]
+    BadUrl { url: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("sql: bad `database` connection string: {0}")]
+    BadDatabase(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("sql: {0}")]
+    BadExpect(#[source] BadExpectation),
+}
+
 /// Expands `${VAR}`; `$${` is a literal `${`. Undefined names are collected, not failed on at once.
 struct Expander<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
@@ -297,7 +324,7 @@ struct Expander<'a> {
 }
 
 impl Expander<'_> {
-    fn expand(&mut self, text: &str) -> Result<String, String> {
+    fn expand(&mut self, text: &str) -> Result<String, StepProblem> {
         let mut out = String::new();
         let mut rest = text;
         while let Some(at) = rest.find("${") {
@@ -309,10 +336,10 @@ impl Expander<'_> {
             }
             out.push_str(&rest[..at]);
             let after = &rest[at + 2..];
-            let end = after.find('}').ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+            let end = after.find('}').ok_or_else(|| StepProblem::UnclosedVariable(text.to_string()))?;
             let name = &after[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("bad variable name ${{{name}}} in {text:?}"));
+                return Err(StepProblem::BadVariableName { name: name.to_string(), text: text.to_string() });
             }
             self.used.insert(name.to_string());
             match (self.lookup)(name) {
@@ -327,31 +354,29 @@ impl Expander<'_> {
         Ok(out)
     }
 
-    fn expand_opt(&mut self, text: Option<&String>) -> Result<Option<String>, String> {
+    fn expand_opt(&mut self, text: Option<&String>) -> Result<Option<String>, StepProblem> {
         text.map(|t| self.expand(t)).transpose()
     }
 }
 
-fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{what} {text:?} is not a duration (e.g. \"30s\", \"5m\"): {e}"))
+fn parse_duration(what: &'static str, text: &str) -> Result<Duration, StepProblem> {
+    humantime::parse_duration(text.trim()).map_err(|source| StepProblem::NotADuration {
+        what,
+        text: text.to_string(),
+        source,
+    })
 }
 
-fn build_step(raw: &RawStep, line: usize, base: &Path, x: &mut Expander<'_>) -> Result<Step, Vec<String>> {
+fn build_step(raw: &RawStep, line: usize, base: &Path, x: &mut Expander<'_>) -> Result<Step, Vec<StepProblem>> {
     let mut problems = Vec::new();
-    let mut note = |r: Result<(), String>| {
-        if let Err(e) = r {
-            problems.push(e);
-        }
-    };
     let name = x.expand(&raw.name).unwrap_or_else(|e| {
-        note(Err(e));
+        problems.push(e);
         raw.name.clone()
     });
     if name.trim().is_empty() {
-        note(Err("`name` is empty".into()));
+        problems.push(StepProblem::EmptyName);
     }
-    let kinds: Vec<&str> = [
+    let kinds: Vec<&'static str> = [
         raw.restore.as_ref().map(|_| "restore"),
         raw.run.as_ref().map(|_| "run"),
         raw.http.as_ref().map(|_| "http"),
@@ -362,16 +387,11 @@ fn build_step(raw: &RawStep, line: usize, base: &Path, x: &mut Expander<'_>) -> 
     .flatten()
     .collect();
     if kinds.len() != 1 {
-        let reason = if kinds.is_empty() {
-            "no step kind: set exactly one of restore, run, http, sql, wait".to_string()
-        } else {
-            format!("{} step kinds ({}): a step has exactly one", kinds.len(), kinds.join(", "))
-        };
-        problems.push(reason);
+        problems.push(if kinds.is_empty() { StepProblem::NoKind } else { StepProblem::SeveralKinds(kinds) });
         return Err(problems);
     }
     if raw.run.is_none() && (raw.env.is_some() || raw.dir.is_some()) {
-        problems.push("`env` and `dir` belong to a `run` step".to_string());
+        problems.push(StepProblem::EnvOutsideRun);
     }
     let timeout = match x.expand_opt(raw.timeout.as_ref()) {
         Ok(Some(t)) => match parse_duration("timeout", &t) {
@@ -400,11 +420,11 @@ fn build_step(raw: &RawStep, line: usize, base: &Path, x: &mut Expander<'_>) -> 
     }
 }
 
-fn kind(raw: &RawStep, base: &Path, x: &mut Expander<'_>) -> Result<StepKind, String> {
+fn kind(raw: &RawStep, base: &Path, x: &mut Expander<'_>) -> Result<StepKind, StepProblem> {
     if let Some(r) = &raw.restore {
         let source = x.expand(&r.source)?;
         if source.is_empty() {
-            return Err("restore: `source` is empty".into());
+            return Err(StepProblem::EmptySource);
         }
         // A relative directory is the runbook's, like every path in it.
         let into = x.expand_opt(r.into.as_ref())?.map(|into| {
@@ -431,7 +451,7 @@ fn kind(raw: &RawStep, base: &Path, x: &mut Expander<'_>) -> Result<StepKind, St
     if let Some(h) = &raw.http {
         let url = x.expand(&h.url)?;
         if x.undefined.is_empty() {
-            reqwest::Url::parse(&url).map_err(|e| format!("http: bad url {url:?}: {e}"))?;
+            reqwest::Url::parse(&url).map_err(|e| StepProblem::BadUrl { url: url.clone(), source: e.into() })?;
         }
         let within = match x.expand_opt(h.within.as_ref())? {
             Some(w) => parse_duration("within", &w)?,
@@ -442,15 +462,15 @@ fn kind(raw: &RawStep, base: &Path, x: &mut Expander<'_>) -> Result<StepKind, St
     if let Some(s) = &raw.sql {
         let database = x.expand(&s.database)?;
         if x.undefined.is_empty() {
-            ConnInfo::parse(&database).map_err(|e| format!("sql: bad `database` connection string: {e}"))?;
+            ConnInfo::parse(&database).map_err(|e| StepProblem::BadDatabase(e.into()))?;
         }
-        let expect = Expectation::parse(&x.expand(&s.expect)?).map_err(|e| format!("sql: {e}"))?;
+        let expect = Expectation::parse(&x.expand(&s.expect)?).map_err(StepProblem::BadExpect)?;
         return Ok(StepKind::Sql { database, query: x.expand(&s.query)?, expect });
     }
     if let Some(w) = &raw.wait {
         return Ok(StepKind::Wait(parse_duration("wait", &x.expand(w)?)?));
     }
-    Err("no step kind".into())
+    Err(StepProblem::NoKind)
 }
 
 #[cfg(test)]

@@ -179,7 +179,7 @@ impl Repository {
             let expired = seen.expires_at(now) <= now;
             let (info, problem) = match seen.info {
                 Ok(info) => (Some(info), None),
-                Err(problem) => (None, Some(problem)),
+                Err(problem) => (None, Some(problem.to_string())),
             };
             listed.push(ListedLock { key: seen.key, info, problem, expired });
         }
@@ -577,10 +577,20 @@ async fn renew_once(store: &dyn Store, key: &str, shared: &Shared) -> std::resul
     Ok(())
 }
 
+/// Why an object under `locks/` does not read as a lock (it then counts as an exclusive one until it expires).
+#[derive(Debug, thiserror::Error)]
+enum UnreadableLock {
+    #[error("not a lock: {0}")]
+    NotALock(#[source] serde_json::Error),
+    /// The store found it damaged (too large, ...): the store's own reason.
+    #[error("{reason}")]
+    Damaged { reason: String },
+}
+
 /// One object under `locks/` other than ours.
 struct Seen {
     key: String,
-    info: std::result::Result<LockInfo, String>,
+    info: std::result::Result<LockInfo, UnreadableLock>,
     modified: Option<DateTime<Utc>>,
 }
 
@@ -617,9 +627,9 @@ async fn other_locks(store: &dyn Store, own: Option<&str>) -> Result<Vec<Seen>> 
             continue;
         }
         let info = match store::get_bytes(store, &meta.key, LOCK_LIMIT).await {
-            Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes).map_err(|e| format!("not a lock: {e}")),
+            Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes).map_err(UnreadableLock::NotALock),
             Err(Error::ObjectMissing { .. }) => continue,
-            Err(Error::ObjectCorrupt { reason, .. }) => Err(reason),
+            Err(Error::ObjectCorrupt { reason, .. }) => Err(UnreadableLock::Damaged { reason }),
             Err(e) => return Err(e),
         };
         seen.push(Seen { key: meta.key, info, modified: meta.modified });

@@ -87,12 +87,10 @@ impl Repository {
         let info: RepositoryInfo = serde_json::from_slice(&bytes)
             .map_err(|e| Error::ObjectCorrupt { key: CONFIG_KEY.to_string(), reason: e.to_string() })?;
         if info.format > FORMAT_VERSION {
-            return Err(Error::ObjectCorrupt {
+            return Err(Error::RepositoryFormatTooNew {
                 key: CONFIG_KEY.to_string(),
-                reason: format!(
-                    "repository format {} is newer than this dr understands ({FORMAT_VERSION}); upgrade dr",
-                    info.format
-                ),
+                format: info.format,
+                supported: FORMAT_VERSION,
             });
         }
         Ok(Repository { store, created_at: Some(info.created_at) })
@@ -165,6 +163,11 @@ impl Repository {
                     manifest.format
                 ),
             });
+        }
+        // The object keys are repository data here, not a user's input: a bad one is damage (exit 1), never the
+        // usage error (exit 2) the store gives for a bad key it is asked for.
+        if let Some(bad) = manifest.objects().find(|object| store::check_key(&object.key).is_err()) {
+            return Err(Error::ObjectCorrupt { key, reason: format!("it names an invalid object key {:?}", bad.key) });
         }
         Ok(manifest)
     }
@@ -377,5 +380,45 @@ mod tests {
         assert!(matches!(Repository::init(store.clone()).await, Err(Error::RepositoryExists { .. })));
         let repo = Repository::open(store).await.unwrap();
         assert!(repo.snapshot_ids().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_manifest_naming_an_invalid_object_key_is_corrupt_not_a_usage_error() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let repo = Repository::init(store).await.unwrap();
+        let id = SnapshotId::new(Utc::now());
+        let tampered = "objects/../config.json".to_string();
+        let manifest = Manifest {
+            format: FORMAT_VERSION,
+            id: id.clone(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            hostname: "host".into(),
+            dr_version: "0".into(),
+            sources: vec![crate::repo::manifest::SourceEntry {
+                name: "app".into(),
+                kind: crate::repo::manifest::SourceKind::Postgres,
+                consistent_at: Utc::now(),
+                objects: vec![crate::repo::manifest::ObjectEntry {
+                    key: tampered.clone(),
+                    role: ObjectRole::PgDump,
+                    stored_size: 1,
+                    sha256: String::new(),
+                    plain_size: 1,
+                }],
+                incomplete_files: 0,
+            }],
+            private: String::new(),
+        };
+        repo.commit(&manifest).await.unwrap();
+
+        // Asked directly, the store calls the key a usage error (exit 2): right for a key a user typed.
+        let asked = repo.store().get(&tampered).await.map(|_| ()).unwrap_err();
+        assert_eq!(asked.exit_code(), 2, "{asked}");
+        // Read from a manifest, the same key is damage to the repository (exit 1), named by the manifest's key.
+        let err = repo.manifest(&id).await.unwrap_err();
+        assert!(matches!(&err, Error::ObjectCorrupt { key, .. } if *key == Repository::manifest_key(&id)), "{err}");
+        assert_eq!(err.exit_code(), 1);
+        assert!(err.to_string().contains("invalid object key"), "{err}");
     }
 }

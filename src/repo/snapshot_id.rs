@@ -35,25 +35,26 @@ impl SnapshotId {
     }
 }
 
-impl FromStr for SnapshotId {
-    type Err = String;
+/// A text that is not a snapshot id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a snapshot id (like 20261125T065012Z-3fa9c1)")]
+pub struct NotASnapshotId(String);
 
-    fn from_str(s: &str) -> Result<SnapshotId, String> {
+impl FromStr for SnapshotId {
+    type Err = NotASnapshotId;
+
+    fn from_str(s: &str) -> Result<SnapshotId, NotASnapshotId> {
         let valid = s.len() == 23
             && NaiveDateTime::parse_from_str(&s[..16], TIME_FORMAT).is_ok()
             && s.as_bytes()[16] == b'-'
             && s[17..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-        if valid {
-            Ok(SnapshotId(s.to_string()))
-        } else {
-            Err(format!("{s:?} is not a snapshot id (like 20261125T065012Z-3fa9c1)"))
-        }
+        if valid { Ok(SnapshotId(s.to_string())) } else { Err(NotASnapshotId(s.to_string())) }
     }
 }
 
 impl TryFrom<String> for SnapshotId {
-    type Error = String;
-    fn try_from(s: String) -> Result<SnapshotId, String> {
+    type Error = NotASnapshotId;
+    fn try_from(s: String) -> Result<SnapshotId, NotASnapshotId> {
         s.parse()
     }
 }
@@ -80,10 +81,18 @@ pub enum Selector {
     AtOrBefore(DateTime<Utc>),
 }
 
-impl FromStr for Selector {
-    type Err = String;
+/// A `--to` value in none of the forms a [`Selector`] takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "expected `latest`, a snapshot id (or a unique prefix of one, at least 4 characters), \
+     or an RFC 3339 time such as 2026-11-24T18:00:00Z"
+)]
+pub struct NotASelector;
 
-    fn from_str(s: &str) -> Result<Selector, String> {
+impl FromStr for Selector {
+    type Err = NotASelector;
+
+    fn from_str(s: &str) -> Result<Selector, NotASelector> {
         if s == "latest" {
             return Ok(Selector::Latest);
         }
@@ -95,9 +104,7 @@ impl FromStr for Selector {
         if looks_like_id {
             return Ok(Selector::Id(s.to_string()));
         }
-        Err("expected `latest`, a snapshot id (or a unique prefix of one, at least 4 characters), \
-             or an RFC 3339 time such as 2026-11-24T18:00:00Z"
-            .to_string())
+        Err(NotASelector)
     }
 }
 
@@ -144,6 +151,6 @@ mod tests {
         );
         assert_eq!("20261125T06".parse::<Selector>().unwrap(), Selector::Id("20261125T06".into()));
         let err = "yesterday".parse::<Selector>().unwrap_err();
-        assert!(err.contains("RFC 3339"), "{err}");
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
     }
 }

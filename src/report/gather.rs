@@ -48,7 +48,7 @@ pub async fn gather(
     for (id, read) in read_all(drill_ids, |id| async move { repo.drill(&id, identities).await }).await? {
         match read {
             Ok(record) => drills.push(record),
-            Err(error) => unreadable.push(Unreadable { kind: RecordKind::Drill, id, error }),
+            Err(error) => unreadable.push(Unreadable { kind: RecordKind::Drill, id, error: error.to_string() }),
         }
     }
 
@@ -58,7 +58,7 @@ pub async fn gather(
     for (id, read) in read_all(inside_ids, |id| read_snapshot(repo, identities, id)).await? {
         match read {
             Ok(snapshot) => inside.push(snapshot),
-            Err(error) => unreadable.push(Unreadable { kind: RecordKind::Snapshot, id, error }),
+            Err(error) => unreadable.push(Unreadable { kind: RecordKind::Snapshot, id, error: error.to_string() }),
         }
     }
     let before_ids = snapshot_ids.iter().rev().filter(|id| id.time() < window_start);
@@ -70,7 +70,7 @@ pub async fn gather(
     for (id, read) in read_all(inside_attempt_ids, |id| async move { repo.attempt(&id, identities).await }).await? {
         match read {
             Ok(record) => attempts.push(record),
-            Err(error) => unreadable.push(Unreadable { kind: RecordKind::Attempt, id, error }),
+            Err(error) => unreadable.push(Unreadable { kind: RecordKind::Attempt, id, error: error.to_string() }),
         }
     }
     let attempt_ids_before = attempt_ids.iter().rev().filter(|id| id.time() < window_start);
@@ -181,8 +181,8 @@ async fn read_snapshot(repo: &Repository, identities: &Identities, id: SnapshotI
 }
 
 /// Runs `read` on every id, a few at a time, keeping their order. Damage to one record (corrupt, vanished since
-/// the listing) is that record's outcome, as its error message; any other error ends the report.
-async fn read_all<T, F, Fut>(ids: Vec<SnapshotId>, read: F) -> Result<Vec<(SnapshotId, Result<T, String>)>>
+/// the listing) is that record's outcome; any other error ends the report.
+async fn read_all<T, F, Fut>(ids: Vec<SnapshotId>, read: F) -> Result<Vec<(SnapshotId, Result<T>)>>
 where
     F: Fn(SnapshotId) -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -193,7 +193,7 @@ where
             async move {
                 match reading.await {
                     Ok(value) => Ok((id, Ok(value))),
-                    Err(e) if is_damage(&e) => Ok((id, Err(e.to_string()))),
+                    Err(e) if is_damage(&e) => Ok((id, Err(e))),
                     Err(e) => Err(e),
                 }
             }

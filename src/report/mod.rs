@@ -28,7 +28,7 @@ use crate::repo::snapshot_id::SnapshotId;
 pub use file::write_atomically;
 pub use gather::gather;
 pub use timeline::{RecoveryPoint, days, worst_gap};
-pub use window::Since;
+pub use window::{NotAWindow, Since};
 
 /// Version of the JSON layout: bumped when a field changes meaning or disappears (adding one does not).
 pub const REPORT_FORMAT: u32 = 1;

@@ -40,19 +40,26 @@ impl Since {
     }
 }
 
-impl FromStr for Since {
-    type Err = String;
+/// A `--since` value that is not a window.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAWindow {
+    #[error("the window must be longer than zero")]
+    Empty,
+    #[error("expected a duration before now (7d, 36h, 2w) or an RFC 3339 time such as 2026-11-18T00:00:00Z")]
+    Unparsable,
+}
 
-    fn from_str(text: &str) -> std::result::Result<Since, String> {
+impl FromStr for Since {
+    type Err = NotAWindow;
+
+    fn from_str(text: &str) -> std::result::Result<Since, NotAWindow> {
         if let Ok(time) = DateTime::parse_from_rfc3339(text) {
             return Ok(Since::At(time.with_timezone(&Utc)));
         }
         match humantime::parse_duration(text) {
-            Ok(duration) if duration.is_zero() => Err("the window must be longer than zero".to_string()),
+            Ok(duration) if duration.is_zero() => Err(NotAWindow::Empty),
             Ok(duration) => Ok(Since::Ago(duration)),
-            Err(_) => Err("expected a duration before now (7d, 36h, 2w) or an RFC 3339 time such as \
-                           2026-11-18T00:00:00Z"
-                .to_string()),
+            Err(_) => Err(NotAWindow::Unparsable),
         }
     }
 }
@@ -87,9 +94,9 @@ mod tests {
     fn nonsense_zero_and_the_future_are_refused() {
         for bad in ["yesterday", "7", "-7d", "", "2026-11-20"] {
             let err = bad.parse::<Since>().unwrap_err();
-            assert!(err.contains("RFC 3339"), "{bad}: {err}");
+            assert!(err.to_string().contains("RFC 3339"), "{bad}: {err}");
         }
-        assert!("0s".parse::<Since>().unwrap_err().contains("longer than zero"));
+        assert!("0s".parse::<Since>().unwrap_err().to_string().contains("longer than zero"));
         let future: Since = "2026-11-26T00:00:00Z".parse().unwrap();
         assert!(matches!(future.start(now()), Err(Error::Usage(m)) if m.contains("not in the past")));
         assert!(matches!(Since::At(now()).start(now()), Err(Error::Usage(_))));

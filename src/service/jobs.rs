@@ -122,8 +122,8 @@ async fn drill(config: &Config, repo: &Repository, shared: &Shared, cancel: Canc
         rto_seconds: record.rto.seconds,
         rpo_seconds: record.rpo.seconds,
     });
-    if let Err(e) = &outcome.stored {
-        return Err(Error::io("storing the drill record", std::io::Error::other(e.clone())));
+    if let Err(e) = outcome.stored {
+        return Err(Error::io("storing the drill record", std::io::Error::other(e)));
     }
     match &record.reason {
         None => Ok(format!("drill {} passed, objectives met", record.id)),

@@ -136,10 +136,8 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, JobConfig)>> {
     let mut specs = Vec::new();
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let file: ScheduleFile = toml::from_str(&text).map_err(|e| Error::ConfigParse {
-            path: path.clone(),
-            message: e.to_string().trim_end().replace('\n', "\n  "),
-        })?;
+        let file: ScheduleFile =
+            toml::from_str(&text).map_err(|source| Error::ConfigParse { path: path.clone(), source })?;
         specs.extend(file.jobs.into_iter().map(|j| (path.display().to_string(), j)));
     }
     Ok(specs)

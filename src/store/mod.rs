@@ -275,25 +275,6 @@ fn store_hint(e: &std::io::Error) -> Option<&'static str> {
     }
 }
 
-/// A failed read of an object's stream as the layers above the store keep it until they know it was the
-/// store's fault (an `io::Error` cannot be cloned): its text, and the hint [`read_error`] would keep.
-#[derive(Debug, Clone)]
-pub(crate) struct ReadFailure {
-    text: String,
-    hint: Option<&'static str>,
-}
-
-impl ReadFailure {
-    pub(crate) fn of(e: &std::io::Error) -> ReadFailure {
-        ReadFailure { text: e.to_string(), hint: store_hint(e) }
-    }
-
-    pub(crate) fn into_error(self, location: &str, key: &str) -> Error {
-        let (operation, hint) = ("read", self.hint);
-        Error::Store { location: location.to_string(), operation, key: key.to_string(), source: self.text.into(), hint }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
