@@ -64,5 +64,5 @@ pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress, ProgressTask};
 pub use repo::Repository;
 pub use repo::manifest::Manifest;
-pub use repo::snapshot_id::{Selector, SnapshotId};
+pub use repo::snapshot_id::{NotASelector, Selector, SnapshotId};
 pub use store::Store;

@@ -149,7 +149,7 @@ impl Context {
 }
 
 /// clap's parser for `--to latest|ID|TIME`.
-fn parse_selector(text: &str) -> std::result::Result<dr::Selector, dr::repo::snapshot_id::NotASelector> {
+fn parse_selector(text: &str) -> std::result::Result<dr::Selector, dr::NotASelector> {
     text.parse()
 }
 
