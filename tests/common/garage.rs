@@ -56,13 +56,14 @@ pub fn spawn_server(binary: &Path, config: &Path, log_dir: &Path) -> Child {
         .expect("starting garage")
 }
 
-/// Runs Garage in the background and waits for its stdin to close (this process ended): then stops it and
-/// removes its directory. SIGINT is ignored so that a Ctrl-C of the test run reaches the cleanup too.
+/// Runs Garage in the background and waits for its stdin to close (this process ended): then kills it (its data
+/// is thrown away, so there is nothing to shut down gracefully) and removes its directory. SIGINT is ignored so
+/// that a Ctrl-C of the test run reaches the cleanup too.
 const WATCHDOG: &str = r#"trap '' INT
 "$1" -c "$2" server </dev/null &
 server=$!
 while read -r _; do :; done
-kill "$server" 2>/dev/null
+kill -KILL "$server" 2>/dev/null
 wait "$server" 2>/dev/null
 rm -rf "$3""#;
 
