@@ -1,7 +1,9 @@
 #!/bin/sh
 # Regenerates the rendered sample of `dr report` in docs/: report-sample.md, report-sample.html (from a crafted
-# repository, by the ignored test `write_the_docs_sample` in tests/report.rs, at a fixed time) and
-# report-sample.png (the HTML as headless Chromium draws it). Not run by CI.
+# repository, by the snapshot test `the_docs_sample_is_what_the_report_renders` in tests/it/report.rs, at a
+# fixed time, with DR_UPDATE_SNAPSHOTS=1) and report-sample.png (the HTML as headless Chromium draws it). The
+# test fails when the .md or .html drifts from the report; the PNG is not compared (run this script after a
+# change to the HTML).
 #
 # Needs Chromium (Debian: apt-get install -y chromium) and, to keep the PNG small, optipng if present.
 set -eu
@@ -9,7 +11,7 @@ set -eu
 cd "$(dirname "$0")/.."
 docs="$PWD/docs"
 
-DR_REPORT_SAMPLE_DIR="$docs" cargo test --quiet --test report -- --ignored --exact write_the_docs_sample
+DR_UPDATE_SNAPSHOTS=1 cargo test --quiet --test it -- --exact report::the_docs_sample_is_what_the_report_renders
 
 chromium=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 if [ -z "$chromium" ]; then

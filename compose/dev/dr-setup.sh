@@ -1,6 +1,6 @@
 #!/bin/sh
 # DEV ONLY: prepares dr in the try-out stack (compose/dev.yml, service dr-setup, run with the dr image's
-# /bin/sh before the dr service starts). Idempotent; tests/compose_dev.rs runs it twice against a real Garage.
+# /bin/sh before the dr service starts). Idempotent; tests/it/compose_dev.rs runs it twice against a real Garage.
 #
 # 1. Generates the stack's age key with `dr keygen` into the dr-data volume, once: no private key is committed
 #    to the repository, and each try-out encrypts to a key of its own. Removing the volume removes the key and

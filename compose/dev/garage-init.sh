@@ -1,7 +1,7 @@
 #!/bin/sh
 # DEV ONLY: prepares the try-out stack's Garage (compose/dev.yml, service garage-init): gives the single node a
 # layout, creates the bucket, imports the stack's fixed S3 key and allows it on the bucket. Idempotent: a second
-# run finds everything in place and changes nothing. tests/compose_dev.rs runs it twice against a real Garage.
+# run finds everything in place and changes nothing. tests/it/compose_dev.rs runs it twice against a real Garage.
 #
 # Garage's image has no shell to run its CLI from, so this speaks Garage's admin API v2 over HTTP
 # (checked against Garage 2.5.0):

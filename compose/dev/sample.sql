@@ -1,6 +1,6 @@
 -- DEV ONLY: sample data for the try-out stack (compose/dev.yml): a small photo-sharing site, "isntgram".
 -- The postgres image runs this once, when its volume is empty (/docker-entrypoint-initdb.d), as the superuser
--- in the database POSTGRES_DB. Plain SQL, no psql meta-commands: tests/compose_dev.rs loads the same file
+-- in the database POSTGRES_DB. Plain SQL, no psql meta-commands: tests/it/compose_dev.rs loads the same file
 -- into a scratch cluster and checks the counts below.
 --
 -- 300 users, 1200 posts, 4000 comments, likes, follows, albums and tags; jsonb, bytea, non-ASCII text, a view,

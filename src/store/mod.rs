@@ -9,7 +9,7 @@
 //! - `put` is atomic: readers see the old state or the whole new object, never a part.
 //!
 //! Implementations: [`LocalStore`] (a directory), [`S3Store`] (an S3-compatible bucket), [`MemoryStore`]
-//! (tests). Each promise of the trait is a named test in `tests/store_contract.rs`, run against all three.
+//! (tests). Each promise of the trait is a named test in `tests/it/store_contract.rs`, run against all three.
 
 mod local;
 mod memory;

@@ -1,32 +1,45 @@
-//! A real S3-compatible server for the tests: a single-node Garage on free loopback ports, with one bucket and
-//! one key, torn down on drop. `tests/run` installs Garage (`cargo install garage --locked`); here a missing
-//! binary fails the test under CI and skips it elsewhere, saying so.
+//! A real S3-compatible server for the tests: ONE single-node Garage per test process, started on free loopback
+//! ports by the first test that asks, and a bucket of its own for every test ([`Garage::start`]), so that tests
+//! stay apart (listings, open multipart uploads) while the run boots Garage once instead of once per test.
+//! `tests/run` installs Garage (`cargo install garage --locked`); a missing binary follows the rule of
+//! [`super::require`] (fails under CI, skips elsewhere).
+//!
+//! The server must not outlive the test process, and Rust runs no destructor for a static: it is started by a
+//! small `sh` watchdog whose stdin is a pipe from this process. When the process ends, however it ends (even
+//! killed), the pipe closes, and the watchdog stops Garage and removes its directory. A test that needs a server
+//! of its own (another configuration, a restart) starts one with [`spawn_server`], as `compose_dev` does.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dr::store::s3::{S3Options, StaticCredentials};
 
+/// A bucket of its own on the run's shared server, with the server's key allowed on it.
 pub struct Garage {
-    pub dir: tempfile::TempDir,
     pub endpoint: String,
     pub bucket: String,
     pub key_id: String,
     pub secret: String,
+}
+
+/// The run's one server.
+struct Server {
+    dir: PathBuf,
+    endpoint: String,
+    key_id: String,
+    secret: String,
     binary: PathBuf,
     config: PathBuf,
-    server: Child,
+    /// The watchdog (its stdin is the pipe whose closing stops Garage): kept for the life of the process.
+    _watchdog: Child,
 }
 
 /// The garage binary: on PATH or in cargo's bin directory.
 pub fn find_binary() -> Option<PathBuf> {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|home| home.join("bin"));
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).chain(cargo_bin).map(|dir| dir.join("garage")).find(|p| p.is_file())
+    super::find_tool("garage")
 }
 
 /// `garage -c CONFIG server`, logging to `log_dir/server.log`.
@@ -43,92 +56,34 @@ pub fn spawn_server(binary: &Path, config: &Path, log_dir: &Path) -> Child {
         .expect("starting garage")
 }
 
+/// Runs Garage in the background and waits for its stdin to close (this process ended): then kills it (its data
+/// is thrown away, so there is nothing to shut down gracefully) and removes its directory. SIGINT is ignored so
+/// that a Ctrl-C of the test run reaches the cleanup too.
+const WATCHDOG: &str = r#"trap '' INT
+"$1" -c "$2" server </dev/null &
+server=$!
+while read -r _; do :; done
+kill -KILL "$server" 2>/dev/null
+wait "$server" 2>/dev/null
+rm -rf "$3""#;
+
 impl Garage {
-    /// Starts a server, or returns `None` (outside CI only) when Garage is not installed.
+    /// A new, empty bucket on the run's server (started on first use), or `None` (outside CI only) when Garage
+    /// is not installed.
     pub fn start() -> Option<Garage> {
-        let Some(binary) = find_binary() else {
-            assert!(
-                std::env::var("CI").is_err(),
-                "garage is not installed; tests/run installs it (cargo install garage --locked)"
-            );
-            eprintln!("SKIPPED: garage is not installed (tests/run installs it)");
-            return None;
-        };
-        let dir = tempfile::Builder::new().prefix("dr-garage-").tempdir().unwrap();
-        let (s3_port, rpc_port, admin_port) = (super::free_port(), super::free_port(), super::free_port());
-        let config = dir.path().join("garage.toml");
-        let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-        std::fs::write(
-            &config,
-            format!(
-                "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\n\
-                 rpc_bind_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{secret}\"\n\
-                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
-                 root_domain = \".s3.garage.localhost\"\n[admin]\napi_bind_addr = \"127.0.0.1:{admin_port}\"\n",
-                meta = dir.path().join("meta").display(),
-                data = dir.path().join("data").display(),
-            ),
-        )
-        .unwrap();
-        let server = spawn_server(&binary, &config, dir.path());
-        let mut garage = Garage {
-            endpoint: format!("http://127.0.0.1:{s3_port}"),
-            bucket: "dr-test".to_string(),
-            key_id: String::new(),
-            secret: String::new(),
-            binary,
-            config,
-            server,
-            dir,
-        };
-        garage.set_up();
-        Some(garage)
+        static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+        static NEXT_BUCKET: AtomicU32 = AtomicU32::new(0);
+        let server = SERVER.get_or_init(|| super::require("garage").map(Server::start)).as_ref()?;
+        let bucket = format!("dr-test-{}", NEXT_BUCKET.fetch_add(1, Ordering::Relaxed));
+        server.admin(&["bucket", "create", &bucket]);
+        server.admin(&["bucket", "allow", "--read", "--write", "--owner", &bucket, "--key", "dr-test-key"]);
+        Some(Garage {
+            endpoint: server.endpoint.clone(),
+            bucket,
+            key_id: server.key_id.clone(),
+            secret: server.secret.clone(),
+        })
     }
-
-    /// Runs a `garage` admin command, retrying while the node is still starting.
-    fn admin(&self, args: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let output = Command::new(&self.binary)
-                .arg("-c")
-                .arg(&self.config)
-                .args(args)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            if output.status.success() {
-                return String::from_utf8_lossy(&output.stdout).into_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "garage {args:?} failed: {}\nserver log:\n{}",
-                String::from_utf8_lossy(&output.stderr),
-                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn set_up(&mut self) {
-        let node = self.admin(&["node", "id", "-q"]);
-        let node = node.trim().split('@').next().unwrap().to_string();
-        // Capacity is only a layout weight here; large enough for the benchmark's objects.
-        self.admin(&["layout", "assign", "-z", "dc1", "-c", "100G", &node]);
-        self.admin(&["layout", "apply", "--version", "1"]);
-        self.admin(&["bucket", "create", &self.bucket]);
-        let key = self.admin(&["key", "create", "dr-test-key"]);
-        let field = |name: &str| {
-            key.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-                .unwrap_or_else(|| panic!("no {name} in:\n{key}"))
-        };
-        self.key_id = field("Key ID:");
-        self.secret = field("Secret key:");
-        self.admin(&["bucket", "allow", "--read", "--write", "--owner", &self.bucket, "--key", "dr-test-key"]);
-    }
-
     /// Store options for an in-process [`dr::store::S3Store`] on this server, under `prefix`.
     pub fn options(&self, prefix: &str) -> S3Options {
         let mut options = S3Options::from_url(&format!("s3://{}/{prefix}", self.bucket)).unwrap();
@@ -179,15 +134,93 @@ impl Garage {
         let listed = self.client().await.list_multipart_uploads().bucket(&self.bucket).send().await.unwrap();
         listed.uploads().iter().filter_map(|u| u.key().map(str::to_string)).collect()
     }
-
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+impl Server {
+    fn start(binary: PathBuf) -> Server {
+        let dir = tempfile::Builder::new().prefix("dr-garage-").tempdir().unwrap().keep();
+        let (s3_port, rpc_port, admin_port) = (super::free_port(), super::free_port(), super::free_port());
+        let config = dir.join("garage.toml");
+        let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\n\
+                 rpc_bind_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{secret}\"\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n[admin]\napi_bind_addr = \"127.0.0.1:{admin_port}\"\n",
+                meta = dir.join("meta").display(),
+                data = dir.join("data").display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("garage-watchdog")
+            .arg(&binary)
+            .arg(&config)
+            .arg(&dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting garage");
+        let mut server = Server {
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+            key_id: String::new(),
+            secret: String::new(),
+            binary,
+            config,
+            dir,
+            _watchdog: watchdog,
+        };
+        server.set_up();
+        server
+    }
+
+    /// Runs a `garage` admin command, retrying while the node is still starting.
+    fn admin(&self, args: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let output = Command::new(&self.binary)
+                .arg("-c")
+                .arg(&self.config)
+                .args(args)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            if output.status.success() {
+                return String::from_utf8_lossy(&output.stdout).into_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "garage {args:?} failed: {}\nserver log:\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The node's layout and the key that every test bucket allows.
+    fn set_up(&mut self) {
+        let node = self.admin(&["node", "id", "-q"]);
+        let node = node.trim().split('@').next().unwrap().to_string();
+        // Capacity is only a layout weight here; large enough for the benchmark's objects.
+        self.admin(&["layout", "assign", "-z", "dc1", "-c", "100G", &node]);
+        self.admin(&["layout", "apply", "--version", "1"]);
+        let key = self.admin(&["key", "create", "dr-test-key"]);
+        let field = |name: &str| {
+            key.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {name} in:\n{key}"))
+        };
+        self.key_id = field("Key ID:");
+        self.secret = field("Secret key:");
     }
 }

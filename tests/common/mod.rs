@@ -1,6 +1,17 @@
 //! Shared fixtures for the integration tests: a real PostgreSQL (a scratch cluster started from the machine's
 //! own binaries), a seeded site, a files tree, a key pair and a configuration, driven through the real `dr`
 //! binary.
+//!
+//! # The rule for what a test needs from outside
+//!
+//! A test that needs something besides PostgreSQL and the `dr` binary (Garage, the `age` CLI and the other
+//! stock tools, tini and the container namespaces, root) asks for it through [`require`] (a tool) or
+//! [`skip`] (anything else), and nowhere else:
+//! - under CI (`CI` set to anything but empty, `0` or `false`; `.ci/run` sets `CI=true`) a missing prerequisite
+//!   FAILS the test with a message naming it and how to get it (`tests/run` installs every one), so that a CI
+//!   run never passes by skipping;
+//! - elsewhere the test is skipped with a `SKIPPED:` line on stderr, so that a developer without Garage can
+//!   still run the rest.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod faults;
@@ -86,6 +97,73 @@ impl Run {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Whether this is a CI run, where a missing prerequisite fails instead of skipping (see the module's doc).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// A prerequisite of the calling test is missing (`reason` says which and how to get it): under CI the test
+/// fails; elsewhere it is skipped with a notice, and the caller returns.
+#[track_caller]
+pub fn skip(reason: &str) {
+    assert!(!in_ci(), "{reason} (CI=true: a test that needs it fails instead of skipping)");
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// `tool` on PATH or in cargo's bin directory (where `cargo install garage` puts Garage); when it is missing,
+/// [`skip`] (fails under CI) and `None`.
+#[track_caller]
+pub fn require(tool: &str) -> Option<PathBuf> {
+    let found = find_tool(tool);
+    if found.is_none() {
+        skip(&format!("{tool} is not installed; tests/run installs it"));
+    }
+    found
+}
+
+/// `tool` on PATH or in cargo's bin directory.
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|home| home.join("bin"));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(cargo_bin).map(|dir| dir.join(tool)).find(|p| p.is_file())
+}
+
+/// A snapshot test: `actual` must equal the file at `path` (relative to the repository root), so that a
+/// rendered sample in docs/ cannot drift from what dr renders. With `DR_UPDATE_SNAPSHOTS=1` the file is
+/// rewritten instead (then review the diff and commit it).
+#[track_caller]
+pub fn assert_snapshot(path: &str, actual: &str) {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if std::env::var("DR_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        fs::write(&file, actual).unwrap();
+        return;
+    }
+    let expected = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    if expected != actual {
+        let line = expected.lines().zip(actual.lines()).position(|(e, a)| e != a).unwrap_or(0);
+        panic!(
+            "{path} differs from what is rendered now, first at line {}:\n  file:     {}\n  rendered: {}\n\
+             If the change is intended: DR_UPDATE_SNAPSHOTS=1 cargo test --test it <test name>, review, commit.",
+            line + 1,
+            expected.lines().nth(line).unwrap_or("<end of file>"),
+            actual.lines().nth(line).unwrap_or("<end of file>"),
+        );
+    }
+}
+
+/// Waits until the wall clock enters its next second: snapshot ids have second precision, and a snapshot taken
+/// after this sorts after every one taken before (half a second on average, not a fixed 1.1 s).
+pub fn next_second() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    std::thread::sleep(std::time::Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())));
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() <= now.as_secs() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 

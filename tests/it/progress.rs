@@ -3,7 +3,7 @@
 //! a named phase rather than a byte counter stuck at zero (and the log lines without a terminal say so).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,9 +1,9 @@
 //! What must never happen: a crashed or failed backup that shows up as a snapshot or leaves objects behind, a
 //! restore over data that was not meant to be replaced, an archive that writes outside its target, a password
-//! on a child's command line. (SIGINT and SIGTERM, which dr handles, are in tests/signals.rs.)
+//! on a child's command line. (SIGINT and SIGTERM, which dr handles, are in tests/it/signals.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;
@@ -87,7 +87,7 @@ async fn a_crashed_backup_leaves_no_snapshot_and_the_next_one_works() {
     assert!(!site.manifest_path(&killed).exists());
 
     // Ids have second precision; the next snapshot must sort after the first.
-    std::thread::sleep(Duration::from_millis(1100));
+    common::next_second();
     let run = site.dr(&["backup"]).ok();
     assert!(!run.all_output().contains("hunter2"));
     let second = run.stdout.trim().to_string();
@@ -104,7 +104,7 @@ async fn a_failed_backup_leaves_no_snapshot_and_no_objects() {
     let objects = site.repo.join("objects");
 
     // The last source is missing: found before anything is dumped or written (the checks up front), so the
-    // backup never starts. (The case below, and tests/signals.rs, fail after objects were written.)
+    // backup never starts. (The case below, and tests/it/signals.rs, fail after objects were written.)
     let uploads = site.uploads_dir();
     let moved = site.path("uploads-elsewhere");
     fs::rename(&uploads, &moved).unwrap();

@@ -3,7 +3,7 @@
 //! SIGINT during a step.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Read, Write};

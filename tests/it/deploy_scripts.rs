@@ -8,6 +8,8 @@
 //! its /srv/dr layout step runs for real into a temporary directory, twice, the second run changing nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use crate::common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -644,7 +646,7 @@ fn bootstrap_refuses_what_it_must_not_do() {
 #[test]
 fn bootstrap_layout_sets_owners_and_modes_and_a_second_run_changes_nothing() {
     if !is_root() {
-        eprintln!("skipped: needs root to chown to 10001");
+        common::skip("the bootstrap layout test needs root to chown to 10001");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 //! that the restore creates, under whatever name `--into` gives it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 

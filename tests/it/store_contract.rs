@@ -4,7 +4,7 @@
 //! and S3 stores offer them, the memory store has none and says so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

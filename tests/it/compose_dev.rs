@@ -12,7 +12,7 @@
 //! and compose/dr.production.toml.example loads, agrees with the compose file, and `dr serve` starts with it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -45,12 +45,7 @@ fn dev_compose_value(key: &str) -> String {
 }
 
 fn garage_binary() -> Option<PathBuf> {
-    let found = common::garage::find_binary();
-    if found.is_none() {
-        assert!(std::env::var("CI").is_err(), "garage is not installed; tests/run installs it");
-        eprintln!("SKIPPED: garage is not installed (tests/run installs it)");
-    }
-    found
+    common::require("garage")
 }
 
 /// Sets an existing key of a TOML document (a renamed key in a shipped file fails here, instead of the copy

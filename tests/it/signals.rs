@@ -2,7 +2,7 @@
 //! nothing, and leaves not even a hidden partial file behind; the next backup works.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

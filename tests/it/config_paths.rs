@@ -1,7 +1,7 @@
 //! Relative paths in a configuration file resolve against the file's directory, however the file was found.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{dr_command, run};
 

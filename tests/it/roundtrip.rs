@@ -1,7 +1,7 @@
 //! Site → repository → site, against real PostgreSQL servers: what comes back equals what went in.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{DATABASE, Site, UPLOAD_EXCLUDES, fingerprint, listing, roles, scratch};
 
@@ -65,7 +65,7 @@ async fn snapshots_are_listed_selected_by_time_and_prefix_and_verified() {
     let first = site.backup();
     common::sql(&site.db, DATABASE, "INSERT INTO analytics.daily_uploads VALUES ('2027-01-01', 1)").await;
     // Ids have second precision; make sure the second snapshot is in a later second.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    common::next_second();
     let second = site.backup();
     assert!(second > first);
 

@@ -3,7 +3,7 @@
 //! both verify the server and present the certificate, from the same `sslrootcert`/`sslcert`/`sslkey`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -13,8 +13,8 @@ use std::process::Command;
 use common::{DATABASE, Site, fingerprint, run, sql, write_files};
 use dr::pg::{ScratchOptions, ScratchPostgres};
 
-const DEMO_SQL: &str = include_str!("../src/demo/sample_site.sql");
-const FIXTURE_SQL: &str = include_str!("fixtures/site.sql");
+const DEMO_SQL: &str = include_str!("../../src/demo/sample_site.sql");
+const FIXTURE_SQL: &str = include_str!("../fixtures/site.sql");
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_and_restore_over_tls_with_a_client_certificate() {

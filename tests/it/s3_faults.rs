@@ -4,7 +4,7 @@
 //! an interrupted download resumes from the byte where it broke.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! scratch PostgreSQL running for longer than it takes the next run to sweep it (docs/operations.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

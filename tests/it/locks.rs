@@ -4,7 +4,7 @@
 //! Leases are 2 seconds here, so that expiry and renewal show within a test's patience.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -4,7 +4,7 @@
 //! configuration keeps the running schedule; a run missed while the service was down is caught up once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

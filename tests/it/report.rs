@@ -2,10 +2,11 @@
 //! sealed to a generated key) and drill records saved through the library, then the real binary in all three
 //! formats, whose figures must match the crafted records exactly. No PostgreSQL needed.
 //!
-//! `write_the_docs_sample` (ignored) renders docs/report-sample.{md,html}: see docs/render-report-sample.sh.
+//! `the_docs_sample_is_what_the_report_renders` renders docs/report-sample.{md,html} and compares (a snapshot
+//! test; `DR_UPDATE_SNAPSHOTS=1` rewrites them, see docs/render-report-sample.sh).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -914,11 +915,11 @@ async fn a_tiny_rto_against_a_large_objective_has_a_visible_bar() {
 /// The sample in docs/: a realistic week (a snapshot every 6 hours, a drill every morning) with one failed
 /// check, one RTO breach, a database that could not be reached for a day (four failed backups), an uploads
 /// mount that came up empty once, and a repository that began on the 19th (so the 18th is not applicable),
-/// rendered at a fixed time so the sample only changes when the report does. Writes to `$DR_REPORT_SAMPLE_DIR`.
+/// rendered at a fixed time so the sample only changes when the report does. A snapshot test: the rendering must
+/// equal docs/report-sample.{md,html} byte for byte, so the sample cannot drift from the report;
+/// `DR_UPDATE_SNAPSHOTS=1` rewrites the files instead (docs/render-report-sample.sh does, and redraws the PNG).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "writes docs/report-sample.*; run by docs/render-report-sample.sh"]
-async fn write_the_docs_sample() {
-    let out = PathBuf::from(std::env::var("DR_REPORT_SAMPLE_DIR").expect("DR_REPORT_SAMPLE_DIR"));
+async fn the_docs_sample_is_what_the_report_renders() {
     let fixture = Fixture::new().await;
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap();
     let first = Utc.with_ymd_and_hms(2026, 11, 19, 0, 15, 0).unwrap();
@@ -1010,8 +1011,8 @@ async fn write_the_docs_sample() {
     // The fixture lives in a temporary directory; show the kind of location a real site has.
     report.repository = "s3://acme-backups/shop at https://s3.eu-central-1.amazonaws.com".to_string();
     for (format, name) in
-        [(dr::report::Format::Markdown, "report-sample.md"), (dr::report::Format::Html, "report-sample.html")]
+        [(dr::report::Format::Markdown, "docs/report-sample.md"), (dr::report::Format::Html, "docs/report-sample.html")]
     {
-        fs::write(out.join(name), report.render(format).unwrap()).unwrap();
+        common::assert_snapshot(name, &report.render(format).unwrap());
     }
 }

@@ -3,7 +3,7 @@
 //! and 1 for everything else.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -27,7 +27,7 @@ fn keygen_writes_a_private_identity_and_prints_its_recipient() {
     let identity = fs::read_to_string(&path).unwrap();
     assert!(identity.contains(&format!("# public key: {recipient}")), "{identity}");
     assert_eq!(identity.lines().filter(|l| l.starts_with("AGE-SECRET-KEY-1")).count(), 1, "{identity}");
-    // The pair works: a backup to the recipient restores with the identity (see tests/breakglass.rs for age).
+    // The pair works: a backup to the recipient restores with the identity (see tests/it/breakglass.rs for age).
     assert!(dr::Identities::load(&path).is_ok());
 
     let error = dr(&["keygen", "--output", path.to_str().unwrap()]).user_error(1);
@@ -209,7 +209,7 @@ fn snapshots_that_do_not_exist_are_reported_as_such() {
         let error = site.dr(&["restore", "--to", selector]).user_error(1);
         assert!(error.contains("no snapshot matches"), "{selector}: {error}");
     }
-    // A time before every snapshot names the oldest one (tests/messages.rs pins the whole text).
+    // A time before every snapshot names the oldest one (tests/it/messages.rs pins the whole text).
     for command in ["restore", "verify"] {
         let error = site.dr(&[command, "--to", "2000-01-01T00:00:00Z"]).user_error(1);
         assert!(error.contains(&format!("the oldest is {first}")), "{command}: {error}");

@@ -3,7 +3,7 @@
 //! with ages, and a closed pipe on stdout (`dr snapshots | head -1`) ending quietly instead of in a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::{Command, Stdio};

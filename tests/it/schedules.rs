@@ -3,7 +3,7 @@
 //! place of /etc/dr/dr.toml), and every cron time field is valid.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

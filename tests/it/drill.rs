@@ -4,7 +4,7 @@
 //! record is stored encrypted in the repository, also for a drill that failed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! refused credentials, unreachable endpoint, settings that cannot work).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -7,7 +7,7 @@
 //! on with SIGCONT. The files are large and sparse so that the read is still under way when it is caught.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -3,7 +3,7 @@
 //! of that source before its target is touched.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

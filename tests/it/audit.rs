@@ -2,7 +2,7 @@
 //! which snapshot and the outcome, and never a password.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{DATABASE, Site, scratch};
 
