@@ -18,35 +18,7 @@ const FIXTURE_SQL: &str = include_str!("../fixtures/site.sql");
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_and_restore_over_tls_with_a_client_certificate() {
-    let dir = tempfile::Builder::new().prefix("dr-tls-").tempdir().unwrap();
-    // The server runs as another user when we are root: it must reach its files below this directory.
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let pki = Pki::generate(&dir.path().join("pki"), &dir.path().join("server"));
-
-    let db = tokio::task::spawn_blocking(move || {
-        ScratchPostgres::start(&ScratchOptions { settings: pki.server_settings(), ..ScratchOptions::default() })
-    })
-    .await
-    .unwrap()
-    .expect("starting a TLS scratch PostgreSQL");
-    // The helpers seed it through its unix socket (trust); TCP takes nothing but TLS with a certificate.
-    sql(&db, "postgres", &format!("CREATE DATABASE {DATABASE}")).await;
-    sql(&db, DATABASE, DEMO_SQL).await;
-    sql(&db, DATABASE, FIXTURE_SQL).await;
-
-    let key = dr::KeyPair::generate();
-    let identity = dir.path().join("identity.txt");
-    key.write_identity_file(&identity).unwrap();
-    let site = Site {
-        config_path: dir.path().join("dr.toml"),
-        recipient: key.recipient(),
-        identity,
-        repo: dir.path().join("repo"),
-        db,
-        dir,
-    };
-    write_files(&site.path("site"));
-    let client = Pki::client_files(&site.path("pki"));
+    let (site, client) = tls_site("dr-tls-", &[], &[DEMO_SQL, FIXTURE_SQL]).await;
     let tls_url = |dbname: &str| {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname={dbname} sslmode=verify-full sslrootcert={} sslcert={} \
@@ -101,33 +73,8 @@ async fn backup_and_restore_over_tls_with_a_client_certificate() {
 /// it), and `ssl_max_protocol_version=TLSv1.2` fails in dr's own connection, saying so, before pg_dump runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_protocol_versions_and_tcp_keywords_apply_to_dr_s_own_connection() {
-    let dir = tempfile::Builder::new().prefix("dr-tls-versions-").tempdir().unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let pki = Pki::generate(&dir.path().join("pki"), &dir.path().join("server"));
-    let mut settings = pki.server_settings();
-    settings.push(("ssl_min_protocol_version".to_string(), "TLSv1.3".to_string()));
-    let db = tokio::task::spawn_blocking(move || {
-        ScratchPostgres::start(&ScratchOptions { settings, ..ScratchOptions::default() })
-    })
-    .await
-    .unwrap()
-    .expect("starting a TLS 1.3 scratch PostgreSQL");
-    sql(&db, "postgres", &format!("CREATE DATABASE {DATABASE}")).await;
-    sql(&db, DATABASE, DEMO_SQL).await;
-
-    let key = dr::KeyPair::generate();
-    let identity = dir.path().join("identity.txt");
-    key.write_identity_file(&identity).unwrap();
-    let site = Site {
-        config_path: dir.path().join("dr.toml"),
-        recipient: key.recipient(),
-        identity,
-        repo: dir.path().join("repo"),
-        db,
-        dir,
-    };
-    write_files(&site.path("site"));
-    let client = Pki::client_files(&site.path("pki"));
+    let min_tls13 = [("ssl_min_protocol_version", "TLSv1.3")];
+    let (site, client) = tls_site("dr-tls-versions-", &min_tls13, &[DEMO_SQL]).await;
     let tls_url = |extra: &str| {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname={DATABASE} sslmode=verify-full sslrootcert={} sslcert={} \
@@ -159,6 +106,41 @@ async fn tls_protocol_versions_and_tcp_keywords_apply_to_dr_s_own_connection() {
 /// `postgres` role, made with the `openssl` command-line tool.
 struct Pki {
     server_dir: PathBuf,
+}
+
+/// A site whose PostgreSQL takes TCP connections only over TLS with a client certificate (plus `settings`),
+/// seeded through its unix socket with `seeds`; and the client's certificate files.
+async fn tls_site(prefix: &str, settings: &[(&str, &str)], seeds: &[&str]) -> (Site, ClientFiles) {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    // The server runs as another user when we are root: it must reach its files below this directory.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let pki = Pki::generate(&dir.path().join("pki"), &dir.path().join("server"));
+    let mut server_settings = pki.server_settings();
+    server_settings.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let db = tokio::task::spawn_blocking(move || {
+        ScratchPostgres::start(&ScratchOptions { settings: server_settings, ..ScratchOptions::default() })
+    })
+    .await
+    .unwrap()
+    .expect("starting a TLS scratch PostgreSQL");
+    sql(&db, "postgres", &format!("CREATE DATABASE {DATABASE}")).await;
+    for seed in seeds {
+        sql(&db, DATABASE, seed).await;
+    }
+    let key = dr::KeyPair::generate();
+    let identity = dir.path().join("identity.txt");
+    key.write_identity_file(&identity).unwrap();
+    let site = Site {
+        config_path: dir.path().join("dr.toml"),
+        recipient: key.recipient(),
+        identity,
+        repo: dir.path().join("repo"),
+        db,
+        dir,
+    };
+    write_files(&site.path("site"));
+    let client = Pki::client_files(&site.path("pki"));
+    (site, client)
 }
 
 /// The client side's files.
