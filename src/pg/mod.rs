@@ -4,13 +4,13 @@
 
 mod connect;
 mod conninfo;
-pub mod database;
+pub(crate) mod database;
 mod dump;
 mod globals;
 pub mod inspect;
 mod restore;
-pub mod scratch;
-pub mod tools;
+pub(crate) mod scratch;
+pub(crate) mod tools;
 
 /// A `[[postgres]]` source's connection string, parsed; a bad one is a configuration error naming the source.
 /// Validation, backup, its preflight and `dr check` all parse it here.
