@@ -10,9 +10,8 @@
 //!   everything else.
 //! - A variant that wraps a foreign failure (I/O, an identity file, an HTTP client, a TOML parser, a child
 //!   tool) keeps it as its `source`; where the words shown are composed from several causes, [`Failure`]
-//!   carries the text with the original. Control flow does not read another library's message text; the
-//!   exception is a child tool whose only report is its stderr (pg_dumpall refused pg_authid, see
-//!   `pg::is_password_permission_error`).
+//!   carries the text with the original. Control flow does not read another library's message text (whether
+//!   pg_dumpall may dump role passwords is asked of the server up front, not read from its stderr).
 //! - A hint that fits only one call site is given there (`hint` fields: [`Error::ChildFailed`],
 //!   [`Error::Files`], [`Error::DrillFailed`], [`Error::RecoverStepFailed`]), not chosen by matching names.
 //! - Repository data is never a usage error: a bad key or id read from a manifest is corruption (exit 1), even

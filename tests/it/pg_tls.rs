@@ -19,16 +19,7 @@ const FIXTURE_SQL: &str = include_str!("../fixtures/site.sql");
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_and_restore_over_tls_with_a_client_certificate() {
     let (site, client) = tls_site("dr-tls-", &[], &[DEMO_SQL, FIXTURE_SQL]).await;
-    let tls_url = |dbname: &str| {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname={dbname} sslmode=verify-full sslrootcert={} sslcert={} \
-             sslkey={}",
-            site.db.port(),
-            client.ca.display(),
-            client.cert.display(),
-            client.key.display()
-        )
-    };
+    let tls_url = |dbname: &str| client.conninfo(site.db.port(), dbname);
     site.write_config("");
     let config = fs::read_to_string(&site.config_path).unwrap();
     let socket_url = site.db.url(DATABASE);
@@ -75,16 +66,7 @@ async fn backup_and_restore_over_tls_with_a_client_certificate() {
 async fn tls_protocol_versions_and_tcp_keywords_apply_to_dr_s_own_connection() {
     let min_tls13 = [("ssl_min_protocol_version", "TLSv1.3")];
     let (site, client) = tls_site("dr-tls-versions-", &min_tls13, &[DEMO_SQL]).await;
-    let tls_url = |extra: &str| {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname={DATABASE} sslmode=verify-full sslrootcert={} sslcert={} \
-             sslkey={} {extra}",
-            site.db.port(),
-            client.ca.display(),
-            client.cert.display(),
-            client.key.display()
-        )
-    };
+    let tls_url = |extra: &str| format!("{} {extra}", client.conninfo(site.db.port(), DATABASE));
     site.write_config("");
     let config = fs::read_to_string(&site.config_path).unwrap();
     let socket_url = site.db.url(DATABASE);
@@ -148,6 +130,19 @@ struct ClientFiles {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+}
+
+impl ClientFiles {
+    /// A conninfo that verifies the server and presents this client's certificate, over TCP.
+    fn conninfo(&self, port: u16, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={port} user=postgres dbname={dbname} sslmode=verify-full sslrootcert={} \
+             sslcert={} sslkey={}",
+            self.ca.display(),
+            self.cert.display(),
+            self.key.display()
+        )
+    }
 }
 
 impl Pki {
