@@ -236,8 +236,9 @@ fn status_field(pid: u32, field: &str) -> Vec<String> {
     line.split_whitespace().skip(1).map(str::to_string).collect()
 }
 
+/// The name of `pid`, or "" once it has exited (a set-up `mount` may end between listing and reading).
 fn process_name(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm")).unwrap().trim().to_string()
+    fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
 }
 
 #[track_caller]
@@ -265,13 +266,15 @@ fn serve_runs_as_the_image_runs_it_and_stops_cleanly_on_sigterm() {
     let mut service = image.run_in_container(&["serve"]);
 
     // The process tree a container has: tini is PID 1, dr its child, both as the service user.
+    // Until the set-up script execs tini, PID 1 is `sh` with `mount` as its child: wait past that.
     let mut tini = 0;
     wait_for("tini to start dr", || {
         tini = children(service.id()).first().copied().unwrap_or(0);
-        tini != 0 && !children(tini).is_empty()
+        tini != 0
+            && process_name(tini) == "tini"
+            && children(tini).first().is_some_and(|&child| process_name(child) == "dr")
     });
     let dr = children(tini)[0];
-    assert_eq!(process_name(tini), "tini");
     assert_eq!(status_field(tini, "NSpid").last().unwrap(), "1", "tini is PID 1 of its namespace");
     assert_eq!(process_name(dr), "dr");
     for pid in [tini, dr] {
