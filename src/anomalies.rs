@@ -111,6 +111,7 @@ mod tests {
             sources: sizes
                 .iter()
                 .map(|(name, size)| SourceEntry {
+                    format: None,
                     name: name.to_string(),
                     kind: SourceKind::Files,
                     consistent_at: now,

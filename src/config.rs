@@ -58,6 +58,8 @@ pub struct Config {
     pub alerts: Vec<AlertConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -109,6 +111,10 @@ pub struct EncryptionConfig {
     pub recipients: Vec<String>,
     /// The private key; needed only to restore and verify, never to back up.
     pub identity_file: Option<PathBuf>,
+    /// The repository's dedup key (chunked files sources): lets a host without the identity compute chunk ids
+    /// and read the chunk index, and decrypts no data (docs/repository-format.md, "Chunked files sources").
+    #[serde(default)]
+    pub dedup_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -153,11 +159,35 @@ pub struct FilesSource {
     /// relative to `path`. An excluded directory is skipped whole.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// How the source is stored: `tar` (one archive per snapshot) or `chunked` (deduplicated chunks in packs).
+    #[serde(default)]
+    pub format: FilesFormat,
     /// Restore symlinks that point outside the directory (absolute, or climbing out of it). Off by default: a
     /// tampered archive could otherwise plant a link to, say, /etc/shadow for the web server to serve. Nothing
     /// is ever written *through* a link, either way.
     #[serde(default)]
     pub external_symlinks: bool,
+}
+
+/// How a files source is stored in the repository.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FilesFormat {
+    /// One tar stream and one index object per snapshot: every backup stores every byte again.
+    #[default]
+    Tar,
+    /// Content-defined chunks, deduplicated across files, snapshots and sources, in pack objects; unchanged
+    /// files are not read again.
+    Chunked,
+}
+
+/// `[cache]`: what dr keeps on the backing-up host between runs (never needed for correctness).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Where the per-source file caches live (default: `$DR_CACHE_DIR`, else `$XDG_CACHE_HOME/dr`, else
+    /// `~/.cache/dr`, else `/var/cache/dr`).
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -365,6 +395,8 @@ pub struct LoadedConfig {
 pub const ENV_REPOSITORY_URL: &str = "DR_REPOSITORY_URL";
 pub const ENV_RECIPIENTS: &str = "DR_RECIPIENTS";
 pub const ENV_IDENTITY_FILE: &str = "DR_IDENTITY_FILE";
+pub const ENV_DEDUP_KEY_FILE: &str = "DR_DEDUP_KEY_FILE";
+pub const ENV_CACHE_DIR: &str = "DR_CACHE_DIR";
 
 impl Config {
     /// Parses a configuration text; `path` is used in messages and to resolve relative paths.
@@ -428,6 +460,14 @@ impl Config {
             self.encryption.identity_file = Some(PathBuf::from(path));
             applied.push(ENV_IDENTITY_FILE);
         }
+        if let Some(path) = env(ENV_DEDUP_KEY_FILE).filter(|v| !v.is_empty()) {
+            self.encryption.dedup_key_file = Some(PathBuf::from(path));
+            applied.push(ENV_DEDUP_KEY_FILE);
+        }
+        if let Some(path) = env(ENV_CACHE_DIR).filter(|v| !v.is_empty()) {
+            self.cache.dir = Some(PathBuf::from(path));
+            applied.push(ENV_CACHE_DIR);
+        }
         applied
     }
 
@@ -437,7 +477,10 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
-        if let Some(p) = self.encryption.identity_file.as_mut() {
+        for p in [&mut self.encryption.identity_file, &mut self.encryption.dedup_key_file, &mut self.cache.dir]
+            .into_iter()
+            .flatten()
+        {
             resolve(p);
         }
         if let Some(p) = self.restore.temp_dir.as_mut() {

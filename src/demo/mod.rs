@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, EncryptionConfig, FilesSource, PostgresSource, RepositoryConfig};
+use crate::config::{Config, EncryptionConfig, FilesFormat, FilesSource, PostgresSource, RepositoryConfig};
 use crate::crypto::{Identities, KeyPair};
 use crate::error::{Error, Result};
 use crate::files::{Excludes, tree_listing};
@@ -98,7 +98,11 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&DemoStep) + Sen
         })
         .await?;
     let config = Config {
-        encryption: EncryptionConfig { recipients: vec![key.recipient()], identity_file: Some(identity_path.clone()) },
+        encryption: EncryptionConfig {
+            recipients: vec![key.recipient()],
+            identity_file: Some(identity_path.clone()),
+            dedup_key_file: None,
+        },
         ..config
     };
 
@@ -225,12 +229,14 @@ fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
                 name: "config".into(),
                 path: site.join("config"),
                 exclude: Vec::new(),
+                format: FilesFormat::Tar,
                 external_symlinks: false,
             },
             FilesSource {
                 name: "uploads".into(),
                 path: site.join("uploads"),
                 exclude: UPLOAD_EXCLUDES.iter().map(|s| s.to_string()).collect(),
+                format: FilesFormat::Tar,
                 external_symlinks: false,
             },
         ],

@@ -23,8 +23,8 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{
-    FORMAT_VERSION, FilesDetails, GlobalsDetails, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest,
-    SourceDetails, SourceEntry, SourceKind,
+    FilesDetails, GlobalsDetails, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceDetails,
+    SourceEntry, SourceKind,
 };
 use crate::repo::snapshot_id::SnapshotId;
 
@@ -271,14 +271,15 @@ impl BackupContext<'_> {
     /// Writes the manifest: from here on the snapshot exists.
     async fn commit(&self, started_at: DateTime<Utc>, outcomes: Vec<SourceOutcome>) -> Result<Manifest> {
         let private = PrivateManifest { sources: outcomes.iter().map(|o| o.details.clone()).collect() };
+        let sources: Vec<SourceEntry> = outcomes.into_iter().map(|o| o.entry).collect();
         let manifest = Manifest {
-            format: FORMAT_VERSION,
+            format: crate::repo::manifest::format_for(&sources),
             id: self.snapshot.clone(),
             started_at,
             finished_at: Utc::now(),
             hostname: crate::host::hostname(),
             dr_version: env!("CARGO_PKG_VERSION").to_string(),
-            sources: outcomes.into_iter().map(|o| o.entry).collect(),
+            sources,
             private: Repository::seal_private(&self.recipients, &private)?,
         };
         self.repo.commit(&manifest).await?;
@@ -345,6 +346,7 @@ impl BackupContext<'_> {
         };
         Ok(SourceOutcome {
             entry: SourceEntry {
+                format: None,
                 name: source.name.clone(),
                 kind: SourceKind::Postgres,
                 consistent_at: facts.consistent_at,
@@ -469,6 +471,7 @@ impl BackupContext<'_> {
         }
         Ok(SourceOutcome {
             entry: SourceEntry {
+                format: None,
                 name: source.name.clone(),
                 kind: SourceKind::Files,
                 consistent_at,

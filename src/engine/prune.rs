@@ -707,6 +707,7 @@ mod tests {
                     hostname: "web1".into(),
                     dr_version: "test".into(),
                     sources: vec![SourceEntry {
+                        format: None,
                         name: "app".into(),
                         kind: SourceKind::Postgres,
                         consistent_at: at,

@@ -255,6 +255,10 @@ pub(crate) fn check_content(role: ObjectRole, decoder: &mut DecodeReader, files:
                 serde_json::from_str::<IndexEntry>(&line).map_err(|e| corrupt(format!("index line {}: {e}", n + 1)))?;
             }
         }
+        ObjectRole::Tree => {
+            serde_json::from_reader::<_, serde_json::Value>(decoder)
+                .map_err(|e| corrupt(format!("not a tree: {e}")))?;
+        }
         ObjectRole::Tar => {
             let mut archive = tar::Archive::new(decoder);
             let (mut files_seen, mut bytes) = (0u64, 0u64);

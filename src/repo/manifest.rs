@@ -11,8 +11,22 @@ use super::snapshot_id::SnapshotId;
 use crate::files::IncompleteFile;
 use crate::pipeline::Sealed;
 
-/// Version of the repository format this build writes and reads.
+/// Version of the repository format this build writes and reads (`config.json`), and of a manifest whose sources
+/// are all stored as tar or pg_dump objects.
 pub const FORMAT_VERSION: u32 = 1;
+/// Version of a manifest with a chunked files source: a dr that knows only format 1 must not mistake one for a
+/// snapshot it can restore. The newest manifest format this build reads.
+pub const CHUNKED_FORMAT_VERSION: u32 = 2;
+
+/// The manifest format for these sources: the oldest that can describe them, so older dr versions keep reading
+/// every snapshot they can restore.
+pub fn format_for(sources: &[SourceEntry]) -> u32 {
+    if sources.iter().any(|s| s.format == Some(StorageFormat::Chunked)) {
+        CHUNKED_FORMAT_VERSION
+    } else {
+        FORMAT_VERSION
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -70,10 +84,23 @@ pub struct SourceEntry {
     /// The instant the data describes: the database snapshot's `now()`, or when the file walk began.
     pub consistent_at: DateTime<Utc>,
     pub objects: Vec<ObjectEntry>,
+    /// How a files source is stored; absent for a database and for a tar files source (format 1 manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<StorageFormat>,
     /// Files of a files source that changed while they were read and are stored incomplete. Only the count is
     /// public; the paths and what happened are in the private part (and the index).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub incomplete_files: u64,
+}
+
+/// How a files source's data is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageFormat {
+    /// A [`ObjectRole::Tar`] archive and its [`ObjectRole::Index`].
+    Tar,
+    /// A [`ObjectRole::Tree`] naming chunks in the repository's packs.
+    Chunked,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -107,6 +134,8 @@ pub enum ObjectRole {
     Tar,
     /// One JSON line per tar entry: path, type, size, mode, mtime, SHA-256.
     Index,
+    /// A chunked files source's tree: the chunks (in packs) holding its JSON lines, one per entry.
+    Tree,
 }
 
 impl ObjectRole {
@@ -117,6 +146,7 @@ impl ObjectRole {
             ObjectRole::Globals => "globals.sql.zst.age",
             ObjectRole::Tar => "files.tar.zst.age",
             ObjectRole::Index => "index.jsonl.zst.age",
+            ObjectRole::Tree => "tree.json.zst.age",
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::store::{self, Store};
 use attempt_record::AttemptRecord;
 use drill_record::DrillRecord;
-use manifest::{FORMAT_VERSION, Manifest, ObjectRole, PrivateManifest};
+use manifest::{CHUNKED_FORMAT_VERSION, FORMAT_VERSION, Manifest, ObjectRole, PrivateManifest};
 use snapshot_id::{Selector, SnapshotId};
 
 const CONFIG_KEY: &str = "config.json";
@@ -55,6 +55,8 @@ struct RepositoryInfo {
 #[derive(Debug, Clone)]
 pub struct Repository {
     store: Arc<dyn Store>,
+    /// The repository's random id (from `config.json`): names its cache on a backing-up host.
+    id: String,
     /// When `dr init` made it (from `config.json`).
     created_at: Option<DateTime<Utc>>,
 }
@@ -72,7 +74,7 @@ impl Repository {
         };
         let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::io("encoding config.json", e.into()))?;
         store.put(CONFIG_KEY, Bytes::from(json)).await?;
-        Ok(Repository { store, created_at: Some(info.created_at) })
+        Ok(Repository { store, id: info.id, created_at: Some(info.created_at) })
     }
 
     /// Opens an initialized repository.
@@ -93,7 +95,12 @@ impl Repository {
                 supported: FORMAT_VERSION,
             });
         }
-        Ok(Repository { store, created_at: Some(info.created_at) })
+        Ok(Repository { store, id: info.id, created_at: Some(info.created_at) })
+    }
+
+    /// The repository's id: 32 hex digits, random, fixed at `dr init`.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// When the repository was initialized.
@@ -103,6 +110,11 @@ impl Repository {
 
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// The store, shared: for the writers and readers that outlive one call (packs upload in the background).
+    pub fn shared_store(&self) -> Arc<dyn Store> {
+        self.store.clone()
     }
 
     pub fn location(&self) -> &str {
@@ -155,11 +167,11 @@ impl Repository {
         if &manifest.id != id {
             return Err(Error::ObjectCorrupt { key, reason: format!("it describes snapshot {}", manifest.id) });
         }
-        if manifest.format > FORMAT_VERSION {
+        if manifest.format > CHUNKED_FORMAT_VERSION {
             return Err(Error::ObjectCorrupt {
                 key,
                 reason: format!(
-                    "manifest format {} is newer than this dr understands ({FORMAT_VERSION}); upgrade dr",
+                    "manifest format {} is newer than this dr understands ({CHUNKED_FORMAT_VERSION}); upgrade dr",
                     manifest.format
                 ),
             });
@@ -396,6 +408,7 @@ mod tests {
             hostname: "host".into(),
             dr_version: "0".into(),
             sources: vec![crate::repo::manifest::SourceEntry {
+                format: None,
                 name: "app".into(),
                 kind: crate::repo::manifest::SourceKind::Postgres,
                 consistent_at: Utc::now(),

@@ -544,6 +544,7 @@ async fn an_interrupted_prune_leaves_only_orphans_and_the_next_one_removes_them(
             let key = format!("objects/{id}/files/{name}");
             store.put(&key, Bytes::from_static(b"data")).await.unwrap();
             manifest.sources.push(dr::repo::manifest::SourceEntry {
+                format: None,
                 name: name.into(),
                 kind: dr::repo::manifest::SourceKind::Files,
                 consistent_at: id.time(),

@@ -191,6 +191,7 @@ impl Fixture {
             dr_version: "0.1.0".into(),
             sources: vec![
                 SourceEntry {
+                    format: None,
                     name: "app".into(),
                     kind: SourceKind::Postgres,
                     // The recovery point is the oldest source's consistent_at: 5 seconds after the start.
@@ -199,6 +200,7 @@ impl Fixture {
                     incomplete_files: 0,
                 },
                 SourceEntry {
+                    format: None,
                     name: "uploads".into(),
                     kind: SourceKind::Files,
                     consistent_at: shot.at + TimeDelta::seconds(60),
