@@ -43,6 +43,9 @@ pub struct TreeExtraction {
     checked_dir: Option<PathBuf>,
     /// The source root's own metadata, applied to the target at the commit.
     root: Option<TreeEntry>,
+    /// Directories right below the root: their metadata is applied after the commit's renames, because a user
+    /// who is not root cannot move a directory it made read-only into another one (`..` changes).
+    top_directories: Vec<TreeEntry>,
     metadata: MetadataApplier,
     metadata_applied: bool,
     summary: ExtractSummary,
@@ -62,6 +65,7 @@ impl TreeExtraction {
             files: Vec::new(),
             checked_dir: None,
             root: None,
+            top_directories: Vec::new(),
             metadata: MetadataApplier::new(),
             metadata_applied: false,
             summary: ExtractSummary::default(),
@@ -259,7 +263,12 @@ impl TreeExtraction {
             self.metadata.apply(&path, &entry).map_err(|e| self.io_error(&raw, e))?;
         }
         directories.sort_by_key(|(relative, _)| std::cmp::Reverse(relative.components().count()));
+        self.top_directories.clear();
         for (relative, entry) in directories {
+            if relative.components().count() == 1 {
+                self.top_directories.push(entry);
+                continue;
+            }
             let path = self.staging.join(&relative);
             if is_symlink(&path) {
                 return Err(self.unsafe_entry(&relative, "a directory was replaced by a symlink"));
@@ -271,19 +280,30 @@ impl TreeExtraction {
     }
 
     /// Moves the staged tree into the target (with `replace`, whatever the target held is deleted first; see
-    /// [`Extraction::commit`]), then gives the target directory the source root's metadata: the renames would
-    /// move its times, so this comes last. Returns warnings, as [`finish_metadata`](Self::finish_metadata).
+    /// [`Extraction::commit`]), then gives the directories right below the root, and the target directory
+    /// itself, their metadata: the renames would move the target's times, and a read-only directory could not
+    /// be moved by a user who is not root. Returns warnings, as [`finish_metadata`](Self::finish_metadata).
     pub fn commit(mut self, replace: bool) -> Result<Vec<String>> {
         if !self.metadata_applied {
             let e = io::Error::other("the restore's metadata was not applied before its commit");
             return Err(self.io_error(&self.target, e));
         }
         let root = self.root.take();
+        let top_directories = std::mem::take(&mut self.top_directories);
         let target = self.target.clone();
         self.extraction.commit(replace)?;
+        let source_name = self.source_name.clone();
+        let fail = |path: &Path, e: io::Error| super::restore_error(&source_name, format!("{}: {e}", path.display()), e);
+        for entry in &top_directories {
+            let path = target.join(entry.relative_path());
+            if is_symlink(&path) {
+                let e = io::Error::other("replaced by a symlink during the restore");
+                return Err(fail(&path, e));
+            }
+            self.metadata.apply(&path, entry).map_err(|e| fail(&path, e))?;
+        }
         if let Some(root) = root {
-            let fail = |e: io::Error| super::restore_error(&self.source_name, format!("{}: {e}", target.display()), e);
-            self.metadata.apply(&target, &root).map_err(fail)?;
+            self.metadata.apply(&target, &root).map_err(|e| fail(&target, e))?;
         }
         Ok(self.metadata.take_warnings())
     }
