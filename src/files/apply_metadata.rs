@@ -56,18 +56,20 @@ impl MetadataApplier {
             .user
             .as_ref()
             .and_then(|name| {
-                *self.users.entry(name.clone()).or_insert_with(|| {
-                    User::from_name(name).ok().flatten().map(|u| u.uid.as_raw())
-                })
+                *self
+                    .users
+                    .entry(name.clone())
+                    .or_insert_with(|| User::from_name(name).ok().flatten().map(|u| u.uid.as_raw()))
             })
             .unwrap_or(entry.uid);
         let gid = entry
             .group
             .as_ref()
             .and_then(|name| {
-                *self.groups.entry(name.clone()).or_insert_with(|| {
-                    Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw())
-                })
+                *self
+                    .groups
+                    .entry(name.clone())
+                    .or_insert_with(|| Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw()))
             })
             .unwrap_or(entry.gid);
         (uid, gid)

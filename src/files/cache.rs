@@ -126,7 +126,13 @@ impl CacheReader {
             Ok(line) => return ignored(format!("made for {:?}", line.header)),
             Err(e) => return ignored(format!("bad header: {e}")),
         }
-        Some(CacheReader { lines: Box::new(lines), file: path.to_path_buf(), next: None, ended: false, buffer: Vec::new() })
+        Some(CacheReader {
+            lines: Box::new(lines),
+            file: path.to_path_buf(),
+            next: None,
+            ended: false,
+            buffer: Vec::new(),
+        })
     }
 
     /// Reads the next cached file into `next`; a read or parse failure ends the cache there.
@@ -293,7 +299,10 @@ mod tests {
     fn an_unchanged_file_hits_and_any_change_misses() {
         let dir = tempfile::tempdir().unwrap();
         let path = cache_file_path(dir.path(), "f9d7", "uploads");
-        write(&path, &[(b"a", stat(1), 1), (b"b", stat(2), 3), (b"c", stat(3), 5), (b"d", stat(4), 7), (b"e", stat(5), 9)]);
+        write(
+            &path,
+            &[(b"a", stat(1), 1), (b"b", stat(2), 3), (b"c", stat(3), 5), (b"d", stat(4), 7), (b"e", stat(5), 9)],
+        );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let mut reader = CacheReader::open(&path, &header()).unwrap();
@@ -340,7 +349,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.cache.zst");
         assert!(CacheReader::open(&path, &header()).is_none(), "missing");
-        let files: Vec<(Vec<u8>, FileStat)> = (0..2000u64).map(|i| (format!("f{i:05}").into_bytes(), stat(i))).collect();
+        let files: Vec<(Vec<u8>, FileStat)> =
+            (0..2000u64).map(|i| (format!("f{i:05}").into_bytes(), stat(i))).collect();
         let as_refs: Vec<(&[u8], FileStat, u8)> = files.iter().map(|(p, s)| (&p[..], *s, 1)).collect();
         write(&path, &as_refs);
         for other in [

@@ -19,7 +19,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::apply_metadata::MetadataApplier;
-use super::extract::{Extraction, ExtractSummary, is_symlink, parent_of, resolves_inside, safe_relative};
+use super::extract::{ExtractSummary, Extraction, is_symlink, parent_of, resolves_inside, safe_relative};
 use super::tree::{TreeEntry, TreeKind};
 use crate::error::{Error, Result};
 
@@ -293,7 +293,8 @@ impl TreeExtraction {
         let target = self.target.clone();
         self.extraction.commit(replace)?;
         let source_name = self.source_name.clone();
-        let fail = |path: &Path, e: io::Error| super::restore_error(&source_name, format!("{}: {e}", path.display()), e);
+        let fail =
+            |path: &Path, e: io::Error| super::restore_error(&source_name, format!("{}: {e}", path.display()), e);
         for entry in &top_directories {
             let path = target.join(entry.relative_path());
             if is_symlink(&path) {
@@ -388,7 +389,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut extraction = TreeExtraction::prepare("uploads", &dir.path().join("t"), false).unwrap();
         // `d/up -> ..` is inside while `d` is a directory... and `e -> d/up/..` leaves through it.
-        let entries = vec![entry("", TreeKind::Dir), entry("d", TreeKind::Dir), symlink("d/up", ".."), symlink("e", "d/up/..")];
+        let entries =
+            vec![entry("", TreeKind::Dir), entry("d", TreeKind::Dir), symlink("d/up", ".."), symlink("e", "d/up/..")];
         let mut result = Ok(None);
         for e in &entries {
             result = extraction.create(e);

@@ -51,10 +51,14 @@ pub enum TreeKind {
     File,
     Dir,
     /// The link's target, as stored in the link (never followed).
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// A further path of a file with several links: `link` is the path of the inode's first entry in walk
     /// order, which holds the data.
-    HardLink { link: Vec<u8> },
+    HardLink {
+        link: Vec<u8>,
+    },
 }
 
 impl TreeEntry {
@@ -485,9 +489,8 @@ mod tests {
             (String::from_utf8(good.clone()).unwrap().replace(",\"size\":183211", "").into_bytes(), "without size"),
         ];
         for (bytes, expected) in cases {
-            let err = TreeReader::new(&bytes[..], "objects/s/uploads/tree.json.age")
-                .collect::<Result<Vec<_>>>()
-                .unwrap_err();
+            let err =
+                TreeReader::new(&bytes[..], "objects/s/uploads/tree.json.age").collect::<Result<Vec<_>>>().unwrap_err();
             let text = err.to_string();
             assert!(matches!(err, Error::ObjectCorrupt { .. }), "{text}");
             assert!(text.contains(expected) && text.contains("tree.json.age"), "{text}");

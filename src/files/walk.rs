@@ -49,6 +49,8 @@ fn nanos(nsec: i64) -> u32 {
 }
 
 /// One step of the walk.
+// Nearly every item is an entry: boxing it would add an allocation per entry to save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalkItem {
     /// An entry to record; regular files (not their further hard links) come with their [`FileStat`].
@@ -126,7 +128,7 @@ impl<'a> MetadataWalk<'a> {
         read_xattrs(path).map_err(|e| self.error(path, e))
     }
 
-    /// The item for one entry below the root; `Ok(None)` when it vanished.
+    /// The item for one entry below the root (skipped when it vanished or is a special file).
     fn item(&mut self, entry: &walkdir::DirEntry) -> Result<WalkItem> {
         let path = entry.path();
         let relative = path.strip_prefix(self.root).unwrap_or(path);
@@ -148,9 +150,7 @@ impl<'a> MetadataWalk<'a> {
             }
         } else if file_type.is_file() {
             let file_stat = FileStat::of(&meta);
-            let first = (file_stat.nlink > 1)
-                .then(|| self.first_links.get(&(file_stat.dev, file_stat.ino)))
-                .flatten();
+            let first = (file_stat.nlink > 1).then(|| self.first_links.get(&(file_stat.dev, file_stat.ino))).flatten();
             match first {
                 Some(first) => TreeKind::HardLink { link: first.clone() },
                 None => {
@@ -172,10 +172,7 @@ impl<'a> MetadataWalk<'a> {
         };
         if let Some(name) = left_out.first() {
             // Rare enough that one line per file says it; the entry itself is kept.
-            tracing::warn!(
-                "{}: extended attribute {name:?} not kept: its name is not UTF-8",
-                relative.display()
-            );
+            tracing::warn!("{}: extended attribute {name:?} not kept: its name is not UTF-8", relative.display());
         }
         Ok(WalkItem::Entry(self.entry(relative.as_os_str().as_bytes().to_vec(), kind, &meta, xattrs), stat))
     }
@@ -274,7 +271,10 @@ mod tests {
         assert_eq!(found[5].1, &TreeKind::Symlink { target: b"a/b/f".to_vec() });
         assert!(found[5].2.is_none() && found[1].2.is_none(), "only regular files have a FileStat");
         let skipped: Vec<&WalkItem> = items.iter().filter(|i| matches!(i, WalkItem::Skipped(_))).collect();
-        assert_eq!(skipped, vec![&WalkItem::Skipped("fifo: special file (socket, FIFO or device) not archived".into())]);
+        assert_eq!(
+            skipped,
+            vec![&WalkItem::Skipped("fifo: special file (socket, FIFO or device) not archived".into())]
+        );
     }
 
     #[test]

@@ -13,7 +13,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dr::files::{Excludes, MetadataWalk, TreeEntry, TreeExtraction, TreeKind, TreeReader, TreeWriter, WalkItem};
+use dr::files::{
+    Excludes, MetadataWalk, Selection, TreeEntry, TreeExtraction, TreeKind, TreeReader, TreeWriter, WalkItem,
+    path_selected,
+};
 use filetime::FileTime;
 
 /// `find DIR -printf '%P %y %m %s %T@ %l %u:%g\n' | sort`, run for real.
@@ -78,7 +81,15 @@ fn tree_of(root: &Path) -> Vec<u8> {
 /// Restores `tree` into `target`, each file's data read from `data_root` and written in 64 KiB pieces, last
 /// piece first, after every entry was created (as pack after pack arrives). Returns the warnings.
 fn restore(tree: &[u8], data_root: &Path, target: &Path) -> Vec<String> {
-    let entries: Vec<TreeEntry> = TreeReader::new(tree, "tree").collect::<dr::Result<_>>().unwrap();
+    restore_only(tree, b"", data_root, target)
+}
+
+/// [`restore`] of the part `filter` selects (`dr restore --path`): a first pass over the tree, then the second.
+fn restore_only(tree: &[u8], filter: &[u8], data_root: &Path, target: &Path) -> Vec<String> {
+    let mut selection = Selection::new(filter, TreeReader::new(tree, "tree")).unwrap();
+    let entries: Vec<TreeEntry> =
+        TreeReader::new(tree, "tree").map(|e| e.unwrap()).filter_map(|e| selection.select(e)).collect();
+    assert!(selection.matched() > 0, "the snapshot has {}", String::from_utf8_lossy(filter));
     let mut extraction = TreeExtraction::prepare("uploads", target, false).unwrap();
     let mut slots = Vec::new();
     for entry in &entries {
@@ -120,7 +131,10 @@ fn a_walked_tree_restores_with_its_metadata_exactly() {
     let xattrs = plant_tree(&source);
     let tree = tree_of(&source);
     let text = String::from_utf8_lossy(&tree);
-    assert!(text.contains("\"type\":\"hardlink\",\"link\":\"a/hard2\""), "the first path in walk order holds the data:\n{text}");
+    assert!(
+        text.contains("\"type\":\"hardlink\",\"link\":\"a/hard2\""),
+        "the first path in walk order holds the data:\n{text}"
+    );
     assert!(text.contains("\"path_hex\":\"6e616d652dfffe\""), "{text}");
 
     let target = dir.path().join("restored");
@@ -130,7 +144,10 @@ fn a_walked_tree_restores_with_its_metadata_exactly() {
     let (original, restored) = (find_listing(&source), find_listing(&target));
     assert_eq!(restored, original);
     assert!(original.contains("setuid f 4755 ") && original.contains(" 12345:12345"), "{original}");
-    assert!(original.contains("big.bin f 644 300000 1700000000.123456789") && original.contains("sticky d 1777"), "{original}");
+    assert!(
+        original.contains("big.bin f 644 300000 1700000000.123456789") && original.contains("sticky d 1777"),
+        "{original}"
+    );
     assert_eq!(contents(&target), contents(&source));
     let (one, two) = (fs::metadata(target.join("hard1")).unwrap(), fs::metadata(target.join("a/hard2")).unwrap());
     assert_eq!((one.ino(), one.nlink()), (two.ino(), 2), "a hard link stays a hard link");
@@ -143,6 +160,37 @@ fn a_walked_tree_restores_with_its_metadata_exactly() {
     }
     // A second backup of the restored tree describes it exactly as the first described the original.
     assert_eq!(String::from_utf8_lossy(&tree_of(&target)), text);
+}
+
+#[test]
+fn a_filtered_restore_brings_back_one_directory_or_file_with_its_parents_and_hard_link_data() {
+    if !nix::unistd::Uid::effective().is_root() {
+        common::skip("restoring owners (uid 12345) needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    fs::create_dir(&source).unwrap();
+    plant_tree(&source);
+    let tree = tree_of(&source);
+    let original = find_listing(&source);
+    // `hard1` is the second path of its inode: its data is stored under `a/hard2`, which the filter leaves out.
+    for filter in ["a/b", "hard1", "/a/b/c/big.bin"] {
+        let target = dir.path().join(format!("only-{}", filter.replace('/', "_")));
+        assert_eq!(restore_only(&tree, filter.as_bytes(), &source, &target), Vec::<String>::new());
+        let normalized = dr::files::normalize_filter(filter.as_bytes());
+        let expected: Vec<&str> = original
+            .lines()
+            .filter(|line| path_selected(&normalized, line.split(' ').next().unwrap().as_bytes()))
+            .collect();
+        assert_eq!(find_listing(&target), expected.join("\n"), "{filter}");
+        let wanted = Path::new(std::str::from_utf8(&normalized).unwrap());
+        let restored = contents(&target);
+        assert!(
+            !restored.is_empty()
+                && restored.iter().all(|(p, data)| p.starts_with(wanted) && *data == fs::read(source.join(p)).unwrap())
+        );
+    }
 }
 
 /// What [`restore_as_nobody`] restores: the entries, and each file's data.
