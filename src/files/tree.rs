@@ -146,11 +146,12 @@ fn bytes_of(text: Option<String>, hex_text: Option<String>, field: &str) -> std:
 
 /// A chunk id from its 64 lowercase hex digits.
 pub fn chunk_id_from_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
     let mut id = [0u8; 32];
-    (text.len() == 64 && !text.bytes().any(|b| b.is_ascii_uppercase()))
-        .then(|| hex::decode_to_slice(text, &mut id).ok())
-        .flatten()
-        .map(|()| id)
+    hex::decode_to_slice(text, &mut id).ok()?;
+    Some(id)
 }
 
 impl From<&TreeEntry> for Line {

@@ -66,6 +66,8 @@ pub struct MetadataWalk<'a> {
     root: &'a Path,
     entries: Box<dyn Iterator<Item = walkdir::Result<walkdir::DirEntry>> + 'a>,
     root_done: bool,
+    /// An item to give before walking on (a note about the entry just given).
+    pending: Option<WalkItem>,
     first_links: HashMap<(u64, u64), Vec<u8>>,
     users: HashMap<u32, Option<String>>,
     groups: HashMap<u32, Option<String>>,
@@ -86,6 +88,7 @@ impl<'a> MetadataWalk<'a> {
             root,
             entries: Box::new(excludes.walk(root)),
             root_done: false,
+            pending: None,
             first_links: HashMap::new(),
             users: HashMap::new(),
             groups: HashMap::new(),
@@ -95,8 +98,9 @@ impl<'a> MetadataWalk<'a> {
     /// The root itself: followed if it is a symlink, as the walk below follows it.
     fn root_entry(&mut self) -> Result<WalkItem> {
         let meta = fs::metadata(self.root).map_err(|e| self.error(self.root, e))?;
-        let xattrs = self.xattrs(self.root)?;
-        Ok(WalkItem::Entry(self.entry(Vec::new(), TreeKind::Dir, &meta, xattrs.0), None))
+        let (xattrs, left_out) = self.xattrs(self.root)?;
+        self.note_left_out(Path::new("."), &left_out);
+        Ok(WalkItem::Entry(self.entry(Vec::new(), TreeKind::Dir, &meta, xattrs), None))
     }
 
     fn error(&self, path: &Path, e: io::Error) -> crate::Error {
@@ -126,6 +130,15 @@ impl<'a> MetadataWalk<'a> {
     /// UTF-8 (the tree keeps names as JSON keys). A filesystem without xattrs has none.
     fn xattrs(&self, path: &Path) -> Result<(Xattrs, Vec<String>)> {
         read_xattrs(path).map_err(|e| self.error(path, e))
+    }
+
+    /// Attributes left out are listed with the skipped entries, after the entry itself (which is kept).
+    fn note_left_out(&mut self, relative: &Path, left_out: &[String]) {
+        if !left_out.is_empty() {
+            let names = left_out.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+            let why = format!("extended attribute {names} not kept: its name is not UTF-8");
+            self.pending = Some(WalkItem::Skipped(format!("{}: {why}", relative.display())));
+        }
     }
 
     /// The item for one entry below the root (skipped when it vanished or is a special file).
@@ -170,10 +183,7 @@ impl<'a> MetadataWalk<'a> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return skipped(VANISHED),
             Err(e) => return Err(self.error(path, e)),
         };
-        if let Some(name) = left_out.first() {
-            // Rare enough that one line per file says it; the entry itself is kept.
-            tracing::warn!("{}: extended attribute {name:?} not kept: its name is not UTF-8", relative.display());
-        }
+        self.note_left_out(relative, &left_out);
         Ok(WalkItem::Entry(self.entry(relative.as_os_str().as_bytes().to_vec(), kind, &meta, xattrs), stat))
     }
 }
@@ -182,6 +192,9 @@ impl Iterator for MetadataWalk<'_> {
     type Item = Result<WalkItem>;
 
     fn next(&mut self) -> Option<Result<WalkItem>> {
+        if let Some(item) = self.pending.take() {
+            return Some(Ok(item));
+        }
         if !self.root_done {
             self.root_done = true;
             return Some(self.root_entry());
@@ -310,6 +323,11 @@ mod tests {
         assert_eq!(entry.user, user_name(me.uid()));
         if xattrs_supported {
             assert_eq!(entry.xattrs, vec![(b"user.origin".to_vec(), b"camera".to_vec())]);
+            xattr::set(&path, std::ffi::OsStr::from_bytes(b"user.\xff"), b"v").unwrap();
+            let items = walk(dir.path(), &[]);
+            assert!(matches!(&items[1], WalkItem::Entry(e, _) if e.xattrs.len() == 1), "{items:?}");
+            let note = "f: extended attribute \"user.\u{fffd}\" not kept: its name is not UTF-8";
+            assert_eq!(items[2], WalkItem::Skipped(note.to_string()));
         }
     }
 }
