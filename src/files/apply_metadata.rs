@@ -129,3 +129,60 @@ impl MetadataApplier {
         Err(io::Error::new(e.kind(), format!("setting extended attribute {name:?}: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn entry(user: Option<&str>, uid: u32) -> TreeEntry {
+        TreeEntry {
+            path: b"f".to_vec(),
+            kind: TreeKind::File,
+            mode: 0o640,
+            uid,
+            gid: uid,
+            user: user.map(String::from),
+            group: user.map(String::from),
+            mtime: (1_600_000_000, 42),
+            size: 0,
+            chunks: vec![],
+            xattrs: vec![],
+            incomplete: None,
+        }
+    }
+
+    #[test]
+    fn owners_map_by_name_when_the_name_exists_here_else_by_id() {
+        if !Uid::effective().is_root() {
+            return; // giving files away needs root; the integration tests cover the non-root side
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let nobody = User::from_name("nobody").unwrap().unwrap();
+        let mut applier = MetadataApplier::new();
+        fs::write(&path, b"").unwrap();
+        applier.apply(&path, &entry(Some("nobody"), 12345)).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().uid(), nobody.uid.as_raw(), "by name");
+        applier.apply(&path, &entry(Some("no-such-user-on-this-host"), 12345)).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (12345, 12345), "by id");
+        assert_eq!((meta.mode() & 0o7777, meta.mtime(), meta.mtime_nsec()), (0o640, 1_600_000_000, 42));
+        assert!(applier.take_warnings().is_empty());
+    }
+
+    #[test]
+    fn a_setuid_mode_survives_the_chown_before_it() {
+        if !Uid::effective().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"").unwrap();
+        let mut setuid = entry(None, 12345);
+        setuid.mode = 0o6755;
+        MetadataApplier::new().apply(&path, &setuid).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o6755);
+    }
+}

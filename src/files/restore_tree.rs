@@ -256,9 +256,15 @@ impl TreeExtraction {
                     ));
                 }
             }
-            if entry.kind == TreeKind::Dir {
-                directories.push((relative, entry));
-                continue;
+            match entry.kind {
+                TreeKind::Dir => {
+                    directories.push((relative, entry));
+                    continue;
+                }
+                // The inode got its metadata through its first path (the same); a second time could be refused
+                // (user xattrs on a file made read-only, as non-root).
+                TreeKind::HardLink { .. } => continue,
+                TreeKind::File | TreeKind::Symlink { .. } => {}
             }
             self.metadata.apply(&path, &entry).map_err(|e| self.io_error(&raw, e))?;
         }

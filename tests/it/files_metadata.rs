@@ -215,7 +215,17 @@ fn nobody_tree() -> Vec<(TreeEntry, &'static [u8])> {
     vec![
         (entry("", TreeKind::Dir, 0o755, 0), b""),
         (entry("d", TreeKind::Dir, 0o550, 0), b""),
-        (file, b"hello"),
+        (file.clone(), b"hello"),
+        (
+            TreeEntry {
+                path: b"d/g".to_vec(),
+                kind: TreeKind::HardLink { link: b"d/f".to_vec() },
+                size: 0,
+                chunks: vec![],
+                ..file
+            },
+            b"",
+        ),
         (entry("d/l", TreeKind::Symlink { target: b"f".to_vec() }, 0o777, 0), b""),
     ]
 }
@@ -241,6 +251,7 @@ fn restore_as_nobody() {
     assert_eq!((file.mode() & 0o7777, file.uid()), (0o440, nix::unistd::Uid::effective().as_raw()));
     assert_eq!((file.mtime(), file.mtime_nsec()), (1_700_000_000, 987_654_321));
     assert_eq!(fs::read(target.join("d/f")).unwrap(), b"hello");
+    assert_eq!((fs::metadata(target.join("d/g")).unwrap().ino(), file.nlink()), (file.ino(), 2));
     if xattr::get(target.join("d/f"), "user.k").is_ok() {
         assert_eq!(xattr::get(target.join("d/f"), "user.k").unwrap().unwrap(), b"u");
     }
