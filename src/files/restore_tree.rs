@@ -390,24 +390,49 @@ mod tests {
         assert!(!target.exists(), "an uncommitted restore takes back the target it made");
     }
 
+    /// Restores `entries` (no file data) into `target` and commits.
+    fn restore(target: &Path, entries: &[TreeEntry], external_symlinks: bool, replace: bool) -> Result<Vec<String>> {
+        let mut extraction = TreeExtraction::prepare("uploads", target, external_symlinks)?;
+        for e in entries {
+            extraction.create(e)?;
+        }
+        extraction.finish_metadata(entries.iter().cloned())?;
+        extraction.commit(replace)
+    }
+
+    #[test]
+    fn external_symlinks_are_restored_when_allowed_and_replace_empties_the_target_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("old"), b"old").unwrap();
+        let entries = [entry("", TreeKind::Dir), symlink("etc", "/etc")];
+        assert!(matches!(restore(&target, &entries, false, true), Err(Error::ExternalSymlink { .. })));
+        assert!(target.join("old").exists(), "a refused restore changes nothing");
+        restore(&target, &entries, true, true).unwrap();
+        assert_eq!(fs::read_link(target.join("etc")).unwrap(), Path::new("/etc"));
+        assert!(!target.join("old").exists(), "--force replaces what was there");
+        let names: Vec<_> = fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("etc")], "no staging directory left");
+    }
+
     #[test]
     fn a_link_made_harmless_then_redirected_by_a_later_link_is_caught_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let mut extraction = TreeExtraction::prepare("uploads", &dir.path().join("t"), false).unwrap();
-        // `d/up -> ..` is inside while `d` is a directory... and `e -> d/up/..` leaves through it.
-        let entries =
-            vec![entry("", TreeKind::Dir), entry("d", TreeKind::Dir), symlink("d/up", ".."), symlink("e", "d/up/..")];
-        let mut result = Ok(None);
+        // When `e` is made, `x` does not exist: `x/../y` is `y`, inside. Then `x` becomes a link to the root
+        // (through `d/up -> ..`), each link inside on its own, and `e` now leads to the root's parent.
+        let entries = vec![
+            entry("", TreeKind::Dir),
+            entry("d", TreeKind::Dir),
+            symlink("d/up", ".."),
+            symlink("e", "x/../y"),
+            symlink("x", "d/up"),
+        ];
         for e in &entries {
-            result = extraction.create(e);
-            if result.is_err() {
-                break;
-            }
+            extraction.create(e).unwrap();
         }
-        let err = match result {
-            Err(e) => e.to_string(),
-            Ok(_) => extraction.finish_metadata(entries.into_iter()).unwrap_err().to_string(),
-        };
-        assert!(err.contains("outside"), "{err}");
+        let err = extraction.finish_metadata(entries.into_iter()).unwrap_err().to_string();
+        assert!(err.contains("\"e\"") && err.contains("leads outside the target through other links"), "{err}");
     }
 }
