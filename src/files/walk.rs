@@ -153,6 +153,7 @@ impl<'a> MetadataWalk<'a> {
         };
         let file_type = meta.file_type();
         let mut stat = None;
+        let mut first_of_links = None;
         let kind = if file_type.is_dir() {
             TreeKind::Dir
         } else if file_type.is_symlink() {
@@ -168,8 +169,7 @@ impl<'a> MetadataWalk<'a> {
                 Some(first) => TreeKind::HardLink { link: first.clone() },
                 None => {
                     if file_stat.nlink > 1 {
-                        let first = relative.as_os_str().as_bytes().to_vec();
-                        self.first_links.insert((file_stat.dev, file_stat.ino), first);
+                        first_of_links = Some((file_stat.dev, file_stat.ino));
                     }
                     stat = Some(file_stat);
                     TreeKind::File
@@ -184,6 +184,10 @@ impl<'a> MetadataWalk<'a> {
             Err(e) => return Err(self.error(path, e)),
         };
         self.note_left_out(relative, &left_out);
+        // Only now that the entry is given: later paths must not link to one that was skipped.
+        if let Some(inode) = first_of_links {
+            self.first_links.insert(inode, relative.as_os_str().as_bytes().to_vec());
+        }
         Ok(WalkItem::Entry(self.entry(relative.as_os_str().as_bytes().to_vec(), kind, &meta, xattrs), stat))
     }
 }
