@@ -12,7 +12,8 @@
 //! - `crypto`: age recipients, identities and key generation (re-exported: [`Recipients`], [`Identities`],
 //!   [`KeyPair`]);
 //! - [`pg`]: everything PostgreSQL: connection strings, connections, pg_dump and pg_restore, scratch servers;
-//! - [`files`]: files sources: a directory tree as a tar stream plus an index, and safe extraction;
+//! - [`files`]: files sources: a directory tree as a tar stream plus an index, and safe extraction; the chunked
+//!   format's tree, metadata walk, restore and files cache;
 //! - [`engine`]: backup, restore, verify and prune;
 //! - [`drill`]: restore drills: restore into a scratch, check, measure RPO and RTO, record;
 //! - [`recover`]: `dr recover`: executable runbooks, resumable;

@@ -184,8 +184,9 @@ fn archive_entry(
 }
 
 /// How the file changed while it was read, if it did: fewer bytes than its size when opened (shrank), more
-/// (grew), or its size, modification or change time moved (modified in place, or cut after the read).
-fn change_during_read(mut file: &File, opened: &fs::Metadata, read: u64) -> io::Result<Option<Change>> {
+/// (grew), or its size, modification or change time moved (modified in place, or cut after the read). A chunked
+/// backup asks the same after reading a file (at most its size when opened), so both formats agree.
+pub fn change_during_read(mut file: &File, opened: &fs::Metadata, read: u64) -> io::Result<Option<Change>> {
     if read < opened.len() {
         return Ok(Some(Change::Shrank));
     }

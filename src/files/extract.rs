@@ -335,7 +335,7 @@ fn highest_missing(path: &Path) -> Option<PathBuf> {
     missing
 }
 
-fn is_symlink(path: &Path) -> bool {
+pub(crate) fn is_symlink(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
@@ -344,7 +344,7 @@ pub(crate) fn parent_of(relative: &Path) -> &Path {
 }
 
 /// The entry path as a clean relative path, or why it is unsafe.
-fn safe_relative(path: &Path) -> std::result::Result<PathBuf, &'static str> {
+pub(crate) fn safe_relative(path: &Path) -> std::result::Result<PathBuf, &'static str> {
     let mut clean = PathBuf::new();
     for component in path.components() {
         match component {

@@ -1,14 +1,21 @@
-//! Files sources: a directory tree as a tar stream (plus a per-file index), and back.
+//! Files sources: a directory tree as a tar stream (plus a per-file index), and back; and the files side of the
+//! chunked format (the tree, its metadata walk and restore, the files cache).
 
 use crate::error::{Error, Failure};
 
+mod apply_metadata;
 mod archive;
 mod atomic;
+mod cache;
 mod excludes;
 mod extract;
 mod index;
 mod listing;
+mod restore_tree;
 mod scan;
+mod selection;
+mod tree;
+mod walk;
 
 /// Checks a `[[files]]` source: its exclude patterns compile.
 pub fn validate(source: &crate::config::FilesSource) -> crate::Result<()> {
@@ -17,16 +24,21 @@ pub fn validate(source: &crate::config::FilesSource) -> crate::Result<()> {
         .map_err(|e| crate::Error::ConfigInvalid(format!("files source {:?}: {e}", source.name)))
 }
 
-pub use archive::{ArchiveSummary, check_root, write_archive};
+pub use archive::{ArchiveSummary, change_during_read, check_root, write_archive};
 pub(crate) use atomic::sync_directory;
 pub use atomic::write_atomically;
+pub use cache::{CacheHeader, CacheReader, CacheWriter, cache_file_path, default_cache_dir};
 pub use excludes::{BadExclude, Excludes};
 pub(crate) use extract::STAGING_PREFIX;
 pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
 pub use index::{Change, EntryKind, Incomplete, IncompleteFile, IndexEntry};
 pub(crate) use listing::sha256_file;
 pub use listing::tree_listing;
+pub use restore_tree::{FileSlot, TreeExtraction};
 pub use scan::{SizeScan, scan_size_for_progress};
+pub use selection::{Selection, normalize_filter, path_selected};
+pub use tree::{TreeCounts, TreeEntry, TreeKind, TreeReader, TreeWriter, chunk_id_from_hex, entry_line, walk_order};
+pub use walk::{FileStat, MetadataWalk, WalkItem};
 
 /// A files source's tree could not be read for a backup: `text` names the path, `cause` is the failure.
 pub(crate) fn backup_error(

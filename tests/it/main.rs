@@ -23,6 +23,7 @@ mod conventions;
 mod database_properties;
 mod deploy_scripts;
 mod drill;
+mod files_metadata;
 mod leftovers;
 mod locks;
 mod messages;
