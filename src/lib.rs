@@ -13,6 +13,7 @@
 //!   [`KeyPair`]);
 //! - [`pg`]: everything PostgreSQL: connection strings, connections, pg_dump and pg_restore, scratch servers;
 //! - [`files`]: files sources: a directory tree as a tar stream plus an index, and safe extraction;
+//! - [`chunks`]: content-addressed storage: the dedup key, content-defined chunking, packs and their index;
 //! - [`engine`]: backup, restore, verify and prune;
 //! - [`drill`]: restore drills: restore into a scratch, check, measure RPO and RTO, record;
 //! - [`recover`]: `dr recover`: executable runbooks, resumable;
@@ -33,6 +34,7 @@
 pub(crate) mod anomalies;
 pub(crate) mod audit;
 pub mod check;
+pub mod chunks;
 pub mod config;
 pub(crate) mod crypto;
 pub mod demo;
