@@ -416,3 +416,76 @@ fn explain(e: &io::Error) -> String {
         _ => format!("it does not decode ({e})"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn id(n: u64) -> ChunkId {
+        let mut id = [0u8; 32];
+        // Spread over the key space, as HMAC ids are.
+        id[..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+        id[24..].copy_from_slice(&n.to_le_bytes());
+        ChunkId(id)
+    }
+
+    fn pack(name_seed: u128, ids: impl Iterator<Item = u64>) -> PackRecord {
+        let chunks = ids.enumerate().map(|(i, n)| (id(n), i as u32 * 100, 100, 150)).collect();
+        PackRecord { name: format!("{name_seed:032x}"), stored_size: 1000, sha256: "ab".repeat(32), chunks }
+    }
+
+    #[test]
+    fn entries_and_pack_records_have_the_documented_sizes() {
+        assert_eq!(size_of::<Entry>(), 48);
+        assert_eq!(size_of::<PackInfo>(), 56);
+    }
+
+    #[test]
+    fn a_million_chunks_take_at_most_52_mb() {
+        // 16 chunks per pack, as 1 MiB chunks in 16 MiB packs.
+        let packs: Vec<_> = (0..62_500u64).map(|p| pack(u128::from(p) + 1, p * 16..p * 16 + 16)).collect();
+        let index = ChunkIndex::from_records(&packs).unwrap();
+        drop(packs);
+        assert_eq!(index.len(), 1_000_000);
+        assert!(index.heap_bytes() <= 52_000_000, "{} bytes", index.heap_bytes());
+        for n in [0, 1, 499_999, 999_999] {
+            let location = index.locate(&id(n)).unwrap();
+            assert_eq!(location.pack.name(), format!("{:032x}", n / 16 + 1));
+            assert_eq!(location.offset, (n % 16) as u32 * 100);
+        }
+        assert!(!index.contains(&id(1_000_000)));
+    }
+
+    #[test]
+    fn of_two_copies_of_a_chunk_the_first_read_is_kept() {
+        let index = ChunkIndex::from_records(&[pack(1, [5, 6].into_iter()), pack(2, [6, 7].into_iter())]).unwrap();
+        assert_eq!(index.len(), 3);
+        assert_eq!(index.locate(&id(6)).unwrap().pack.name(), format!("{:032x}", 1));
+        assert_eq!(index.locate(&id(7)).unwrap().pack.name(), format!("{:032x}", 2));
+        assert_eq!(index.iter().count(), 3);
+    }
+
+    #[test]
+    fn dropped_packs_take_their_chunks_with_them_and_the_rest_are_renumbered() {
+        let mut builder = IndexBuilder::default();
+        for record in [pack(1, [1].into_iter()), pack(2, [2, 1].into_iter()), pack(3, [3].into_iter())] {
+            builder.add(&record).unwrap();
+        }
+        builder.drop_packs(&[0..1]);
+        let index = builder.finish();
+        assert_eq!(index.packs().len(), 2);
+        assert_eq!(index.locate(&id(1)).unwrap().pack.name(), format!("{:032x}", 2));
+        assert_eq!(index.locate(&id(3)).unwrap().pack.name(), format!("{:032x}", 3));
+    }
+
+    #[test]
+    fn a_pack_line_with_gaps_or_a_bad_name_is_refused() {
+        let mut gap = pack(1, [1, 2].into_iter());
+        gap.chunks[1].1 = 150;
+        assert!(IndexBuilder::default().add(&gap).unwrap_err().contains("offset 150"));
+        let mut bad = pack(1, [1].into_iter());
+        bad.name = "../etc".into();
+        assert!(IndexBuilder::default().add(&bad).is_err());
+    }
+}

@@ -478,3 +478,141 @@ async fn read_key_object(repo: &Repository, identities: &Identities) -> Result<D
     let text = String::from_utf8(plaintext).map_err(|_| corrupt("it holds no dedup key".to_string()))?;
     DedupKey::from_hex(&text).map_err(|e| corrupt(format!("it holds no dedup key ({e})")))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The key 00 01 02 … 1f. Every expected value below was computed independently with Python's standard
+    /// library, not with this code:
+    /// ```text
+    /// import hmac, hashlib
+    /// H = lambda k, m: hmac.new(k, m, hashlib.sha256).digest()
+    /// master = bytes(range(32)); id_key = H(master, b"dr chunk id v1")
+    /// H(id_key, b"hello").hex(); H(id_key, b"").hex()
+    /// int.from_bytes(H(master, b"dr gear seed v1")[:8], "little")
+    /// H(master, b"dr key check v1")[:16].hex()
+    /// ```
+    /// and the index identity with BIP-173's reference bech32 encoder (Python, 30 lines) of
+    /// `H(master, b"dr index identity v1")` under the hrp `age-secret-key-`, upper-cased.
+    fn fixed_key() -> DedupKey {
+        DedupKey::from_hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f").unwrap()
+    }
+
+    #[test]
+    fn derivations_match_vectors_computed_with_python_hmac() {
+        use age::secrecy::ExposeSecret;
+        let key = fixed_key();
+        assert_eq!(key.chunk_id(b"hello").to_string(), "52b9df75413d82a5f6544a284becf86c8822f6e850d5bca79d49d1ee10a76cf4");
+        assert_eq!(key.chunk_id(b"").to_string(), "b78dfd75906a046dc997f006ed78c29e86018e4ccfc75099de7bb9283a5d4a52");
+        assert_eq!(key.gear_seed(), 15304140428707810975);
+        assert_eq!(key.key_check(), "9c08bba44ac862d6ca55e14483100a8a");
+        assert_eq!(
+            key.index_identity().to_string().expose_secret(),
+            "AGE-SECRET-KEY-19KZVPCESXNQ4L2U8362FW4QAG43F07GPA8D8MWSZ4F2TXX6HAF4Q5T3XYH"
+        );
+    }
+
+    #[test]
+    fn the_key_reads_back_from_hex_and_never_shows_in_debug() {
+        let key = DedupKey::generate();
+        let hex = key.to_hex();
+        assert_eq!(DedupKey::from_hex(&format!("  {hex}\n")).unwrap(), key);
+        assert_ne!(DedupKey::generate(), key);
+        let debug = format!("{key:?}");
+        assert!(!debug.contains(&hex) && debug.contains(&key.key_check()), "{debug}");
+        assert!(DedupKey::from_hex("abc").is_err());
+        assert!(DedupKey::from_hex(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn chunk_ids_print_parse_and_serialize_as_lowercase_hex() {
+        let id = fixed_key().chunk_id(b"hello");
+        let text = id.to_string();
+        assert_eq!(text.parse::<ChunkId>().unwrap(), id);
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{text}\""));
+        assert_eq!(serde_json::from_str::<ChunkId>(&format!("\"{text}\"")).unwrap(), id);
+        assert!(text.to_uppercase().parse::<ChunkId>().is_err());
+        assert!(text[1..].parse::<ChunkId>().is_err());
+        assert!(serde_json::from_str::<ChunkId>("\"xyz\"").is_err());
+    }
+
+    #[test]
+    fn the_index_identity_opens_what_is_encrypted_to_the_index_recipient() {
+        use std::io::Read;
+        let key = DedupKey::generate();
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&key.index_recipient() as &dyn age::Recipient)).unwrap();
+        let mut stored = Vec::new();
+        let mut writer = encryptor.wrap_output(&mut stored).unwrap();
+        writer.write_all(b"index lines").unwrap();
+        writer.finish().unwrap();
+        let identity = key.index_identity();
+        let decryptor = age::Decryptor::new(&stored[..]).unwrap();
+        let mut plaintext = Vec::new();
+        decryptor
+            .decrypt(std::iter::once(&identity as &dyn age::Identity))
+            .unwrap()
+            .read_to_end(&mut plaintext)
+            .unwrap();
+        assert_eq!(plaintext, b"index lines");
+        let other = DedupKey::generate().index_identity();
+        let decryptor = age::Decryptor::new(&stored[..]).unwrap();
+        assert!(decryptor.decrypt(std::iter::once(&other as &dyn age::Identity)).is_err());
+    }
+
+    #[test]
+    fn the_key_file_is_private_from_its_creation_and_never_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dedup.key");
+        let key = DedupKey::generate();
+        key.write_file(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{}\n", key.to_hex()));
+        assert_eq!(DedupKey::read_file(&path).unwrap(), key);
+        let err = DedupKey::generate().write_file(&path).unwrap_err().to_string();
+        assert!(err.contains("dedup.key"), "{err}");
+        assert_eq!(DedupKey::read_file(&path).unwrap(), key);
+        // No temporary file is left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        std::fs::write(&path, "not a key\n").unwrap();
+        let err = DedupKey::read_file(&path).unwrap_err();
+        assert!(matches!(err, Error::DedupKeyFile { .. }) && err.to_string().contains("dedup.key"), "{err}");
+    }
+
+    #[test]
+    fn chunking_json_round_trips_and_bad_values_are_corruption() {
+        let key = fixed_key();
+        let chunking = Chunking::default_for(&key);
+        let parsed = Chunking::parse(chunking.stored_bytes()).unwrap();
+        assert_eq!(parsed, chunking);
+        assert_eq!(parsed.sha256(), chunking.sha256());
+        assert_eq!(parsed.key_check, key.key_check());
+        assert_eq!(parsed.file_sizes(), ChunkSizes { min: 524288, avg: 1048576, max: 8388608 });
+        assert_eq!(parsed.tree_sizes(), ChunkSizes { min: 16384, avg: 65536, max: 262144 });
+        let json: serde_json::Value = serde_json::from_slice(chunking.stored_bytes()).unwrap();
+        assert_eq!(json["chunk_id"], "hmac-sha256");
+        assert_eq!(json["pack_size"], 16777216);
+
+        let with = |field: &str, value: serde_json::Value| {
+            let mut json = json.clone();
+            json[field] = value;
+            Chunking::parse(&serde_json::to_vec(&json).unwrap())
+        };
+        for (field, value) in [
+            ("min_size", serde_json::json!(1)),
+            ("max_size", serde_json::json!(1 << 30)),
+            ("avg_size", serde_json::json!(1048577)),
+            ("pack_size", serde_json::json!(0)),
+            ("chunk_id", serde_json::json!("sha256")),
+            ("key_check", serde_json::json!("zz")),
+        ] {
+            let err = with(field, value).unwrap_err();
+            assert!(matches!(&err, Error::ObjectCorrupt { key, .. } if key == CHUNKING_OBJECT), "{field}: {err}");
+        }
+        assert!(matches!(with("format", serde_json::json!(2)), Err(Error::RepositoryFormatTooNew { .. })));
+    }
+}

@@ -437,3 +437,91 @@ fn decrypt(stored: &[u8], identities: &Identities, key: &str) -> Result<Vec<u8>>
     })?;
     Ok(plaintext)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A pack's plaintext as the writer lays it out, from chunk plaintexts.
+    fn plaintext_of(key: &DedupKey, chunks: &[&[u8]]) -> (Vec<u8>, Vec<(ChunkId, u32, u32, u32)>) {
+        let mut frames = Vec::new();
+        let mut listed = Vec::new();
+        for chunk in chunks {
+            let frame = compress_frame(3, chunk).unwrap();
+            listed.push((key.chunk_id(chunk), frames.len() as u32, frame.len() as u32, chunk.len() as u32));
+            frames.extend_from_slice(&frame);
+        }
+        frames.extend_from_slice(&encode_trailer(&listed));
+        (frames, listed)
+    }
+
+    #[test]
+    fn keys_are_sharded_by_the_first_two_hex_digits() {
+        let name = new_pack_name();
+        assert!(is_pack_name(&name));
+        assert_eq!(pack_key("7e0102030405060708090a0b0c0d0e0f"), "packs/7e/7e0102030405060708090a0b0c0d0e0f.pack.age");
+        assert!(!is_pack_name("7E0102030405060708090a0b0c0d0e0f") && !is_pack_name("7e"));
+    }
+
+    #[test]
+    fn the_trailer_parses_and_every_chunk_comes_back_checked() {
+        let key = DedupKey::generate();
+        let chunks: [&[u8]; 3] = [b"first chunk", &[7u8; 100_000], b""];
+        let (plaintext, listed) = plaintext_of(&key, &chunks);
+        let contents = PackContents::parse("packs/ab/ab.pack.age", plaintext).unwrap();
+        let entries: Vec<_> = contents.entries().iter().map(|e| (e.id, e.offset, e.stored_len, e.plain_len)).collect();
+        assert_eq!(entries, listed);
+        for (entry, chunk) in contents.entries().iter().zip(chunks) {
+            assert_eq!(contents.chunk_at(entry, &key).unwrap(), chunk);
+        }
+        // Frames carry their content size and checksum.
+        let frame = compress_frame(3, b"hello").unwrap();
+        assert_eq!(zstd::zstd_safe::get_frame_content_size(&frame).unwrap(), Some(5));
+        assert_ne!(frame[4] & 0b100, 0, "content checksum flag");
+    }
+
+    #[test]
+    fn a_wrong_id_a_wrong_key_or_a_damaged_frame_is_corruption_naming_pack_and_chunk() {
+        let key = DedupKey::generate();
+        let (plaintext, listed) = plaintext_of(&key, &[b"one chunk of data", b"another chunk"]);
+        let contents = PackContents::parse("packs/ab/ab.pack.age", plaintext.clone()).unwrap();
+        let (id, offset, stored_len, plain_len) = listed[0];
+        let other = key.chunk_id(b"something else");
+        let err = contents.chunk(offset, stored_len, plain_len, &other, &key).unwrap_err().to_string();
+        assert!(err.contains("packs/ab/ab.pack.age") && err.contains(&other.to_string()), "{err}");
+        assert!(contents.chunk(offset, stored_len, plain_len, &id, &DedupKey::generate()).is_err());
+        assert!(contents.chunk(offset, stored_len, plain_len + 1, &id, &key).is_err());
+        assert!(contents.chunk(offset + 1_000_000, stored_len, plain_len, &id, &key).is_err());
+
+        let mut damaged = plaintext;
+        damaged[offset as usize + stored_len as usize - 2] ^= 1;
+        let contents = PackContents::parse("packs/ab/ab.pack.age", damaged).unwrap();
+        let err = contents.chunk(offset, stored_len, plain_len, &id, &key).unwrap_err().to_string();
+        assert!(err.contains(&id.to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_trailer_is_corruption() {
+        let key = DedupKey::generate();
+        let (plaintext, _) = plaintext_of(&key, &[b"a", b"b"]);
+        for damage in [
+            |p: &mut Vec<u8>| p.truncate(p.len() - 1),
+            |p: &mut Vec<u8>| {
+                let n = p.len() - 12;
+                p[n] = 200;
+            },
+            // The last chunk's stored_len: the frames no longer add up.
+            |p: &mut Vec<u8>| {
+                let n = p.len() - 20;
+                p[n] ^= 1;
+            },
+            |p: &mut Vec<u8>| p.clear(),
+        ] {
+            let mut damaged = plaintext.clone();
+            damage(&mut damaged);
+            let err = PackContents::parse("packs/ab/ab.pack.age", damaged).unwrap_err();
+            assert!(matches!(&err, Error::ObjectCorrupt { key, .. } if key == "packs/ab/ab.pack.age"), "{err}");
+        }
+    }
+}
