@@ -211,9 +211,7 @@ mod tests {
         let err = Chunker::new(SIZES, 7).for_each_chunk(Failing, 10, |_| Ok(())).unwrap_err();
         let err = err.into_error(Path::new("/srv/a.jpg")).to_string();
         assert!(err.contains("/srv/a.jpg") && err.contains("disk on fire"), "{err}");
-        let err = Chunker::new(SIZES, 7)
-            .for_each_chunk(&b"data"[..], 4, |_| Err(Error::Cancelled))
-            .unwrap_err();
+        let err = Chunker::new(SIZES, 7).for_each_chunk(&b"data"[..], 4, |_| Err(Error::Cancelled)).unwrap_err();
         assert!(matches!(err, ChunkerError::Consumer(Error::Cancelled)), "{err:?}");
     }
 }

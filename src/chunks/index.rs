@@ -231,7 +231,7 @@ impl ChunkIndex {
         let dropped: Vec<_> =
             loaded.iter().filter(|(name, _)| superseded.contains(name)).map(|(_, packs)| packs.clone()).collect();
         if !dropped.is_empty() {
-            builder.drop_packs(&dropped);
+            builder.drop_packs(|pack| dropped.iter().any(|packs| packs.contains(&pack)));
         }
         let mut index = builder.finish();
         index.index_names = objects;
@@ -331,9 +331,8 @@ impl IndexBuilder {
         Ok(())
     }
 
-    /// Removes the packs in `ranges` (those of superseded index objects) and their entries.
-    fn drop_packs(&mut self, ranges: &[std::ops::Range<usize>]) {
-        let dropped = |pack: usize| ranges.iter().any(|r| r.contains(&pack));
+    /// Removes the packs for which `dropped` is true (those of superseded index objects) and their entries.
+    fn drop_packs(&mut self, dropped: impl Fn(usize) -> bool) {
         let mut renumbered = Vec::with_capacity(self.packs.len());
         let mut kept = 0u32;
         for pack in 0..self.packs.len() {
@@ -359,7 +358,7 @@ impl IndexBuilder {
     /// Sorts by id (then by pack, so that of two copies of a chunk the first read is kept) without the extra
     /// memory of a stable sort, and drops duplicates.
     fn finish(mut self) -> ChunkIndex {
-        self.entries.sort_unstable_by(|a, b| (a.id, a.pack).cmp(&(b.id, b.pack)));
+        self.entries.sort_unstable_by_key(|entry| (entry.id, entry.pack));
         self.entries.dedup_by(|later, first| later.id == first.id);
         self.entries.shrink_to_fit();
         self.packs.shrink_to_fit();
@@ -472,7 +471,7 @@ mod tests {
         for record in [pack(1, [1].into_iter()), pack(2, [2, 1].into_iter()), pack(3, [3].into_iter())] {
             builder.add(&record).unwrap();
         }
-        builder.drop_packs(&[0..1]);
+        builder.drop_packs(|pack| pack == 0);
         let index = builder.finish();
         assert_eq!(index.packs().len(), 2);
         assert_eq!(index.locate(&id(1)).unwrap().pack.name(), format!("{:032x}", 2));

@@ -191,8 +191,7 @@ impl DedupKey {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading dedup key file {}", path.display()), e))?;
         warn_if_readable_by_others(path);
-        DedupKey::from_hex(&text)
-            .map_err(|e| Error::DedupKeyFile { path: path.to_path_buf(), reason: e.to_string() })
+        DedupKey::from_hex(&text).map_err(|e| Error::DedupKeyFile { path: path.to_path_buf(), reason: e.to_string() })
     }
 
     /// Writes a key file: mode 0600 from its creation (a temporary file renamed into place, so a crash leaves
@@ -504,7 +503,10 @@ mod tests {
     fn derivations_match_vectors_computed_with_python_hmac() {
         use age::secrecy::ExposeSecret;
         let key = fixed_key();
-        assert_eq!(key.chunk_id(b"hello").to_string(), "52b9df75413d82a5f6544a284becf86c8822f6e850d5bca79d49d1ee10a76cf4");
+        assert_eq!(
+            key.chunk_id(b"hello").to_string(),
+            "52b9df75413d82a5f6544a284becf86c8822f6e850d5bca79d49d1ee10a76cf4"
+        );
         assert_eq!(key.chunk_id(b"").to_string(), "b78dfd75906a046dc997f006ed78c29e86018e4ccfc75099de7bb9283a5d4a52");
         assert_eq!(key.gear_seed(), 15304140428707810975);
         assert_eq!(key.key_check(), "9c08bba44ac862d6ca55e14483100a8a");

@@ -89,6 +89,9 @@ impl FrameCompressor {
     }
 }
 
+/// One chunk of a pack: `(id, offset, stored_len, plain_len)`, as an index line lists it.
+pub type PackChunk = (ChunkId, u32, u32, u32);
+
 /// A pack as uploaded: what its index line says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackRecord {
@@ -100,7 +103,7 @@ pub struct PackRecord {
     pub sha256: String,
     /// `(id, offset, stored_len, plain_len)` of every chunk, in pack order; offsets count from the start of
     /// the plaintext.
-    pub chunks: Vec<(ChunkId, u32, u32, u32)>,
+    pub chunks: Vec<PackChunk>,
 }
 
 /// The pack being filled.
@@ -108,7 +111,7 @@ struct OpenPack {
     name: String,
     writer: EncodeWriter,
     handle: UploadHandle,
-    chunks: Vec<(ChunkId, u32, u32, u32)>,
+    chunks: Vec<PackChunk>,
     frames_len: u64,
 }
 
@@ -148,15 +151,7 @@ impl std::fmt::Debug for PackWriter {
 
 impl PackWriter {
     pub fn new(store: Arc<dyn Store>, recipients: Arc<Recipients>, pack_size: u64, runtime: Handle) -> PackWriter {
-        PackWriter {
-            store,
-            recipients,
-            pack_size,
-            runtime,
-            open: None,
-            closing: VecDeque::new(),
-            closed: Vec::new(),
-        }
+        PackWriter { store, recipients, pack_size, runtime, open: None, closing: VecDeque::new(), closed: Vec::new() }
     }
 
     /// Appends one chunk's frame (from [`compress_frame`]); closes and uploads the pack once its plaintext
@@ -287,7 +282,7 @@ impl Drop for PackWriter {
     }
 }
 
-fn encode_trailer(chunks: &[(ChunkId, u32, u32, u32)]) -> Vec<u8> {
+fn encode_trailer(chunks: &[PackChunk]) -> Vec<u8> {
     let mut trailer = Vec::with_capacity(chunks.len() * TRAILER_ENTRY + 12);
     for (id, _, stored_len, plain_len) in chunks {
         trailer.extend_from_slice(&id.0);
@@ -353,7 +348,9 @@ impl PackContents {
             offset += u64::from(stored_len);
         }
         if offset != frames_len as u64 {
-            return Err(corrupt(format!("its trailer accounts for {offset} bytes of frames, the pack holds {frames_len}")));
+            return Err(corrupt(format!(
+                "its trailer accounts for {offset} bytes of frames, the pack holds {frames_len}"
+            )));
         }
         Ok(PackContents { key: key.to_string(), plaintext, frames_len, entries })
     }
@@ -372,7 +369,8 @@ impl PackContents {
     /// length checked, and its HMAC id checked against `id`. Any mismatch is [`Error::ObjectCorrupt`] naming
     /// the pack and the chunk.
     pub fn chunk(&self, offset: u32, stored_len: u32, plain_len: u32, id: &ChunkId, key: &DedupKey) -> Result<Vec<u8>> {
-        let corrupt = |reason: String| Error::ObjectCorrupt { key: self.key.clone(), reason: format!("chunk {id}: {reason}") };
+        let corrupt =
+            |reason: String| Error::ObjectCorrupt { key: self.key.clone(), reason: format!("chunk {id}: {reason}") };
         let start = offset as usize;
         let frame = start
             .checked_add(stored_len as usize)
@@ -444,7 +442,7 @@ mod tests {
     use super::*;
 
     /// A pack's plaintext as the writer lays it out, from chunk plaintexts.
-    fn plaintext_of(key: &DedupKey, chunks: &[&[u8]]) -> (Vec<u8>, Vec<(ChunkId, u32, u32, u32)>) {
+    fn plaintext_of(key: &DedupKey, chunks: &[&[u8]]) -> (Vec<u8>, Vec<PackChunk>) {
         let mut frames = Vec::new();
         let mut listed = Vec::new();
         for chunk in chunks {

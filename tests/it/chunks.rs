@@ -13,8 +13,8 @@ use common::garage::Garage;
 use dr::chunks::index::{INDEX_PREFIX, index_key};
 use dr::chunks::pack::PACKS_PREFIX;
 use dr::chunks::{
-    ChunkId, ChunkIndex, ChunkKeys, Chunker, Chunking, DedupKey, FrameCompressor, IndexReader, PackRecord,
-    PackWriter, pack_key, read_pack, write_index,
+    ChunkId, ChunkIndex, ChunkKeys, Chunker, Chunking, DedupKey, FrameCompressor, IndexReader, PackRecord, PackWriter,
+    pack_key, read_pack, write_index,
 };
 use dr::store::{LocalStore, S3Store, Store};
 use dr::{Error, Identities, KeyPair, Recipients, Repository};
@@ -125,9 +125,10 @@ async fn restore_files(
         let mut file = Vec::new();
         for id in ids {
             let at = index.locate(id).unwrap_or_else(|| panic!("chunk {id} is not in the index"));
-            let pack = read_pack(store, &at.pack.name(), Some((at.pack.stored_size, &at.pack.sha256())), identities.clone())
-                .await
-                .unwrap();
+            let pack =
+                read_pack(store, &at.pack.name(), Some((at.pack.stored_size, &at.pack.sha256())), identities.clone())
+                    .await
+                    .unwrap();
             file.extend(pack.chunk(at.offset, at.stored_len, at.plain_len, id, key).unwrap());
         }
         files.push(file);
@@ -195,7 +196,8 @@ async fn a_flipped_byte_in_a_stored_pack_is_detected_and_names_the_pack() {
     let keys = keys();
     let (store, dir) = local();
     let key = DedupKey::generate();
-    let (_, packs) = pack_files(&store, &keys.recipients, &key, vec![random_bytes(300_000, 5)], Default::default()).await;
+    let (_, packs) =
+        pack_files(&store, &keys.recipients, &key, vec![random_bytes(300_000, 5)], Default::default()).await;
     let pack = &packs[0];
     let object = pack_key(&pack.name);
     let path = dir.path().join(&object);
@@ -279,10 +281,9 @@ async fn index_objects_load_with_either_reader_and_superseded_ones_are_dropped()
     let (store, _dir) = local();
     let key = DedupKey::generate();
     let (a, b, c) = (record(1, &[b"a1", b"a2"], &key), record(2, &[b"b1"], &key), record(3, &[b"c1", b"a1"], &key));
-    let first = write_index(store.as_ref(), &keys.recipients, &key, "backup 1", &[], &[a.clone(), b.clone()])
-        .await
-        .unwrap();
-    let second = write_index(store.as_ref(), &keys.recipients, &key, "backup 2", &[], &[c.clone()]).await.unwrap();
+    let first =
+        write_index(store.as_ref(), &keys.recipients, &key, "backup 1", &[], &[a.clone(), b.clone()]).await.unwrap();
+    let second = write_index(store.as_ref(), &keys.recipients, &key, "backup 2", &[], &[c]).await.unwrap();
     assert_ne!(first, second);
 
     for reader in [IndexReader::from_key(&key), IndexReader::Identities(keys.identities.clone())] {
@@ -299,7 +300,9 @@ async fn index_objects_load_with_either_reader_and_superseded_ones_are_dropped()
     }
 
     // Prune's rewrite of the first object without pack 2: the old object no longer counts, present or not.
-    let third = write_index(store.as_ref(), &keys.recipients, &key, "prune 1", &[first.clone()], &[a]).await.unwrap();
+    let third = write_index(store.as_ref(), &keys.recipients, &key, "prune 1", std::slice::from_ref(&first), &[a])
+        .await
+        .unwrap();
     let index = ChunkIndex::load(store.as_ref(), IndexReader::from_key(&key)).await.unwrap();
     assert!(!index.contains(&key.chunk_id(b"b1")), "the superseded object's packs are gone");
     assert!(index.contains(&key.chunk_id(b"a2")) && index.contains(&key.chunk_id(b"c1")));
@@ -387,7 +390,10 @@ async fn a_key_file_of_another_repository_is_refused_naming_the_file_and_the_rep
     assert!(matches!(err, Error::DedupKeyMismatch { .. }), "{message}");
     assert!(message.contains(&stranger.display().to_string()) && message.contains(repo.location()), "{message}");
     // The file is left as it was.
-    assert_ne!(DedupKey::read_file(&stranger).unwrap(), ChunkKeys::load(&repo, None, Some(&keys.identities)).await.unwrap().unwrap().key);
+    assert_ne!(
+        DedupKey::read_file(&stranger).unwrap(),
+        ChunkKeys::load(&repo, None, Some(&keys.identities)).await.unwrap().unwrap().key
+    );
 }
 
 #[tokio::test]
