@@ -43,7 +43,7 @@ const TRAILER_ENTRY: usize = 32 + 4 + 4;
 const MAX_PACK_STORED: u64 = (1 << 30) + (64 << 20);
 /// Packs whose uploads may be in flight while the next one fills: the store keeps writing one while the
 /// chunks of the next are compressed, and memory stays bounded (each holds the pipeline's channel).
-const UPLOADS_IN_FLIGHT: usize = 2;
+const UPLOADS_IN_FLIGHT: usize = 1;
 
 /// The store key of pack `name`.
 pub fn pack_key(name: &str) -> String {

@@ -410,3 +410,32 @@ async fn a_run_that_stopped_after_writing_the_key_file_goes_on_with_that_key() {
     assert_eq!(from_repository.key, earlier);
     assert!(Path::new(&key_file).is_file());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_refuses_packs_fails_the_writer_with_the_store_s_error() {
+    use common::faults::{Action, FaultProxy, Rule};
+    let Some(garage) = Garage::start() else { return };
+    let proxy = FaultProxy::start(&garage.endpoint);
+    let mut options = garage.options("refused");
+    options.endpoint = Some(proxy.url());
+    let store: Arc<dyn Store> = Arc::new(S3Store::new(options).await);
+    proxy.add(Rule::new("PUT", "/packs/", Action::Error { status: 403, close: false }).always());
+    let keys = keys();
+    let (writer_store, recipients) = (store.clone(), keys.recipients.clone());
+    let runtime = tokio::runtime::Handle::current();
+    let result = tokio::task::spawn_blocking(move || {
+        let key = DedupKey::generate();
+        let mut writer = PackWriter::new(writer_store, recipients, PACK_SIZE, runtime);
+        for n in 0..8 {
+            let chunk = random_bytes(300_000, n + 1);
+            writer.add(key.chunk_id(&chunk), &dr::chunks::compress_frame(3, &chunk).unwrap(), 300_000)?;
+        }
+        writer.finish()
+    })
+    .await
+    .unwrap();
+    let err = result.unwrap_err();
+    assert!(matches!(&err, Error::StoreAccessDenied { key, .. } if key.starts_with(PACKS_PREFIX)), "{err}");
+    proxy.clear();
+    assert!(store.list(PACKS_PREFIX).await.unwrap().is_empty());
+}
