@@ -5,12 +5,17 @@
 //! key: without the key, the cut points (and so the chunk sizes) of a known file cannot be predicted.
 //!
 //! Most files of a photo site are smaller than the minimum chunk: such a file is read whole into one reused
-//! buffer and is one chunk, without the chunker and the `max_size` buffer it allocates per stream.
+//! buffer and is one chunk, without the chunker.
+//!
+//! Larger files are cut exactly where `StreamCDC::with_level_and_seed` cuts them (a test compares the two),
+//! but through a buffer of two maximum chunks kept between files: `StreamCDC` moves its whole `max_size`
+//! buffer down after every chunk and copies each chunk into a new `Vec` (measured: 2.5 times slower than
+//! the cut itself); here a chunk is a slice of the buffer, and the buffer moves once per `max_size` read.
 
 use std::io::{self, Read};
 use std::path::Path;
 
-use fastcdc::v2020::{Normalization, StreamCDC};
+use fastcdc::v2020::{FastCDC, Normalization};
 
 use super::keys::ChunkSizes;
 use crate::error::Error;
@@ -42,12 +47,14 @@ pub struct Chunker {
     seed: u64,
     /// A small file's bytes; kept between files so that they cost no allocation.
     small: Vec<u8>,
+    /// A large file's window: two maximum chunks (16 MiB by default), allocated at the first large file.
+    window: Vec<u8>,
 }
 
 impl Chunker {
     /// `sizes` come from a checked `chunking.json` (fastcdc panics in debug builds on sizes out of its range).
     pub fn new(sizes: ChunkSizes, seed: u64) -> Chunker {
-        Chunker { sizes, seed, small: Vec::new() }
+        Chunker { sizes, seed, small: Vec::new(), window: Vec::new() }
     }
 
     /// Reads `reader` to its end and calls `f` with each chunk, in order; returns the bytes read.
@@ -80,23 +87,44 @@ impl Chunker {
         self.cut(head.chain(reader), &mut f)
     }
 
-    fn cut<R: Read>(&self, reader: R, f: &mut impl FnMut(&[u8]) -> Result<(), Error>) -> Result<u64, ChunkerError> {
+    /// Cuts as `StreamCDC` does: each cut is searched in the next `max` bytes (fewer only at the end).
+    fn cut<R: Read>(
+        &mut self,
+        mut reader: R,
+        f: &mut impl FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<u64, ChunkerError> {
         let ChunkSizes { min, avg, max } = self.sizes;
-        let chunks = StreamCDC::with_level_and_seed(
-            reader,
-            min as usize,
-            avg as usize,
-            max as usize,
-            Normalization::Level1,
-            self.seed,
-        );
+        let (min, avg, max) = (min as usize, avg as usize, max as usize);
+        self.window.resize(2 * max, 0);
+        let (mut start, mut end, mut eof) = (0, 0, false);
         let mut total = 0u64;
-        for chunk in chunks {
-            let chunk = chunk.map_err(|e| ChunkerError::Read(e.into()))?;
-            f(&chunk.data).map_err(ChunkerError::Consumer)?;
-            total += chunk.data.len() as u64;
+        loop {
+            if !eof && end - start < max {
+                self.window.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+                while !eof && end < self.window.len() {
+                    match reader.read(&mut self.window[end..]) {
+                        Ok(0) => eof = true,
+                        Ok(n) => end += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(ChunkerError::Read(e)),
+                    }
+                }
+            }
+            if start == end {
+                return Ok(total);
+            }
+            // The gear tables are derived from the seed per window fill (512 entries: nothing next to a read).
+            let buffered = &self.window[..end];
+            let cutter = FastCDC::with_level_and_seed(buffered, min, avg, max, Normalization::Level1, self.seed);
+            while end - start >= max || (eof && start < end) {
+                let (_, cut) = cutter.cut(start, (end - start).min(max));
+                f(&buffered[start..cut]).map_err(ChunkerError::Consumer)?;
+                total += (cut - start) as u64;
+                start = cut;
+            }
         }
-        Ok(total)
     }
 }
 
@@ -183,6 +211,41 @@ mod tests {
         let lengths = |seed| chunks_of(&data, seed).iter().map(Vec::len).collect::<Vec<_>>();
         assert_eq!(lengths(7), lengths(7));
         assert_ne!(lengths(7), lengths(8));
+    }
+
+    /// Hands out a few bytes per read, as a pipe or a slow disk may.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.1 = self.1 % 7919 + 1;
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn cuts_are_stream_cdc_s_cuts() {
+        use fastcdc::v2020::StreamCDC;
+        let sizes = ChunkSizes { min: 4096, avg: 16384, max: 65536 };
+        let mut chunker = Chunker::new(sizes, 99);
+        for (len, seed) in [(3 << 20, 1), (65536 * 3, 2), (65536 * 2 + 1, 3), (4097, 4), (5_000_000, 5)] {
+            let data = random_bytes(len, seed);
+            let expected: Vec<usize> =
+                StreamCDC::with_level_and_seed(&data[..], 4096, 16384, 65536, Normalization::Level1, 99)
+                    .map(|c| c.unwrap().length)
+                    .collect();
+            let mut lengths = Vec::new();
+            chunker
+                .for_each_chunk(Trickle(&data, 0), len as u64, |c| {
+                    lengths.push(c.len());
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(lengths, expected, "{len} bytes");
+        }
     }
 
     #[test]
