@@ -259,7 +259,17 @@ pub struct Chunking {
     pub created_at: DateTime<Utc>,
     /// The object's bytes as stored (their SHA-256 keys the files cache).
     #[serde(skip)]
-    stored: Vec<u8>,
+    stored: StoredBytes,
+}
+
+/// Bytes kept as they were stored; shown by their length only.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct StoredBytes(Vec<u8>);
+
+impl fmt::Debug for StoredBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.0.len())
+    }
 }
 
 const CHUNKING_FORMAT: u32 = 1;
@@ -280,10 +290,10 @@ impl Chunking {
             pack_size: 16 << 20,
             key_check: key.key_check(),
             created_at: Utc::now(),
-            stored: Vec::new(),
+            stored: StoredBytes::default(),
         };
         // Plain data always serializes.
-        chunking.stored = serde_json::to_vec_pretty(&chunking).unwrap_or_default();
+        chunking.stored = StoredBytes(serde_json::to_vec_pretty(&chunking).unwrap_or_default());
         chunking
     }
 
@@ -305,18 +315,18 @@ impl Chunking {
         let mut chunking: Chunking =
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not a chunking.json: {e}")))?;
         chunking.check().map_err(corrupt)?;
-        chunking.stored = bytes.to_vec();
+        chunking.stored = StoredBytes(bytes.to_vec());
         Ok(chunking)
     }
 
     /// The bytes to store (or as they were read).
     pub fn stored_bytes(&self) -> &[u8] {
-        &self.stored
+        &self.stored.0
     }
 
     /// SHA-256 of the stored bytes, lowercase hex: it changes whenever anything that decides chunk ids does.
     pub fn sha256(&self) -> String {
-        hex::encode(Sha256::digest(&self.stored))
+        hex::encode(Sha256::digest(&self.stored.0))
     }
 
     pub fn file_sizes(&self) -> ChunkSizes {
