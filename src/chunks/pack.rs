@@ -289,7 +289,7 @@ fn encode_trailer(chunks: &[PackChunk]) -> Vec<u8> {
         trailer.extend_from_slice(&stored_len.to_le_bytes());
         trailer.extend_from_slice(&plain_len.to_le_bytes());
     }
-    // A pack holds at most 1 GiB / 1 byte... of frames; each frame is at least 9 bytes, so n fits a u32.
+    // A frame is at least 9 bytes and a pack under 4 GiB (`add` checks the offsets), so n fits a u32.
     trailer.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
     trailer.extend_from_slice(TRAILER_MAGIC);
     trailer
@@ -452,6 +452,16 @@ mod tests {
         }
         frames.extend_from_slice(&encode_trailer(&listed));
         (frames, listed)
+    }
+
+    #[test]
+    fn writers_and_contents_move_between_threads() {
+        fn send<T: Send>() {}
+        fn shared<T: Send + Sync>() {}
+        send::<PackWriter>();
+        shared::<PackContents>();
+        shared::<DedupKey>();
+        shared::<crate::chunks::ChunkIndex>();
     }
 
     #[test]
