@@ -35,6 +35,9 @@ use crate::store::{self, Store};
 
 /// Where index objects live.
 pub const INDEX_PREFIX: &str = "index/";
+/// A backup writes an index object after this many closed packs (and at its end): what a killed backup loses
+/// to the next one is at most this many packs, stored again.
+pub const INDEX_FLUSH_PACKS: usize = 64;
 const INDEX_SUFFIX: &str = ".jsonl.zst.age";
 const INDEX_FORMAT: u32 = 1;
 /// The largest index object read: prune's, listing every chunk of a large repository (~50 bytes per chunk).
