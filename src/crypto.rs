@@ -6,6 +6,7 @@
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use age::secrecy::ExposeSecret;
 
@@ -53,7 +54,7 @@ fn abbreviate(text: &str) -> String {
 
 /// The public keys every object is encrypted to.
 pub struct Recipients {
-    keys: Vec<Box<dyn age::Recipient + Send + Sync>>,
+    keys: Vec<Arc<dyn age::Recipient + Send + Sync>>,
 }
 
 impl fmt::Debug for Recipients {
@@ -67,8 +68,16 @@ impl Recipients {
         if texts.is_empty() {
             return Err(Error::NoRecipients);
         }
-        let keys = texts.iter().map(|t| parse_recipient(t)).collect::<Result<_>>()?;
+        let keys = texts.iter().map(|t| parse_recipient(t).map(Arc::from)).collect::<Result<_>>()?;
         Ok(Recipients { keys })
+    }
+
+    /// These recipients and one more: an index object is encrypted to the repository's recipients and to the
+    /// index recipient derived from the dedup key (`chunks::keys`).
+    pub fn and(&self, extra: age::x25519::Recipient) -> Recipients {
+        let mut keys = self.keys.clone();
+        keys.push(Arc::new(extra));
+        Recipients { keys }
     }
 
     /// Starts an age stream to these recipients on `output`. The returned writer's `finish()` is mandatory.

@@ -73,6 +73,32 @@ pub enum Error {
     #[error("the identity in {} cannot decrypt {what}: it was encrypted to other recipients", .path.display())]
     WrongIdentity { path: PathBuf, what: String },
 
+    /// This host has no dedup key (docs/repository-format.md, "Chunks"): no `[encryption] dedup_key_file`, and
+    /// no identity to take it from the repository. `create`: the repository has none yet, and this run would
+    /// have made it.
+    #[error("{}", if *.create {
+        format!("repository {location} has no dedup key yet, and this host can make none: that needs \
+                 [encryption] dedup_key_file (or an identity)")
+    } else {
+        format!("the dedup key of repository {location} is not on this host: [encryption] dedup_key_file is \
+                 {}, and no identity is configured to read it from the repository",
+                if *.file_configured { "configured but missing" } else { "not set" })
+    })]
+    ChunkKeyMissing { location: String, create: bool, file_configured: bool },
+
+    /// `[encryption] dedup_key_file` holds another repository's key (its key check differs from
+    /// `chunking.json`'s).
+    #[error(
+        "dedup key in {} does not belong to repository {location}: its key check is {found}, the repository's \
+         is {expected}",
+        .path.display()
+    )]
+    DedupKeyMismatch { path: PathBuf, location: String, found: String, expected: String },
+
+    /// The dedup key file does not hold a key (the text is not 64 hex digits).
+    #[error("dedup key file {}: {reason}", .path.display())]
+    DedupKeyFile { path: PathBuf, reason: String },
+
     #[error("repository {location} is not initialized")]
     RepositoryNotInitialized { location: String },
 
@@ -383,6 +409,25 @@ impl Error {
             }
             Error::WrongIdentity { .. } => {
                 "use the identity whose public key is in [encryption] recipients at the time of the backup".to_string()
+            }
+            Error::ChunkKeyMissing { create: true, .. } => {
+                "set [encryption] dedup_key_file = PATH: the backup writes the new key there (give that file to \
+                 every other host that backs up into this repository)"
+                    .to_string()
+            }
+            Error::ChunkKeyMissing { create: false, .. } => {
+                "set [encryption] dedup_key_file and copy the key there: run `dr dedup-key --output FILE` on a host \
+                 that holds the identity"
+                    .to_string()
+            }
+            Error::DedupKeyMismatch { .. } => {
+                "copy this repository's key there (`dr dedup-key --output FILE` on a host that holds the identity), \
+                 or point [encryption] dedup_key_file at the right file"
+                    .to_string()
+            }
+            Error::DedupKeyFile { .. } => {
+                "the file holds the key as 64 hex digits on one line, as `dr dedup-key --output FILE` writes it"
+                    .to_string()
             }
             Error::RepositoryNotInitialized { .. } => "run `dr init` first".to_string(),
             Error::RepositoryExists { .. } => {

@@ -14,6 +14,7 @@
 //! - [`pg`]: everything PostgreSQL: connection strings, connections, pg_dump and pg_restore, scratch servers;
 //! - [`files`]: files sources: a directory tree as a tar stream plus an index, and safe extraction; the chunked
 //!   format's tree, metadata walk, restore and files cache;
+//! - [`chunks`]: content-addressed storage: the dedup key, content-defined chunking, packs and their index;
 //! - [`engine`]: backup, restore, verify and prune;
 //! - [`drill`]: restore drills: restore into a scratch, check, measure RPO and RTO, record;
 //! - [`recover`]: `dr recover`: executable runbooks, resumable;
@@ -34,6 +35,7 @@
 pub(crate) mod anomalies;
 pub(crate) mod audit;
 pub mod check;
+pub mod chunks;
 pub mod config;
 pub(crate) mod crypto;
 pub mod demo;

@@ -1,4 +1,8 @@
 //! Backup direction: bytes written to an [`EncodeWriter`] end up as one encrypted object in the store.
+//!
+//! Two [`Encoding`]s: a stream of plaintext (a dump, a tar stream) is compressed and encrypted; a pack of chunks
+//! (`chunks::pack`) holds zstd frames already, so it is only encrypted: a second zstd pass would cost CPU and
+//! save nothing.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -23,10 +27,44 @@ enum Feed {
     Commit,
 }
 
-/// A `Write` that compresses, encrypts and hashes, and hands full chunks to the store.
+/// What the encoder does to the bytes before they are hashed and stored.
+#[derive(Debug, Clone, Copy)]
+pub enum Encoding {
+    /// zstd, then age: for plaintext streams.
+    Compressed(Compression),
+    /// age only: for bytes compressed already (the zstd frames of a pack).
+    Encrypted,
+}
+
+type Encrypted = age::stream::StreamWriter<TallyWriter<ChunkSink>>;
+
+/// The layers above the tally, by [`Encoding`].
+enum Layers {
+    Compressed(zstd::stream::write::Encoder<'static, Encrypted>),
+    Encrypted(Encrypted),
+}
+
+impl Layers {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Layers::Compressed(encoder) => encoder.write(buf),
+            Layers::Encrypted(encrypted) => encrypted.write(buf),
+        }
+    }
+
+    /// Ends the zstd frame (if any) and the age stream.
+    fn finish(self) -> io::Result<TallyWriter<ChunkSink>> {
+        match self {
+            Layers::Compressed(encoder) => encoder.finish()?.finish(),
+            Layers::Encrypted(encrypted) => encrypted.finish(),
+        }
+    }
+}
+
+/// A `Write` that compresses (by its [`Encoding`]), encrypts and hashes, and hands full chunks to the store.
 /// [`EncodeWriter::finish`] is mandatory: without it the object is aborted, never committed.
 pub struct EncodeWriter {
-    encoder: zstd::stream::write::Encoder<'static, age::stream::StreamWriter<TallyWriter<ChunkSink>>>,
+    layers: Layers,
     tally: Tally,
     plain_size: u64,
     progress: Arc<dyn ProgressTask>,
@@ -41,7 +79,7 @@ impl std::fmt::Debug for EncodeWriter {
 impl EncodeWriter {
     fn new(
         recipients: &Recipients,
-        compression: Compression,
+        encoding: Encoding,
         sender: mpsc::Sender<Feed>,
         progress: Arc<dyn ProgressTask>,
     ) -> io::Result<EncodeWriter> {
@@ -51,17 +89,11 @@ impl EncodeWriter {
             tally: tally.clone(),
         };
         let encrypted = recipients.encrypt(sink)?;
-        let mut encoder = zstd::stream::write::Encoder::new(encrypted, compression.level)?;
-        encoder.include_checksum(true)?;
-        let threads = compression.worker_threads();
-        if threads > 1 {
-            encoder.multithread(threads)?;
-            // zstd's default jobs are several windows long and it keeps several jobs' input and output per
-            // worker: 45-60 MiB with two workers. 1 MiB jobs keep the whole backup near 27 MiB, measured at no
-            // cost in speed and under 0.01 % in size (docs/benchmarks.md).
-            encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
-        }
-        Ok(EncodeWriter { encoder, tally, plain_size: 0, progress })
+        let layers = match encoding {
+            Encoding::Compressed(compression) => Layers::Compressed(compressor(encrypted, compression)?),
+            Encoding::Encrypted => Layers::Encrypted(encrypted),
+        };
+        Ok(EncodeWriter { layers, tally, plain_size: 0, progress })
     }
 
     /// Bytes written so far, before compression.
@@ -71,17 +103,34 @@ impl EncodeWriter {
 
     /// Ends the zstd frame and the age stream and queues the commit.
     pub fn finish(self) -> io::Result<Sealed> {
-        let encrypted = self.encoder.finish()?;
-        let sink = encrypted.finish()?;
+        let sink = self.layers.finish()?;
         let (stored_size, sha256) = self.tally.finish();
         sink.inner.commit()?;
         Ok(Sealed { stored_size, sha256, plain_size: self.plain_size })
     }
 }
 
+/// The zstd layer of [`Encoding::Compressed`].
+fn compressor(
+    encrypted: Encrypted,
+    compression: Compression,
+) -> io::Result<zstd::stream::write::Encoder<'static, Encrypted>> {
+    let mut encoder = zstd::stream::write::Encoder::new(encrypted, compression.level)?;
+    encoder.include_checksum(true)?;
+    let threads = compression.worker_threads();
+    if threads > 1 {
+        encoder.multithread(threads)?;
+        // zstd's default jobs are several windows long and it keeps several jobs' input and output per
+        // worker: 45-60 MiB with two workers. 1 MiB jobs keep the whole backup near 27 MiB, measured at no
+        // cost in speed and under 0.01 % in size (docs/benchmarks.md).
+        encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
+    }
+    Ok(encoder)
+}
+
 impl Write for EncodeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.encoder.write(buf)?;
+        let n = self.layers.write(buf)?;
         self.plain_size += n as u64;
         self.progress.advance(n as u64);
         Ok(n)
@@ -197,6 +246,16 @@ impl UploadHandle {
     pub(crate) async fn wait(self) -> Result<Uploaded> {
         self.task.await.map_err(|e| Error::io(format!("uploading {}", self.key), io::Error::other(e)))?
     }
+
+    /// True once the store side ended (committed, abandoned or failed): [`UploadHandle::wait`] would not wait.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// The key being uploaded.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// Starts one object upload: write the plaintext into the returned writer (on a blocking thread), call
@@ -208,10 +267,21 @@ pub async fn begin_upload(
     compression: Compression,
     progress: Arc<dyn ProgressTask>,
 ) -> Result<(EncodeWriter, UploadHandle)> {
+    begin_encoded_upload(store, key, recipients, Encoding::Compressed(compression), progress).await
+}
+
+/// [`begin_upload`] with the [`Encoding`] chosen: [`Encoding::Encrypted`] for bytes that are compressed already.
+pub async fn begin_encoded_upload(
+    store: &dyn Store,
+    key: &str,
+    recipients: &Recipients,
+    encoding: Encoding,
+    progress: Arc<dyn ProgressTask>,
+) -> Result<(EncodeWriter, UploadHandle)> {
     let writer = store.put_stream(key).await?;
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
     let task = AbortOnDropHandle::new(tokio::spawn(drive(writer, receiver)));
-    let encoder = EncodeWriter::new(recipients, compression, sender, progress)
+    let encoder = EncodeWriter::new(recipients, encoding, sender, progress)
         .map_err(|e| crate::store::store_error(store.location(), "write", key, e))?;
     Ok((encoder, UploadHandle { task, key: key.to_string() }))
 }

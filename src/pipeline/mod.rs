@@ -7,6 +7,9 @@
 //!           (read-ahead thread: store, hash, decryption)       (blocking thread: zstd, pg_restore's pipe, tar)
 //! ```
 //!
+//! A pack of chunks (`chunks::pack`) skips the zstd layer ([`Encoding::Encrypted`]): its chunks are zstd frames
+//! already, each compressed alone so that one can be read without the others.
+//!
 //! Memory is bounded by fixed budgets: the channel holds at most [`CHANNEL_CHUNKS`] chunks of [`CHUNK_SIZE`],
 //! age works in 64 KiB chunks, and zstd's buffers depend on the level, thread count and job size (1 MiB),
 //! never on the data size.
@@ -24,7 +27,8 @@ use sha2::{Digest, Sha256};
 
 pub use child::{ChildFailure, ChildReader, ChildWriter, child_failure};
 pub use decode::{DecodeReader, download, open_decoder};
-pub use encode::{EncodeWriter, UploadHandle, begin_upload, settle, upload};
+pub(crate) use encode::Uploaded;
+pub use encode::{EncodeWriter, Encoding, UploadHandle, begin_encoded_upload, begin_upload, settle, upload};
 
 /// Size of the pieces handed to the store.
 pub const CHUNK_SIZE: usize = 1 << 20;

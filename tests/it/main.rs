@@ -15,6 +15,7 @@ mod common;
 mod audit;
 mod breakglass;
 mod changing_files;
+mod chunks;
 mod cli;
 mod compose_dev;
 mod config_paths;
