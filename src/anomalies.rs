@@ -112,6 +112,7 @@ mod tests {
                 .iter()
                 .map(|(name, size)| SourceEntry {
                     format: None,
+                    chunked: None,
                     name: name.to_string(),
                     kind: SourceKind::Files,
                     consistent_at: now,

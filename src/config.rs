@@ -227,6 +227,9 @@ pub struct RetentionConfig {
     /// so that a backup still running is never swept.
     #[serde(default, with = "humantime_serde")]
     pub orphan_grace: Option<Duration>,
+    /// Chunked sources: a pack whose live chunks fill less than this share of it is repacked (default 0.8).
+    #[serde(default)]
+    pub repack_below: Option<f64>,
 }
 
 /// `[lock]`: the repository lock that keeps writers apart (docs/locks.md).

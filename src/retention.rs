@@ -21,6 +21,17 @@ use serde::Serialize;
 use crate::config::RetentionConfig;
 use crate::repo::snapshot_id::SnapshotId;
 
+/// Checks `[retention]` beyond what serde does: `repack_below` is a share, 0 to 1.
+pub fn validate(retention: &RetentionConfig) -> crate::Result<()> {
+    match retention.repack_below {
+        Some(share) if !(0.0..=1.0).contains(&share) => Err(crate::Error::ConfigInvalid(format!(
+            "[retention] repack_below = {share} is not a share: use 0 (never repack) to 1 (repack any pack with a \
+             dead chunk); the default is 0.8"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The `[retention]` counts; 0 is a rule that is not set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Policy {

@@ -48,6 +48,7 @@ fn validate_sections(config: &Config) -> Result<()> {
     crate::engine::restore::validate(&config.restore)?;
     crate::repo::lock::validate(&config.lock)?;
     crate::drill::validate(&config.drill, &config.postgres)?;
+    crate::retention::validate(&config.retention)?;
     for alert in &config.alerts {
         crate::service::alerts::validate(alert)?;
     }

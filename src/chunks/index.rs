@@ -187,6 +187,8 @@ impl PackInfo {
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkLocation<'a> {
     pub pack: &'a PackInfo,
+    /// The pack's position in [`ChunkIndex::packs`]: a cheap key to group chunks by pack.
+    pub pack_number: u32,
     pub offset: u32,
     pub stored_len: u32,
     pub plain_len: u32,
@@ -257,6 +259,29 @@ impl ChunkIndex {
         Ok(builder.finish())
     }
 
+    /// The pack at `number` (a [`ChunkLocation::pack_number`]).
+    pub fn pack(&self, number: u32) -> &PackInfo {
+        &self.packs[number as usize]
+    }
+
+    /// Every pack with the chunks this index places in it, in pack order: what a new index object that
+    /// replaces the loaded ones holds for the packs it keeps (a chunk stored twice is listed once).
+    pub fn records(&self) -> Vec<PackRecord> {
+        let mut chunks: Vec<Vec<super::pack::PackChunk>> = vec![Vec::new(); self.packs.len()];
+        for entry in &self.entries {
+            chunks[entry.pack as usize].push((ChunkId(entry.id), entry.offset, entry.stored_len, entry.plain_len));
+        }
+        self.packs
+            .iter()
+            .zip(chunks)
+            .filter(|(_, chunks)| !chunks.is_empty())
+            .map(|(pack, mut chunks)| {
+                chunks.sort_by_key(|c| c.1);
+                PackRecord { name: pack.name(), stored_size: pack.stored_size, sha256: pack.sha256(), chunks }
+            })
+            .collect()
+    }
+
     pub fn contains(&self, id: &ChunkId) -> bool {
         self.find(id).is_some()
     }
@@ -305,6 +330,7 @@ impl ChunkIndex {
     fn location(&self, entry: &Entry) -> ChunkLocation<'_> {
         ChunkLocation {
             pack: &self.packs[entry.pack as usize],
+            pack_number: entry.pack,
             offset: entry.offset,
             stored_len: entry.stored_len,
             plain_len: entry.plain_len,

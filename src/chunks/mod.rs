@@ -29,6 +29,9 @@ pub mod keys;
 pub mod pack;
 
 pub use chunker::{Chunker, ChunkerError, for_each_chunk};
-pub use index::{ChunkIndex, ChunkLocation, IndexReader, PackInfo, write_index};
-pub use keys::{ChunkId, ChunkKeys, ChunkSizes, Chunking, DedupKey};
-pub use pack::{FrameCompressor, PackContents, PackEntry, PackRecord, PackWriter, compress_frame, pack_key, read_pack};
+pub use index::{ChunkIndex, ChunkLocation, INDEX_PREFIX, IndexReader, PackInfo, index_key, write_index};
+pub use keys::{CHUNKING_OBJECT, ChunkId, ChunkKeys, ChunkSizes, Chunking, DEDUP_KEY_OBJECT, DedupKey};
+pub use pack::{
+    FrameCompressor, PACKS_PREFIX, PackChunk, PackContents, PackEntry, PackRecord, PackWriter, compress_frame,
+    pack_key, read_indexed_pack, read_pack,
+};

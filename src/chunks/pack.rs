@@ -106,6 +106,13 @@ pub struct PackRecord {
     pub chunks: Vec<PackChunk>,
 }
 
+impl PackRecord {
+    /// Bytes of the pack's frames (its plaintext without the trailer).
+    pub fn frames_len(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.2)).sum()
+    }
+}
+
 /// The pack being filled.
 struct OpenPack {
     name: String,
@@ -389,6 +396,35 @@ impl PackContents {
         Ok(plaintext)
     }
 
+    /// The stored (compressed) frame of an entry, unchecked: what a repack copies, after checking the chunk.
+    pub fn frame(&self, entry: &PackEntry) -> Result<&[u8]> {
+        let start = entry.offset as usize;
+        start
+            .checked_add(entry.stored_len as usize)
+            .filter(|&end| end <= self.frames_len)
+            .map(|end| &self.plaintext[start..end])
+            .ok_or_else(|| Error::ObjectCorrupt {
+                key: self.key.clone(),
+                reason: format!(
+                    "chunk {}: bytes {}+{} lie outside the pack's frames",
+                    entry.id, entry.offset, entry.stored_len
+                ),
+            })
+    }
+
+    /// Checks every chunk the trailer lists: frame, length and id (`dr verify`).
+    pub fn check_all(&self, key: &DedupKey) -> Result<()> {
+        for entry in &self.entries {
+            self.chunk_at(entry, key)?;
+        }
+        Ok(())
+    }
+
+    /// [`PackContents::chunk`] for a chunk where the index places it.
+    pub fn chunk_located(&self, location: &super::ChunkLocation<'_>, id: &ChunkId, key: &DedupKey) -> Result<Vec<u8>> {
+        self.chunk(location.offset, location.stored_len, location.plain_len, id, key)
+    }
+
     /// [`PackContents::chunk`] for an entry of the trailer.
     pub fn chunk_at(&self, entry: &PackEntry, key: &DedupKey) -> Result<Vec<u8>> {
         self.chunk(entry.offset, entry.stored_len, entry.plain_len, &entry.id, key)
@@ -434,6 +470,15 @@ fn decrypt(stored: &[u8], identities: &Identities, key: &str) -> Result<Vec<u8>>
         reason: format!("it fails age authentication: bytes were altered or the pack is truncated ({e})"),
     })?;
     Ok(plaintext)
+}
+
+/// [`read_pack`] of a pack the index lists, checked against the index's size and SHA-256.
+pub async fn read_indexed_pack(
+    store: &dyn Store,
+    pack: &super::PackInfo,
+    identities: Arc<Identities>,
+) -> Result<PackContents> {
+    read_pack(store, &pack.name(), Some((pack.stored_size, &pack.sha256())), identities).await
 }
 
 #[cfg(test)]

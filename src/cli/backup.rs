@@ -44,6 +44,15 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
                     format!("  ({} warnings)", source.warnings.len())
                 }
             );
+            if let Some(chunked) = &source.chunked {
+                errln!(
+                    "  {:<16} {} files unchanged (not read), {} new chunks in {} packs",
+                    "",
+                    chunked.files_unchanged,
+                    chunked.chunks_added,
+                    chunked.packs_written
+                );
+            }
         }
     }
     outln!("{}", report.snapshot);

@@ -6,6 +6,7 @@ mod output;
 mod backup;
 mod check;
 mod completions;
+mod dedup_key;
 mod demo;
 mod drill;
 mod healthcheck;
@@ -67,6 +68,8 @@ enum Command {
     Keygen(keygen::Args),
     /// Create the repository named in the configuration.
     Init,
+    /// Print (or write to a file) the repository's dedup key, for a backing-up host without the identity.
+    DedupKey(dedup_key::Args),
     /// Take one snapshot of every configured source (or those named with --only).
     Backup(backup::Args),
     /// List the snapshots in the repository.
@@ -234,6 +237,7 @@ async fn run(command: Command, context: &Context, display: &progress::Display) -
     match command {
         Command::Keygen(args) => keygen::run(args),
         Command::Init => init::run(context).await,
+        Command::DedupKey(args) => dedup_key::run(context, args).await,
         Command::Backup(args) => backup::run(context, args, display).await,
         Command::Snapshots(args) => snapshots::run(context, args).await,
         Command::Restore(args) => restore::run(context, args, display).await,

@@ -26,6 +26,11 @@ pub struct Args {
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     jobs: Option<u32>,
 
+    /// Restore only this path of a chunked files source (relative to its root: a file, or a directory with
+    /// everything below it; repeatable).
+    #[arg(long, value_name = "PATH")]
+    path: Vec<String>,
+
     /// Restore into targets that are not empty, replacing what the snapshot holds.
     #[arg(long)]
     force: bool,
@@ -58,6 +63,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let repo = context.open_repository(config).await?;
     let jobs = Context::restore_jobs(config, args.jobs);
     let options = RestoreOptions {
+        paths: args.path,
         selector: args.to,
         only: args.only,
         into: args.into,

@@ -16,9 +16,33 @@ pub struct Args {
     #[arg(long)]
     all: bool,
 
+    /// Read only part of the packs of chunked files sources: `N/M` (the Nth of M parts; M runs read all) or
+    /// `X%` (a random share). Every pack is still checked to exist at its size. Default: read every pack.
+    #[arg(long, value_name = "N/M|X%", value_parser = parse_subset)]
+    read_data_subset: Option<dr::engine::ReadPacks>,
+
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
+}
+
+/// A `--read-data-subset` that is neither `N/M` (1 ≤ N ≤ M) nor `X%` (0 < X ≤ 100).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is neither N/M (e.g. 1/5) nor X% (e.g. 10%)")]
+struct NotASubset(String);
+
+fn parse_subset(text: &str) -> std::result::Result<dr::engine::ReadPacks, NotASubset> {
+    let bad = || NotASubset(text.to_string());
+    if let Some(percent) = text.strip_suffix('%') {
+        let share: f64 = percent.trim().parse().map_err(|_| bad())?;
+        return if share > 0.0 && share <= 100.0 { Ok(dr::engine::ReadPacks::Percent(share)) } else { Err(bad()) };
+    }
+    let (n, m) = text.split_once('/').ok_or_else(bad)?;
+    let (n, m): (u32, u32) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
+    if n == 0 || m == 0 || n > m {
+        return Err(bad());
+    }
+    Ok(dr::engine::ReadPacks::Part { n, m })
 }
 
 pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()> {
@@ -28,7 +52,9 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let selection =
         if args.all { VerifySelection::All } else { VerifySelection::One(args.to.unwrap_or(Selector::Latest)) };
     let display = if args.json { display.silent() } else { display.clone() };
-    let report = dr::verify(&loaded.config, &repo, identities, &selection, &display).await?;
+    let report =
+        dr::verify(&loaded.config, &repo, identities, &selection, args.read_data_subset.unwrap_or_default(), &display)
+            .await?;
     display.clear();
     if args.json {
         print_json(&report)?;

@@ -126,6 +126,7 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&DemoStep) + Sen
     steps
         .run("restore the snapshot into the second server and a new directory", async {
             let options = engine::RestoreOptions {
+                paths: Vec::new(),
                 selector: Selector::Id(backup.snapshot.to_string()),
                 only: Vec::new(),
                 into: vec![
@@ -151,7 +152,9 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&DemoStep) + Sen
     steps
         .run("verify the snapshot: hashes, decryption, archive contents", async {
             let selection = engine::VerifySelection::One(Selector::Latest);
-            let report = engine::verify(&config, &repo, identities.clone(), &selection, &NoProgress).await?;
+            let report =
+                engine::verify(&config, &repo, identities.clone(), &selection, engine::ReadPacks::All, &NoProgress)
+                    .await?;
             let objects = report.snapshots.iter().map(|s| s.objects.len()).sum::<usize>();
             if !report.ok() {
                 return Err(Error::Mismatch {

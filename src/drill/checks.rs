@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::expect::Expectation;
+use crate::chunks::{ChunkId, ChunkKeys, Chunker};
 use crate::config::DrillCheck;
 use crate::engine::SourceRestore;
-use crate::files::{EntryKind, IndexEntry, sha256_file};
+use crate::files::{EntryKind, IndexEntry, TreeEntry, TreeKind, sha256_file};
 use crate::pg::{describe, quote_ident};
 use crate::repo::drill_record::{Check, CheckStatus};
 use crate::repo::manifest::{FilesDetails, GlobalsDetails, Manifest, TableRows};
@@ -268,6 +269,149 @@ pub fn files(source: &str, root: &Path, index: &[IndexEntry], details: Option<&F
         check.status = CheckStatus::Warn;
     }
     check
+}
+
+/// A restored chunked tree equals the snapshot's tree: every entry present with its kind, permission bits and
+/// modification time to the nanosecond (and, when the drill runs as root, its owner), every file with its size
+/// and content: its chunks are cut again from the restored bytes and their ids recomputed with the repository's
+/// key, so a file that differs by one byte fails. Nothing extra; the totals equal the manifest's.
+pub fn tree(
+    source: &str,
+    root: &Path,
+    entries: impl Iterator<Item = crate::Result<TreeEntry>>,
+    keys: &ChunkKeys,
+    details: Option<&FilesDetails>,
+) -> Check {
+    let mut problems = Vec::new();
+    let mut expected_paths = BTreeSet::new();
+    let (mut files, mut bytes, mut count) = (0u64, 0u64, 0usize);
+    let as_root = nix::unistd::geteuid().is_root();
+    let mut chunker = Chunker::new(keys.chunking.file_sizes(), keys.key.gear_seed());
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                problems.push(format!("the snapshot's tree cannot be read: {e}"));
+                break;
+            }
+        };
+        count += 1;
+        let relative = PathBuf::from(OsString::from_vec(entry.path.clone()));
+        let path = root.join(&relative);
+        let shown = if entry.path.is_empty() { "(the root)".to_string() } else { relative.display().to_string() };
+        if !entry.path.is_empty() {
+            expected_paths.insert(relative.clone());
+        }
+        let metadata = match std::fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(_) => {
+                problems.push(format!("{shown}: missing"));
+                continue;
+            }
+        };
+        use std::os::unix::fs::MetadataExt;
+        let kind_ok = match &entry.kind {
+            TreeKind::Dir => metadata.is_dir(),
+            TreeKind::File | TreeKind::HardLink { .. } => metadata.is_file(),
+            TreeKind::Symlink { .. } => metadata.file_type().is_symlink(),
+        };
+        if !kind_ok {
+            let kind = match entry.kind {
+                TreeKind::Dir => "directory",
+                TreeKind::File | TreeKind::HardLink { .. } => "regular file",
+                TreeKind::Symlink { .. } => "symlink",
+            };
+            problems.push(format!("{shown}: not a {kind}"));
+            continue;
+        }
+        if let TreeKind::Symlink { target } = &entry.kind {
+            match std::fs::read_link(&path) {
+                Ok(found) if found.as_os_str().as_encoded_bytes() == target.as_slice() => {}
+                Ok(found) => problems.push(format!("{shown}: link to {}", found.display())),
+                Err(e) => problems.push(format!("{shown}: unreadable link: {e}")),
+            }
+        } else if metadata.mode() & 0o7777 != entry.mode {
+            problems.push(format!("{shown}: mode {:o}, the tree says {:o}", metadata.mode() & 0o7777, entry.mode));
+        }
+        if (metadata.mtime(), metadata.mtime_nsec() as u32) != entry.mtime {
+            problems.push(format!(
+                "{shown}: modified {}.{:09}, the tree says {}.{:09}",
+                metadata.mtime(),
+                metadata.mtime_nsec(),
+                entry.mtime.0,
+                entry.mtime.1
+            ));
+        }
+        // Owners by name are mapped to this host's ids on restore; only numeric ones must come back as they were.
+        if as_root
+            && entry.user.is_none()
+            && entry.group.is_none()
+            && (metadata.uid(), metadata.gid()) != (entry.uid, entry.gid)
+        {
+            problems.push(format!(
+                "{shown}: owner {}:{}, the tree says {}:{}",
+                metadata.uid(),
+                metadata.gid(),
+                entry.uid,
+                entry.gid
+            ));
+        }
+        if matches!(entry.kind, TreeKind::HardLink { .. }) {
+            files += 1;
+        }
+        if !matches!(entry.kind, TreeKind::File) {
+            continue;
+        }
+        files += 1;
+        bytes += metadata.len();
+        if metadata.len() != entry.size {
+            problems.push(format!("{shown}: {} bytes, the tree says {}", metadata.len(), entry.size));
+            continue;
+        }
+        match chunk_ids_of(&path, entry.size, &mut chunker, keys) {
+            Ok(ids) if ids == entry.chunks => {}
+            Ok(_) => problems.push(format!("{shown}: content differs (chunk ids)")),
+            Err(e) => problems.push(format!("{shown}: unreadable: {e}")),
+        }
+    }
+    for extra in walk(root).into_iter().filter(|p| !expected_paths.contains(p)) {
+        problems.push(format!("{}: not in the backup's tree", extra.display()));
+    }
+    if let Some(details) = details
+        && (details.files, details.bytes) != (files, bytes)
+    {
+        problems.push(format!(
+            "{files} files / {bytes} bytes restored, the manifest says {} / {}",
+            details.files, details.bytes
+        ));
+    }
+    let total = problems.len();
+    if total > MAX_FILE_PROBLEMS {
+        problems.truncate(MAX_FILE_PROBLEMS);
+        problems.push(format!("... and {} more", total - MAX_FILE_PROBLEMS));
+    }
+    check(
+        format!("files {source}"),
+        problems,
+        format!(
+            "{files} files, {} and {count} entries in all: every file's chunks, mode and time equal the tree",
+            crate::units::bytes(bytes)
+        ),
+        format!("{total} differences from the backup's tree"),
+    )
+}
+
+/// The chunk ids of a file as a backup would cut them.
+fn chunk_ids_of(path: &Path, size: u64, chunker: &mut Chunker, keys: &ChunkKeys) -> crate::Result<Vec<ChunkId>> {
+    let file = std::fs::File::open(path).map_err(|e| crate::Error::io(format!("reading {}", path.display()), e))?;
+    let mut ids = Vec::new();
+    chunker
+        .for_each_chunk(file, size, |data| {
+            ids.push(keys.key.chunk_id(data));
+            Ok(())
+        })
+        .map_err(|e| e.into_error(path))?;
+    Ok(ids)
 }
 
 fn entry_path(entry: &IndexEntry) -> PathBuf {

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::anomalies;
 use crate::config::Config;
 use crate::crypto::{Identities, Recipients};
-use crate::engine::{self, RestoreOptions, RestoreReport};
+use crate::engine::{self, RestoreOptions, RestoreReport, SourceRestore};
 use crate::error::{Error, Result};
 use crate::files::IndexEntry;
 use crate::pg::{ConnInfo, connect, tools};
@@ -42,7 +42,7 @@ use crate::repo::drill_record::{
     Tools,
 };
 use crate::repo::lock::{LockKind, LockOptions};
-use crate::repo::manifest::{Manifest, ObjectRole, PrivateManifest, SourceKind};
+use crate::repo::manifest::{Manifest, ObjectRole, PrivateManifest, SourceKind, StorageFormat};
 use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::run_dir::RunDir;
 use expect::Expectation;
@@ -363,6 +363,7 @@ impl DrillContext<'_> {
         // The RTO clock: from here to the end of the checks.
         let clock = Instant::now();
         let restore_options = RestoreOptions {
+            paths: Vec::new(),
             selector: Selector::Id(id.to_string()),
             only: Vec::new(),
             into,
@@ -467,6 +468,11 @@ impl DrillContext<'_> {
                         }
                     }
                 }
+                SourceKind::Files
+                    if manifest.source(&source.name).is_some_and(|s| s.format == Some(StorageFormat::Chunked)) =>
+                {
+                    checks.push(self.chunked_check(manifest, private, source, files_root).await);
+                }
                 SourceKind::Files => {
                     let name = format!("files {}", source.name);
                     let Some(index) = manifest.source(&source.name).and_then(|s| s.object(ObjectRole::Index)) else {
@@ -519,6 +525,38 @@ impl DrillContext<'_> {
             checks.push(check);
         }
         checks
+    }
+
+    /// Checks a restored chunked source against its tree, read again from the packs.
+    async fn chunked_check(
+        &self,
+        manifest: &Manifest,
+        private: &PrivateManifest,
+        source: &SourceRestore,
+        files_root: &Path,
+    ) -> Check {
+        let name = format!("files {}", source.name);
+        if let Some(error) = &source.error {
+            return checks::unreachable(name, format!("not restored: {error}"));
+        }
+        let Some(object) = manifest.source(&source.name).and_then(|s| s.object(ObjectRole::Tree)) else {
+            return checks::unreachable(name, "the snapshot has no tree for this source".into());
+        };
+        let reader = match engine::chunked_reader(self.repo, &self.identities).await {
+            Ok(reader) => reader,
+            Err(e) => return checks::unreachable(name, format!("the repository's chunks cannot be read: {e}")),
+        };
+        let tree = match reader.tree_object(object).await {
+            Ok(tree) => tree,
+            Err(e) => return checks::unreachable(name, format!("its tree could not be read: {e}")),
+        };
+        let entries = reader.tree_entries(&tree, &object.key);
+        let root = files_root.join(&source.name);
+        let details = private.files(&source.name).cloned();
+        let (source_name, keys) = (source.name.clone(), reader.keys.clone());
+        tokio::task::spawn_blocking(move || checks::tree(&source_name, &root, entries, &keys, details.as_ref()))
+            .await
+            .unwrap_or_else(|e| checks::unreachable(name, e.to_string()))
     }
 
     async fn read_index(&self, key: &str, expected: crate::pipeline::Sealed) -> Result<Vec<IndexEntry>> {

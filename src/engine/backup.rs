@@ -12,19 +12,20 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::chunked::backup::ChunkedRun;
 use crate::audit::AuditEntry;
-use crate::config::{Config, FilesSource, PostgresSource};
+use crate::config::{Config, FilesFormat, FilesSource, PostgresSource};
 use crate::crypto::Recipients;
 use crate::error::{Error, Result};
-use crate::files::{self, Excludes, IncompleteFile};
+use crate::files::{self, CacheWriter, Excludes, IncompleteFile};
 use crate::pg::{self, ConnInfo, ExportedSnapshot, tools};
 use crate::pipeline::{self, ChildReader, Compression, child_failure};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{
-    FilesDetails, GlobalsDetails, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceDetails,
-    SourceEntry, SourceKind,
+    ChunkedSizes, FilesDetails, GlobalsDetails, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest,
+    SourceDetails, SourceEntry, SourceKind, StorageFormat,
 };
 use crate::repo::snapshot_id::SnapshotId;
 
@@ -63,6 +64,21 @@ pub struct SourceReport {
     /// Files that changed while they were read: the snapshot holds them as far as they were read.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub incomplete_files: Vec<IncompleteFile>,
+    /// A chunked source's dedup: what it stored, and how much it could take from earlier backups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunked: Option<ChunkedReport>,
+}
+
+/// What a chunked source's backup reused and added.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ChunkedReport {
+    /// Files the cache vouched for: not read at all.
+    pub files_unchanged: u64,
+    /// Chunks (and their bytes, compressed and encrypted) that the repository did not hold yet.
+    pub chunks_added: u64,
+    pub bytes_added: u64,
+    /// Pack objects written.
+    pub packs_written: u64,
 }
 
 impl BackupReport {
@@ -83,6 +99,8 @@ struct BackupContext<'a> {
     compression: Compression,
     progress: &'a dyn Progress,
     snapshot: SnapshotId,
+    /// The repository's chunks, when a selected files source is chunked.
+    chunked: Option<ChunkedRun>,
 }
 
 /// What one source contributed to the snapshot.
@@ -91,6 +109,9 @@ struct SourceOutcome {
     details: SourceDetails,
     warnings: Vec<String>,
     incomplete_files: Vec<IncompleteFile>,
+    /// A chunked source's next file cache, put in place once the snapshot is committed.
+    cache: Option<CacheWriter>,
+    chunked: Option<ChunkedReport>,
 }
 
 /// Backs up every selected source into one snapshot, and records the attempt's outcome in the repository
@@ -125,6 +146,12 @@ async fn take_snapshot(
     if config.postgres.is_empty() && config.files.is_empty() {
         return Err(Error::ConfigInvalid("no sources configured: add [[postgres]] or [[files]] sections".to_string()));
     }
+    let any_chunked = config.files.iter().any(|f| selected(&f.name) && f.format == FilesFormat::Chunked);
+    // Before the shared lock: a repository without a dedup key gets one under the exclusive lock.
+    let chunk_keys = match any_chunked {
+        true => Some(Arc::new(super::chunked::keys_for_backup(config, repo, &recipients).await?)),
+        false => None,
+    };
 
     // Shared: concurrent backups write apart (docs/locks.md); a prune's exclusive lock keeps it out.
     let lock_options = LockOptions::from_config(&config.lock, "backup");
@@ -134,12 +161,35 @@ async fn take_snapshot(
     let lock = lock?;
     let started_at = Utc::now();
     let clock = Instant::now();
+    let snapshot = SnapshotId::new(started_at);
+    let chunked = match chunk_keys {
+        Some(keys) => match super::chunked::load_index(repo, &keys, None).await {
+            Ok(index) => Some(ChunkedRun {
+                store: repo.shared_store(),
+                recipients: recipients.clone(),
+                level: config.compression.level,
+                keys,
+                index: Arc::new(index),
+                added: Arc::default(),
+                written_by: format!("backup {snapshot}"),
+                cache_dir: config.cache.dir.clone().unwrap_or_else(files::default_cache_dir),
+                repository_id: repo.id().to_string(),
+                cancel: options.cancel.clone(),
+            }),
+            Err(e) => {
+                let _ = lock.release().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let run = BackupContext {
         repo,
         recipients,
         compression: Compression::from_config(&config.compression),
         progress,
-        snapshot: SnapshotId::new(started_at),
+        snapshot,
+        chunked,
     };
 
     // Only the sources' part can be cancelled: the commit below is one small write that must not be cut off
@@ -169,7 +219,19 @@ async fn take_snapshot(
     };
     // A lock lost after the sources finished still stops the commit: a prune may be running by now.
     let result = match sources.and_then(|sources| lock.check().map(|()| sources)) {
-        Ok((outcomes, reports)) => run.commit(started_at, outcomes).await.map(|manifest| (manifest, reports)),
+        Ok((mut outcomes, reports)) => {
+            let caches: Vec<CacheWriter> = outcomes.iter_mut().filter_map(|o| o.cache.take()).collect();
+            let committed = run.commit(started_at, outcomes).await.map(|manifest| (manifest, reports));
+            if committed.is_ok() {
+                // Only now: a backup that failed must not leave a cache that vouches for chunks it never stored.
+                for cache in caches {
+                    if let Err(e) = cache.commit() {
+                        tracing::warn!("could not save the file cache: {e}; the next backup reads every file again");
+                    }
+                }
+            }
+            committed
+        }
         Err(e) => Err(e),
     };
 
@@ -247,6 +309,7 @@ fn report(outcome: &SourceOutcome, elapsed: Duration) -> SourceReport {
         duration_seconds: elapsed.as_secs_f64(),
         warnings: outcome.warnings.clone(),
         incomplete_files: outcome.incomplete_files.clone(),
+        chunked: outcome.chunked,
     }
 }
 
@@ -347,6 +410,7 @@ impl BackupContext<'_> {
         Ok(SourceOutcome {
             entry: SourceEntry {
                 format: None,
+                chunked: None,
                 name: source.name.clone(),
                 kind: SourceKind::Postgres,
                 consistent_at: facts.consistent_at,
@@ -368,6 +432,8 @@ impl BackupContext<'_> {
             }),
             warnings,
             incomplete_files: Vec::new(),
+            cache: None,
+            chunked: None,
         })
     }
 
@@ -409,6 +475,9 @@ impl BackupContext<'_> {
     }
 
     async fn files(&self, source: &FilesSource) -> Result<SourceOutcome> {
+        if source.format == FilesFormat::Chunked {
+            return self.chunked_files(source).await;
+        }
         let excludes = Excludes::new(&source.exclude)
             .map_err(|e| Error::ConfigInvalid(format!("files source {:?}: {e}", source.name)))?;
         let consistent_at = Utc::now();
@@ -446,32 +515,11 @@ impl BackupContext<'_> {
         scan.stop();
         let (summary, sealed_tar, sealed_index) = pipeline::settle(produced, vec![tar_upload, index_upload]).await?;
         task.finish(&format!("{} files", summary.files));
-        let mut warnings: Vec<String> = summary.skipped.iter().map(|s| format!("skipped {s}")).collect();
-        if !source.external_symlinks && !summary.external_symlinks.is_empty() {
-            // Said now, at backup time, rather than discovered by a restore during an incident.
-            let links = &summary.external_symlinks;
-            let shown: Vec<&str> = links.iter().take(5).map(String::as_str).collect();
-            let more = if links.len() > shown.len() {
-                format!(" and {} more", links.len() - shown.len())
-            } else {
-                String::new()
-            };
-            warnings.push(format!(
-                "{} symlinks point outside the source ({}{more}): a restore refuses them unless \
-                 `external_symlinks = true` is set for this source",
-                links.len(),
-                shown.join(", ")
-            ));
-        }
-        for file in &summary.incomplete {
-            warnings.push(format!("{}; the snapshot holds it incomplete", file.describe()));
-        }
-        for warning in &warnings {
-            tracing::warn!(source = %source.name, "{warning}");
-        }
+        let warnings = files_warnings(source, &summary.skipped, &summary.external_symlinks, &summary.incomplete);
         Ok(SourceOutcome {
             entry: SourceEntry {
                 format: None,
+                chunked: None,
                 name: source.name.clone(),
                 kind: SourceKind::Files,
                 consistent_at,
@@ -493,8 +541,115 @@ impl BackupContext<'_> {
             }),
             warnings,
             incomplete_files: summary.incomplete,
+            cache: None,
+            chunked: None,
         })
     }
+
+    /// A chunked files source: new chunks into packs, the tree into the snapshot (see [`super::chunked::backup`]).
+    async fn chunked_files(&self, source: &FilesSource) -> Result<SourceOutcome> {
+        let Some(run) = self.chunked.clone() else {
+            return Err(Error::io("backing up files", io::Error::other("the chunk index was not loaded")));
+        };
+        let excludes = Excludes::new(&source.exclude)
+            .map_err(|e| Error::ConfigInvalid(format!("files source {:?}: {e}", source.name)))?;
+        let consistent_at = Utc::now();
+        tracing::info!(source = %source.name, path = %source.path.display(), "backing up files (chunked)");
+        let task = self.progress.estimated_task(&source.name, None);
+        let scan = files::scan_size_for_progress(&source.path, &excludes, task.clone());
+        let (name, root, walk_task) = (source.name.clone(), source.path.clone(), task.clone());
+        let summary = tokio::task::spawn_blocking(move || run.source(&name, &root, &excludes, walk_task))
+            .await
+            .map_err(|e| Error::io("backing up files", io::Error::other(e)))
+            .and_then(|r| r);
+        scan.stop();
+        let summary = summary?;
+        let key = self.key(&source.name, ObjectRole::Tree);
+        let tree_json = serde_json::to_vec(&summary.tree).map_err(|e| Error::io("encoding the tree", e.into()))?;
+        let tree_compression = Compression { level: self.compression.level, threads: 1 };
+        let ((), sealed) = pipeline::upload(
+            self.repo.store(),
+            &key,
+            &self.recipients,
+            tree_compression,
+            Arc::new(crate::progress::NoProgress),
+            move |writer| io::Write::write_all(writer, &tree_json).map_err(|e| Error::io("writing the tree", e)),
+        )
+        .await?;
+        task.finish(&format!(
+            "{} files, {} unchanged, {} new",
+            summary.tree.files,
+            summary.unchanged_files,
+            crate::units::bytes(summary.new_bytes)
+        ));
+        let warnings = files_warnings(source, &summary.skipped, &summary.external_symlinks, &summary.incomplete);
+        Ok(SourceOutcome {
+            entry: SourceEntry {
+                name: source.name.clone(),
+                kind: SourceKind::Files,
+                format: Some(StorageFormat::Chunked),
+                chunked: Some(ChunkedSizes {
+                    bytes: summary.tree.bytes,
+                    added_bytes: summary.new_bytes,
+                    added_chunks: summary.new_chunks,
+                }),
+                consistent_at,
+                objects: vec![ObjectEntry::new(key, ObjectRole::Tree, sealed)],
+                incomplete_files: summary.incomplete.len() as u64,
+            },
+            details: SourceDetails::Files(FilesDetails {
+                name: source.name.clone(),
+                root: source.path.display().to_string(),
+                files: summary.tree.files,
+                directories: summary.directories,
+                symlinks: summary.symlinks,
+                bytes: summary.tree.bytes,
+                skipped: summary.skipped,
+                incomplete: summary.incomplete.clone(),
+            }),
+            warnings,
+            incomplete_files: summary.incomplete,
+            cache: summary.cache,
+            chunked: Some(ChunkedReport {
+                files_unchanged: summary.unchanged_files,
+                chunks_added: summary.new_chunks,
+                bytes_added: summary.new_bytes,
+                packs_written: summary.packs as u64,
+            }),
+        })
+    }
+}
+
+/// What a files backup says about what it stored: entries it skipped, links a restore would refuse, files that
+/// changed while read. Said now, at backup time, rather than discovered by a restore during an incident.
+fn files_warnings(
+    source: &FilesSource,
+    skipped: &[String],
+    external_symlinks: &[String],
+    incomplete: &[IncompleteFile],
+) -> Vec<String> {
+    let mut warnings: Vec<String> = skipped.iter().map(|s| format!("skipped {s}")).collect();
+    if !source.external_symlinks && !external_symlinks.is_empty() {
+        let shown: Vec<&str> = external_symlinks.iter().take(5).map(String::as_str).collect();
+        let more = if external_symlinks.len() > shown.len() {
+            format!(" and {} more", external_symlinks.len() - shown.len())
+        } else {
+            String::new()
+        };
+        warnings.push(format!(
+            "{} symlinks point outside the source ({}{more}): a restore refuses them unless \
+             `external_symlinks = true` is set for this source",
+            external_symlinks.len(),
+            shown.join(", ")
+        ));
+    }
+    for file in incomplete {
+        warnings.push(format!("{}; the snapshot holds it incomplete", file.describe()));
+    }
+    for warning in &warnings {
+        tracing::warn!(source = %source.name, "{warning}");
+    }
+    warnings
 }
 
 /// Compares the new snapshot's sizes with the previous snapshot's (the public half only: a backup host holds

@@ -3,6 +3,7 @@
 
 mod attempt;
 mod backup;
+pub(crate) mod chunked;
 mod prune;
 pub(crate) mod restore;
 mod verify;
@@ -16,10 +17,11 @@ pub(crate) const PG_DUMPALL_FAILED_HINT: &str = "pg_dumpall backs up the roles (
      message is quoted above: check the role's privileges, or set `globals = false` on this [[postgres]] source if \
      its roles come back some other way (docs/configuration.md, \"Roles: globals\")";
 
-pub use backup::{BackupOptions, BackupReport, SourceReport, backup};
+pub use backup::{BackupOptions, BackupReport, ChunkedReport, SourceReport, backup};
+pub(crate) use chunked::chunked_reader;
 pub use prune::{
     Action, DEFAULT_ORPHAN_GRACE, OrphanGroup, PruneOptions, PruneReport, SnapshotPlan, Totals, UploadPlan, prune,
 };
 pub(crate) use restore::restore_snapshot;
 pub use restore::{RestoreOptions, RestoreReport, SourceRestore, restore, restore_sources};
-pub use verify::{ObjectVerdict, SnapshotVerdict, VerifyReport, VerifySelection, verify};
+pub use verify::{ObjectVerdict, ReadPacks, SnapshotVerdict, VerifyReport, VerifySelection, verify};

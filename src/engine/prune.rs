@@ -13,6 +13,9 @@
 //! 5. Remove the **empty directories**.
 //! 6. **Expire** backup attempt records older than 90 days (by the time in their names; nothing is decrypted).
 //!
+//! A repository with chunked files sources has a step 2b after the manifests: the packs no kept snapshot needs
+//! are deleted and sparse ones repacked, after a new index is stored ([`super::chunked::prune`]).
+//!
 //! Each step can be repeated; a prune stopped anywhere (killed, a failed request, a lost lock) leaves at most
 //! objects without a manifest, which the next prune removes. Drill records are never deleted: they are the
 //! history the weekly report reads, and they are small. `--dry-run` runs step 1 alone, under a shared lock.
@@ -24,8 +27,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::chunked::prune::{DEFAULT_REPACK_BELOW, PackOutcome, PackPlan, PackPlanning};
+use super::chunked::restore::ChunkedReader;
+use crate::chunks::ChunkKeys;
 use crate::config::Config;
 use crate::crypto::Identities;
+use crate::crypto::Recipients;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::lock::{LockKind, LockOptions, RepositoryLock};
@@ -34,6 +41,7 @@ use crate::repo::snapshot_id::SnapshotId;
 use crate::repo::{OBJECTS_PREFIX, Repository};
 use crate::retention::{self, Policy};
 use crate::store::{ObjectMeta, PendingUpload, UploadKind};
+use std::sync::Arc;
 
 /// Objects older than this that no snapshot references are deleted (`[retention] orphan_grace`).
 pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -66,6 +74,9 @@ pub struct PruneReport {
     pub empty_directories: Vec<String>,
     /// Things prune could not do that do not make it fail (e.g. a drill record it could not read).
     pub warnings: Vec<String>,
+    /// What happens to the packs of chunked files sources; absent when the repository has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packs: Option<PackPlan>,
     pub totals: Totals,
 }
 
@@ -125,15 +136,18 @@ pub struct Totals {
     pub attempts_expired: usize,
     /// Directories under `objects/` that a failed or killed backup left empty (a local store's) removed.
     pub empty_directories_removed: usize,
-    /// Bytes of every object deleted, manifests included (aborted uploads' parts are not counted).
+    /// Bytes of every object deleted, manifests and packs included (aborted uploads' parts are not counted).
     pub bytes_freed: u64,
+    /// Packs deleted (dead, repacked or orphaned) and written (by repacking).
+    pub packs_deleted: usize,
+    pub packs_written: usize,
 }
 
 /// Applies `[retention]` to `repo` (see the module documentation). `identities` decrypt the drill records.
 pub async fn prune(
     config: &Config,
     repo: &Repository,
-    identities: &Identities,
+    identities: &Arc<Identities>,
     options: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
@@ -149,7 +163,11 @@ pub async fn prune(
         lock = repo.lock(kind, &lock_options) => lock?,
         () = options.cancel.cancelled() => return Err(Error::Cancelled),
     };
-    let result = lock.while_held(run(repo, identities, &policy, grace, options, &lock, progress)).await;
+    let packs = PackSettings {
+        repack_below: config.retention.repack_below.unwrap_or(DEFAULT_REPACK_BELOW),
+        recipients: &config.encryption.recipients,
+    };
+    let result = lock.while_held(run(repo, identities, &policy, grace, &packs, options, &lock, progress)).await;
     // A failed release is logged; the lock then expires by itself.
     let _ = lock.release().await;
     if !options.dry_run {
@@ -188,11 +206,20 @@ fn audit_entry(result: &Result<PruneReport>) -> crate::audit::AuditEntry {
     }
 }
 
+/// What prune needs for the packs of chunked sources.
+struct PackSettings<'a> {
+    repack_below: f64,
+    /// A repack writes new packs, to these.
+    recipients: &'a [String],
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run(
     repo: &Repository,
-    identities: &Identities,
+    identities: &Arc<Identities>,
     policy: &Policy,
     grace: Duration,
+    packs: &PackSettings<'_>,
     options: &PruneOptions,
     lock: &RepositoryLock,
     progress: &dyn Progress,
@@ -205,7 +232,7 @@ async fn run(
         .and_then(|grace| started_at.checked_sub_signed(grace))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let plan = tokio::select! {
-        plan = plan(repo, identities, policy, cutoff) => plan?,
+        plan = plan(repo, identities, policy, cutoff, grace, packs.repack_below) => plan?,
         () = options.cancel.cancelled() => return Err(Error::Cancelled),
     };
     let mut report = plan.report(policy, grace, started_at);
@@ -220,7 +247,9 @@ async fn run(
     );
     if !options.dry_run {
         let steps = PruneExecutor { repo, lock, cancel: &options.cancel };
-        steps.execute(&plan, report.totals.bytes_freed, progress).await?;
+        let written_by = format!("prune {}", SnapshotId::new(started_at));
+        let packed = steps.execute(plan, packs, &written_by, report.totals.bytes_freed, progress).await?;
+        report.totals.packs_written = packed.packs_written as usize;
         tracing::info!(
             removed = report.totals.snapshots_removed,
             objects = report.totals.objects_deleted,
@@ -255,9 +284,18 @@ struct PrunePlan {
     attempts: Vec<SnapshotId>,
     empty_directories: Vec<String>,
     warnings: Vec<String>,
+    /// The packs' plan, and the reader that made it (it holds the index the new one replaces).
+    packs: Option<(ChunkedReader, PackPlanning)>,
 }
 
-async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutoff: DateTime<Utc>) -> Result<PrunePlan> {
+async fn plan(
+    repo: &Repository,
+    identities: &Arc<Identities>,
+    policy: &Policy,
+    cutoff: DateTime<Utc>,
+    grace: Duration,
+    repack_below: f64,
+) -> Result<PrunePlan> {
     let listed = repo.snapshot_sizes().await?;
     let ids: Vec<SnapshotId> = listed.iter().map(|(id, _)| id.clone()).collect();
     let manifests = read_manifests(repo, &ids).await?;
@@ -309,9 +347,20 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
         Err(e) => return Err(e),
     };
     let attempts = crate::repo::attempt_record::expired(&repo.attempt_ids().await?, Utc::now());
-    let empty_directories = match leftovers {
+    let mut empty_directories = match leftovers {
         Some(leftovers) => leftovers.empty_directories(OBJECTS_PREFIX, cutoff).await?,
         None => Vec::new(),
+    };
+    let packs = match ChunkKeys::load(repo, None, Some(identities)).await? {
+        Some(_) => {
+            let reader = crate::engine::chunked_reader(repo, identities).await?;
+            let planning = super::chunked::prune::plan(&reader, &kept, repack_below, grace, Utc::now()).await?;
+            if let Some(leftovers) = leftovers {
+                empty_directories.extend(leftovers.empty_directories(crate::chunks::PACKS_PREFIX, cutoff).await?);
+            }
+            Some((reader, planning))
+        }
+        None => None,
     };
     Ok(PrunePlan {
         snapshots,
@@ -323,6 +372,7 @@ async fn plan(repo: &Repository, identities: &Identities, policy: &Policy, cutof
         attempts,
         empty_directories,
         warnings,
+        packs,
     })
 }
 
@@ -483,8 +533,12 @@ fn sort_objects(
 impl PrunePlan {
     fn report(&self, policy: &Policy, grace: Duration, started_at: DateTime<Utc>) -> PruneReport {
         let orphans_deleted = self.sweep.len();
+        let packs = self.packs.as_ref().map(|(_, planning)| planning.plan.clone());
         let bytes_freed = self.manifests.iter().map(|(_, size)| size).sum::<u64>()
-            + self.dropped.iter().chain(&self.sweep).map(|o| o.size).sum::<u64>();
+            + self.dropped.iter().chain(&self.sweep).map(|o| o.size).sum::<u64>()
+            + packs.as_ref().map_or(0, |p| p.bytes_freed);
+        let packs_deleted =
+            packs.as_ref().map_or(0, |p| p.packs_dead.len() + p.packs_repacked.len() + p.orphan_packs.len());
         let totals = Totals {
             snapshots_kept: self.snapshots.iter().filter(|s| s.action == Action::Keep).count(),
             snapshots_removed: self.manifests.len(),
@@ -495,6 +549,8 @@ impl PrunePlan {
             attempts_expired: self.attempts.len(),
             empty_directories_removed: self.empty_directories.len(),
             bytes_freed,
+            packs_deleted,
+            packs_written: 0,
         };
         PruneReport {
             dry_run: false,
@@ -511,6 +567,7 @@ impl PrunePlan {
                 .collect(),
             empty_directories: self.empty_directories.clone(),
             warnings: self.warnings.clone(),
+            packs,
             totals,
         }
     }
@@ -531,8 +588,15 @@ impl PruneExecutor<'_> {
         self.lock.check()
     }
 
-    /// Runs steps 2 to 4; progress counts the bytes freed.
-    async fn execute(&self, plan: &PrunePlan, total: u64, progress: &dyn Progress) -> Result<()> {
+    /// Runs steps 2 to 6; progress counts the bytes freed.
+    async fn execute(
+        &self,
+        mut plan: PrunePlan,
+        settings: &PackSettings<'_>,
+        written_by: &str,
+        total: u64,
+        progress: &dyn Progress,
+    ) -> Result<PackOutcome> {
         let task = progress.task("prune", Some(total));
         // 2. Manifests first: once one is gone, its snapshot is gone, and its objects are mere orphans.
         for batch in plan.manifests.chunks(CONCURRENCY) {
@@ -543,6 +607,17 @@ impl PruneExecutor<'_> {
                 tracing::debug!(snapshot = %id, "snapshot removed");
                 task.advance(*size);
             }
+        }
+
+        // 2b. Packs: what the kept snapshots need is repacked and indexed anew before anything is deleted.
+        let mut packed = PackOutcome::default();
+        if let Some((reader, planning)) = plan.packs.take()
+            && planning.plan.changes_anything()
+        {
+            self.may_continue()?;
+            let recipients = Arc::new(Recipients::parse(settings.recipients)?);
+            packed = super::chunked::prune::execute(&reader, planning, recipients, written_by, self.cancel).await?;
+            task.advance(packed.bytes_freed);
         }
 
         // 3. Their objects, then the orphans old enough to go.
@@ -581,7 +656,7 @@ impl PruneExecutor<'_> {
                 deleted?;
             }
         }
-        Ok(())
+        Ok(packed)
     }
 }
 
@@ -668,7 +743,7 @@ mod tests {
         dir: tempfile::TempDir,
         repo: Repository,
         recipients: crate::crypto::Recipients,
-        identities: Identities,
+        identities: Arc<Identities>,
         config: Config,
         ids: Vec<SnapshotId>,
     }
@@ -708,6 +783,7 @@ mod tests {
                     dr_version: "test".into(),
                     sources: vec![SourceEntry {
                         format: None,
+                        chunked: None,
                         name: "app".into(),
                         kind: SourceKind::Postgres,
                         consistent_at: at,
@@ -719,7 +795,7 @@ mod tests {
                 repo.commit(&manifest).await.unwrap();
                 ids.push(id);
             }
-            let identities = Identities::load(&dir.path().join("identity.txt")).unwrap();
+            let identities = Arc::new(Identities::load(&dir.path().join("identity.txt")).unwrap());
             Fixture { dir, repo, recipients, identities, config, ids }
         }
 
@@ -845,7 +921,7 @@ mod tests {
         let other = crate::crypto::KeyPair::generate();
         let path = fixture.dir.path().join("other.txt");
         other.write_identity_file(&path).unwrap();
-        let wrong = Identities::load(&path).unwrap();
+        let wrong = Arc::new(Identities::load(&path).unwrap());
         let options = PruneOptions::default();
         let err = prune(&fixture.config, &fixture.repo, &wrong, &options, &crate::progress::NoProgress).await;
         assert!(matches!(err, Err(Error::WrongIdentity { .. })), "{err:?}");

@@ -31,6 +31,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::chunked::restore::ChunkedReader;
 use crate::audit::AuditEntry;
 use crate::config::Config;
 use crate::crypto::Identities;
@@ -45,7 +46,7 @@ use crate::repo::Repository;
 use crate::repo::drill_record::{PHASE_FETCH, PHASE_FILES, PHASE_PG_RESTORE, PHASE_STREAMED, Phase};
 use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{
-    DatabaseProperties, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind,
+    DatabaseProperties, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind, StorageFormat,
 };
 use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::run_dir::RunDir;
@@ -77,6 +78,9 @@ pub struct RestoreOptions {
     /// recreated (`pg_restore --clean --if-exists`); objects that are not in the snapshot are left as they are,
     /// and so are the database's own owner, settings and grants.
     pub force: bool,
+    /// Only these paths (relative to a files source's root: a file, or a directory and everything below it) of
+    /// every chunked files source restored; empty for all.
+    pub paths: Vec<String>,
     /// Where this restore's private run directory is made (`dr-<uid>/restore-*`, see [`RunDir`]) and a
     /// parallel restore stages the archive, unlinked (default: the system temp directory).
     pub temp_dir: Option<PathBuf>,
@@ -135,6 +139,8 @@ impl Target {
 struct SourcePlan<'m> {
     name: String,
     kind: SourceKind,
+    /// How a files source is stored (tar when the manifest does not say).
+    format: StorageFormat,
     objects: &'m [ObjectEntry],
     target: Target,
     /// Whether the target must be created (a database) or already holds data (replaced with `--force`).
@@ -153,6 +159,8 @@ struct Restorer<'a> {
     /// Where this restore stages, locked while it runs; removed at the end, swept by a later run if killed.
     /// None when nothing is staged (`--jobs 1` databases only), or, for files, when it could not be made.
     run: Option<&'a RunDir>,
+    /// The repository's chunk keys and index, loaded by the first chunked source.
+    chunked: tokio::sync::OnceCell<ChunkedReader>,
 }
 
 pub async fn restore(
@@ -251,8 +259,16 @@ pub(crate) async fn restore_snapshot(
 
     let clock = Instant::now();
     let run = run_dir(&plans, options)?;
-    let restorer =
-        Restorer { repo, identities, progress, options, private, config_files: &config.files, run: run.as_ref() };
+    let restorer = Restorer {
+        repo,
+        identities,
+        progress,
+        options,
+        private,
+        config_files: &config.files,
+        run: run.as_ref(),
+        chunked: tokio::sync::OnceCell::new(),
+    };
     let mut reports = Vec::new();
     for plan in &plans {
         reports.push(restorer.source(plan).await);
@@ -344,9 +360,18 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
         {
             refusals.push((source.name.clone(), target.describe(), what.clone()));
         }
+        let format = source.format.unwrap_or(StorageFormat::Tar);
+        if !options.paths.is_empty() && source.kind == SourceKind::Files && format == StorageFormat::Tar {
+            return Err(Error::Usage(format!(
+                "--path works on chunked files sources only; {:?} in snapshot {} is a tar archive: restore it \
+                 whole into another directory with --into {}=DIRECTORY and copy what you need",
+                source.name, manifest.id, source.name
+            )));
+        }
         plans.push(SourcePlan {
             name: source.name.clone(),
             kind: source.kind,
+            format,
             objects: &source.objects,
             target,
             state,
@@ -659,6 +684,9 @@ impl Restorer<'_> {
     }
 
     async fn directory(&self, plan: &SourcePlan<'_>, dir: &Path, report: &mut SourceRestore) -> Result<()> {
+        if plan.format == StorageFormat::Chunked {
+            return self.chunked_directory(plan, dir, report).await;
+        }
         let tar = self.object(plan, ObjectRole::Tar).ok_or_else(|| Self::missing_object(plan, ObjectRole::Tar))?;
         self.check_stored(plan, &[ObjectRole::Tar]).await?;
         let external_symlinks =
@@ -707,6 +735,50 @@ impl Restorer<'_> {
         extraction.commit(replace)?;
         report.phases.push(Phase { name: PHASE_FILES.into(), seconds: start.elapsed().as_secs_f64() });
         report.files = Some(summary);
+        Ok(())
+    }
+
+    /// A chunked files source: its tree out of the packs (see [`super::chunked::restore`]).
+    async fn chunked_directory(&self, plan: &SourcePlan<'_>, dir: &Path, report: &mut SourceRestore) -> Result<()> {
+        let tree = self.object(plan, ObjectRole::Tree).ok_or_else(|| Self::missing_object(plan, ObjectRole::Tree))?;
+        self.check_stored(plan, &[ObjectRole::Tree]).await?;
+        let reader =
+            self.chunked.get_or_try_init(|| super::chunked::chunked_reader(self.repo, &self.identities)).await?;
+        let external_symlinks =
+            self.config_files.iter().find(|f| f.name == plan.name).is_some_and(|f| f.external_symlinks);
+        let start = Instant::now();
+        let bytes = self.private.files(&plan.name).map(|f| f.bytes);
+        let replace = matches!(plan.state, TargetState::NotEmpty(_));
+        let summary = reader
+            .restore(
+                &plan.name,
+                &tree,
+                dir,
+                external_symlinks,
+                &self.options.paths,
+                replace,
+                self.run,
+                self.progress.task(&plan.name, bytes),
+            )
+            .await?;
+        report.objects_verified.push(tree.key.clone());
+        let incomplete = self.private.files(&plan.name).map(|f| f.incomplete.as_slice()).unwrap_or_default();
+        for file in incomplete {
+            let warning = format!("{} {}", file.path, restored_as(&file.incomplete));
+            tracing::warn!(source = %plan.name, "{warning}");
+            report.warnings.push(warning);
+        }
+        for warning in &summary.warnings {
+            tracing::warn!(source = %plan.name, "{warning}");
+        }
+        report.warnings.extend(summary.warnings.iter().cloned());
+        report.phases.push(Phase { name: PHASE_FILES.into(), seconds: start.elapsed().as_secs_f64() });
+        report.files = Some(ExtractSummary {
+            files: summary.files,
+            directories: summary.directories,
+            symlinks: summary.symlinks,
+            bytes: summary.bytes,
+        });
         Ok(())
     }
 

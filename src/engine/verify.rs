@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use super::chunked::verify::ReadPacks;
+use super::chunked::verify::{TreeToCheck, check_trees};
 use crate::config::Config;
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
@@ -84,6 +86,9 @@ pub struct ObjectVerdict {
     pub stored_size: u64,
     pub plain_size: u64,
     pub error: Option<String>,
+    /// The manifest's entry, for the checks that follow the object's own (a tree's chunks).
+    #[serde(skip)]
+    entry: ObjectEntry,
 }
 
 /// Verifies under a shared repository lock (only its `[lock]` settings are read from `config`), so that a prune
@@ -94,10 +99,11 @@ pub async fn verify(
     repo: &Repository,
     identities: Arc<Identities>,
     selection: &VerifySelection,
+    read_packs: ReadPacks,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let lock = repo.lock(LockKind::Shared, &LockOptions::from_config(&config.lock, "verify")).await?;
-    let report = lock.while_held(verify_selection(repo, identities, selection, progress)).await;
+    let report = lock.while_held(verify_selection(repo, identities, selection, read_packs, progress)).await;
     let _ = lock.release().await;
     report
 }
@@ -106,6 +112,7 @@ async fn verify_selection(
     repo: &Repository,
     identities: Arc<Identities>,
     selection: &VerifySelection,
+    read_packs: ReadPacks,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let ids = match selection {
@@ -122,6 +129,7 @@ async fn verify_selection(
     for id in ids {
         snapshots.push(verify_snapshot(repo, &identities, &id, progress).await?);
     }
+    verify_chunked(repo, &identities, &mut snapshots, read_packs, progress).await?;
     let drills = match selection {
         VerifySelection::All => verify_drills(repo, &identities).await?,
         VerifySelection::One(_) => Vec::new(),
@@ -221,6 +229,36 @@ async fn verify_snapshot(
     Ok(SnapshotVerdict { snapshot: id.clone(), manifest_error: None, objects, incomplete_files })
 }
 
+/// Checks the chunks of every chunked source's tree whose object read back whole: packs are shared between
+/// snapshots, so each is read once for all of them. A problem is the tree object's error.
+async fn verify_chunked(
+    repo: &Repository,
+    identities: &Arc<Identities>,
+    snapshots: &mut [SnapshotVerdict],
+    read_packs: ReadPacks,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut places = Vec::new();
+    let mut trees = Vec::new();
+    for (s, snapshot) in snapshots.iter().enumerate() {
+        for (o, object) in snapshot.objects.iter().enumerate() {
+            if object.role == ObjectRole::Tree && object.error.is_none() {
+                places.push((s, o));
+                trees.push(TreeToCheck { object: object.entry.clone() });
+            }
+        }
+    }
+    if trees.is_empty() {
+        return Ok(());
+    }
+    let reader = super::chunked::chunked_reader(repo, identities).await?;
+    let problems = check_trees(&reader, &trees, read_packs, progress).await?;
+    for ((s, o), problem) in places.into_iter().zip(problems) {
+        snapshots[s].objects[o].error = problem;
+    }
+    Ok(())
+}
+
 fn verdict(source: &str, object: &ObjectEntry, error: Option<String>) -> ObjectVerdict {
     ObjectVerdict {
         source: source.to_string(),
@@ -229,6 +267,7 @@ fn verdict(source: &str, object: &ObjectEntry, error: Option<String>) -> ObjectV
         stored_size: object.stored_size,
         plain_size: object.plain_size,
         error,
+        entry: object.clone(),
     }
 }
 

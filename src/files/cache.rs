@@ -19,8 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::tree::{chunk_id_from_hex, walk_order};
+use super::tree::walk_order;
 use super::walk::FileStat;
+use crate::chunks::ChunkId;
 
 const FORMAT: u32 = 1;
 
@@ -167,7 +168,7 @@ impl CacheReader {
     /// The cached chunk ids of the regular file at `path`, when its size, mtime, ctime and inode are those
     /// cached. Called with the walk's files in walk order: cached files the walk passed (deleted since) are
     /// skipped, files not cached (new) find nothing.
-    pub fn lookup(&mut self, path: &[u8], stat: &FileStat) -> Option<Vec<[u8; 32]>> {
+    pub fn lookup(&mut self, path: &[u8], stat: &FileStat) -> Option<Vec<ChunkId>> {
         loop {
             if self.next.is_none() {
                 if self.ended {
@@ -183,7 +184,7 @@ impl CacheReader {
                 Ordering::Equal => {
                     let (_, line) = self.next.take()?;
                     let unchanged = (line.s, line.m, line.c, line.i) == (stat.size, stat.mtime, stat.ctime, stat.ino);
-                    return unchanged.then(|| line.k.iter().map(|k| chunk_id_from_hex(k)).collect()).flatten();
+                    return unchanged.then(|| line.k.iter().map(|k| k.parse().ok()).collect()).flatten();
                 }
             }
         }
@@ -223,7 +224,7 @@ impl CacheWriter {
     /// of `read_at` (or later), because a write in that same second may not have moved the mtime the next
     /// backup compares ("racy clean", as git has it), and a file out of walk order (the reader needs the order;
     /// the caller adds files in walk order).
-    pub fn add(&mut self, path: &[u8], stat: &FileStat, chunks: &[[u8; 32]], read_at: SystemTime) -> io::Result<()> {
+    pub fn add(&mut self, path: &[u8], stat: &FileStat, chunks: &[ChunkId], read_at: SystemTime) -> io::Result<()> {
         let read_at_ns = read_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
         let mtime_ns = i128::from(stat.mtime.0) * 1_000_000_000 + i128::from(stat.mtime.1);
         if mtime_ns > read_at_ns - 1_000_000_000 {
@@ -244,7 +245,7 @@ impl CacheWriter {
             m: stat.mtime,
             c: stat.ctime,
             i: stat.ino,
-            k: chunks.iter().map(hex::encode).collect(),
+            k: chunks.iter().map(ChunkId::to_string).collect(),
         };
         serde_json::to_writer(&mut self.encoder, &line)?;
         self.encoder.write_all(b"\n")?;

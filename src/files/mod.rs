@@ -29,15 +29,15 @@ pub(crate) use atomic::sync_directory;
 pub use atomic::write_atomically;
 pub use cache::{CacheHeader, CacheReader, CacheWriter, cache_file_path, default_cache_dir};
 pub use excludes::{BadExclude, Excludes};
-pub(crate) use extract::STAGING_PREFIX;
 pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
+pub(crate) use extract::{STAGING_PREFIX, parent_of, resolves_inside};
 pub use index::{Change, EntryKind, Incomplete, IncompleteFile, IndexEntry};
 pub(crate) use listing::sha256_file;
 pub use listing::tree_listing;
 pub use restore_tree::{FileSlot, TreeExtraction};
 pub use scan::{SizeScan, scan_size_for_progress};
 pub use selection::{Selection, normalize_filter, path_selected};
-pub use tree::{TreeCounts, TreeEntry, TreeKind, TreeReader, TreeWriter, chunk_id_from_hex, entry_line, walk_order};
+pub use tree::{TreeCounts, TreeEntry, TreeKind, TreeReader, TreeWriter, entry_line, walk_order};
 pub use walk::{FileStat, MetadataWalk, WalkItem};
 
 /// A files source's tree could not be read for a backup: `text` names the path, `cause` is the failure.

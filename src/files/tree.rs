@@ -9,6 +9,7 @@
 //! Names that are not UTF-8 are kept exactly: `path` (and `target`, `link`) then hold a lossy rendering for
 //! people, and `path_hex` (`target_hex`, `link_hex`) the bytes, as the tar index does.
 
+use crate::chunks::ChunkId;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
@@ -39,7 +40,7 @@ pub struct TreeEntry {
     /// A file's stored size (the bytes read, for a file that changed while it was read); 0 otherwise.
     pub size: u64,
     /// A file's chunk ids, in order; empty otherwise (a hard link's data is its first path's).
-    pub chunks: Vec<[u8; 32]>,
+    pub chunks: Vec<ChunkId>,
     /// Extended attributes, sorted by name.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// Set when the file changed while it was read (see [`Incomplete`]).
@@ -144,16 +145,6 @@ fn bytes_of(text: Option<String>, hex_text: Option<String>, field: &str) -> std:
     }
 }
 
-/// A chunk id from its 64 lowercase hex digits.
-pub fn chunk_id_from_hex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || text.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    let mut id = [0u8; 32];
-    hex::decode_to_slice(text, &mut id).ok()?;
-    Some(id)
-}
-
 impl From<&TreeEntry> for Line {
     fn from(e: &TreeEntry) -> Line {
         let (path, path_hex) = text_and_hex(&e.path);
@@ -187,7 +178,7 @@ impl From<&TreeEntry> for Line {
         match &e.kind {
             TreeKind::File => {
                 line.size = Some(e.size);
-                line.chunks = Some(e.chunks.iter().map(hex::encode).collect());
+                line.chunks = Some(e.chunks.iter().map(ChunkId::to_string).collect());
             }
             TreeKind::Dir => line.kind = LineKind::Dir,
             TreeKind::Symlink { target } => {
@@ -223,7 +214,7 @@ impl TryFrom<Line> for TreeEntry {
             (TreeKind::File, Some(size), Some(chunks)) => {
                 let ids = chunks
                     .iter()
-                    .map(|c| chunk_id_from_hex(c).ok_or_else(|| format!("chunk id {c:?} is not 64 lowercase hex")))
+                    .map(|c| c.parse::<ChunkId>().map_err(|_| format!("chunk id {c:?} is not 64 lowercase hex")))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 (size, ids)
             }
@@ -396,7 +387,7 @@ mod tests {
             group: Some("www-data".into()),
             mtime: (1732545744, 123456789),
             size: 183211,
-            chunks: vec![[0xab; 32]],
+            chunks: vec![ChunkId([0xab; 32])],
             xattrs: vec![(b"user.k".to_vec(), b"hello".to_vec())],
             incomplete: None,
         }

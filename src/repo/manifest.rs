@@ -87,6 +87,9 @@ pub struct SourceEntry {
     /// How a files source is stored; absent for a database and for a tar files source (format 1 manifests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<StorageFormat>,
+    /// A chunked source's sizes: its data is in shared packs, not in `objects`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunked: Option<ChunkedSizes>,
     /// Files of a files source that changed while they were read and are stored incomplete. Only the count is
     /// public; the paths and what happened are in the private part (and the index).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -107,14 +110,29 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// The sizes of a chunked source, public like a tar source's object sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkedSizes {
+    /// Bytes of the source's files (what a restore writes).
+    pub bytes: u64,
+    /// Bytes of packs (and chunks) this backup added to the repository: the rest was there already.
+    pub added_bytes: u64,
+    pub added_chunks: u64,
+}
+
 impl SourceEntry {
+    /// Bytes this source put in the store: its objects, and for a chunked source the packs it added (chunks it
+    /// shares with other snapshots are counted by the snapshot that stored them first).
     pub fn stored_size(&self) -> u64 {
-        self.objects.iter().map(|o| o.stored_size).sum()
+        self.objects.iter().map(|o| o.stored_size).sum::<u64>() + self.chunked.map_or(0, |c| c.added_bytes)
     }
 
-    /// Size before compression and encryption: what the source produced.
+    /// Size before compression and encryption: what the source produced (a chunked source's files' bytes).
     pub fn plain_size(&self) -> u64 {
-        self.objects.iter().map(|o| o.plain_size).sum()
+        match self.chunked {
+            Some(chunked) => chunked.bytes,
+            None => self.objects.iter().map(|o| o.plain_size).sum(),
+        }
     }
 
     pub fn object(&self, role: ObjectRole) -> Option<&ObjectEntry> {

@@ -409,6 +409,7 @@ mod tests {
             dr_version: "0".into(),
             sources: vec![crate::repo::manifest::SourceEntry {
                 format: None,
+                chunked: None,
                 name: "app".into(),
                 kind: crate::repo::manifest::SourceKind::Postgres,
                 consistent_at: Utc::now(),

@@ -205,7 +205,7 @@ fn nobody_tree() -> Vec<(TreeEntry, &'static [u8])> {
         group: Some("root".into()),
         mtime: (1_700_000_000, 987_654_321),
         size,
-        chunks: if size > 0 { vec![[7; 32]] } else { vec![] },
+        chunks: if size > 0 { vec![dr::chunks::ChunkId([7; 32])] } else { vec![] },
         xattrs: vec![],
         incomplete: None,
     };

@@ -15,6 +15,7 @@ mod common;
 mod audit;
 mod breakglass;
 mod changing_files;
+mod chunked;
 mod chunks;
 mod cli;
 mod compose_dev;

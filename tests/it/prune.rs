@@ -545,6 +545,7 @@ async fn an_interrupted_prune_leaves_only_orphans_and_the_next_one_removes_them(
             store.put(&key, Bytes::from_static(b"data")).await.unwrap();
             manifest.sources.push(dr::repo::manifest::SourceEntry {
                 format: None,
+                chunked: None,
                 name: name.into(),
                 kind: dr::repo::manifest::SourceKind::Files,
                 consistent_at: id.time(),

@@ -192,6 +192,7 @@ impl Fixture {
             sources: vec![
                 SourceEntry {
                     format: None,
+                    chunked: None,
                     name: "app".into(),
                     kind: SourceKind::Postgres,
                     // The recovery point is the oldest source's consistent_at: 5 seconds after the start.
@@ -201,6 +202,7 @@ impl Fixture {
                 },
                 SourceEntry {
                     format: None,
+                    chunked: None,
                     name: "uploads".into(),
                     kind: SourceKind::Files,
                     consistent_at: shot.at + TimeDelta::seconds(60),

@@ -1,0 +1,561 @@
+//! The backup of one chunked files source: walk the tree, reuse what the cache vouches for, cut the rest into
+//! chunks, pack the chunks the repository lacks, and store the tree.
+//!
+//! ```text
+//!  walker (this thread) ──files──▶ chunkers (one per CPU) ──new chunks──▶ packer ──▶ store (packs, index)
+//!        ◀──────chunk lists───────┘                                        ▲
+//!  walker ──tree lines──▶ tree chunker ──new chunks─────────────────────────┘
+//! ```
+//!
+//! The walker hands out files and writes the tree (and the next cache) in walk order, whatever order the
+//! chunkers finish in. Every queue is bounded, so memory is a few chunks per thread whatever the tree's size.
+//! The index of the packs written is stored every [`INDEX_EVERY`] packs and at the end, before the snapshot's
+//! manifest: the packs of a backup that is killed are then reused by the next one instead of uploaded again.
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::TreeObject;
+use super::tree_stream::{TreeBytes, tree_bytes};
+use crate::chunks::{
+    ChunkId, ChunkIndex, ChunkKeys, Chunker, ChunkerError, FrameCompressor, PackRecord, PackWriter, compress_frame,
+    for_each_chunk, write_index,
+};
+use crate::crypto::Recipients;
+use crate::error::{Error, Result};
+use crate::files::{
+    CacheHeader, CacheReader, CacheWriter, Change, Excludes, FileStat, Incomplete, IncompleteFile, MetadataWalk,
+    TreeEntry, TreeKind, TreeWriter, WalkItem,
+};
+use crate::progress::ProgressTask;
+use crate::store::Store;
+
+/// Packs between two index objects: a killed backup loses at most this many packs' worth of dedup.
+pub const INDEX_EVERY: usize = 64;
+/// Files handed to the chunkers and not yet back, per chunker: enough to keep them busy between two results.
+const IN_FLIGHT_PER_WORKER: usize = 8;
+/// New chunks queued for the packer (each at most `max_size` bytes, compressed).
+const FRAMES_QUEUED: usize = 8;
+
+/// What one chunked backup run shares between its sources: what the repository holds, and what this run added.
+#[derive(Clone)]
+pub(crate) struct ChunkedRun {
+    pub store: Arc<dyn Store>,
+    pub recipients: Arc<Recipients>,
+    pub level: i32,
+    pub keys: Arc<ChunkKeys>,
+    pub index: Arc<ChunkIndex>,
+    /// Chunks packed by this run (any source): the index does not know them until the run's index objects are
+    /// loaded by the next run.
+    pub added: Arc<Mutex<HashSet<ChunkId>>>,
+    pub written_by: String,
+    pub cache_dir: PathBuf,
+    pub repository_id: String,
+    pub cancel: CancellationToken,
+}
+
+/// What one source's backup produced.
+pub(crate) struct ChunkedSummary {
+    pub tree: TreeObject,
+    /// The tree's JSON lines' chunks are in `tree.chunks`; these are the counts for the manifest.
+    pub directories: u64,
+    pub symlinks: u64,
+    pub skipped: Vec<String>,
+    pub incomplete: Vec<IncompleteFile>,
+    pub external_symlinks: Vec<String>,
+    /// Files whose chunks came from the cache, unread.
+    pub unchanged_files: u64,
+    /// Chunks and compressed bytes this source added to the repository.
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    pub packs: usize,
+    /// The next cache, committed by the caller once the snapshot is: a failed backup keeps the old one.
+    pub cache: Option<CacheWriter>,
+}
+
+/// One chunk on its way to the packer.
+struct Frame {
+    id: ChunkId,
+    data: Vec<u8>,
+    plain_len: u32,
+}
+
+/// A file for a chunker.
+struct Job {
+    seq: u64,
+    path: PathBuf,
+}
+
+/// What a chunker made of a file.
+enum Chunked {
+    Done {
+        chunks: Vec<ChunkId>,
+        read: u64,
+        size: u64,
+        change: Option<Change>,
+        read_at: SystemTime,
+    },
+    /// It was gone when the chunker opened it.
+    Vanished,
+}
+
+/// An entry waiting for its turn in the tree.
+struct Slot {
+    entry: TreeEntry,
+    stat: Option<FileStat>,
+    state: SlotState,
+}
+
+enum SlotState {
+    Ready { cache: Option<(Vec<ChunkId>, SystemTime)> },
+    Waiting,
+    Vanished,
+}
+
+impl ChunkedRun {
+    /// Backs up one source (on a blocking thread: it reads files and compresses).
+    pub fn source(
+        &self,
+        name: &str,
+        root: &Path,
+        excludes: &Excludes,
+        task: Arc<dyn ProgressTask>,
+    ) -> Result<ChunkedSummary> {
+        let sizes = &self.keys.chunking;
+        let runtime = Handle::current();
+        let (frames, frames_in) = sync_channel::<Frame>(FRAMES_QUEUED);
+        // Set when the walk failed: the packer then drops its open pack instead of storing it.
+        let failed = CancellationToken::new();
+        let packer = {
+            let writer = PackWriter::new(self.store.clone(), self.recipients.clone(), sizes.pack_size, runtime.clone());
+            let (store, recipients, keys) = (self.store.clone(), self.recipients.clone(), self.keys.clone());
+            let written_by = self.written_by.clone();
+            let failed = failed.clone();
+            std::thread::spawn(move || {
+                pack_all(frames_in, writer, &*store, &recipients, &keys, &written_by, &runtime, &failed)
+            })
+        };
+        let walked = std::thread::scope(|scope| {
+            let (tree_out, tree_in) = tree_bytes();
+            let tree_chunker = {
+                let frames = frames.clone();
+                scope.spawn(move || self.chunk_tree(tree_in, &frames))
+            };
+            let walked = self.walk(name, root, excludes, &frames, tree_out, scope, &task);
+            let tree = tree_chunker
+                .join()
+                .unwrap_or_else(|_| Err(Error::io("chunking the tree", io::Error::other("the tree chunker panicked"))));
+            walked.and_then(|walked| tree.map(|tree| (walked, tree)))
+        });
+        if walked.is_err() {
+            failed.cancel();
+        }
+        drop(frames);
+        let packed =
+            packer.join().unwrap_or_else(|_| Err(Error::io("packing chunks", io::Error::other("the packer panicked"))));
+        // The packer's own failure (the store's) is the cause; the walker then only saw a closed queue.
+        let packs = packed?;
+        let (mut summary, (tree_chunks, tree_plain_size)) = walked?;
+        summary.tree.chunks = tree_chunks;
+        summary.tree.plain_size = tree_plain_size;
+        summary.packs = packs.len();
+        summary.new_chunks = packs.iter().map(|p| p.chunks.len() as u64).sum();
+        summary.new_bytes = packs.iter().map(|p| p.stored_size).sum();
+        Ok(summary)
+    }
+
+    /// Walks the tree and writes it, dispatching changed files to chunker threads.
+    #[allow(clippy::too_many_arguments)]
+    fn walk<'s>(
+        &'s self,
+        name: &'s str,
+        root: &Path,
+        excludes: &Excludes,
+        frames: &SyncSender<Frame>,
+        tree_out: TreeBytes,
+        scope: &'s std::thread::Scope<'s, '_>,
+        task: &Arc<dyn ProgressTask>,
+    ) -> Result<ChunkedSummary> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (jobs, jobs_in) = sync_channel::<Job>(workers * IN_FLIGHT_PER_WORKER);
+        let jobs_in = Arc::new(Mutex::new(jobs_in));
+        let (results_out, results) = std::sync::mpsc::channel::<(u64, Result<Chunked>)>();
+        for _ in 0..workers {
+            let (jobs_in, results_out, frames) = (jobs_in.clone(), results_out.clone(), frames.clone());
+            scope.spawn(move || self.chunk_files(name, &jobs_in, &results_out, &frames));
+        }
+        drop(results_out);
+
+        let header = self.cache_header(name, root);
+        let cache_path = crate::files::cache_file_path(&self.cache_dir, &self.repository_id, name);
+        let mut cache = CacheReader::open(&cache_path, &header);
+        let mut next_cache = match CacheWriter::create(&cache_path, &header) {
+            Ok(writer) => Some(writer),
+            Err(e) => {
+                tracing::warn!(
+                    source = name,
+                    "cannot write the file cache {}: {e}; the next backup reads every file",
+                    cache_path.display()
+                );
+                None
+            }
+        };
+        let mut tree = TreeWriter::new(tree_out);
+        let mut summary = ChunkedSummary::empty();
+        let mut queue: VecDeque<Slot> = VecDeque::new();
+        let mut first_seq = 0u64;
+        let mut in_flight = 0usize;
+        let max_in_flight = workers * IN_FLIGHT_PER_WORKER;
+        let backup_error = |text: String, e: io::Error| crate::files::backup_error(name, text, e);
+
+        let tree_error = |e: io::Error| backup_error(format!("writing the tree: {e}"), e);
+        let take_result = |queue: &mut VecDeque<Slot>, first_seq: u64, summary: &mut ChunkedSummary| -> Result<()> {
+            let (seq, result) = results.recv().map_err(|_| stopped_error())?;
+            settle(queue, first_seq, seq, result?, name, summary);
+            Ok(())
+        };
+        for item in MetadataWalk::new(name, root, excludes) {
+            if self.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            // Keep the chunkers fed, but take results back before the window fills.
+            while in_flight >= max_in_flight {
+                take_result(&mut queue, first_seq, &mut summary)?;
+                in_flight -= 1;
+                self.write_ready(&mut queue, &mut first_seq, &mut tree, next_cache.as_mut(), &mut summary, task)
+                    .map_err(tree_error)?;
+            }
+            let seq = first_seq + queue.len() as u64;
+            match item? {
+                WalkItem::Skipped(reason) => summary.skipped.push(reason),
+                WalkItem::Entry(entry, stat) => {
+                    let state = match (&entry.kind, &stat) {
+                        (TreeKind::File, Some(stat)) => {
+                            let cached = cache.as_mut().and_then(|c| c.lookup(&entry.path, stat));
+                            match cached.filter(|chunks| chunks.iter().all(|id| self.is_stored(id))) {
+                                Some(chunks) => {
+                                    summary.unchanged_files += 1;
+                                    SlotState::Ready { cache: Some((chunks, SystemTime::now())) }
+                                }
+                                None => {
+                                    let path = root.join(OsStr::from_bytes(&entry.path));
+                                    jobs.send(Job { seq, path }).map_err(|_| stopped_error())?;
+                                    in_flight += 1;
+                                    SlotState::Waiting
+                                }
+                            }
+                        }
+                        (TreeKind::Symlink { target }, _) => {
+                            let relative = Path::new(OsStr::from_bytes(&entry.path));
+                            let target = Path::new(OsStr::from_bytes(target));
+                            let parent = crate::files::parent_of(relative);
+                            if !crate::files::resolves_inside(root, parent, target) {
+                                summary.external_symlinks.push(format!(
+                                    "{} -> {}",
+                                    relative.display(),
+                                    target.display()
+                                ));
+                            }
+                            SlotState::Ready { cache: None }
+                        }
+                        _ => SlotState::Ready { cache: None },
+                    };
+                    queue.push_back(Slot { entry, stat, state });
+                }
+            }
+            self.write_ready(&mut queue, &mut first_seq, &mut tree, next_cache.as_mut(), &mut summary, task)
+                .map_err(tree_error)?;
+        }
+        drop(jobs);
+        while in_flight > 0 {
+            take_result(&mut queue, first_seq, &mut summary)?;
+            in_flight -= 1;
+            self.write_ready(&mut queue, &mut first_seq, &mut tree, next_cache.as_mut(), &mut summary, task)
+                .map_err(tree_error)?;
+        }
+        debug_assert!(queue.is_empty(), "every slot is written once its file is back");
+        tree.finish().map_err(tree_error)?;
+        summary.cache = next_cache;
+        Ok(summary)
+    }
+
+    /// Writes the entries at the head of the queue whose chunks are known, in walk order.
+    fn write_ready(
+        &self,
+        queue: &mut VecDeque<Slot>,
+        first_seq: &mut u64,
+        tree: &mut TreeWriter<TreeBytes>,
+        cache: Option<&mut CacheWriter>,
+        summary: &mut ChunkedSummary,
+        task: &Arc<dyn ProgressTask>,
+    ) -> io::Result<()> {
+        let mut cache = cache;
+        while queue.front().is_some_and(|slot| !matches!(slot.state, SlotState::Waiting)) {
+            let Some(mut slot) = queue.pop_front() else { break };
+            *first_seq += 1;
+            match slot.state {
+                SlotState::Vanished => {
+                    summary.skipped.push(format!("{}: vanished during the backup", display(&slot.entry.path)));
+                    continue;
+                }
+                SlotState::Ready { cache: Some((chunks, read_at)) } => {
+                    // From the cache: unread, or from a chunker (then `chunks` is what it read).
+                    if slot.entry.incomplete.is_none()
+                        && let (Some(cache), Some(stat)) = (cache.as_deref_mut(), &slot.stat)
+                    {
+                        cache.add(&slot.entry.path, stat, &chunks, read_at)?;
+                    }
+                    slot.entry.chunks = chunks;
+                }
+                SlotState::Ready { cache: None } | SlotState::Waiting => {}
+            }
+            summary.count(&slot.entry);
+            if matches!(slot.entry.kind, TreeKind::File) {
+                task.advance(slot.entry.size);
+            }
+            tree.write(&slot.entry)?;
+        }
+        Ok(())
+    }
+
+    /// A chunker thread: files in, chunk lists out; new chunks go to the packer.
+    fn chunk_files(
+        &self,
+        name: &str,
+        jobs: &Mutex<Receiver<Job>>,
+        results: &std::sync::mpsc::Sender<(u64, Result<Chunked>)>,
+        frames: &SyncSender<Frame>,
+    ) {
+        // Per thread, reused file after file: the chunker's window and zstd's context.
+        let mut chunker = Chunker::new(self.keys.chunking.file_sizes(), self.keys.key.gear_seed());
+        let mut compressor = match FrameCompressor::new(self.level) {
+            Ok(compressor) => compressor,
+            Err(e) => {
+                let _ = results.send((u64::MAX, Err(Error::io("starting zstd", e))));
+                return;
+            }
+        };
+        loop {
+            let job = match jobs.lock().map(|jobs| jobs.recv()) {
+                Ok(Ok(job)) => job,
+                _ => return,
+            };
+            let result = if self.cancel.is_cancelled() {
+                Err(Error::Cancelled)
+            } else {
+                self.chunk_file(name, &job.path, frames, &mut chunker, &mut compressor)
+            };
+            if results.send((job.seq, result)).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads one file as far as its size when opened, cutting, naming and (when new) packing its chunks.
+    fn chunk_file(
+        &self,
+        name: &str,
+        path: &Path,
+        frames: &SyncSender<Frame>,
+        chunker: &mut Chunker,
+        compressor: &mut FrameCompressor,
+    ) -> Result<Chunked> {
+        let io_error = |e: io::Error| crate::files::backup_error(name, format!("{}: {e}", path.display()), e);
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Chunked::Vanished),
+            Err(e) => return Err(io_error(e)),
+        };
+        let opened = file.metadata().map_err(io_error)?;
+        let size = opened.len();
+        let mut chunks = Vec::new();
+        let read = chunker
+            .for_each_chunk((&file).take(size), size, |data| {
+                let id = self.keys.key.chunk_id(data);
+                if self.claim(&id) {
+                    let frame = compressor.compress(data).map_err(|e| Error::io("compressing a chunk", e))?;
+                    frames
+                        .send(Frame { id, data: frame, plain_len: data.len() as u32 })
+                        .map_err(|_| stopped_error())?;
+                }
+                chunks.push(id);
+                Ok(())
+            })
+            .map_err(|e| match e {
+                ChunkerError::Read(e) => io_error(e),
+                ChunkerError::Consumer(e) => e,
+            })?;
+        let read_at = SystemTime::now();
+        let change = crate::files::change_during_read(&file, &opened, read).map_err(io_error)?;
+        Ok(Chunked::Done { chunks, read, size, change, read_at })
+    }
+
+    /// The tree chunker: the tree's JSON lines in, chunk ids out.
+    fn chunk_tree(&self, tree: impl Read, frames: &SyncSender<Frame>) -> Result<(Vec<ChunkId>, u64)> {
+        let mut chunks = Vec::new();
+        let sizes = self.keys.chunking.tree_sizes();
+        let plain = for_each_chunk(tree, u64::MAX, sizes, self.keys.key.gear_seed(), |data| {
+            let id = self.keys.key.chunk_id(data);
+            if self.claim(&id) {
+                let frame = compress_frame(self.level, data).map_err(|e| Error::io("compressing the tree", e))?;
+                frames.send(Frame { id, data: frame, plain_len: data.len() as u32 }).map_err(|_| stopped_error())?;
+            }
+            chunks.push(id);
+            Ok(())
+        })
+        .map_err(|e| match e {
+            ChunkerError::Read(e) => Error::io("reading the tree", e),
+            ChunkerError::Consumer(e) => e,
+        })?;
+        Ok((chunks, plain))
+    }
+
+    /// Whether the repository holds the chunk, or this run packed it.
+    fn is_stored(&self, id: &ChunkId) -> bool {
+        self.index.contains(id) || self.added.lock().is_ok_and(|added| added.contains(id))
+    }
+
+    /// True when this caller must pack the chunk: neither the repository nor this run has it yet.
+    fn claim(&self, id: &ChunkId) -> bool {
+        !self.index.contains(id) && self.added.lock().is_ok_and(|mut added| added.insert(*id))
+    }
+
+    fn cache_header(&self, name: &str, root: &Path) -> CacheHeader {
+        CacheHeader {
+            repository: self.repository_id.clone(),
+            source: name.to_string(),
+            root: root.display().to_string(),
+            key_check: self.keys.key.key_check(),
+            chunking: self.keys.chunking.sha256(),
+        }
+    }
+}
+
+/// Records a chunker's result in its slot.
+fn settle(
+    queue: &mut VecDeque<Slot>,
+    first_seq: u64,
+    seq: u64,
+    chunked: Chunked,
+    name: &str,
+    summary: &mut ChunkedSummary,
+) {
+    let Some(slot) = queue.get_mut((seq - first_seq) as usize) else { return };
+    match chunked {
+        Chunked::Vanished => slot.state = SlotState::Vanished,
+        Chunked::Done { chunks, read, size, change, read_at } => {
+            slot.entry.size = read;
+            if let Some(change) = change {
+                let incomplete = Incomplete { change, read, archived: size };
+                slot.entry.incomplete = Some(incomplete);
+                let file = IncompleteFile {
+                    path: String::from_utf8_lossy(&slot.entry.path).into_owned(),
+                    path_hex: std::str::from_utf8(&slot.entry.path).is_err().then(|| hex::encode(&slot.entry.path)),
+                    incomplete,
+                };
+                tracing::debug!(source = name, "{}", file.describe());
+                summary.incomplete.push(file);
+            }
+            slot.state = SlotState::Ready { cache: Some((chunks, read_at)) };
+        }
+    }
+}
+
+/// The packer thread: packs every new chunk, stores an index object every [`INDEX_EVERY`] packs and one for the
+/// rest at the end. Returns every pack it wrote.
+fn pack_all(
+    frames: Receiver<Frame>,
+    mut writer: PackWriter,
+    store: &dyn Store,
+    recipients: &Recipients,
+    keys: &ChunkKeys,
+    written_by: &str,
+    runtime: &Handle,
+    failed: &CancellationToken,
+) -> Result<Vec<PackRecord>> {
+    let mut written = Vec::new();
+    let mut unindexed: Vec<PackRecord> = Vec::new();
+    let flush = |packs: &mut Vec<PackRecord>, written: &mut Vec<PackRecord>| -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        runtime.block_on(write_index(store, recipients, &keys.key, written_by, &[], packs))?;
+        written.append(packs);
+        Ok(())
+    };
+    for frame in frames {
+        writer.add(frame.id, &frame.data, frame.plain_len)?;
+        unindexed.extend(writer.take_closed()?);
+        if unindexed.len() >= INDEX_EVERY {
+            flush(&mut unindexed, &mut written)?;
+        }
+    }
+    if failed.is_cancelled() {
+        // Dropping the writer aborts the open pack. Closed ones are indexed: the next backup reuses them.
+        unindexed.extend(writer.take_closed()?);
+        drop(writer);
+    } else {
+        unindexed.extend(writer.finish()?);
+    }
+    flush(&mut unindexed, &mut written)?;
+    Ok(written)
+}
+
+impl ChunkedSummary {
+    fn empty() -> ChunkedSummary {
+        ChunkedSummary {
+            tree: TreeObject {
+                format: super::TREE_FORMAT,
+                chunks: Vec::new(),
+                entries: 0,
+                files: 0,
+                bytes: 0,
+                plain_size: 0,
+            },
+            directories: 0,
+            symlinks: 0,
+            skipped: Vec::new(),
+            incomplete: Vec::new(),
+            external_symlinks: Vec::new(),
+            unchanged_files: 0,
+            new_chunks: 0,
+            new_bytes: 0,
+            packs: 0,
+            cache: None,
+        }
+    }
+
+    fn count(&mut self, entry: &TreeEntry) {
+        self.tree.entries += 1;
+        match &entry.kind {
+            TreeKind::File => {
+                self.tree.files += 1;
+                self.tree.bytes += entry.size;
+            }
+            // The root is an entry (its metadata is restored) but not one of the source's directories.
+            TreeKind::Dir if entry.path.is_empty() => {}
+            TreeKind::Dir => self.directories += 1,
+            TreeKind::Symlink { .. } => self.symlinks += 1,
+            TreeKind::HardLink { .. } => self.tree.files += 1,
+        }
+    }
+}
+
+fn display(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+/// A queue whose other end stopped: that side's own error is the cause, and the caller reports it.
+fn stopped_error() -> Error {
+    Error::io("chunking files", io::Error::new(io::ErrorKind::BrokenPipe, "a backup thread stopped"))
+}

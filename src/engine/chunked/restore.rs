@@ -1,0 +1,242 @@
+//! Restoring a chunked files source: read its tree out of the packs, create every entry in a staging
+//! directory, fetch each pack that holds wanted chunks once (several at a time), write every chunk where its
+//! files need it, then give the tree its metadata and move it into place.
+//!
+//! Every chunk is checked before a byte of it lands: age authenticates the pack, zstd checks the frame, and the
+//! chunk's id is recomputed from its plaintext with the repository's dedup key. A chunk that the index does
+//! not know, a pack that is missing or damaged, fails the restore before the tree is moved into place; the
+//! target is then left as it was.
+
+use std::collections::HashMap;
+use std::io::{self, BufReader};
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use tokio::runtime::Handle;
+
+use super::TreeObject;
+use super::tree_stream::ChunkStream;
+use crate::chunks::{ChunkId, ChunkIndex, ChunkKeys, read_indexed_pack};
+use crate::crypto::Identities;
+use crate::error::{Error, Result};
+use crate::files::{FileSlot, TreeEntry, TreeExtraction, TreeKind, TreeReader, path_selected};
+use crate::pipeline;
+use crate::progress::{NoProgress, ProgressTask};
+use crate::repo::Repository;
+use crate::repo::manifest::ObjectEntry;
+use crate::run_dir::RunDir;
+
+/// Packs fetched and decrypted at once: each is held whole (up to the pack size) while its chunks are written.
+pub const PACKS_IN_FLIGHT: usize = 3;
+
+/// What a chunked restore put back.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TreeRestoreSummary {
+    pub entries: u64,
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub packs_read: u64,
+    pub warnings: Vec<String>,
+}
+
+/// One chunk's place in a file.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    slot: FileSlot,
+    file_offset: u64,
+}
+
+/// Where a chunk is in its pack.
+#[derive(Debug, Clone, Copy)]
+struct InPack {
+    offset: u32,
+    stored_len: u32,
+    plain_len: u32,
+}
+
+/// The chunks wanted from one pack, and where each goes.
+#[derive(Debug, Default)]
+struct PackNeeds {
+    chunks: HashMap<ChunkId, (InPack, Vec<Placement>)>,
+}
+
+pub(crate) struct ChunkedReader {
+    pub repo: Repository,
+    pub identities: Arc<Identities>,
+    pub keys: Arc<ChunkKeys>,
+    pub index: Arc<ChunkIndex>,
+}
+
+impl ChunkedReader {
+    /// Reads a snapshot's tree object: which chunks hold the tree.
+    pub async fn tree_object(&self, object: &ObjectEntry) -> Result<TreeObject> {
+        let key = object.key.clone();
+        pipeline::download(
+            self.repo.store(),
+            &object.key,
+            self.identities.clone(),
+            object.expected(),
+            Arc::new(NoProgress),
+            move |decoder| {
+                serde_json::from_reader(decoder)
+                    .map_err(|e| Error::ObjectCorrupt { key, reason: format!("not a tree object: {e}") })
+            },
+        )
+        .await
+    }
+
+    /// The tree's entries, streamed out of its chunks (on a blocking thread: it waits for packs).
+    pub fn tree_entries(&self, tree: &TreeObject, what: &str) -> TreeReader<BufReader<ChunkStream>> {
+        let stream = ChunkStream::new(
+            self.repo.shared_store(),
+            self.identities.clone(),
+            self.keys.clone(),
+            self.index.clone(),
+            tree.chunks.clone(),
+            what.to_string(),
+            Handle::current(),
+        );
+        TreeReader::new(BufReader::new(stream), what)
+    }
+
+    /// Restores the tree of `object` into `target`, or only the `paths` below the source root when given.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn restore(
+        &self,
+        source_name: &str,
+        object: &ObjectEntry,
+        target: &Path,
+        external_symlinks: bool,
+        paths: &[String],
+        replace: bool,
+        run: Option<&RunDir>,
+        task: Arc<dyn ProgressTask>,
+    ) -> Result<TreeRestoreSummary> {
+        let tree = self.tree_object(object).await?;
+        let mut extraction = TreeExtraction::prepare(source_name, target, external_symlinks)?;
+        if let Some(run) = run {
+            run.note_staging(extraction.staging_dir())?;
+        }
+
+        // Pass 1: every entry created, every wanted chunk placed in its pack's list.
+        let entries = self.tree_entries(&tree, &object.key);
+        let index = self.index.clone();
+        let filters: Vec<Vec<u8>> = paths.iter().map(|p| p.trim_matches('/').as_bytes().to_vec()).collect();
+        let tree_key = object.key.clone();
+        let (extraction_back, needs, mut summary, metadata) = tokio::task::spawn_blocking(move || {
+            let mut needs: HashMap<u32, PackNeeds> = HashMap::new();
+            let mut summary = TreeRestoreSummary::default();
+            let mut metadata: Vec<TreeEntry> = Vec::new();
+            for entry in entries {
+                let mut entry = entry?;
+                if !filters.is_empty() && !filters.iter().any(|f| path_selected(f, &entry.path)) {
+                    continue;
+                }
+                let slot = extraction.create(&entry)?;
+                summary.entries += 1;
+                match entry.kind {
+                    TreeKind::Dir if !entry.path.is_empty() => summary.directories += 1,
+                    TreeKind::Symlink { .. } => summary.symlinks += 1,
+                    _ => {}
+                }
+                if let (Some(slot), TreeKind::File) = (slot, &entry.kind) {
+                    summary.files += 1;
+                    let mut file_offset = 0u64;
+                    for id in &entry.chunks {
+                        let location = index.locate(id).ok_or_else(|| Error::ObjectCorrupt {
+                            key: tree_key.clone(),
+                            reason: format!(
+                                "file {} needs chunk {id}, which no pack index lists",
+                                String::from_utf8_lossy(&entry.path)
+                            ),
+                        })?;
+                        let placement = Placement { slot, file_offset };
+                        file_offset += u64::from(location.plain_len);
+                        let in_pack = InPack {
+                            offset: location.offset,
+                            stored_len: location.stored_len,
+                            plain_len: location.plain_len,
+                        };
+                        needs
+                            .entry(location.pack_number)
+                            .or_default()
+                            .chunks
+                            .entry(*id)
+                            .or_insert_with(|| (in_pack, Vec::new()))
+                            .1
+                            .push(placement);
+                    }
+                    if file_offset != entry.size {
+                        return Err(Error::ObjectCorrupt {
+                            key: tree_key.clone(),
+                            reason: format!(
+                                "file {} is {} bytes, its chunks hold {file_offset}",
+                                String::from_utf8_lossy(&entry.path),
+                                entry.size
+                            ),
+                        });
+                    }
+                    summary.bytes += entry.size;
+                }
+                // The data is placed; what the metadata pass needs is the rest.
+                entry.chunks = Vec::new();
+                metadata.push(entry);
+            }
+            Ok::<_, Error>((extraction, needs, summary, metadata))
+        })
+        .await
+        .map_err(|e| Error::io("restoring files", io::Error::other(e)))??;
+        let extraction = Arc::new(extraction_back);
+
+        // Pass 2: each pack once, a few at a time; its chunks written wherever they go.
+        summary.packs_read = needs.len() as u64;
+        futures::stream::iter(needs.into_iter().map(Ok::<_, Error>))
+            .map_ok(|(pack, wanted)| {
+                let extraction = extraction.clone();
+                let task = task.clone();
+                async move { self.fill_from_pack(pack, wanted, extraction, task).await }
+            })
+            .try_buffer_unordered(PACKS_IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
+
+        let mut extraction = Arc::try_unwrap(extraction)
+            .map_err(|_| Error::io("restoring files", io::Error::other("a pack reader still holds the extraction")))?;
+        let (extraction, warnings) = tokio::task::spawn_blocking(move || {
+            let warnings = extraction.finish_metadata(metadata.into_iter())?;
+            Ok::<_, Error>((extraction, warnings))
+        })
+        .await
+        .map_err(|e| Error::io("restoring files", io::Error::other(e)))??;
+        summary.warnings = warnings;
+        summary.warnings.extend(extraction.commit(replace)?);
+        Ok(summary)
+    }
+
+    /// Fetches one pack and writes each wanted chunk at its places.
+    async fn fill_from_pack(
+        &self,
+        pack: u32,
+        wanted: PackNeeds,
+        extraction: Arc<TreeExtraction>,
+        task: Arc<dyn ProgressTask>,
+    ) -> Result<()> {
+        let contents = read_indexed_pack(self.repo.store(), self.index.pack(pack), self.identities.clone()).await?;
+        let keys = self.keys.clone();
+        tokio::task::spawn_blocking(move || {
+            for (id, (at, placements)) in wanted.chunks {
+                let data = contents.chunk(at.offset, at.stored_len, at.plain_len, &id, &keys.key)?;
+                for placement in placements {
+                    extraction.write_at(placement.slot, placement.file_offset, &data)?;
+                    task.advance(data.len() as u64);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::io("restoring files", io::Error::other(e)))?
+    }
+}
