@@ -542,7 +542,7 @@ impl DrillContext<'_> {
         let Some(object) = manifest.source(&source.name).and_then(|s| s.object(ObjectRole::Tree)) else {
             return checks::unreachable(name, "the snapshot has no tree for this source".into());
         };
-        let reader = match engine::chunked_reader(self.repo, &self.identities).await {
+        let reader = match engine::chunked_reader(self.repo, self.identities).await {
             Ok(reader) => reader,
             Err(e) => return checks::unreachable(name, format!("the repository's chunks cannot be read: {e}")),
         };

@@ -880,6 +880,8 @@ mod tests {
                 attempts_expired: 0,
                 empty_directories_removed: 0,
                 bytes_freed: plan.totals.bytes_freed,
+                packs_deleted: 0,
+                packs_written: 0,
             }
         );
         let protected = plan.snapshots.iter().find(|s| s.id == ids[1]).unwrap();

@@ -291,7 +291,7 @@ mod tests {
     fn write(path: &Path, files: &[(&[u8], FileStat, u8)]) {
         let mut writer = CacheWriter::create(path, &header()).unwrap();
         for (p, s, id) in files {
-            writer.add(p, s, &[[*id; 32], [id + 1; 32]], long_after()).unwrap();
+            writer.add(p, s, &[ChunkId([*id; 32]), ChunkId([id + 1; 32])], long_after()).unwrap();
         }
         writer.commit().unwrap();
     }
@@ -307,7 +307,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let mut reader = CacheReader::open(&path, &header()).unwrap();
-        assert_eq!(reader.lookup(b"a", &stat(1)), Some(vec![[1; 32], [2; 32]]));
+        assert_eq!(reader.lookup(b"a", &stat(1)), Some(vec![ChunkId([1; 32]), ChunkId([2; 32])]));
         assert_eq!(reader.lookup(b"b", &FileStat { size: 99, ..stat(2) }), None, "size");
         assert_eq!(reader.lookup(b"c", &FileStat { mtime: (1_700_000_000, 6), ..stat(3) }), None, "mtime");
         assert_eq!(reader.lookup(b"d", &FileStat { ctime: (1_700_000_002, 6), ..stat(4) }), None, "ctime");
@@ -323,10 +323,10 @@ mod tests {
         write(&path, &[(b"a/removed", stat(1), 1), (b"a/x", stat(2), 3), (b"a-b", stat(3), 5), (b"z\xff", stat(4), 7)]);
         let mut reader = CacheReader::open(&path, &header()).unwrap();
         assert_eq!(reader.lookup(b"a/new", &stat(9)), None);
-        assert_eq!(reader.lookup(b"a/x", &stat(2)), Some(vec![[3; 32], [4; 32]]));
+        assert_eq!(reader.lookup(b"a/x", &stat(2)), Some(vec![ChunkId([3; 32]), ChunkId([4; 32])]));
         assert_eq!(reader.lookup(b"a-a", &stat(9)), None, "added between two cached files");
-        assert_eq!(reader.lookup(b"a-b", &stat(3)), Some(vec![[5; 32], [6; 32]]));
-        assert_eq!(reader.lookup(b"z\xff", &stat(4)), Some(vec![[7; 32], [8; 32]]), "non-UTF-8 path");
+        assert_eq!(reader.lookup(b"a-b", &stat(3)), Some(vec![ChunkId([5; 32]), ChunkId([6; 32])]));
+        assert_eq!(reader.lookup(b"z\xff", &stat(4)), Some(vec![ChunkId([7; 32]), ChunkId([8; 32])]), "non-UTF-8 path");
     }
 
     #[test]
@@ -335,14 +335,14 @@ mod tests {
         let path = dir.path().join("c.cache.zst");
         let mut writer = CacheWriter::create(&path, &header()).unwrap();
         let mtime = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
-        writer.add(b"a", &stat(1), &[[1; 32]], mtime + Duration::from_millis(999)).unwrap();
-        writer.add(b"b", &stat(2), &[[2; 32]], mtime - Duration::from_secs(5)).unwrap();
-        writer.add(b"c", &stat(3), &[[3; 32]], mtime + Duration::from_millis(1001)).unwrap();
+        writer.add(b"a", &stat(1), &[ChunkId([1; 32])], mtime + Duration::from_millis(999)).unwrap();
+        writer.add(b"b", &stat(2), &[ChunkId([2; 32])], mtime - Duration::from_secs(5)).unwrap();
+        writer.add(b"c", &stat(3), &[ChunkId([3; 32])], mtime + Duration::from_millis(1001)).unwrap();
         writer.commit().unwrap();
         let mut reader = CacheReader::open(&path, &header()).unwrap();
         assert_eq!(reader.lookup(b"a", &stat(1)), None, "read within a second of its mtime");
         assert_eq!(reader.lookup(b"b", &stat(2)), None, "mtime after the read");
-        assert_eq!(reader.lookup(b"c", &stat(3)), Some(vec![[3; 32]]));
+        assert_eq!(reader.lookup(b"c", &stat(3)), Some(vec![ChunkId([3; 32])]));
     }
 
     #[test]
@@ -388,7 +388,7 @@ mod tests {
         let path = dir.path().join("sub/c.cache.zst");
         write(&path, &[(b"a", stat(1), 1)]);
         let mut writer = CacheWriter::create(&path, &header()).unwrap();
-        writer.add(b"b", &stat(2), &[[2; 32]], long_after()).unwrap();
+        writer.add(b"b", &stat(2), &[ChunkId([2; 32])], long_after()).unwrap();
         drop(writer);
         assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 1, "no temporary file left");
         let mut reader = CacheReader::open(&path, &header()).unwrap();

@@ -131,7 +131,7 @@ mod tests {
         TreeEntry {
             path: path.as_bytes().to_vec(),
             size: if kind == TreeKind::File { 10 } else { 0 },
-            chunks: if kind == TreeKind::File { vec![[chunk; 32]] } else { vec![] },
+            chunks: if kind == TreeKind::File { vec![crate::chunks::ChunkId([chunk; 32])] } else { vec![] },
             kind,
             mode: 0o644,
             uid: 0,
@@ -166,7 +166,7 @@ mod tests {
         let paths: Vec<&str> = kept.iter().map(|e| std::str::from_utf8(&e.path).unwrap()).collect();
         assert_eq!(paths, vec!["", "b", "b/second", "b/third", "b/x", "b/y"]);
         assert_eq!(kept[2].kind, TreeKind::File);
-        assert_eq!((kept[2].size, kept[2].chunks.clone()), (10, vec![[7; 32]]));
+        assert_eq!((kept[2].size, kept[2].chunks.clone()), (10, vec![crate::chunks::ChunkId([7; 32])]));
         assert_eq!(kept[3].kind, TreeKind::HardLink { link: b"b/second".to_vec() });
         assert_eq!(kept[5].kind, TreeKind::HardLink { link: b"b/x".to_vec() }, "a link inside stays");
         assert_eq!(selection.matched(), 5);

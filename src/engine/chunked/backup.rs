@@ -138,12 +138,8 @@ impl ChunkedRun {
         let failed = CancellationToken::new();
         let packer = {
             let writer = PackWriter::new(self.store.clone(), self.recipients.clone(), sizes.pack_size, runtime.clone());
-            let (store, recipients, keys) = (self.store.clone(), self.recipients.clone(), self.keys.clone());
-            let written_by = self.written_by.clone();
-            let failed = failed.clone();
-            std::thread::spawn(move || {
-                pack_all(frames_in, writer, &*store, &recipients, &keys, &written_by, &runtime, &failed)
-            })
+            let (run, failed) = (self.clone(), failed.clone());
+            std::thread::spawn(move || run.pack_all(frames_in, writer, &runtime, &failed))
         };
         let walked = std::thread::scope(|scope| {
             let (tree_out, tree_in) = tree_bytes();
@@ -473,42 +469,48 @@ fn settle(
 
 /// The packer thread: packs every new chunk, stores an index object every [`INDEX_EVERY`] packs and one for the
 /// rest at the end. Returns every pack it wrote.
-fn pack_all(
-    frames: Receiver<Frame>,
-    mut writer: PackWriter,
-    store: &dyn Store,
-    recipients: &Recipients,
-    keys: &ChunkKeys,
-    written_by: &str,
-    runtime: &Handle,
-    failed: &CancellationToken,
-) -> Result<Vec<PackRecord>> {
-    let mut written = Vec::new();
-    let mut unindexed: Vec<PackRecord> = Vec::new();
-    let flush = |packs: &mut Vec<PackRecord>, written: &mut Vec<PackRecord>| -> Result<()> {
-        if packs.is_empty() {
-            return Ok(());
+impl ChunkedRun {
+    fn pack_all(
+        &self,
+        frames: Receiver<Frame>,
+        mut writer: PackWriter,
+        runtime: &Handle,
+        failed: &CancellationToken,
+    ) -> Result<Vec<PackRecord>> {
+        let mut written = Vec::new();
+        let mut unindexed: Vec<PackRecord> = Vec::new();
+        let flush = |packs: &mut Vec<PackRecord>, written: &mut Vec<PackRecord>| -> Result<()> {
+            if packs.is_empty() {
+                return Ok(());
+            }
+            runtime.block_on(write_index(
+                self.store.as_ref(),
+                &self.recipients,
+                &self.keys.key,
+                &self.written_by,
+                &[],
+                packs,
+            ))?;
+            written.append(packs);
+            Ok(())
+        };
+        for frame in frames {
+            writer.add(frame.id, &frame.data, frame.plain_len)?;
+            unindexed.extend(writer.take_closed()?);
+            if unindexed.len() >= INDEX_EVERY {
+                flush(&mut unindexed, &mut written)?;
+            }
         }
-        runtime.block_on(write_index(store, recipients, &keys.key, written_by, &[], packs))?;
-        written.append(packs);
-        Ok(())
-    };
-    for frame in frames {
-        writer.add(frame.id, &frame.data, frame.plain_len)?;
-        unindexed.extend(writer.take_closed()?);
-        if unindexed.len() >= INDEX_EVERY {
-            flush(&mut unindexed, &mut written)?;
+        if failed.is_cancelled() {
+            // Dropping the writer aborts the open pack. Closed ones are indexed: the next backup reuses them.
+            unindexed.extend(writer.take_closed()?);
+            drop(writer);
+        } else {
+            unindexed.extend(writer.finish()?);
         }
+        flush(&mut unindexed, &mut written)?;
+        Ok(written)
     }
-    if failed.is_cancelled() {
-        // Dropping the writer aborts the open pack. Closed ones are indexed: the next backup reuses them.
-        unindexed.extend(writer.take_closed()?);
-        drop(writer);
-    } else {
-        unindexed.extend(writer.finish()?);
-    }
-    flush(&mut unindexed, &mut written)?;
-    Ok(written)
 }
 
 impl ChunkedSummary {

@@ -69,28 +69,6 @@ impl Read for TreeBytesReader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_byte_written_is_read_in_order_and_the_end_is_the_writer_dropping() {
-        let (mut writer, mut reader) = tree_bytes();
-        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-        let expected = data.clone();
-        let writing = std::thread::spawn(move || {
-            for piece in data.chunks(1000) {
-                writer.write_all(piece).unwrap();
-            }
-            writer.flush().unwrap();
-        });
-        let mut read = Vec::new();
-        reader.read_to_end(&mut read).unwrap();
-        writing.join().unwrap();
-        assert_eq!(read, expected);
-    }
-}
-
 /// The bytes of a list of chunks, in order, read out of their packs: how a tree is read back. Blocking (it
 /// waits for the store through `runtime`), for a thread of its own. The last pack read is kept, as a tree's
 /// chunks were packed one after another.
@@ -166,5 +144,27 @@ impl Read for ChunkStream {
         buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
         self.at += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_byte_written_is_read_in_order_and_the_end_is_the_writer_dropping() {
+        let (mut writer, mut reader) = tree_bytes();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = data.clone();
+        let writing = std::thread::spawn(move || {
+            for piece in data.chunks(1000) {
+                writer.write_all(piece).unwrap();
+            }
+            writer.flush().unwrap();
+        });
+        let mut read = Vec::new();
+        reader.read_to_end(&mut read).unwrap();
+        writing.join().unwrap();
+        assert_eq!(read, expected);
     }
 }
