@@ -466,7 +466,6 @@ for set in "${SET_LIST[@]}"; do
             done
         done
         rec "$set|data" "$(data_bytes "$SRC")"
-        rec "$set|files" "$(find "$SRC" -type f | wc -l)"
 
         n=${#RESTORES[@]}
         rorder=("${RESTORES[@]:rep % n}" "${RESTORES[@]:0:rep % n}")
@@ -499,9 +498,8 @@ for set in "${SET_LIST[@]}"; do
     done
 
     # ----- the table rows of this set
-    files=$(median_int $(vals "$set|files"))
     data=$(median_int $(vals "$set|data"))
-    label="$set ($files files, $(human "$data"))"
+    label="$set ($base_files files, $(human "$base_bytes"))"
     for scen in "${SCENARIOS[@]}"; do
         for who in "${BACKUPS[@]}"; do
             v=$(vals "$set|$who|$scen|s")
