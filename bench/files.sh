@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of issue 13: chunked, deduplicated files backups (`[[files]] format = "chunked"`) side by side with
 # the tar pipeline and restic, on generated data (bench/gen_files.py):
-#   set A: 4,000 photo-like files (random bytes, 20-300 KB, ~641 MB);
+#   set A: 4,000 photo-like files (random bytes, 20-300 KB, ~645 MB);
 #   set B: 200,000 small files (random bytes, 1-16 KiB, ~1.7 GB).
 # Contenders, interleaved, --reps repetitions (default 3), medians:
 #   tar        tar -cf - | zstd -3 -T0 | age -r KEY > FILE   (no increments: every backup is a full one)
