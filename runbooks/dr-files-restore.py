@@ -326,9 +326,9 @@ class Restore:
                 plan.setdefault(pack, []).append((number, offset, pack_offset, stored_len, cid))
                 offset += stored_len
             e["_stage"] = os.path.join(stage, str(number).encode())
-            # Created empty now: a file without chunks is complete, the others get their frames below.
-            with open(e["_stage"] + (b".zst" if e.get("chunks") else b""), "wb"):
-                pass
+            if not e.get("chunks"):
+                with open(e["_stage"], "wb"):  # an empty file is complete; the others get their frames below
+                    pass
         info(f"{len(files)} files in {len(plan)} packs")
 
         def fill(pack):
@@ -342,7 +342,7 @@ class Restore:
             for number, file_offset, pack_offset, stored_len, cid in plan[pack]:
                 if trailer.get(cid, (None, None))[:2] != (pack_offset, stored_len):
                     raise Fail(f"pack packs/{pack[:2]}/{pack}.pack.age: its trailer and the index disagree about chunk {cid.hex()}")
-                fd = os.open(files[number]["_stage"] + b".zst", os.O_WRONLY)
+                fd = os.open(files[number]["_stage"] + b".zst", os.O_WRONLY | os.O_CREAT, 0o600)
                 try:
                     os.pwrite(fd, plain[pack_offset:pack_offset + stored_len], file_offset)
                 finally:
