@@ -2,9 +2,9 @@
 """Seeded generator of the files benchmark's data sets (bench/files.sh, docs/benchmarks.md).
 
 Set A, photo-like: 4,000 files of random bytes (incompressible, as JPEGs are), sizes uniform in
-20,000..300,000 bytes (mean 160 KB; 644.7 MB in all with the default seed), 500 per directory in `YYYY/MM/` directories.
-Set B, small files: 200,000 files of random bytes, sizes uniform in 1,024..16,384 bytes (mean 8.5 KiB, about
-1.7 GB), 500 per directory in `NNN/NN/` directories (400 directories).
+20,000..300,000 bytes (mean 160 KB; 644.7 MB in all with the default seed), 500 per directory in `YYYY/MM/`
+directories. Set B, small files: 200,000 files of random bytes, sizes uniform in 1,024..16,384 bytes (mean
+8.5 KiB, about 1.7 GB), 500 per directory in `NNN/NN/` directories (400 directories).
 
 `--add ROUND` adds 1 % new files (40 to A, 2,000 to B) in a new directory `new-ROUND/`, as a site's new uploads
 land in the current month's directory. The same seed gives the same bytes, names and mtimes on every machine.
