@@ -296,11 +296,18 @@ class Restore:
             raise Fail(f"{what} is longer than its chunks say")
 
     def run(self, entries, tree_stats):
+        stage = os.path.join(self.target, STAGE_NAME)
+        try:
+            self.restore_into(entries, tree_stats, stage)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)  # the staged data; what was already in place stays
+            raise
+
+    def restore_into(self, entries, tree_stats, stage):
         target = self.target
         if os.path.lexists(target) and not os.path.isdir(target):
             raise Fail(f"{os.fsdecode(target)} exists and is not a directory")
         os.makedirs(target, exist_ok=True)
-        stage = os.path.join(target, STAGE_NAME)
         if any(e["_path"].split(b"/")[0] == STAGE_NAME for e in entries):
             raise Fail(f"the snapshot holds an entry named {STAGE_NAME.decode()}: restore it by hand")
         shutil.rmtree(stage, ignore_errors=True)
