@@ -1,0 +1,574 @@
+#!/usr/bin/env bash
+# Benchmark of issue 13: chunked, deduplicated files backups (`[[files]] format = "chunked"`) side by side with
+# the tar pipeline and restic, on generated data (bench/gen_files.py):
+#   set A: 4,000 photo-like files (random bytes, 20-300 KB, ~645 MB);
+#   set B: 200,000 small files (random bytes, 1-16 KiB, ~1.7 GB).
+# Contenders, interleaved, --reps repetitions (default 3), medians:
+#   tar        tar -cf - | zstd -3 -T0 | age -r KEY > FILE   (no increments: every backup is a full one)
+#   dr         dr backup into a local repository, the source with format = "chunked"
+#   restic     restic backup into a local repository (the distribution's restic, repository v2)
+#   dr_s3      dr backup into a bucket of a single-node Garage on loopback      (--no-s3 skips both)
+#   restic_s3  restic backup into the same Garage, another prefix
+# Scenarios, in this order on one source tree: first backup (fresh repository), unchanged second backup, a
+# backup after adding 1 % new files, and after adding 1 % again. Then restores of the last backup:
+# age -d | zstd -d | tar -x of the pipeline's archive, dr restore, restic restore.
+# Measured: wall time, peak RSS (GNU time %M), repository size (du -sb), S3 PUT-class requests per backup
+# (from Garage's /metrics). Goals of issue 13 checked with PASS/FAIL. See docs/benchmarks.md.
+# Run `bench/files.sh --help` for the options.
+
+# shellcheck disable=SC2016,SC2046,SC2086 # bash -c scripts in single quotes; value lists split on purpose
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+
+# Goals (issue 13).
+FIRST_VS_TAR_MAX=1.05      # dr first backup / tar pipeline
+SIZE_VS_DATA_MAX=1.03      # dr repository after the backups / bytes of data (the data plus the new data)
+RESTORE_VS_TAR_MAX=1.10    # dr restore / age -d | zstd -d | tar -x
+RSS_BASE_MIB=64            # dr peak RSS: 64 MiB ...
+RSS_PER_CHUNK_BYTES=48     # ... plus the index's 48 bytes per chunk (docs/repository-format.md)
+# Chunks a file costs with the default chunking.json (files up to min_size are one chunk).
+CHUNK_MIN=524288
+CHUNK_AVG=1048576
+
+SETS="A,B"
+REPS=3
+SCALE_A=1
+SCALE_B=1
+SEED=13
+WORKDIR="$BENCH/out"
+KEEP=0
+DR_BIN=""
+RESULTS=""
+WITH_DR=1
+S3=""
+REPS_GIVEN=0
+
+usage() {
+    cat <<EOF
+Usage: bench/files.sh [options]
+
+Times dr backup (format = "chunked"), the tar | zstd | age pipeline and restic on generated files: a first
+backup, an unchanged one, and two after adding 1 % new files each; then restores of the last backup.
+
+Options:
+  --quick          a small run: set A at 5 % (200 files), set B at 1 % (2,000 files), 1 repetition
+  --sets LIST      data sets, comma-separated: A (4,000 photo-like files), B (200,000 small files)
+                   (default: $SETS)
+  --reps N         repetitions; the median is reported (default: $REPS)
+  --seed N         the generator's seed (default: $SEED)
+  --workdir DIR    where everything is created; removed at the end (default: bench/out)
+  --keep           keep the work directory
+  --dr PATH        use this dr binary instead of building it (cargo build --release)
+  --no-dr          leave dr out: only the tar pipeline and restic (for a dr without format = "chunked")
+  --no-s3          leave out the backups to Garage (measured when garage is installed)
+  --results FILE   also write the results table (Markdown) to FILE
+  -h, --help       this help
+
+Needs: python3, tar, zstd, age, age-keygen, restic, GNU time (/usr/bin/time), jq, curl; installed with
+apt-get when run as root. Garage (for S3): ~/.cargo/bin/garage (tests/run installs it).
+EOF
+}
+
+die() {
+    echo "bench: error: $*" >&2
+    exit 1
+}
+
+log() {
+    printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
+}
+
+while (($#)); do
+    case $1 in
+        --quick) SCALE_A=0.05; SCALE_B=0.01; ((REPS_GIVEN)) || REPS=1; shift ;;
+        --sets) SETS=${2:?--sets needs a value}; shift 2 ;;
+        --reps) REPS=${2:?--reps needs a value}; REPS_GIVEN=1; shift 2 ;;
+        --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
+        --workdir) WORKDIR=${2:?--workdir needs a value}; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        --dr) DR_BIN=${2:?--dr needs a value}; shift 2 ;;
+        --no-dr) WITH_DR=0; shift ;;
+        --no-s3) S3=0; shift ;;
+        --results) RESULTS=${2:?--results needs a value}; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; exit 2 ;;
+    esac
+done
+
+[[ $REPS =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive integer"
+[[ $SEED =~ ^[0-9]+$ ]] || die "--seed must be a number"
+IFS=, read -r -a SET_LIST <<<"$SETS"
+((${#SET_LIST[@]})) || die "--sets is empty"
+for set in "${SET_LIST[@]}"; do
+    [[ $set == A || $set == B ]] || die "--sets: unknown data set $set (A or B)"
+done
+
+# ---------------------------------------------------------------------------------------------------------
+# Tools
+
+APT_UPDATED=0
+need() { # need COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    if ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
+        log "installing $2 (for $1)"
+        if ((!APT_UPDATED)); then
+            apt-get update -qq >/dev/null
+            APT_UPDATED=1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+        command -v "$1" >/dev/null 2>&1 && return 0
+    fi
+    die "$1 is missing; install it with: sudo apt-get install -y $2"
+}
+
+need python3 python3
+need tar tar
+need zstd zstd
+need age age
+need age-keygen age
+[[ -x /usr/bin/time ]] || need /usr/bin/time time
+need jq jq
+need curl curl
+need restic restic
+
+# ---------------------------------------------------------------------------------------------------------
+# Work directory and cleanup
+
+mkdir -p "$WORKDIR"
+WORKDIR=$(cd "$WORKDIR" && pwd)
+RUN=$(mktemp -d "$WORKDIR/files.XXXXXX")
+GARAGE_PID=""
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [[ -n $GARAGE_PID ]]; then
+        kill "$GARAGE_PID" 2>/dev/null || true
+        wait "$GARAGE_PID" 2>/dev/null || true
+    fi
+    if ((KEEP)); then
+        log "kept $RUN"
+    else
+        rm -rf "$RUN"
+        rmdir "$WORKDIR" 2>/dev/null || true
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers (as in bench/run.sh)
+
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median_int() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%d", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+human() { awk -v b="$1" 'BEGIN { split("B KiB MiB GiB TiB", u); i = 1; while (b >= 1024 && i < 5) { b /= 1024; i++ } printf "%.1f %s", b, u[i] }'; }
+file_bytes() { stat -c %s "$1"; }
+dir_bytes() { du -sb "$1" | cut -f 1; }
+max_of() { printf '%s\n' "$@" | sort -g | tail -n 1; }
+pass_le() { if le "$1" "$2"; then echo PASS; else echo FAIL; fi; }
+pass_lt() { if lt "$1" "$2"; then echo PASS; else echo FAIL; fi; }
+# Bytes of the regular files below a directory (what "data" means in the size goal).
+data_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d", s }'; }
+# The listing a restore must reproduce (issue 13's acceptance: find -printf '%P %y %m %s %T@ %l %u:%g'), with
+# directories' sizes left out: they are the file system's bookkeeping (ext4 directories grow in blocks and
+# never shrink), not data. listing_types: a lighter one (names, types, file sizes) for the tools that do not
+# keep every piece of metadata.
+listing() { (cd "$1" && find . \( -type d -printf '%P %y %m - %T@ %l %u:%g\n' \) -o -printf '%P %y %m %s %T@ %l %u:%g\n' | sort); }
+listing_types() { (cd "$1" && find . \( -type d -printf '%P %y -\n' \) -o -printf '%P %y %s\n' | sort); }
+
+# Results: R[key] holds one value per repetition, space-separated.
+declare -A R=()
+rec() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
+vals() { echo "${R[$1]:-}"; }
+
+# Runs "$@" under GNU time, after a sync (outside the timing); sets LAST_SECONDS and LAST_RSS_KB.
+run_timed() {
+    local tf="$RUN/time.out" t0 t1 status=0
+    sync
+    t0=$(now)
+    /usr/bin/time -f '%M' -o "$tf" "$@" >"$RUN/cmd.out" 2>"$RUN/cmd.err" || status=$?
+    t1=$(now)
+    if ((status != 0)); then
+        tail -n 20 "$RUN/cmd.err" >&2
+        die "failed (exit status $status): $*"
+    fi
+    LAST_SECONDS=$(elapsed "$t0" "$t1")
+    LAST_RSS_KB=$(tail -n 1 "$tf")
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Keys, dr
+
+age-keygen -o "$RUN/identity.txt" 2>/dev/null
+RECIPIENT=$(age-keygen -y "$RUN/identity.txt")
+export RESTIC_PASSWORD=dr-bench-restic
+RESTIC_VERSION=$(restic version | awk '{ print $2 }')
+mkdir -p "$RUN/out" "$RUN/tmp" "$RUN/data" "$RUN/restore"
+OUT="$RUN/out"
+
+DR=""
+DR_VERSION="(not run)"
+if ((WITH_DR)); then
+    if [[ -z $DR_BIN ]]; then
+        command -v cargo >/dev/null 2>&1 || die "cargo is missing (pass --dr PATH, or --no-dr)"
+        log "building dr (cargo build --release; waits if another build holds the lock)"
+        (cd "$ROOT" && cargo build --release --quiet --bin dr)
+        DR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/dr"
+    fi
+    [[ -x $DR_BIN ]] || die "$DR_BIN is not an executable"
+    # A private copy: a concurrent cargo build must not swap the binary in the middle of a run.
+    cp "$DR_BIN" "$RUN/dr"
+    DR="$RUN/dr"
+    DR_VERSION="$("$DR" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo +dirty))"
+fi
+
+# ---------------------------------------------------------------------------------------------------------
+# S3: a single-node Garage on loopback, as in bench/run.sh and tests/common/garage.rs. Its /metrics endpoint
+# (open without a token when none is configured) counts requests per S3 operation.
+
+free_port() {
+    local port
+    for _ in $(seq 50); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+GARAGE=$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")
+if [[ ${S3:-1} == 1 && ! -x $GARAGE ]]; then
+    log "garage not found: the S3 measurements are skipped (tests/run installs it)"
+    S3=0
+fi
+S3=${S3:-1}
+garage_cli() { "$GARAGE" -c "$RUN/garage/garage.toml" "$@"; }
+start_garage() {
+    mkdir -p "$RUN/garage"
+    GARAGE_S3_PORT=$(free_port)
+    GARAGE_ADMIN_PORT=$(free_port)
+    cat >"$RUN/garage/garage.toml" <<EOG
+metadata_dir = "$RUN/garage/meta"
+data_dir = "$RUN/garage/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$(free_port)"
+rpc_secret = "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$GARAGE_S3_PORT"
+root_domain = ".s3.garage.localhost"
+[admin]
+api_bind_addr = "127.0.0.1:$GARAGE_ADMIN_PORT"
+EOG
+    RUST_LOG=warn "$GARAGE" -c "$RUN/garage/garage.toml" server >"$RUN/garage/server.log" 2>&1 &
+    GARAGE_PID=$!
+    local node="" i
+    for ((i = 0; i < 100; i++)); do
+        node=$(garage_cli node id -q 2>/dev/null) && break
+        sleep 0.2
+    done
+    [[ -n $node ]] || die "garage did not start: $(tail -n 5 "$RUN/garage/server.log")"
+    garage_cli layout assign -z dc1 -c 100G "${node%%@*}" >/dev/null
+    garage_cli layout apply --version 1 >/dev/null
+    garage_cli bucket create dr-bench >/dev/null
+    local key
+    key=$(garage_cli key create dr-bench-key)
+    S3_KEY_ID=$(awk '/^Key ID:/ { print $3 }' <<<"$key")
+    S3_SECRET=$(awk '/^Secret key:/ { print $3 }' <<<"$key")
+    garage_cli bucket allow --read --write --owner dr-bench --key dr-bench-key >/dev/null
+    curl -fsS "http://127.0.0.1:$GARAGE_ADMIN_PORT/metrics" >/dev/null || die "garage's /metrics does not answer"
+    log "garage on 127.0.0.1:$GARAGE_S3_PORT (metrics on $GARAGE_ADMIN_PORT)"
+}
+# PUT-class requests so far (what S3 bills as PUT/POST: objects, multipart create/parts/complete, copies).
+s3_puts() {
+    curl -fsS "http://127.0.0.1:$GARAGE_ADMIN_PORT/metrics" | awk '
+        /^api_s3_request_counter\{/ && /api_endpoint="(PutObject|CreateMultipartUpload|UploadPart|UploadPartCopy|CompleteMultipartUpload|CopyObject)"/ { s += $NF }
+        END { printf "%d", s }'
+}
+S3_ENV=()
+if ((S3)); then
+    start_garage
+    # The bucket's key in the environment (never in a config), nothing read from the host's AWS set-up.
+    S3_ENV=(env "AWS_ACCESS_KEY_ID=$S3_KEY_ID" "AWS_SECRET_ACCESS_KEY=$S3_SECRET" AWS_REGION=garage
+        AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null)
+fi
+
+# ---------------------------------------------------------------------------------------------------------
+# Repositories. Every repetition starts from fresh ones (and empty caches), so each "first" is a first.
+
+# write_dr_config FILE REPOSITORY-SECTION NAME: a dr.toml for one repository, its dedup key and cache its own.
+write_dr_config() {
+    cat >"$1" <<EOF
+$2
+
+[encryption]
+recipients = ["$RECIPIENT"]
+identity_file = "$RUN/identity.txt"
+dedup_key_file = "$RUN/$3.dedup.key"
+
+[compression]
+level = 3
+threads = 0
+
+[cache]
+dir = "$RUN/$3.cache"
+
+[restore]
+temp_dir = "$RUN/tmp"
+
+[[files]]
+name = "data"
+path = "$SRC"
+format = "chunked"
+EOF
+}
+
+fresh_repos() { # fresh_repos SET REP
+    local tag="$1-$2"
+    rm -rf "$RUN/dr-local" "$RUN/restic-local" "$RUN"/*.dedup.key "$RUN"/*.cache "$RUN/restic-cache"
+    if ((WITH_DR)); then
+        write_dr_config "$RUN/dr-local.toml" "[repository]
+url = \"file://$RUN/dr-local\"" dr-local
+        "$DR" --config "$RUN/dr-local.toml" -q init >/dev/null 2>"$RUN/init.err" \
+            || die "dr init failed (a dr without [[files]] format = \"chunked\"? then use --no-dr): $(tail -n 3 "$RUN/init.err")"
+        if ((S3)); then
+            write_dr_config "$RUN/dr-s3.toml" "[repository]
+url = \"s3://dr-bench/dr-$tag\"
+endpoint = \"http://127.0.0.1:$GARAGE_S3_PORT\"
+region = \"garage\"" dr-s3
+            "${S3_ENV[@]}" "$DR" --config "$RUN/dr-s3.toml" -q init >/dev/null
+        fi
+    fi
+    restic -r "$RUN/restic-local" init --repository-version 2 >/dev/null
+    if ((S3)); then
+        RESTIC_S3="s3:http://127.0.0.1:$GARAGE_S3_PORT/dr-bench/restic-$tag"
+        "${S3_ENV[@]}" restic -r "$RESTIC_S3" -o s3.region=garage init --repository-version 2 >/dev/null
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# The measurements. A backup sets LAST_SECONDS, LAST_RSS_KB, LAST_BYTES (repository or archive) and
+# LAST_PUTS (S3 only).
+
+backup_tar() {
+    run_timed bash -c 'set -o pipefail; tar -cf - -C "$1" . | zstd -q -3 -T0 | age -r "$2" >"$3"' \
+        _ "$SRC" "$RECIPIENT" "$OUT/archive.tar.zst.age"
+    LAST_BYTES=$(file_bytes "$OUT/archive.tar.zst.age")
+}
+backup_dr() {
+    run_timed "$DR" --config "$RUN/dr-local.toml" -q backup
+    LAST_BYTES=$(dir_bytes "$RUN/dr-local")
+}
+backup_restic() {
+    run_timed restic -r "$RUN/restic-local" --cache-dir "$RUN/restic-cache/local" backup --quiet --host bench "$SRC"
+    LAST_BYTES=$(dir_bytes "$RUN/restic-local")
+}
+backup_dr_s3() {
+    local before
+    before=$(s3_puts)
+    run_timed "${S3_ENV[@]}" "$DR" --config "$RUN/dr-s3.toml" -q backup
+    LAST_PUTS=$(($(s3_puts) - before))
+}
+backup_restic_s3() {
+    local before
+    before=$(s3_puts)
+    run_timed "${S3_ENV[@]}" restic -r "$RESTIC_S3" -o s3.region=garage --cache-dir "$RUN/restic-cache/s3" \
+        backup --quiet --host bench "$SRC"
+    LAST_PUTS=$(($(s3_puts) - before))
+}
+
+# A restore sets LAST_SECONDS, LAST_RSS_KB and LAST_DIR (where the source's tree landed).
+restore_tar() {
+    local dir="$RUN/restore/tar"
+    rm -rf "$dir" && mkdir -p "$dir"
+    run_timed bash -c 'set -o pipefail; age -d -i "$1" "$2" | zstd -d -q | tar -x -f - -C "$3"' \
+        _ "$RUN/identity.txt" "$OUT/archive.tar.zst.age" "$dir"
+    LAST_DIR=$dir
+}
+restore_dr() {
+    local dir="$RUN/restore/dr"
+    rm -rf "$dir"
+    run_timed "$DR" --config "$RUN/dr-local.toml" -q restore --to latest --into "data=$dir"
+    LAST_DIR=$dir
+}
+restore_restic() {
+    local dir="$RUN/restore/restic"
+    rm -rf "$dir"
+    run_timed restic -r "$RUN/restic-local" --cache-dir "$RUN/restic-cache/local" restore latest --target "$dir"
+    LAST_DIR=$dir$SRC # restic recreates the absolute path below the target
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Main loop
+
+MACHINE="$(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
+TOOLS="$(tar --version | head -n 1); $(zstd --version | sed -n 's/.*\(v[0-9.]*\).*/zstd \1/p'); age $(age --version); restic $RESTIC_VERSION; dr $DR_VERSION"
+LOAD_START=$(cut -d ' ' -f 1-3 /proc/loadavg)
+log "machine: $MACHINE; load average: $LOAD_START"
+log "tools: $TOOLS"
+
+BACKUPS=(tar restic)
+((WITH_DR)) && BACKUPS+=(dr)
+((S3)) && BACKUPS+=(restic_s3)
+((S3 && WITH_DR)) && BACKUPS+=(dr_s3)
+RESTORES=(tar restic)
+((WITH_DR)) && RESTORES+=(dr)
+SCENARIOS=(first unchanged add1 add2)
+declare -A SCENARIO_LABEL=([first]="first backup" [unchanged]="second backup, nothing changed"
+    [add1]="third backup, +1 % new files" [add2]="fourth backup, +1 % new files again")
+declare -A WHO_LABEL=([tar]="tar | zstd -3 -T0 | age" [dr]="dr backup (chunked, local)" [restic]="restic backup (local)"
+    [dr_s3]="dr backup (chunked, Garage)" [restic_s3]="restic backup (Garage)")
+declare -A RESTORE_LABEL=([tar]="age -d | zstd -d | tar -x" [dr]="dr restore" [restic]="restic restore")
+TABLE=()
+FAILED_CHECKS=()
+
+for set in "${SET_LIST[@]}"; do
+    scale=$SCALE_A
+    [[ $set == B ]] && scale=$SCALE_B
+    SRC="$RUN/data/$set"
+    log "== set $set: generating (scale $scale, seed $SEED)"
+    read -r base_files base_bytes < <(python3 "$BENCH/gen_files.py" --set "$set" --out "$SRC" --seed "$SEED" --scale "$scale")
+    log "generated $base_files files, $(human "$base_bytes")"
+    # Warm-up (not timed): every tool reads files that are in the page cache, in every run.
+    tar -cf - -C "$SRC" . >/dev/null
+
+    for ((rep = 0; rep < REPS; rep++)); do
+        rm -rf "$SRC"/new-*
+        fresh_repos "$set" "$rep"
+        n=${#BACKUPS[@]}
+        order=("${BACKUPS[@]:rep % n}" "${BACKUPS[@]:0:rep % n}")
+        for scen in "${SCENARIOS[@]}"; do
+            case $scen in
+                add1) python3 "$BENCH/gen_files.py" --set "$set" --out "$SRC" --seed "$SEED" --scale "$scale" --add 1 >/dev/null ;;
+                add2) python3 "$BENCH/gen_files.py" --set "$set" --out "$SRC" --seed "$SEED" --scale "$scale" --add 2 >/dev/null ;;
+            esac
+            for who in "${order[@]}"; do
+                LAST_BYTES="" LAST_PUTS=""
+                "backup_$who"
+                rec "$set|$who|$scen|s" "$LAST_SECONDS"
+                rec "$set|$who|$scen|rss" "$LAST_RSS_KB"
+                [[ -n $LAST_BYTES ]] && rec "$set|$who|$scen|bytes" "$LAST_BYTES"
+                [[ -n $LAST_PUTS ]] && rec "$set|$who|$scen|puts" "$LAST_PUTS"
+                log "set $set rep $((rep + 1)) $scen: ${WHO_LABEL[$who]}: $LAST_SECONDS s, peak RSS $(mib "$LAST_RSS_KB") MiB${LAST_BYTES:+, $(human "$LAST_BYTES")}${LAST_PUTS:+, $LAST_PUTS PUTs}"
+            done
+        done
+        rec "$set|data" "$(data_bytes "$SRC")"
+
+        n=${#RESTORES[@]}
+        rorder=("${RESTORES[@]:rep % n}" "${RESTORES[@]:0:rep % n}")
+        expected=$(listing "$SRC")
+        expected_types=$(listing_types "$SRC")
+        for who in "${rorder[@]}"; do
+            "restore_$who"
+            rec "$set|restore_$who|s" "$LAST_SECONDS"
+            rec "$set|restore_$who|rss" "$LAST_RSS_KB"
+            log "set $set rep $((rep + 1)) restore: ${RESTORE_LABEL[$who]}: $LAST_SECONDS s, peak RSS $(mib "$LAST_RSS_KB") MiB"
+            if ((rep == 0)); then
+                # dr must give back everything find shows (the root's own line included); the others names,
+                # types and sizes (GNU tar's default format keeps whole seconds, restic the rest).
+                if [[ $who == dr ]]; then
+                    got=$(listing "$LAST_DIR")
+                    want=$expected
+                else
+                    got=$(listing_types "$LAST_DIR")
+                    want=$expected_types
+                fi
+                if [[ $got != "$want" ]]; then
+                    log "set $set: ${RESTORE_LABEL[$who]} restored a different tree:"
+                    diff <(printf '%s\n' "$want") <(printf '%s\n' "$got") | head -n 10 >&2 || true
+                    FAILED_CHECKS+=("set $set: ${RESTORE_LABEL[$who]} restored a different tree")
+                fi
+            fi
+            rm -rf "$RUN/restore/$who"
+        done
+        rm -f "$OUT/archive.tar.zst.age"
+    done
+
+    # ----- the table rows of this set
+    data=$(median_int $(vals "$set|data"))
+    label="$set ($base_files files, $(human "$base_bytes"))"
+    for scen in "${SCENARIOS[@]}"; do
+        for who in "${BACKUPS[@]}"; do
+            v=$(vals "$set|$who|$scen|s")
+            bytes=$(vals "$set|$who|$scen|bytes")
+            puts=$(vals "$set|$who|$scen|puts")
+            TABLE+=("| $label | ${SCENARIO_LABEL[$scen]}: ${WHO_LABEL[$who]//|/\\|} | $(median $v) | $v | ${bytes:+$(human "$(median_int $bytes)")} | $(mib "$(max_of $(vals "$set|$who|$scen|rss"))") | ${puts:+$(median_int $puts)} | |")
+        done
+    done
+    for who in "${RESTORES[@]}"; do
+        v=$(vals "$set|restore_$who|s")
+        TABLE+=("| $label | restore: ${RESTORE_LABEL[$who]//|/\\|} | $(median $v) | $v | | $(mib "$(max_of $(vals "$set|restore_$who|rss"))") | | |")
+    done
+
+    # ----- goals
+    med() { median $(vals "$set|$1|$2|s"); }
+    r=$(ratio "$(med restic first)" "$(med tar first)")
+    TABLE+=("| $label | restic first / tar pipeline | $r | (information) | | | | |")
+    r=$(ratio "$(median $(vals "$set|restore_restic|s"))" "$(median $(vals "$set|restore_tar|s"))")
+    TABLE+=("| $label | restic restore / tar -x | $r | (information) | | | | |")
+    if ((WITH_DR)); then
+        r=$(ratio "$(med dr first)" "$(med tar first)")
+        TABLE+=("| $label | **dr first / tar pipeline** | **$r** | target ≤ $FIRST_VS_TAR_MAX | | | | **$(pass_le "$r" "$FIRST_VS_TAR_MAX")** |")
+        for scen in "${SCENARIOS[@]}"; do
+            r=$(ratio "$(med dr "$scen")" "$(med restic "$scen")")
+            TABLE+=("| $label | **dr / restic, ${SCENARIO_LABEL[$scen]}** | **$r** | target < 1 | | | | **$(pass_lt "$r" 1)** |")
+        done
+        dr_bytes=$(median_int $(vals "$set|dr|add2|bytes"))
+        restic_bytes=$(median_int $(vals "$set|restic|add2|bytes"))
+        r=$(ratio "$dr_bytes" "$data")
+        TABLE+=("| $label | **dr repository after 4 backups / data** | **$r** | target ≤ $SIZE_VS_DATA_MAX ($(human "$dr_bytes") for $(human "$data")) | | | | **$(pass_le "$r" "$SIZE_VS_DATA_MAX")** |")
+        TABLE+=("| $label | restic repository after 4 backups / data | $(ratio "$restic_bytes" "$data") | (information) | | | | |")
+        # Chunks in the repository: with the default chunking a file up to min_size is one chunk, a larger one
+        # about size / avg_size; the snapshots' trees add a few (64 KiB average), left out of this estimate.
+        chunks=$(find "$SRC" -type f -printf '%s\n' | awk -v min="$CHUNK_MIN" -v avg="$CHUNK_AVG" '{ n += ($1 <= min) ? 1 : int(($1 + avg - 1) / avg) } END { printf "%d", n }')
+        limit_kb=$((RSS_BASE_MIB * 1024 + chunks * RSS_PER_CHUNK_BYTES / 1024))
+        rss=$(max_of $(vals "$set|dr|first|rss") $(vals "$set|dr|unchanged|rss") $(vals "$set|dr|add1|rss") $(vals "$set|dr|add2|rss") $(vals "$set|restore_dr|rss"))
+        TABLE+=("| $label | **dr peak RSS, every backup and restore (MiB)** | **$(mib "$rss")** | target ≤ $(mib "$limit_kb") ($RSS_BASE_MIB MiB + $RSS_PER_CHUNK_BYTES B × $chunks chunks) | | | | **$(pass_le "$rss" "$limit_kb")** |")
+        r=$(ratio "$(median $(vals "$set|restore_dr|s"))" "$(median $(vals "$set|restore_tar|s"))")
+        TABLE+=("| $label | **dr restore / tar -x** | **$r** | target ≤ $RESTORE_VS_TAR_MAX | | | | **$(pass_le "$r" "$RESTORE_VS_TAR_MAX")** |")
+        if ((S3)); then
+            for scen in "${SCENARIOS[@]}"; do
+                r=$(ratio "$(med dr_s3 "$scen")" "$(med restic_s3 "$scen")")
+                TABLE+=("| $label | dr / restic on Garage, ${SCENARIO_LABEL[$scen]} | $r | (information) | | | | |")
+            done
+        fi
+    fi
+    rm -rf "$SRC"
+done
+
+# ---------------------------------------------------------------------------------------------------------
+# Report
+
+{
+    echo
+    echo "Machine: $MACHINE"
+    echo "Tools:   $TOOLS"
+    echo "Run:     $(date -u +%Y-%m-%dT%H:%MZ), $REPS repetitions (median), seed $SEED, scale A $SCALE_A B $SCALE_B$( ((S3)) || echo ', no S3')"
+    echo "Load:    $LOAD_START at the start, $(cut -d ' ' -f 1-3 /proc/loadavg) at the end (1/5/15-minute averages)"
+    echo
+    echo "| set | measurement | median s / ratio | runs (s) | repository / archive | peak RSS MiB (max) | S3 PUTs | target |"
+    echo "|---|---|---|---|---|---|---|---|"
+    printf '%s\n' "${TABLE[@]}"
+    echo
+    echo "Repository: du -sb of the local repository (the tar pipeline: its one archive) after that backup."
+    echo "S3 PUTs: PutObject, CreateMultipartUpload, UploadPart and CompleteMultipartUpload requests Garage counted"
+    echo "during that backup (its /metrics), locks and index objects included."
+    if ((${#FAILED_CHECKS[@]})); then
+        echo
+        printf 'CHECK FAILED: %s\n' "${FAILED_CHECKS[@]}"
+    fi
+} | tee "${RESULTS:-/dev/null}"
+((${#FAILED_CHECKS[@]} == 0))
