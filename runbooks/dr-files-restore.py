@@ -10,7 +10,7 @@ in runbooks/files-break-glass.md.
                       [--path PREFIX] [--dedup-key-file FILE] [--force] [--numeric-owner] [--jobs N]
 
 What it does:
-  1. reads snapshots/ID.json, checks the tree object's size and SHA-256 against it, decrypts it (age -d);
+  1. reads snapshots/ID.json, checks the tree object's size and SHA-256 against it, decrypts it (age -d | zstd -d);
   2. decrypts every index object (age -d | zstd -d) and drops those another one supersedes;
   3. reads the tree's chunks from their packs and decompresses them (one zstd -d);
   4. for every pack that holds chunks of the files to restore: checks its size and SHA-256 against the index,
@@ -480,7 +480,7 @@ def restore(a):
     if tree_obj is None:
         raise Fail(f"source {a.source} of snapshot {manifest['id']} lists no tree object")
     what = f"object {tree_obj['key']}"
-    tree_ref = json.loads(age_decrypt(a.identity, repo.checked_object(tree_obj), what))
+    tree_ref = json.loads(zstd_decompress(age_decrypt(a.identity, repo.checked_object(tree_obj), what), what))
     if tree_ref.get("format") != 1:
         raise Fail(f"{what} has format {tree_ref.get('format')}, not 1")
 
