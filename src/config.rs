@@ -60,6 +60,8 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub chunking: ChunkingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -173,12 +175,29 @@ pub struct FilesSource {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FilesFormat {
-    /// One tar stream and one index object per snapshot: every backup stores every byte again.
-    #[default]
+    /// One tar stream and one index object per snapshot: every backup stores every byte again. Kept for
+    /// sources that want one self-contained archive per snapshot (`age -d | zstd -d | tar -x`).
     Tar,
     /// Content-defined chunks, deduplicated across files, snapshots and sources, in pack objects; unchanged
     /// files are not read again.
+    #[default]
     Chunked,
+}
+
+/// `[chunking]`: how chunked files sources cut files and pack chunks. The chunk sizes are fixed when the
+/// repository's chunking is made (`dr init`, or the first chunked backup): every host must cut alike for chunks
+/// to deduplicate. The pack size applies to every backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkingConfig {
+    /// Files up to this size are one chunk; no chunk of a larger file is smaller (default 512 KiB).
+    pub min_size: Option<bytesize::ByteSize>,
+    /// The average chunk of a large file (default 1 MiB).
+    pub avg_size: Option<bytesize::ByteSize>,
+    /// No chunk is larger (default 8 MiB).
+    pub max_size: Option<bytesize::ByteSize>,
+    /// A pack is closed once it holds this much (default 16 MiB): fewer, larger objects mean fewer requests.
+    pub pack_size: Option<bytesize::ByteSize>,
 }
 
 /// `[cache]`: what dr keeps on the backing-up host between runs (never needed for correctness).

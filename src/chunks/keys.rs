@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use bytes::Bytes;
@@ -297,6 +297,27 @@ impl Chunking {
         chunking
     }
 
+    /// The defaults with the sizes a `[chunking]` section chose (each one that is set), checked.
+    pub fn chosen(key: &DedupKey, choice: &ChunkingChoice) -> Result<Chunking> {
+        let mut chunking = Chunking::default_for(key);
+        let sizes = &mut chunking;
+        for (value, slot) in [
+            (choice.min_size, &mut sizes.min_size),
+            (choice.avg_size, &mut sizes.avg_size),
+            (choice.max_size, &mut sizes.max_size),
+        ] {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        if let Some(pack_size) = choice.pack_size {
+            chunking.pack_size = pack_size;
+        }
+        chunking.check().map_err(|reason| Error::ConfigInvalid(format!("[chunking]: {reason}")))?;
+        chunking.stored = StoredBytes(serde_json::to_vec_pretty(&chunking).unwrap_or_default());
+        Ok(chunking)
+    }
+
     /// Parses and checks the stored object.
     pub fn parse(bytes: &[u8]) -> Result<Chunking> {
         let corrupt = |reason: String| Error::ObjectCorrupt { key: CHUNKING_OBJECT.to_string(), reason };
@@ -372,6 +393,33 @@ fn check_sizes(sizes: ChunkSizes) -> std::result::Result<(), String> {
         return Err(format!("{min}/{avg}/{max}: the chunker needs even sizes"));
     }
     Ok(())
+}
+
+/// Where a host keeps a repository's dedup key when `[encryption] dedup_key_file` is not set: in its state
+/// directory, one file per repository, `$XDG_STATE_HOME/dr/dedup-keys/<repository id>.key`, else
+/// `~/.local/state/dr/dedup-keys/...`, else `/var/lib/dr/dedup-keys/...`. State, not cache: on a host without the
+/// identity, losing it stops chunked backups until `dr dedup-key` gives it back.
+pub fn default_key_file(repository_id: &str) -> PathBuf {
+    default_key_file_from(repository_id, |name| std::env::var_os(name))
+}
+
+fn default_key_file_from(repository_id: &str, var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let dir = set("XDG_STATE_HOME")
+        .map(|d| d.join("dr"))
+        .or_else(|| set("HOME").map(|d| d.join(".local/state/dr")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/dr"));
+    dir.join("dedup-keys").join(format!("{repository_id}.key"))
+}
+
+/// Sizes chosen in the configuration's `[chunking]` for a repository whose chunking is being made; `None`
+/// keeps the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkingChoice {
+    pub min_size: Option<u32>,
+    pub avg_size: Option<u32>,
+    pub max_size: Option<u32>,
+    pub pack_size: Option<u64>,
 }
 
 /// What a run holds to write and read chunks: the key and the repository's chunking parameters.
@@ -450,6 +498,18 @@ impl ChunkKeys {
         key_file: Option<&Path>,
         identities_present: bool,
     ) -> Result<ChunkKeys> {
+        ChunkKeys::create_chosen(repo, recipients, key_file, identities_present, &ChunkingChoice::default()).await
+    }
+
+    /// [`ChunkKeys::create`] with the sizes of `choice` (checked before anything is written).
+    pub async fn create_chosen(
+        repo: &Repository,
+        recipients: &Recipients,
+        key_file: Option<&Path>,
+        identities_present: bool,
+        choice: &ChunkingChoice,
+    ) -> Result<ChunkKeys> {
+        Chunking::chosen(&DedupKey::generate(), choice)?;
         if key_file.is_none() && !identities_present {
             return Err(Error::ChunkKeyMissing {
                 location: repo.location().to_string(),
@@ -471,7 +531,7 @@ impl ChunkKeys {
             .seal(format!("{}\n", key.to_hex()).as_bytes())
             .map_err(|e| Error::io(format!("encrypting {DEDUP_KEY_OBJECT}"), e))?;
         repo.store().put(DEDUP_KEY_OBJECT, Bytes::from(sealed)).await?;
-        let chunking = Chunking::default_for(&key);
+        let chunking = Chunking::chosen(&key, choice)?;
         repo.store().put(CHUNKING_OBJECT, Bytes::copy_from_slice(chunking.stored_bytes())).await?;
         tracing::info!(key_check = %chunking.key_check, "created the repository's dedup key");
         Ok(ChunkKeys { key, chunking })
@@ -507,6 +567,18 @@ mod tests {
     /// `H(master, b"dr index identity v1")` under the hrp `age-secret-key-`, upper-cased.
     fn fixed_key() -> DedupKey {
         DedupKey::from_hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f").unwrap()
+    }
+
+    #[test]
+    fn the_default_key_file_is_per_repository_in_the_state_directory() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| std::ffi::OsString::from(v))
+        };
+        let xdg = default_key_file_from("f9d7", env(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")]));
+        assert_eq!(xdg, PathBuf::from("/s/dr/dedup-keys/f9d7.key"));
+        let home = default_key_file_from("f9d7", env(&[("HOME", "/h")]));
+        assert_eq!(home, PathBuf::from("/h/.local/state/dr/dedup-keys/f9d7.key"));
+        assert_eq!(default_key_file_from("f9d7", env(&[])), PathBuf::from("/var/lib/dr/dedup-keys/f9d7.key"));
     }
 
     #[test]

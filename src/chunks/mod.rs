@@ -30,8 +30,33 @@ pub mod pack;
 
 pub use chunker::{Chunker, ChunkerError, for_each_chunk};
 pub use index::{ChunkIndex, ChunkLocation, INDEX_PREFIX, IndexReader, PackInfo, index_key, write_index};
-pub use keys::{CHUNKING_OBJECT, ChunkId, ChunkKeys, ChunkSizes, Chunking, DEDUP_KEY_OBJECT, DedupKey};
+pub use keys::{
+    CHUNKING_OBJECT, ChunkId, ChunkKeys, ChunkSizes, Chunking, ChunkingChoice, DEDUP_KEY_OBJECT, DedupKey,
+    default_key_file,
+};
 pub use pack::{
     FrameCompressor, PACKS_PREFIX, PackChunk, PackContents, PackEntry, PackRecord, PackWriter, compress_frame,
     pack_key, read_indexed_pack, read_pack,
 };
+
+/// The sizes `[chunking]` chooses, as the chunker takes them.
+pub fn choice(config: &crate::config::ChunkingConfig) -> crate::Result<ChunkingChoice> {
+    let small = |what: &str, size: Option<bytesize::ByteSize>| -> crate::Result<Option<u32>> {
+        size.map(|s| {
+            u32::try_from(s.as_u64())
+                .map_err(|_| crate::Error::ConfigInvalid(format!("[chunking] {what} = {s} is too large for a chunk")))
+        })
+        .transpose()
+    };
+    Ok(ChunkingChoice {
+        min_size: small("min_size", config.min_size)?,
+        avg_size: small("avg_size", config.avg_size)?,
+        max_size: small("max_size", config.max_size)?,
+        pack_size: config.pack_size.map(|s| s.as_u64()),
+    })
+}
+
+/// Checks `[chunking]`: the sizes are within what the chunker and the packer take, in order.
+pub fn validate(config: &crate::config::ChunkingConfig) -> crate::Result<()> {
+    Chunking::chosen(&DedupKey::generate(), &choice(config)?).map(|_| ())
+}

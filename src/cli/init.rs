@@ -20,18 +20,12 @@ pub async fn run(context: &Context) -> Result<()> {
         errln!("note: no recipients are configured yet; `dr keygen --output FILE` makes a key pair");
         return Ok(());
     }
-    // The dedup key of chunked files sources, made now where it can be kept: in the key file, or readable back
-    // with the identity. Otherwise the first chunked backup makes it (and then needs `dedup_key_file`).
-    let key_file = encryption.dedup_key_file.as_deref();
-    if key_file.is_some() || encryption.identity_file.is_some() {
-        let recipients = Recipients::parse(&encryption.recipients)?;
-        let keys = ChunkKeys::create(&repo, &recipients, key_file, encryption.identity_file.is_some()).await?;
-        match key_file {
-            Some(path) => errln!("dedup key {} written to {}", keys.chunking.key_check, path.display()),
-            None => {
-                errln!("dedup key {} stored in the repository (readable with the identity)", keys.chunking.key_check)
-            }
-        }
-    }
+    // The dedup key of chunked files sources: in the repository (to the recipients) and in this host's key file.
+    let key_file = dr::engine::dedup_key_file(&loaded.config, &repo);
+    let recipients = Recipients::parse(&encryption.recipients)?;
+    let choice = dr::chunks::choice(&loaded.config.chunking)?;
+    let has_identity = encryption.identity_file.is_some();
+    let keys = ChunkKeys::create_chosen(&repo, &recipients, Some(&key_file), has_identity, &choice).await?;
+    errln!("dedup key {} written to {} (mode 0600)", keys.chunking.key_check, key_file.display());
     Ok(())
 }

@@ -239,7 +239,7 @@ fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
                 name: "uploads".into(),
                 path: site.join("uploads"),
                 exclude: UPLOAD_EXCLUDES.iter().map(|s| s.to_string()).collect(),
-                format: FilesFormat::Tar,
+                format: FilesFormat::Chunked,
                 external_symlinks: false,
             },
         ],

@@ -165,6 +165,7 @@ async fn take_snapshot(
     let chunked = match chunk_keys {
         Some(keys) => match super::chunked::load_index(repo, &keys, None).await {
             Ok(index) => Some(ChunkedRun {
+                pack_size: config.chunking.pack_size.map_or(keys.chunking.pack_size, |s| s.as_u64()),
                 store: repo.shared_store(),
                 recipients: recipients.clone(),
                 level: config.compression.level,

@@ -19,6 +19,7 @@ pub(crate) const PG_DUMPALL_FAILED_HINT: &str = "pg_dumpall backs up the roles (
 
 pub use backup::{BackupOptions, BackupReport, ChunkedReport, SourceReport, backup};
 pub(crate) use chunked::chunked_reader;
+pub use chunked::dedup_key_file;
 pub use prune::{
     Action, DEFAULT_ORPHAN_GRACE, OrphanGroup, PruneOptions, PruneReport, SnapshotPlan, Totals, UploadPlan, prune,
 };

@@ -322,11 +322,13 @@ globals = true
 [[files]]
 name = "config"
 path = "{config}"
+format = "tar"
 
 [[files]]
 name = "uploads"
 path = "{uploads}"
 exclude = [{excludes}]
+format = "tar"
 {extra}"#,
             recipient = self.recipient,
             identity = self.identity.display(),
@@ -588,8 +590,8 @@ impl FilesSite {
     /// two files sources.
     pub fn write_config(&self, encryption: &str) {
         let text = format!(
-            "[repository]\nurl = \"file://{repo}\"\n\n{encryption}\n[[files]]\nname = \"config\"\npath = \"{config}\"\n\n\
-             [[files]]\nname = \"uploads\"\npath = \"{uploads}\"\nexclude = [{excludes}]\n",
+            "[repository]\nurl = \"file://{repo}\"\n\n{encryption}\n[[files]]\nname = \"config\"\npath = \"{config}\"\n\
+             format = \"tar\"\n\n[[files]]\nname = \"uploads\"\npath = \"{uploads}\"\nexclude = [{excludes}]\nformat = \"tar\"\n",
             repo = self.repo.display(),
             config = self.path("site/config").display(),
             uploads = self.path("site/uploads").display(),

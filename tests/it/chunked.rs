@@ -19,6 +19,8 @@ struct ChunkedSite {
     config_path: PathBuf,
     /// Environment for every `dr` run (an S3 repository's credentials).
     env: Vec<(&'static str, String)>,
+    /// More configuration, appended to dr.toml.
+    extra: String,
 }
 
 impl ChunkedSite {
@@ -34,7 +36,7 @@ impl ChunkedSite {
         fs::write(dir.path().join("recipient.txt"), key.recipient()).unwrap();
         let repo_url = format!("file://{}", dir.path().join("repo").display());
         let repository = repository.unwrap_or_else(|| format!("[repository]\nurl = \"{repo_url}\"\n"));
-        let site = ChunkedSite { config_path: dir.path().join("dr.toml"), env, dir };
+        let site = ChunkedSite { config_path: dir.path().join("dr.toml"), env, extra: String::new(), dir };
         fs::create_dir_all(site.path("uploads")).unwrap();
         fs::create_dir_all(site.path("media")).unwrap();
         fs::write(site.path("repository.toml"), repository).unwrap();
@@ -69,7 +71,7 @@ impl ChunkedSite {
             cache = self.path("cache").display(),
             uploads = self.path("uploads").display(),
             media = self.path("media").display(),
-        );
+        ) + &self.extra;
         fs::write(&self.config_path, text).unwrap();
     }
 
@@ -390,4 +392,53 @@ fn the_break_glass_script_passes_its_checks_against_an_independent_writer() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.trim_end().ends_with("PASS"), "{stdout}");
+}
+
+/// The keys in the bucket under `prefix`, read behind dr's back.
+fn bucket_keys(garage: &common::garage::Garage, prefix: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let listed =
+            garage.client().await.list_objects_v2().bucket(&garage.bucket).prefix(prefix).send().await.unwrap();
+        listed.contents().iter().filter_map(|o| o.key().map(String::from)).collect()
+    })
+}
+
+/// A backup that the store stops halfway (it refuses the third pack) commits nothing and leaves no partial pack;
+/// the packs it stored are indexed, and the next backup stores only what they do not hold.
+#[test]
+fn a_backup_the_store_stops_midway_commits_nothing_and_the_next_reuses_its_packs() {
+    let Some(garage) = common::garage::Garage::start() else { return };
+    let proxy = common::faults::FaultProxy::start(&garage.endpoint);
+    let repository = garage.repository_toml("site", Some(&proxy.url()));
+    let mut site = ChunkedSite::with_repository(Some(repository), garage.env());
+    site.extra = "\n[chunking]\npack_size = \"1MiB\"\n".to_string();
+    site.write_config(true);
+    let total: usize = 12 * 700_000;
+    for n in 0..12u64 {
+        fs::write(site.path(&format!("uploads/photo-{n:02}.jpg")), random_bytes(700_000, 100 + n)).unwrap();
+        touch(&site.path(&format!("uploads/photo-{n:02}.jpg")), 1_732_545_744, 0);
+    }
+    site.dr(&["init"]).ok();
+
+    let refused = proxy.add(
+        common::faults::Rule::new("PUT", "/packs/", common::faults::Action::Error { status: 403, close: false })
+            .after(2)
+            .always(),
+    );
+    let failed = site.dr(&["backup"]).fails(1);
+    assert!(proxy.fired(refused) > 0, "{}", failed.stderr);
+    assert!(failed.error().contains("packs/"), "the refused object is named: {}", failed.stderr);
+    assert!(bucket_keys(&garage, "site/snapshots/").is_empty(), "no snapshot");
+    let packs = bucket_keys(&garage, "site/packs/");
+    assert_eq!(packs.len(), 2, "the two packs the store took, no partial one: {packs:?}");
+    assert!(!bucket_keys(&garage, "site/index/").is_empty(), "they are indexed");
+
+    proxy.clear();
+    let report = site.backup();
+    let added = chunked(&report, "uploads")["bytes_added"].as_u64().unwrap() as usize;
+    assert!(added < total - 1_500_000, "the two stored packs are reused: {added} of {total} bytes added again");
+    let restored = site.path("restored");
+    site.restore("latest", &restored, &[]).ok();
+    assert_eq!(find_listing(&restored), find_listing(&site.path("uploads")));
 }

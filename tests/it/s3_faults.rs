@@ -243,8 +243,8 @@ const QUICK_BACKOFF: &str = "10ms";
 /// The `[[files]]` sections of a site whose files live in `root/site`.
 fn files_sources(root: &Path) -> String {
     format!(
-        "[[files]]\nname = \"config\"\npath = \"{config}\"\n\n[[files]]\nname = \"uploads\"\npath = \"{uploads}\"\n\
-         exclude = [{excludes}]\n",
+        "[[files]]\nname = \"config\"\npath = \"{config}\"\nformat = \"tar\"\n\n[[files]]\nname = \"uploads\"\n\
+         path = \"{uploads}\"\nexclude = [{excludes}]\nformat = \"tar\"\n",
         config = root.join("site/config").display(),
         uploads = root.join("site/uploads").display(),
         excludes = UPLOAD_EXCLUDES.map(|e| format!("{e:?}")).join(", "),

@@ -59,6 +59,8 @@ pub(crate) struct ChunkedRun {
     /// loaded by the next run.
     pub added: Arc<Mutex<HashSet<ChunkId>>>,
     pub written_by: String,
+    /// Packs close at this size: `[chunking] pack_size`, else the repository's.
+    pub pack_size: u64,
     pub cache_dir: PathBuf,
     pub repository_id: String,
     pub cancel: CancellationToken,
@@ -131,13 +133,12 @@ impl ChunkedRun {
         excludes: &Excludes,
         task: Arc<dyn ProgressTask>,
     ) -> Result<ChunkedSummary> {
-        let sizes = &self.keys.chunking;
         let runtime = Handle::current();
         let (frames, frames_in) = sync_channel::<Frame>(FRAMES_QUEUED);
         // Set when the walk failed: the packer then drops its open pack instead of storing it.
         let failed = CancellationToken::new();
         let packer = {
-            let writer = PackWriter::new(self.store.clone(), self.recipients.clone(), sizes.pack_size, runtime.clone());
+            let writer = PackWriter::new(self.store.clone(), self.recipients.clone(), self.pack_size, runtime.clone());
             let (run, failed) = (self.clone(), failed.clone());
             std::thread::spawn(move || run.pack_all(frames_in, writer, &runtime, &failed))
         };
@@ -494,12 +495,25 @@ impl ChunkedRun {
             written.append(packs);
             Ok(())
         };
-        for frame in frames {
-            writer.add(frame.id, &frame.data, frame.plain_len)?;
-            unindexed.extend(writer.take_closed()?);
-            if unindexed.len() >= INDEX_EVERY {
-                flush(&mut unindexed, &mut written)?;
+        let mut pack = || -> Result<()> {
+            for frame in frames.iter() {
+                writer.add(frame.id, &frame.data, frame.plain_len)?;
+                unindexed.extend(writer.take_closed()?);
+                if unindexed.len() >= INDEX_EVERY {
+                    flush(&mut unindexed, &mut written)?;
+                }
             }
+            Ok(())
+        };
+        if let Err(e) = pack() {
+            // The store refused a pack (or an index). The packs it took before are whole: indexed, the next
+            // backup reuses them instead of uploading them again. Best effort: the refusal is the error.
+            unindexed.extend(writer.take_closed().unwrap_or_default());
+            drop(writer);
+            if let Err(index_error) = flush(&mut unindexed, &mut written) {
+                tracing::debug!("the packs stored before the failure are not indexed: {index_error}");
+            }
+            return Err(e);
         }
         if failed.is_cancelled() {
             // Dropping the writer aborts the open pack. Closed ones are indexed: the next backup reuses them.

@@ -44,7 +44,8 @@ pub const TREE_FORMAT: u32 = 1;
 /// The keys a backup needs for chunked sources: the repository's, created under the exclusive lock when this
 /// repository has none yet (made before chunked sources existed, or initialized without recipients).
 pub(crate) async fn keys_for_backup(config: &Config, repo: &Repository, recipients: &Recipients) -> Result<ChunkKeys> {
-    let key_file = config.encryption.dedup_key_file.as_deref();
+    let key_file = dedup_key_file(config, repo);
+    let key_file = Some(key_file.as_path());
     // A backup host needs no identity: with its dedup key file in place the identity is not even opened.
     let identities = match key_file {
         Some(path) if path.exists() => None,
@@ -58,11 +59,20 @@ pub(crate) async fn keys_for_backup(config: &Config, repo: &Repository, recipien
     // Another host may have created it while this one waited for the lock.
     let keys = match ChunkKeys::load(repo, key_file, identities.as_ref()).await {
         Ok(Some(keys)) => Ok(keys),
-        Ok(None) => ChunkKeys::create(repo, recipients, key_file, identities.is_some()).await,
+        Ok(None) => {
+            let choice = crate::chunks::choice(&config.chunking)?;
+            ChunkKeys::create_chosen(repo, recipients, key_file, identities.is_some(), &choice).await
+        }
         Err(e) => Err(e),
     };
     let _ = lock.release().await;
     keys
+}
+
+/// The dedup key file of this host for `repo`: `[encryption] dedup_key_file`, else the default in the state
+/// directory ([`crate::chunks::default_key_file`]).
+pub fn dedup_key_file(config: &Config, repo: &Repository) -> std::path::PathBuf {
+    config.encryption.dedup_key_file.clone().unwrap_or_else(|| crate::chunks::default_key_file(repo.id()))
 }
 
 /// The keys a reader needs (restore, verify, drill, prune): the identity opens `keys/dedup.age`.
