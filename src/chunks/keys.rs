@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -202,6 +203,12 @@ impl DedupKey {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
+        // The default place (a state directory) may not exist yet; made private, as the key is.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         // tempfile creates its files with mode 0600.
         let mut temp =
             tempfile::Builder::new().prefix(".dr-dedup-").tempfile_in(dir).map_err(|e| Error::io(context(), e))?;
