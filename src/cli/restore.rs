@@ -27,9 +27,9 @@ pub struct Args {
     jobs: Option<u32>,
 
     /// Restore only this path of a chunked files source (relative to its root: a file, or a directory with
-    /// everything below it; repeatable).
+    /// everything below it), with the directories above it.
     #[arg(long, value_name = "PATH")]
-    path: Vec<String>,
+    path: Option<String>,
 
     /// Restore into targets that are not empty, replacing what the snapshot holds.
     #[arg(long)]
@@ -63,7 +63,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let repo = context.open_repository(config).await?;
     let jobs = Context::restore_jobs(config, args.jobs);
     let options = RestoreOptions {
-        paths: args.path,
+        path: args.path,
         selector: args.to,
         only: args.only,
         into: args.into,

@@ -126,7 +126,7 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&DemoStep) + Sen
     steps
         .run("restore the snapshot into the second server and a new directory", async {
             let options = engine::RestoreOptions {
-                paths: Vec::new(),
+                path: None,
                 selector: Selector::Id(backup.snapshot.to_string()),
                 only: Vec::new(),
                 into: vec![

@@ -363,7 +363,7 @@ impl DrillContext<'_> {
         // The RTO clock: from here to the end of the checks.
         let clock = Instant::now();
         let restore_options = RestoreOptions {
-            paths: Vec::new(),
+            path: None,
             selector: Selector::Id(id.to_string()),
             only: Vec::new(),
             into,

@@ -78,9 +78,9 @@ pub struct RestoreOptions {
     /// recreated (`pg_restore --clean --if-exists`); objects that are not in the snapshot are left as they are,
     /// and so are the database's own owner, settings and grants.
     pub force: bool,
-    /// Only these paths (relative to a files source's root: a file, or a directory and everything below it) of
-    /// every chunked files source restored; empty for all.
-    pub paths: Vec<String>,
+    /// Only this path (relative to a files source's root: a file, or a directory and everything below it) of
+    /// every chunked files source restored, with the directories above it; `None` for all.
+    pub path: Option<String>,
     /// Where this restore's private run directory is made (`dr-<uid>/restore-*`, see [`RunDir`]) and a
     /// parallel restore stages the archive, unlinked (default: the system temp directory).
     pub temp_dir: Option<PathBuf>,
@@ -361,7 +361,7 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
             refusals.push((source.name.clone(), target.describe(), what.clone()));
         }
         let format = source.format.unwrap_or(StorageFormat::Tar);
-        if !options.paths.is_empty() && source.kind == SourceKind::Files && format == StorageFormat::Tar {
+        if options.path.is_some() && source.kind == SourceKind::Files && format == StorageFormat::Tar {
             return Err(Error::Usage(format!(
                 "--path works on chunked files sources only; {:?} in snapshot {} is a tar archive: restore it \
                  whole into another directory with --into {}=DIRECTORY and copy what you need",
@@ -755,7 +755,7 @@ impl Restorer<'_> {
                 &tree,
                 dir,
                 external_symlinks,
-                &self.options.paths,
+                self.options.path.as_deref(),
                 replace,
                 self.run,
                 self.progress.task(&plan.name, bytes),

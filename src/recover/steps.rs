@@ -114,7 +114,7 @@ impl Steps<'_> {
             return StepAttempt::failed("no identity to decrypt the snapshot");
         };
         let options = RestoreOptions {
-            paths: Vec::new(),
+            path: None,
             selector: Selector::Id(self.snapshot.to_string()),
             only: vec![source.to_string()],
             into: into.map(|i| vec![(source.to_string(), i.to_string())]).unwrap_or_default(),

@@ -230,6 +230,10 @@ fn a_path_restores_one_directory_or_file_and_a_full_target_is_refused_without_fo
     assert!(!found.iter().any(|e| e.contains("video.mp4") || e.contains("private.txt")), "{found:?}");
     assert_eq!(fs::read(part.join("2026/11/b.jpg")).unwrap(), fs::read(site.path("uploads/2026/11/b.jpg")).unwrap());
 
+    let missing = site.restore("latest", &site.path("none"), &["--path", "2026/12"]).fails(1);
+    assert!(missing.error().contains("--path 2026/12") && missing.error().contains("no such"), "{}", missing.stderr);
+    assert!(!site.path("none").exists(), "nothing is left behind");
+
     let refused = site.restore("latest", &part, &["--path", "private.txt"]).fails(1);
     assert!(refused.stderr.contains("not empty"), "{}", refused.stderr);
     site.restore("latest", &part, &["--path", "private.txt", "--force"]).ok();

@@ -100,7 +100,7 @@ async fn backup_and_restore_report_totals_estimates_and_phases() {
 
     let restore = Recording::default();
     let options = RestoreOptions {
-        paths: Vec::new(),
+        path: None,
         selector: Selector::Latest,
         only: vec!["app".into()],
         into: vec![("app".into(), site.db.url("progress_copy"))],

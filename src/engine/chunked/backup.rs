@@ -83,6 +83,8 @@ pub(crate) struct ChunkedSummary {
     pub packs: usize,
     /// The next cache, committed by the caller once the snapshot is: a failed backup keeps the old one.
     pub cache: Option<CacheWriter>,
+    /// Files that vanished before they could be read (their later hard links go too).
+    vanished: HashSet<Vec<u8>>,
 }
 
 /// One chunk on its way to the packer.
@@ -303,6 +305,7 @@ impl ChunkedRun {
             match slot.state {
                 SlotState::Vanished => {
                     summary.skipped.push(format!("{}: vanished during the backup", display(&slot.entry.path)));
+                    summary.vanished.insert(slot.entry.path);
                     continue;
                 }
                 SlotState::Ready { cache: Some((chunks, read_at)) } => {
@@ -315,6 +318,18 @@ impl ChunkedRun {
                     slot.entry.chunks = chunks;
                 }
                 SlotState::Ready { cache: None } | SlotState::Waiting => {}
+            }
+            // A hard link's data is its first path's: when that vanished, the link has nothing to point to, and a
+            // restore would refuse it. It is left out and said, like the first path.
+            if let TreeKind::HardLink { link } = &slot.entry.kind
+                && summary.vanished.contains(link)
+            {
+                summary.skipped.push(format!(
+                    "{}: its data vanished with {} during the backup (a hard link)",
+                    display(&slot.entry.path),
+                    display(link)
+                ));
+                continue;
             }
             summary.count(&slot.entry);
             if matches!(slot.entry.kind, TreeKind::File) {
@@ -548,6 +563,7 @@ impl ChunkedSummary {
             new_bytes: 0,
             packs: 0,
             cache: None,
+            vanished: HashSet::new(),
         }
     }
 

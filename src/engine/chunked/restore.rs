@@ -20,7 +20,7 @@ use super::tree_stream::ChunkStream;
 use crate::chunks::{ChunkId, ChunkIndex, ChunkKeys, read_indexed_pack};
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
-use crate::files::{FileSlot, TreeEntry, TreeExtraction, TreeKind, TreeReader, path_selected};
+use crate::files::{FileSlot, Selection, TreeEntry, TreeExtraction, TreeKind, TreeReader};
 use crate::pipeline;
 use crate::progress::{NoProgress, ProgressTask};
 use crate::repo::Repository;
@@ -102,7 +102,7 @@ impl ChunkedReader {
         TreeReader::new(BufReader::new(stream), what)
     }
 
-    /// Restores the tree of `object` into `target`, or only the `paths` below the source root when given.
+    /// Restores the tree of `object` into `target`, or only `path` below the source root when given.
     #[allow(clippy::too_many_arguments)]
     pub async fn restore(
         &self,
@@ -110,7 +110,7 @@ impl ChunkedReader {
         object: &ObjectEntry,
         target: &Path,
         external_symlinks: bool,
-        paths: &[String],
+        path: Option<&str>,
         replace: bool,
         run: Option<&RunDir>,
         task: Arc<dyn ProgressTask>,
@@ -121,20 +121,21 @@ impl ChunkedReader {
             run.note_staging(extraction.staging_dir())?;
         }
 
-        // Pass 1: every entry created, every wanted chunk placed in its pack's list.
+        // Pass 1: every entry created, every wanted chunk placed in its pack's list. With a path, a first look
+        // at the tree finds the hard links whose data lies outside it (files::Selection).
+        let filter = path.unwrap_or_default().as_bytes().to_vec();
+        let first_look = (!filter.is_empty()).then(|| self.tree_entries(&tree, &object.key));
         let entries = self.tree_entries(&tree, &object.key);
         let index = self.index.clone();
-        let filters: Vec<Vec<u8>> = paths.iter().map(|p| p.trim_matches('/').as_bytes().to_vec()).collect();
         let tree_key = object.key.clone();
+        let (source, shown_path) = (source_name.to_string(), path.map(str::to_string));
         let (extraction_back, needs, mut summary, metadata) = tokio::task::spawn_blocking(move || {
+            let mut selection = Selection::new(&filter, first_look.into_iter().flatten())?;
             let mut needs: HashMap<u32, PackNeeds> = HashMap::new();
             let mut summary = TreeRestoreSummary::default();
             let mut metadata: Vec<TreeEntry> = Vec::new();
             for entry in entries {
-                let mut entry = entry?;
-                if !filters.is_empty() && !filters.iter().any(|f| path_selected(f, &entry.path)) {
-                    continue;
-                }
+                let Some(mut entry) = selection.select(entry?) else { continue };
                 let slot = extraction.create(&entry)?;
                 summary.entries += 1;
                 match entry.kind {
@@ -184,6 +185,13 @@ impl ChunkedReader {
                 // The data is placed; what the metadata pass needs is the rest.
                 entry.chunks = Vec::new();
                 metadata.push(entry);
+            }
+            if let Some(path) = shown_path
+                && selection.matched() == 0
+            {
+                return Err(Error::Usage(format!(
+                    "--path {path}: the snapshot's source {source:?} has no such file or directory"
+                )));
             }
             Ok::<_, Error>((extraction, needs, summary, metadata))
         })
