@@ -446,3 +446,37 @@ fn a_backup_the_store_stops_midway_commits_nothing_and_the_next_reuses_its_packs
     site.restore("latest", &restored, &[]).ok();
     assert_eq!(find_listing(&restored), find_listing(&site.path("uploads")));
 }
+
+/// A source that switches from tar to chunked (its configuration had no `format` before dr had chunks): the
+/// old tar snapshot restores, verifies and prunes as before, next to the chunked one.
+#[test]
+fn tar_snapshots_keep_working_beside_chunked_ones() {
+    let site = common::FilesSite::new();
+    let tar_snapshot = site.init_and_backup();
+    let text = fs::read_to_string(&site.config_path).unwrap().replace("format = \"tar\"\n", "");
+    fs::write(&site.config_path, text + "\n[retention]\nkeep_last = 2\n").unwrap();
+    common::next_second();
+    let chunked_snapshot = site.dr(&["backup"]).ok().stdout.trim().to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(common::manifest_path(&site.repo, &chunked_snapshot)).unwrap()).unwrap();
+    assert_eq!(manifest["format"], 2, "{manifest}");
+    assert_eq!(manifest["sources"][1]["format"], "chunked", "{manifest}");
+
+    for (snapshot, dir) in [(&tar_snapshot, "from-tar"), (&chunked_snapshot, "from-chunked")] {
+        let target = site.path(dir);
+        let mut command = site.command(&["restore", "--to", snapshot, "--only", "uploads"]);
+        command.arg("--into").arg(format!("uploads={}", target.display()));
+        run(&mut command).ok();
+        assert_eq!(
+            common::listing(&target, &[]),
+            common::listing(&site.path("site/uploads"), &common::UPLOAD_EXCLUDES),
+            "{snapshot}"
+        );
+    }
+    site.dr(&["verify", "--all"]).ok();
+    common::next_second();
+    site.dr(&["backup"]).ok();
+    let pruned = site.dr(&["prune", "--json"]).ok().json();
+    assert_eq!(pruned["totals"]["snapshots_removed"], 1, "the tar snapshot goes: {pruned}");
+    site.dr(&["verify", "--all"]).ok();
+}
