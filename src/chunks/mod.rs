@@ -27,6 +27,7 @@ pub mod chunker;
 pub mod index;
 pub mod keys;
 pub mod pack;
+pub mod pack_stream;
 
 pub use chunker::{Chunker, ChunkerError, for_each_chunk};
 pub use index::{ChunkIndex, ChunkLocation, INDEX_PREFIX, IndexReader, PackInfo, index_key, write_index};
@@ -38,6 +39,7 @@ pub use pack::{
     FrameCompressor, PACKS_PREFIX, PackChunk, PackContents, PackEntry, PackRecord, PackWriter, compress_frame,
     pack_key, read_indexed_pack, read_pack,
 };
+pub use pack_stream::PackStream;
 
 /// The sizes `[chunking]` chooses, as the chunker takes them.
 pub fn choice(config: &crate::config::ChunkingConfig) -> crate::Result<ChunkingChoice> {

@@ -17,10 +17,10 @@ use tokio::runtime::Handle;
 
 use super::TreeObject;
 use super::tree_stream::ChunkStream;
-use crate::chunks::{ChunkId, ChunkIndex, ChunkKeys, read_indexed_pack};
+use crate::chunks::{ChunkId, ChunkIndex, ChunkKeys, PackStream, pack_key};
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
-use crate::files::{FileSlot, Selection, TreeEntry, TreeExtraction, TreeKind, TreeReader};
+use crate::files::{FileSlot, Selection, TreeExtraction, TreeKind, TreeReader};
 use crate::pipeline;
 use crate::progress::{NoProgress, ProgressTask};
 use crate::repo::Repository;
@@ -42,25 +42,16 @@ pub struct TreeRestoreSummary {
     pub warnings: Vec<String>,
 }
 
-/// One chunk's place in a file.
+/// One chunk wanted from a pack, and one place it goes: 64 bytes per chunk of every restored file, the
+/// restore's memory beside the index's.
 #[derive(Debug, Clone, Copy)]
-struct Placement {
-    slot: FileSlot,
-    file_offset: u64,
-}
-
-/// Where a chunk is in its pack.
-#[derive(Debug, Clone, Copy)]
-struct InPack {
+struct Wanted {
+    id: ChunkId,
     offset: u32,
     stored_len: u32,
     plain_len: u32,
-}
-
-/// The chunks wanted from one pack, and where each goes.
-#[derive(Debug, Default)]
-struct PackNeeds {
-    chunks: HashMap<ChunkId, (InPack, Vec<Placement>)>,
+    slot: FileSlot,
+    file_offset: u64,
 }
 
 pub(crate) struct ChunkedReader {
@@ -129,13 +120,12 @@ impl ChunkedReader {
         let index = self.index.clone();
         let tree_key = object.key.clone();
         let (source, shown_path) = (source_name.to_string(), path.map(str::to_string));
-        let (extraction_back, needs, mut summary, metadata) = tokio::task::spawn_blocking(move || {
+        let (extraction_back, needs, mut summary) = tokio::task::spawn_blocking(move || {
             let mut selection = Selection::new(&filter, first_look.into_iter().flatten())?;
-            let mut needs: HashMap<u32, PackNeeds> = HashMap::new();
+            let mut needs: HashMap<u32, Vec<Wanted>> = HashMap::new();
             let mut summary = TreeRestoreSummary::default();
-            let mut metadata: Vec<TreeEntry> = Vec::new();
             for entry in entries {
-                let Some(mut entry) = selection.select(entry?) else { continue };
+                let Some(entry) = selection.select(entry?) else { continue };
                 let slot = extraction.create(&entry)?;
                 summary.entries += 1;
                 match entry.kind {
@@ -154,21 +144,15 @@ impl ChunkedReader {
                                 String::from_utf8_lossy(&entry.path)
                             ),
                         })?;
-                        let placement = Placement { slot, file_offset };
-                        file_offset += u64::from(location.plain_len);
-                        let in_pack = InPack {
+                        needs.entry(location.pack_number).or_default().push(Wanted {
+                            id: *id,
                             offset: location.offset,
                             stored_len: location.stored_len,
                             plain_len: location.plain_len,
-                        };
-                        needs
-                            .entry(location.pack_number)
-                            .or_default()
-                            .chunks
-                            .entry(*id)
-                            .or_insert_with(|| (in_pack, Vec::new()))
-                            .1
-                            .push(placement);
+                            slot,
+                            file_offset,
+                        });
+                        file_offset += u64::from(location.plain_len);
                     }
                     if file_offset != entry.size {
                         return Err(Error::ObjectCorrupt {
@@ -182,9 +166,6 @@ impl ChunkedReader {
                     }
                     summary.bytes += entry.size;
                 }
-                // The data is placed; what the metadata pass needs is the rest.
-                entry.chunks = Vec::new();
-                metadata.push(entry);
             }
             if let Some(path) = shown_path
                 && selection.matched() == 0
@@ -193,7 +174,7 @@ impl ChunkedReader {
                     "--path {path}: the snapshot's source {source:?} has no such file or directory"
                 )));
             }
-            Ok::<_, Error>((extraction, needs, summary, metadata))
+            Ok::<_, Error>((extraction, needs, summary))
         })
         .await
         .map_err(|e| Error::io("restoring files", io::Error::other(e)))??;
@@ -213,8 +194,25 @@ impl ChunkedReader {
 
         let mut extraction = Arc::try_unwrap(extraction)
             .map_err(|_| Error::io("restoring files", io::Error::other("a pack reader still holds the extraction")))?;
+        // Pass 3: the metadata, from the tree read once more (rather than every entry held since pass 1), through
+        // the same selection so that the entries are the ones created, in the same order.
+        let filter = path.unwrap_or_default().as_bytes().to_vec();
+        let first_look = (!filter.is_empty()).then(|| self.tree_entries(&tree, &object.key));
+        let entries = self.tree_entries(&tree, &object.key);
         let (extraction, warnings) = tokio::task::spawn_blocking(move || {
-            let warnings = extraction.finish_metadata(metadata.into_iter())?;
+            let mut selection = Selection::new(&filter, first_look.into_iter().flatten())?;
+            let mut failed = None;
+            let selected = entries.filter_map(|entry| match entry {
+                Ok(entry) => selection.select(entry),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    None
+                }
+            });
+            let warnings = extraction.finish_metadata(selected)?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
             Ok::<_, Error>((extraction, warnings))
         })
         .await
@@ -224,25 +222,35 @@ impl ChunkedReader {
         Ok(summary)
     }
 
-    /// Fetches one pack and writes each wanted chunk at its places.
+    /// Streams one pack and writes each wanted chunk, in pack order, at its places (a chunk several files
+    /// share is read once).
     async fn fill_from_pack(
         &self,
         pack: u32,
-        wanted: PackNeeds,
+        mut wanted: Vec<Wanted>,
         extraction: Arc<TreeExtraction>,
         task: Arc<dyn ProgressTask>,
     ) -> Result<()> {
-        let contents = read_indexed_pack(self.repo.store(), self.index.pack(pack), self.identities.clone()).await?;
-        let keys = self.keys.clone();
+        let info = self.index.pack(pack);
+        let (key, stored_size, sha256) = (pack_key(&info.name()), info.stored_size, info.sha256());
+        let reader = self.repo.store().get(&key).await?;
+        let stored: Box<dyn std::io::Read + Send> = Box::new(tokio_util::io::SyncIoBridge::new(reader));
+        let location = self.repo.location().to_string();
+        let (keys, identities) = (self.keys.clone(), self.identities.clone());
+        wanted.sort_unstable_by_key(|w| (w.offset, w.file_offset));
         tokio::task::spawn_blocking(move || {
-            for (id, (at, placements)) in wanted.chunks {
-                let data = contents.chunk(at.offset, at.stored_len, at.plain_len, &id, &keys.key)?;
-                for placement in placements {
-                    extraction.write_at(placement.slot, placement.file_offset, &data)?;
-                    task.advance(data.len() as u64);
+            let mut stream = PackStream::open(stored, &location, &key, &identities)?;
+            let mut current: Option<(u32, Vec<u8>)> = None;
+            for w in wanted {
+                if current.as_ref().is_none_or(|(offset, _)| *offset != w.offset) {
+                    let data = stream.chunk_at(w.offset, w.stored_len, w.plain_len, &w.id, &keys.key)?;
+                    current = Some((w.offset, data));
                 }
+                let Some((_, data)) = &current else { continue };
+                extraction.write_at(w.slot, w.file_offset, data)?;
+                task.advance(data.len() as u64);
             }
-            Ok(())
+            stream.finish(stored_size, &sha256)
         })
         .await
         .map_err(|e| Error::io("restoring files", io::Error::other(e)))?
