@@ -81,7 +81,8 @@ pub(crate) struct ChunkStream {
     /// What the chunks make up, for errors ("objects/…/tree.json.zst.age").
     what: String,
     runtime: tokio::runtime::Handle,
-    pack: Option<(u32, crate::chunks::PackContents)>,
+    /// The pack being read, by number, and how far: a tree's chunks follow each other in a pack.
+    pack: Option<(u32, u32, crate::chunks::PackStream)>,
     current: Vec<u8>,
     at: usize,
 }
@@ -116,16 +117,20 @@ impl ChunkStream {
             key: self.what.clone(),
             reason: format!("it needs chunk {id}, which no pack index lists"),
         })?;
-        if self.pack.as_ref().is_none_or(|(pack, _)| *pack != location.pack_number) {
-            let contents = self.runtime.block_on(crate::chunks::read_indexed_pack(
-                self.store.as_ref(),
-                location.pack,
-                self.identities.clone(),
-            ))?;
-            self.pack = Some((location.pack_number, contents));
+        // Streamed, never held whole: the same pack goes on forward, another (or an earlier chunk) opens anew.
+        let reusable =
+            self.pack.as_ref().is_some_and(|(pack, next, _)| *pack == location.pack_number && location.offset >= *next);
+        if !reusable {
+            let key = crate::chunks::pack_key(&location.pack.name());
+            let reader = self.runtime.block_on(self.store.get(&key))?;
+            let stored = Box::new(tokio_util::io::SyncIoBridge::new_with_handle(reader, self.runtime.clone()));
+            let stream = crate::chunks::PackStream::open(stored, self.store.location(), &key, &self.identities)?;
+            self.pack = Some((location.pack_number, 0, stream));
         }
-        let Some((_, contents)) = &self.pack else { return Ok(None) };
-        contents.chunk_located(&location, &id, &self.keys.key).map(Some)
+        let Some((_, next, stream)) = self.pack.as_mut() else { return Ok(None) };
+        let chunk = stream.chunk_at(location.offset, location.stored_len, location.plain_len, &id, &self.keys.key)?;
+        *next = location.offset + location.stored_len;
+        Ok(Some(chunk))
     }
 }
 
