@@ -232,7 +232,7 @@ impl ChunkedReader {
         task: Arc<dyn ProgressTask>,
     ) -> Result<()> {
         let info = self.index.pack(pack);
-        let (key, stored_size, sha256) = (pack_key(&info.name()), info.stored_size, info.sha256());
+        let (key, stored_size) = (pack_key(&info.name()), info.stored_size);
         let reader = self.repo.store().get(&key).await?;
         let stored: Box<dyn std::io::Read + Send> = Box::new(tokio_util::io::SyncIoBridge::new(reader));
         let location = self.repo.location().to_string();
@@ -250,7 +250,7 @@ impl ChunkedReader {
                 extraction.write_at(w.slot, w.file_offset, data)?;
                 task.advance(data.len() as u64);
             }
-            stream.finish(stored_size, &sha256)
+            stream.finish(stored_size)
         })
         .await
         .map_err(|e| Error::io("restoring files", io::Error::other(e)))?
