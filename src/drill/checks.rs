@@ -13,7 +13,7 @@ use super::expect::Expectation;
 use crate::chunks::{ChunkId, ChunkKeys, Chunker};
 use crate::config::DrillCheck;
 use crate::engine::SourceRestore;
-use crate::files::{EntryKind, IndexEntry, TreeEntry, TreeKind, sha256_file};
+use crate::files::{EntryKind, IncompleteFile, IndexEntry, TreeEntry, TreeKind, sha256_file};
 use crate::pg::{describe, quote_ident};
 use crate::repo::drill_record::{Check, CheckStatus};
 use crate::repo::manifest::{FilesDetails, GlobalsDetails, Manifest, TableRows};
@@ -385,20 +385,35 @@ pub fn tree(
             details.files, details.bytes
         ));
     }
+    // Not a failure (the tree is what the backup could read), but never silent.
+    let incomplete = details.map(|d| d.incomplete.as_slice()).unwrap_or_default();
+    let incomplete_note = match incomplete.len() {
+        0 => String::new(),
+        n => format!(
+            "; {} stored incomplete (changed while backed up): {}",
+            crate::units::plural(n, "file"),
+            incomplete.iter().take(MAX_FILE_PROBLEMS).map(IncompleteFile::describe).collect::<Vec<_>>().join("; ")
+        ),
+    };
     let total = problems.len();
     if total > MAX_FILE_PROBLEMS {
         problems.truncate(MAX_FILE_PROBLEMS);
         problems.push(format!("... and {} more", total - MAX_FILE_PROBLEMS));
     }
-    check(
+    let mut check = check(
         format!("files {source}"),
         problems,
         format!(
-            "{files} files, {} and {count} entries in all: every file's chunks, mode and time equal the tree",
+            "{files} files, {} and {count} entries in all: every file's chunks, mode and time equal the \
+             tree{incomplete_note}",
             crate::units::bytes(bytes)
         ),
-        format!("{total} differences from the backup's tree"),
-    )
+        format!("{total} differences from the backup's tree{incomplete_note}"),
+    );
+    if check.status == CheckStatus::Pass && !incomplete.is_empty() {
+        check.status = CheckStatus::Warn;
+    }
+    check
 }
 
 /// The chunk ids of a file as a backup would cut them.

@@ -81,9 +81,21 @@ fn read_head(path: &Path, len: usize) -> Vec<u8> {
 
 #[test]
 fn files_that_shrink_or_grow_while_read_make_an_incomplete_snapshot_that_says_so_and_restores_without_padding() {
+    files_that_change_while_read("tar");
+}
+
+/// The same promises for a chunked source, which stores exactly the bytes it read (it has no header that
+/// declared a size to pad to).
+#[test]
+fn a_chunked_source_stores_files_that_change_while_read_as_read_and_says_so() {
+    files_that_change_while_read("chunked");
+}
+
+fn files_that_change_while_read(format: &str) {
     let site = FilesSite::new();
     let audit = site.path("audit.jsonl");
-    let config = fs::read_to_string(&site.config_path).unwrap();
+    let config =
+        fs::read_to_string(&site.config_path).unwrap().replace("format = \"tar\"", &format!("format = \"{format}\""));
     fs::write(&site.config_path, format!("{config}\n[audit]\npath = \"{}\"\n", audit.display())).unwrap();
     site.dr(&["init"]).ok();
     let logs = site.path("site/uploads/logs");
