@@ -242,14 +242,7 @@ pub fn files(source: &str, root: &Path, index: &[IndexEntry], details: Option<&F
     // Not a failure (the tree is what the backup could read), but never silent.
     let incomplete: Vec<String> =
         index.iter().filter_map(|e| e.incomplete.as_ref().map(|i| format!("{} {}", e.path, i.describe()))).collect();
-    let incomplete_note = match incomplete.len() {
-        0 => String::new(),
-        n => format!(
-            "; {} stored incomplete (changed while backed up): {}",
-            crate::units::plural(n, "file"),
-            incomplete.iter().take(MAX_FILE_PROBLEMS).cloned().collect::<Vec<_>>().join("; ")
-        ),
-    };
+    let incomplete_note = incomplete_note(&incomplete);
     let total = problems.len();
     if total > MAX_FILE_PROBLEMS {
         problems.truncate(MAX_FILE_PROBLEMS);
@@ -386,15 +379,9 @@ pub fn tree(
         ));
     }
     // Not a failure (the tree is what the backup could read), but never silent.
-    let incomplete = details.map(|d| d.incomplete.as_slice()).unwrap_or_default();
-    let incomplete_note = match incomplete.len() {
-        0 => String::new(),
-        n => format!(
-            "; {} stored incomplete (changed while backed up): {}",
-            crate::units::plural(n, "file"),
-            incomplete.iter().take(MAX_FILE_PROBLEMS).map(IncompleteFile::describe).collect::<Vec<_>>().join("; ")
-        ),
-    };
+    let incomplete: Vec<String> =
+        details.map(|d| d.incomplete.iter().map(IncompleteFile::describe).collect()).unwrap_or_default();
+    let incomplete_note = incomplete_note(&incomplete);
     let total = problems.len();
     if total > MAX_FILE_PROBLEMS {
         problems.truncate(MAX_FILE_PROBLEMS);
@@ -427,6 +414,19 @@ fn chunk_ids_of(path: &Path, size: u64, chunker: &mut Chunker, keys: &ChunkKeys)
         })
         .map_err(|e| e.into_error(path))?;
     Ok(ids)
+}
+
+/// What a files check adds about files stored incomplete (`path what happened` each): nothing when there are
+/// none, else their count and the first of them.
+fn incomplete_note(incomplete: &[String]) -> String {
+    match incomplete.len() {
+        0 => String::new(),
+        n => format!(
+            "; {} stored incomplete (changed while backed up): {}",
+            crate::units::plural(n, "file"),
+            incomplete.iter().take(MAX_FILE_PROBLEMS).cloned().collect::<Vec<_>>().join("; ")
+        ),
+    }
 }
 
 fn entry_path(entry: &IndexEntry) -> PathBuf {
