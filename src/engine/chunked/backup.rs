@@ -43,7 +43,11 @@ use crate::store::Store;
 /// Packs between two index objects: a killed backup loses at most this many packs' worth of dedup.
 pub const INDEX_EVERY: usize = 64;
 /// Files handed to the chunkers and not yet back, per chunker: enough to keep them busy between two results.
-const IN_FLIGHT_PER_WORKER: usize = 8;
+const IN_FLIGHT_PER_WORKER: usize = 256;
+/// Files go to the chunkers in batches of up to this many, or [`BATCH_BYTES`]: one queue message per file
+/// made thread hand-offs an eighth of a backup of small files (measured, 40,000 files of 1-16 KiB).
+const BATCH_FILES: usize = 64;
+const BATCH_BYTES: u64 = 1 << 20;
 /// New chunks queued for the packer (each at most `max_size` bytes, compressed).
 const FRAMES_QUEUED: usize = 8;
 
@@ -94,10 +98,9 @@ struct Frame {
     plain_len: u32,
 }
 
-/// A file for a chunker.
+/// Files for a chunker, each with its place in the walk.
 struct Job {
-    seq: u64,
-    path: PathBuf,
+    files: Vec<(u64, PathBuf)>,
 }
 
 /// What a chunker made of a file.
@@ -188,7 +191,7 @@ impl ChunkedRun {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (jobs, jobs_in) = sync_channel::<Job>(workers * IN_FLIGHT_PER_WORKER);
         let jobs_in = Arc::new(Mutex::new(jobs_in));
-        let (results_out, results) = std::sync::mpsc::channel::<(u64, Result<Chunked>)>();
+        let (results_out, results) = std::sync::mpsc::channel::<Vec<(u64, Result<Chunked>)>>();
         for _ in 0..workers {
             let (jobs_in, results_out, frames) = (jobs_in.clone(), results_out.clone(), frames.clone());
             scope.spawn(move || self.chunk_files(name, &jobs_in, &results_out, &frames));
@@ -218,19 +221,30 @@ impl ChunkedRun {
         let backup_error = |text: String, e: io::Error| crate::files::backup_error(name, text, e);
 
         let tree_error = |e: io::Error| backup_error(format!("writing the tree: {e}"), e);
-        let take_result = |queue: &mut VecDeque<Slot>, first_seq: u64, summary: &mut ChunkedSummary| -> Result<()> {
-            let (seq, result) = results.recv().map_err(|_| stopped_error())?;
-            settle(queue, first_seq, seq, result?, name, summary);
-            Ok(())
-        };
+        // Takes one batch of results back; returns how many files it held.
+        let take_results =
+            |queue: &mut VecDeque<Slot>, first_seq: u64, summary: &mut ChunkedSummary| -> Result<usize> {
+                let batch = results.recv().map_err(|_| stopped_error())?;
+                let n = batch.len();
+                for (seq, result) in batch {
+                    settle(queue, first_seq, seq, result?, name, summary);
+                }
+                Ok(n)
+            };
+        let mut batch: Vec<(u64, PathBuf)> = Vec::new();
+        let mut batch_bytes = 0u64;
         for item in MetadataWalk::new(name, root, excludes) {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            // Keep the chunkers fed, but take results back before the window fills.
+            // Keep the chunkers fed, but take results back before the window fills (after handing out what
+            // waits in the batch: its results are among those waited for).
+            if in_flight >= max_in_flight && !batch.is_empty() {
+                batch_bytes = 0;
+                jobs.send(Job { files: std::mem::take(&mut batch) }).map_err(|_| stopped_error())?;
+            }
             while in_flight >= max_in_flight {
-                take_result(&mut queue, first_seq, &mut summary)?;
-                in_flight -= 1;
+                in_flight -= take_results(&mut queue, first_seq, &mut summary)?;
                 self.write_ready(&mut queue, &mut first_seq, &mut tree, next_cache.as_mut(), &mut summary, task)
                     .map_err(tree_error)?;
             }
@@ -247,8 +261,13 @@ impl ChunkedRun {
                                     SlotState::Ready { cache: Some((chunks, SystemTime::now())) }
                                 }
                                 None => {
-                                    let path = root.join(OsStr::from_bytes(&entry.path));
-                                    jobs.send(Job { seq, path }).map_err(|_| stopped_error())?;
+                                    batch.push((seq, root.join(OsStr::from_bytes(&entry.path))));
+                                    batch_bytes += stat.size;
+                                    if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+                                        batch_bytes = 0;
+                                        let files = std::mem::take(&mut batch);
+                                        jobs.send(Job { files }).map_err(|_| stopped_error())?;
+                                    }
                                     in_flight += 1;
                                     SlotState::Waiting
                                 }
@@ -275,10 +294,12 @@ impl ChunkedRun {
             self.write_ready(&mut queue, &mut first_seq, &mut tree, next_cache.as_mut(), &mut summary, task)
                 .map_err(tree_error)?;
         }
+        if !batch.is_empty() {
+            jobs.send(Job { files: batch }).map_err(|_| stopped_error())?;
+        }
         drop(jobs);
         while in_flight > 0 {
-            take_result(&mut queue, first_seq, &mut summary)?;
-            in_flight -= 1;
+            in_flight -= take_results(&mut queue, first_seq, &mut summary)?;
             self.write_ready(&mut queue, &mut first_seq, &mut tree, next_cache.as_mut(), &mut summary, task)
                 .map_err(tree_error)?;
         }
@@ -345,7 +366,7 @@ impl ChunkedRun {
         &self,
         name: &str,
         jobs: &Mutex<Receiver<Job>>,
-        results: &std::sync::mpsc::Sender<(u64, Result<Chunked>)>,
+        results: &std::sync::mpsc::Sender<Vec<(u64, Result<Chunked>)>>,
         frames: &SyncSender<Frame>,
     ) {
         // Per thread, reused file after file: the chunker's window and zstd's context.
@@ -353,7 +374,7 @@ impl ChunkedRun {
         let mut compressor = match FrameCompressor::new(self.level) {
             Ok(compressor) => compressor,
             Err(e) => {
-                let _ = results.send((u64::MAX, Err(Error::io("starting zstd", e))));
+                let _ = results.send(vec![(u64::MAX, Err(Error::io("starting zstd", e)))]);
                 return;
             }
         };
@@ -362,12 +383,20 @@ impl ChunkedRun {
                 Ok(Ok(job)) => job,
                 _ => return,
             };
-            let result = if self.cancel.is_cancelled() {
-                Err(Error::Cancelled)
-            } else {
-                self.chunk_file(name, &job.path, frames, &mut chunker, &mut compressor)
-            };
-            if results.send((job.seq, result)).is_err() {
+            let mut done = Vec::with_capacity(job.files.len());
+            for (seq, path) in job.files {
+                let result = if self.cancel.is_cancelled() {
+                    Err(Error::Cancelled)
+                } else {
+                    self.chunk_file(name, &path, frames, &mut chunker, &mut compressor)
+                };
+                let failed = result.is_err();
+                done.push((seq, result));
+                if failed {
+                    break;
+                }
+            }
+            if results.send(done).is_err() {
                 return;
             }
         }
