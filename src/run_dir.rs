@@ -111,10 +111,19 @@ impl Drop for RunDir {
         if self.keep {
             return;
         }
-        if let Err(e) = fs::remove_dir_all(&self.path)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!("could not remove {}: {e}", self.path.display());
+        // A child that is still exiting (a scratch server removing its socket) can hold an entry for a moment:
+        // "directory not empty" half-way is tried again, for a while, before it is reported.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match fs::remove_dir_all(&self.path) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    tracing::warn!("could not remove {}: {e}", self.path.display());
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
         }
         // Fails while other runs use the root, as it should.
         let _ = fs::remove_dir(&self.root);

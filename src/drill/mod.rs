@@ -108,12 +108,13 @@ pub struct DrillOutcome {
 /// What the drill holds that must be cleaned up whatever happens.
 #[derive(Default)]
 struct Resources {
-    /// Holds everything below; dropped (removed) last.
-    run: Option<RunDir>,
     scratch: Option<DrillScratch>,
     files_dir: Option<tempfile::TempDir>,
     /// Where each database source was restored.
     databases: Vec<(String, ConnInfo)>,
+    /// Holds everything above; dropped (removed) last, as fields drop in declaration order: removed first, it
+    /// raced with the scratch server still shutting down inside it (an interrupted drill left it behind).
+    run: Option<RunDir>,
 }
 
 pub async fn drill(

@@ -153,7 +153,7 @@ impl ScratchPostgres {
     pub fn stop(mut self) -> Result<()> {
         self.shutdown();
         if let Some(dir) = self.dir.take() {
-            dir.close().map_err(|e| Error::io("removing the scratch directory", e))?;
+            remove_scratch_dir(&dir.keep()).map_err(|e| Error::io("removing the scratch directory", e))?;
         }
         Ok(())
     }
@@ -186,6 +186,27 @@ impl ScratchPostgres {
 impl Drop for ScratchPostgres {
     fn drop(&mut self) {
         self.shutdown();
+        if let Some(dir) = self.dir.take() {
+            let path = dir.keep();
+            if let Err(e) = remove_scratch_dir(&path) {
+                tracing::warn!("could not remove the scratch directory {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// Removes a stopped scratch server's directory. A server process that is still finishing its shutdown (its
+/// statistics file, say) can add an entry while the directory is being removed, and the removal then fails with
+/// "directory not empty" half-way (seen in CI after an interrupted drill): it is tried again for a while.
+fn remove_scratch_dir(path: &Path) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match fs::remove_dir_all(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
     }
 }
 
