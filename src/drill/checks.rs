@@ -242,26 +242,12 @@ pub fn files(source: &str, root: &Path, index: &[IndexEntry], details: Option<&F
     // Not a failure (the tree is what the backup could read), but never silent.
     let incomplete: Vec<String> =
         index.iter().filter_map(|e| e.incomplete.as_ref().map(|i| format!("{} {}", e.path, i.describe()))).collect();
-    let incomplete_note = incomplete_note(&incomplete);
-    let total = problems.len();
-    if total > MAX_FILE_PROBLEMS {
-        problems.truncate(MAX_FILE_PROBLEMS);
-        problems.push(format!("... and {} more", total - MAX_FILE_PROBLEMS));
-    }
-    let mut check = check(
-        format!("files {source}"),
-        problems,
-        format!(
-            "{files} files, {} and {} entries in all: every digest equals the index{incomplete_note}",
-            crate::units::bytes(bytes),
-            index.len()
-        ),
-        format!("{total} differences from the backup's index{incomplete_note}"),
+    let passed = format!(
+        "{files} files, {} and {} entries in all: every digest equals the index",
+        crate::units::bytes(bytes),
+        index.len()
     );
-    if check.status == CheckStatus::Pass && !incomplete.is_empty() {
-        check.status = CheckStatus::Warn;
-    }
-    check
+    files_verdict(source, problems, passed, "index", &incomplete)
 }
 
 /// A restored chunked tree equals the snapshot's tree: every entry present with its kind, permission bits and
@@ -381,7 +367,24 @@ pub fn tree(
     // Not a failure (the tree is what the backup could read), but never silent.
     let incomplete: Vec<String> =
         details.map(|d| d.incomplete.iter().map(IncompleteFile::describe).collect()).unwrap_or_default();
-    let incomplete_note = incomplete_note(&incomplete);
+    let passed = format!(
+        "{files} files, {} and {count} entries in all: every file's chunks, mode and time equal the tree",
+        crate::units::bytes(bytes)
+    );
+    files_verdict(source, problems, passed, "tree", &incomplete)
+}
+
+/// The verdict of a files check: its problems (the first [`MAX_FILE_PROBLEMS`] named), and the files stored
+/// incomplete in either detail; a tree that is otherwise whole but holds such files is a warning, never silent.
+/// `against` names what the restored tree was compared with (the backup's `index` or `tree`).
+fn files_verdict(
+    source: &str,
+    mut problems: Vec<String>,
+    passed: String,
+    against: &str,
+    incomplete: &[String],
+) -> Check {
+    let incomplete_note = incomplete_note(incomplete);
     let total = problems.len();
     if total > MAX_FILE_PROBLEMS {
         problems.truncate(MAX_FILE_PROBLEMS);
@@ -390,12 +393,8 @@ pub fn tree(
     let mut check = check(
         format!("files {source}"),
         problems,
-        format!(
-            "{files} files, {} and {count} entries in all: every file's chunks, mode and time equal the \
-             tree{incomplete_note}",
-            crate::units::bytes(bytes)
-        ),
-        format!("{total} differences from the backup's tree{incomplete_note}"),
+        format!("{passed}{incomplete_note}"),
+        format!("{total} differences from the backup's {against}{incomplete_note}"),
     );
     if check.status == CheckStatus::Pass && !incomplete.is_empty() {
         check.status = CheckStatus::Warn;
