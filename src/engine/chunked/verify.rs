@@ -5,7 +5,7 @@
 //! Packs are shared between snapshots, so they are checked once per run, and each snapshot's tree is told
 //! which of its packs failed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use super::restore::ChunkedReader;
 use crate::chunks::read_indexed_pack;
@@ -112,26 +112,26 @@ pub(crate) async fn check_trees(
         }
     }
 
-    let stored: BTreeSet<String> =
-        reader.repo.store().list(crate::chunks::PACKS_PREFIX).await?.into_iter().map(|m| m.key).collect();
+    // One listing gives every pack's presence and size: no request per pack that is not read.
+    let stored: BTreeMap<String, u64> =
+        reader.repo.store().list(crate::chunks::PACKS_PREFIX).await?.into_iter().map(|m| (m.key, m.size)).collect();
     let task = progress.task("packs", Some(users.len() as u64));
     for (pack, trees_using) in users {
         let record = reader.index.pack(pack);
         let key = crate::chunks::pack_key(&record.name());
-        let problem = if !stored.contains(&key) {
-            Some(format!("pack {key} is missing"))
-        } else if read.reads(&record.name()) {
-            match read_indexed_pack(reader.repo.store(), record, reader.identities.clone()).await {
-                Ok(contents) => contents.check_all(&reader.keys.key).err().map(|e| e.to_string()),
-                Err(e @ Error::WrongIdentity { .. }) => return Err(e),
-                Err(e) => Some(e.to_string()),
+        let problem = match stored.get(&key) {
+            None => Some(format!("pack {key} is missing")),
+            Some(&size) if size != record.stored_size => {
+                Some(format!("pack {key} is {size} bytes, the index says {}", record.stored_size))
             }
-        } else {
-            match reader.repo.store().head(&key).await? {
-                Some(meta) if meta.size == record.stored_size => None,
-                Some(meta) => Some(format!("pack {key} is {} bytes, the index says {}", meta.size, record.stored_size)),
-                None => Some(format!("pack {key} is missing")),
+            Some(_) if read.reads(&record.name()) => {
+                match read_indexed_pack(reader.repo.store(), record, reader.identities.clone()).await {
+                    Ok(contents) => contents.check_all(&reader.keys.key).err().map(|e| e.to_string()),
+                    Err(e @ Error::WrongIdentity { .. }) => return Err(e),
+                    Err(e) => Some(e.to_string()),
+                }
             }
+            Some(_) => None,
         };
         task.advance(1);
         if let Some(problem) = problem {
