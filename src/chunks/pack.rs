@@ -444,17 +444,24 @@ pub async fn read_pack(
     let corrupt = |reason: String| Error::ObjectCorrupt { key: key.clone(), reason };
     let limit = expected.map_or(MAX_PACK_STORED, |(size, _)| size);
     let stored = store::get_bytes(store, &key, limit).await?;
-    if let Some((size, sha256)) = expected {
-        if stored.len() as u64 != size {
-            return Err(corrupt(format!("it holds {} bytes, the index says {size}", stored.len())));
-        }
-        let actual = hex::encode(Sha256::digest(&stored));
-        if actual != sha256 {
-            return Err(corrupt(format!("SHA-256 is {actual}, the index says {sha256}")));
-        }
+    if let Some((size, _)) = expected
+        && stored.len() as u64 != size
+    {
+        return Err(corrupt(format!("it holds {} bytes, the index says {size}", stored.len())));
     }
     let key_owned = key.clone();
+    let sha256 = expected.map(|(_, sha256)| sha256.to_string());
+    // Hashing and decrypting 16 MiB are CPU work: off the async runtime's threads, both.
     tokio::task::spawn_blocking(move || {
+        if let Some(sha256) = sha256 {
+            let actual = hex::encode(Sha256::digest(&stored));
+            if actual != sha256 {
+                return Err(Error::ObjectCorrupt {
+                    key: key_owned,
+                    reason: format!("SHA-256 is {actual}, the index says {sha256}"),
+                });
+            }
+        }
         let plaintext = decrypt(&stored, &identities, &key_owned)?;
         PackContents::parse(&key_owned, plaintext)
     })
