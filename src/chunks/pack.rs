@@ -420,11 +420,6 @@ impl PackContents {
         Ok(())
     }
 
-    /// [`PackContents::chunk`] for a chunk where the index places it.
-    pub fn chunk_located(&self, location: &super::ChunkLocation<'_>, id: &ChunkId, key: &DedupKey) -> Result<Vec<u8>> {
-        self.chunk(location.offset, location.stored_len, location.plain_len, id, key)
-    }
-
     /// [`PackContents::chunk`] for an entry of the trailer.
     pub fn chunk_at(&self, entry: &PackEntry, key: &DedupKey) -> Result<Vec<u8>> {
         self.chunk(entry.offset, entry.stored_len, entry.plain_len, &entry.id, key)
