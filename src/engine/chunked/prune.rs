@@ -29,7 +29,8 @@ use crate::repo::manifest::{Manifest, ObjectRole, StorageFormat};
 
 /// A pack whose live bytes are below this share of its size is repacked (`[retention] repack_below`).
 pub const DEFAULT_REPACK_BELOW: f64 = 0.8;
-/// Packs smaller than this are merged into bigger ones when more than one of them exists (`pack_size / 4`).
+/// Packs smaller than `pack_size / 4` are merged when more than one of them exists, or when a repack writes a
+/// new pack anyway.
 const SMALL_PACK_SHARE: u64 = 4;
 
 /// What prune does with the repository's packs.
@@ -108,17 +109,26 @@ pub(crate) async fn plan(
     plan.superseded_indexes = reader.index.index_names().to_vec();
     let pack_size = reader.keys.chunking.pack_size;
     let records = reader.index.records();
-    let small: Vec<&PackRecord> = records.iter().filter(|r| r.frames_len() < pack_size / SMALL_PACK_SHARE).collect();
-    for record in &records {
+    let is_small = |record: &PackRecord| record.frames_len() < pack_size / SMALL_PACK_SHARE;
+    let live_in = |record: &PackRecord| -> (HashSet<ChunkId>, u64) {
         let live_here: HashSet<ChunkId> = record.chunks.iter().map(|c| c.0).filter(|id| live.contains(id)).collect();
-        let live_bytes: u64 = record.chunks.iter().filter(|c| live_here.contains(&c.0)).map(|c| u64::from(c.2)).sum();
-        let all_bytes = record.frames_len().max(1);
+        let live_bytes = record.chunks.iter().filter(|c| live_here.contains(&c.0)).map(|c| u64::from(c.2)).sum();
+        (live_here, live_bytes)
+    };
+    let mostly_dead = |record: &PackRecord, live_bytes: u64| {
+        live_bytes > 0 && (live_bytes as f64) < repack_below * record.frames_len().max(1) as f64
+    };
+    // Small packs merge when there are several, or when a repack writes a new pack anyway: otherwise the pack
+    // a repack writes would be one more small pack, merged by the next prune (which would then never be idle).
+    let small_packs = records.iter().filter(|r| is_small(r)).count();
+    let repacking = records.iter().any(|r| mostly_dead(r, live_in(r).1));
+    let merge_small = small_packs > 1 || (small_packs == 1 && repacking);
+    for record in &records {
+        let (live_here, live_bytes) = live_in(record);
         if live_here.is_empty() {
             plan.packs_dead.push(record.name.clone());
             plan.bytes_freed += record.stored_size;
-        } else if (live_bytes as f64) < repack_below * all_bytes as f64
-            || (small.len() > 1 && record.frames_len() < pack_size / SMALL_PACK_SHARE)
-        {
+        } else if mostly_dead(record, live_bytes) || (merge_small && is_small(record)) {
             plan.packs_repacked.push(record.name.clone());
             plan.bytes_repacked += live_bytes;
             plan.bytes_freed += record.stored_size;
