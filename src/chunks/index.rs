@@ -290,6 +290,19 @@ impl ChunkIndex {
         self.find(id).map(|entry| self.location(entry))
     }
 
+    /// A chunk's position in the index: 4 bytes that stand for its id and its place while the index lives
+    /// (a restore keeps one per wanted chunk, where the id and place take 48).
+    pub fn position(&self, id: &ChunkId) -> Option<u32> {
+        let i = self.entries.binary_search_by(|entry| entry.id.cmp(&id.0)).ok()?;
+        u32::try_from(i).ok()
+    }
+
+    /// The chunk at a [`position`](Self::position), and where it is.
+    pub fn at(&self, position: u32) -> (ChunkId, ChunkLocation<'_>) {
+        let entry = &self.entries[position as usize];
+        (ChunkId(entry.id), self.location(entry))
+    }
+
     /// Chunks in the index.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -16,7 +16,7 @@ use tokio::runtime::Handle;
 
 use super::TreeObject;
 use super::tree_stream::ChunkStream;
-use crate::chunks::{ChunkId, ChunkIndex, ChunkKeys, PackStream, pack_key};
+use crate::chunks::{ChunkIndex, ChunkKeys, PackStream, pack_key};
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
 use crate::files::{FileSlot, Selection, TreeExtraction, TreeKind, TreeReader};
@@ -41,16 +41,12 @@ pub struct TreeRestoreSummary {
     pub warnings: Vec<String>,
 }
 
-/// One chunk wanted from a pack, and one place it goes: 64 bytes per chunk of every restored file, the
-/// restore's memory beside the index's.
+/// One chunk wanted, and one place it goes: 16 bytes per chunk of every restored file, the restore's memory
+/// beside the index's (the chunk's id, pack and offset are the index's, found again by its position).
 #[derive(Debug, Clone, Copy)]
 struct Wanted {
-    id: ChunkId,
-    /// The pack's number in the index.
-    pack: u32,
-    offset: u32,
-    stored_len: u32,
-    plain_len: u32,
+    /// The chunk's [`ChunkIndex::position`].
+    chunk: u32,
     slot: FileSlot,
     file_offset: u64,
 }
@@ -141,23 +137,15 @@ impl ChunkedReader {
                     summary.files += 1;
                     let mut file_offset = 0u64;
                     for id in &entry.chunks {
-                        let location = index.locate(id).ok_or_else(|| Error::ObjectCorrupt {
+                        let chunk = index.position(id).ok_or_else(|| Error::ObjectCorrupt {
                             key: tree_key.clone(),
                             reason: format!(
                                 "file {} needs chunk {id}, which no pack index lists",
                                 String::from_utf8_lossy(&entry.path)
                             ),
                         })?;
-                        needs.push(Wanted {
-                            id: *id,
-                            pack: location.pack_number,
-                            offset: location.offset,
-                            stored_len: location.stored_len,
-                            plain_len: location.plain_len,
-                            slot,
-                            file_offset,
-                        });
-                        file_offset += u64::from(location.plain_len);
+                        needs.push(Wanted { chunk, slot, file_offset });
+                        file_offset += u64::from(index.at(chunk).1.plain_len);
                     }
                     if file_offset != entry.size {
                         return Err(Error::ObjectCorrupt {
@@ -187,12 +175,17 @@ impl ChunkedReader {
 
         // Pass 2: each pack once, a few at a time; its chunks written wherever they go.
         let mut needs = needs;
-        needs.sort_unstable_by_key(|w| (w.pack, w.offset, w.file_offset));
+        let place = |w: &Wanted| {
+            let (_, location) = self.index.at(w.chunk);
+            (location.pack_number, location.offset, w.file_offset)
+        };
+        needs.sort_unstable_by_key(place);
         let mut runs: Vec<(u32, std::ops::Range<usize>)> = Vec::new();
         for (i, w) in needs.iter().enumerate() {
+            let pack = place(w).0;
             match runs.last_mut() {
-                Some((pack, range)) if *pack == w.pack => range.end = i + 1,
-                _ => runs.push((w.pack, i..i + 1)),
+                Some((last, range)) if *last == pack => range.end = i + 1,
+                _ => runs.push((pack, i..i + 1)),
             }
         }
         let needs = Arc::new(needs);
@@ -251,14 +244,15 @@ impl ChunkedReader {
         let reader = self.repo.store().get(&key).await?;
         let stored: Box<dyn std::io::Read + Send> = Box::new(tokio_util::io::SyncIoBridge::new(reader));
         let location = self.repo.location().to_string();
-        let (keys, identities) = (self.keys.clone(), self.identities.clone());
+        let (keys, identities, index) = (self.keys.clone(), self.identities.clone(), self.index.clone());
         tokio::task::spawn_blocking(move || {
             let mut stream = PackStream::open(stored, &location, &key, &identities)?;
             let mut current: Option<(u32, Vec<u8>)> = None;
             for w in &needs[range] {
-                if current.as_ref().is_none_or(|(offset, _)| *offset != w.offset) {
-                    let data = stream.chunk_at(w.offset, w.stored_len, w.plain_len, &w.id, &keys.key)?;
-                    current = Some((w.offset, data));
+                let (id, at) = index.at(w.chunk);
+                if current.as_ref().is_none_or(|(chunk, _)| *chunk != w.chunk) {
+                    let data = stream.chunk_at(at.offset, at.stored_len, at.plain_len, &id, &keys.key)?;
+                    current = Some((w.chunk, data));
                 }
                 let Some((_, data)) = &current else { continue };
                 extraction.write_at(w.slot, w.file_offset, data)?;
