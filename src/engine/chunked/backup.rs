@@ -48,8 +48,11 @@ const IN_FLIGHT_PER_WORKER: usize = 256;
 /// made thread hand-offs an eighth of a backup of small files (measured, 40,000 files of 1-16 KiB).
 const BATCH_FILES: usize = 64;
 const BATCH_BYTES: u64 = 1 << 20;
-/// New chunks queued for the packer (each at most `max_size` bytes, compressed).
-const FRAMES_QUEUED: usize = 8;
+/// New chunks go to the packer in batches of at least this many bytes (or what a job of files made): one queue
+/// message per chunk was a thread hand-off per small file.
+const FRAME_BATCH_BYTES: usize = 256 << 10;
+/// Batches queued for the packer: each is about [`FRAME_BATCH_BYTES`], plus at most one chunk (`max_size`).
+const FRAME_BATCHES_QUEUED: usize = 4;
 
 /// What one chunked backup run shares between its sources: what the repository holds, and what this run added.
 #[derive(Clone)]
@@ -98,6 +101,38 @@ struct Frame {
     plain_len: u32,
 }
 
+/// New chunks on their way to the packer, sent in batches.
+struct FrameBatch<'a> {
+    frames: Vec<Frame>,
+    bytes: usize,
+    packer: &'a SyncSender<Vec<Frame>>,
+}
+
+impl FrameBatch<'_> {
+    fn new(packer: &SyncSender<Vec<Frame>>) -> FrameBatch<'_> {
+        FrameBatch { frames: Vec::new(), bytes: 0, packer }
+    }
+
+    fn push(&mut self, frame: Frame) -> Result<()> {
+        self.bytes += frame.data.len();
+        self.frames.push(frame);
+        if self.bytes >= FRAME_BATCH_BYTES {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    /// Hands what is batched to the packer: at the end of every job, so every chunk a finished file names is
+    /// on its way to a pack.
+    fn send(&mut self) -> Result<()> {
+        if !self.frames.is_empty() {
+            self.bytes = 0;
+            self.packer.send(std::mem::take(&mut self.frames)).map_err(|_| stopped_error())?;
+        }
+        Ok(())
+    }
+}
+
 /// Files for a chunker, each with its place in the walk.
 struct Job {
     files: Vec<(u64, PathBuf)>,
@@ -139,7 +174,7 @@ impl ChunkedRun {
         task: Arc<dyn ProgressTask>,
     ) -> Result<ChunkedSummary> {
         let runtime = Handle::current();
-        let (frames, frames_in) = sync_channel::<Frame>(FRAMES_QUEUED);
+        let (frames, frames_in) = sync_channel::<Vec<Frame>>(FRAME_BATCHES_QUEUED);
         // Set when the walk failed: the packer then drops its open pack instead of storing it.
         let failed = CancellationToken::new();
         let packer = {
@@ -170,9 +205,9 @@ impl ChunkedRun {
         let (mut summary, (tree_chunks, tree_plain_size)) = walked?;
         summary.tree.chunks = tree_chunks;
         summary.tree.plain_size = tree_plain_size;
-        summary.packs = packs.len();
-        summary.new_chunks = packs.iter().map(|p| p.chunks.len() as u64).sum();
-        summary.new_bytes = packs.iter().map(|p| p.stored_size).sum();
+        summary.packs = packs.packs;
+        summary.new_chunks = packs.chunks;
+        summary.new_bytes = packs.stored_bytes;
         Ok(summary)
     }
 
@@ -183,7 +218,7 @@ impl ChunkedRun {
         name: &'s str,
         root: &Path,
         excludes: &Excludes,
-        frames: &SyncSender<Frame>,
+        frames: &SyncSender<Vec<Frame>>,
         tree_out: TreeBytes,
         scope: &'s std::thread::Scope<'s, '_>,
         task: &Arc<dyn ProgressTask>,
@@ -367,7 +402,7 @@ impl ChunkedRun {
         name: &str,
         jobs: &Mutex<Receiver<Job>>,
         results: &std::sync::mpsc::Sender<Vec<(u64, Result<Chunked>)>>,
-        frames: &SyncSender<Frame>,
+        frames: &SyncSender<Vec<Frame>>,
     ) {
         // Per thread, reused file after file: the chunker's window and zstd's context.
         let mut chunker = Chunker::new(self.keys.chunking.file_sizes(), self.keys.key.gear_seed());
@@ -384,17 +419,22 @@ impl ChunkedRun {
                 _ => return,
             };
             let mut done = Vec::with_capacity(job.files.len());
+            let mut batch = FrameBatch::new(frames);
             for (seq, path) in job.files {
                 let result = if self.cancel.is_cancelled() {
                     Err(Error::Cancelled)
                 } else {
-                    self.chunk_file(name, &path, frames, &mut chunker, &mut compressor)
+                    self.chunk_file(name, &path, &mut batch, &mut chunker, &mut compressor)
                 };
                 let failed = result.is_err();
                 done.push((seq, result));
                 if failed {
                     break;
                 }
+            }
+            // The job's files are reported only once their new chunks are on their way.
+            if let Err(e) = batch.send() {
+                done.push((u64::MAX, Err(e)));
             }
             if results.send(done).is_err() {
                 return;
@@ -407,7 +447,7 @@ impl ChunkedRun {
         &self,
         name: &str,
         path: &Path,
-        frames: &SyncSender<Frame>,
+        batch: &mut FrameBatch<'_>,
         chunker: &mut Chunker,
         compressor: &mut FrameCompressor,
     ) -> Result<Chunked> {
@@ -425,9 +465,7 @@ impl ChunkedRun {
                 let id = self.keys.key.chunk_id(data);
                 if self.claim(&id) {
                     let frame = compressor.compress(data).map_err(|e| Error::io("compressing a chunk", e))?;
-                    frames
-                        .send(Frame { id, data: frame, plain_len: data.len() as u32 })
-                        .map_err(|_| stopped_error())?;
+                    batch.push(Frame { id, data: frame, plain_len: data.len() as u32 })?;
                 }
                 chunks.push(id);
                 Ok(())
@@ -442,14 +480,15 @@ impl ChunkedRun {
     }
 
     /// The tree chunker: the tree's JSON lines in, chunk ids out.
-    fn chunk_tree(&self, tree: impl Read, frames: &SyncSender<Frame>) -> Result<(Vec<ChunkId>, u64)> {
+    fn chunk_tree(&self, tree: impl Read, frames: &SyncSender<Vec<Frame>>) -> Result<(Vec<ChunkId>, u64)> {
         let mut chunks = Vec::new();
+        let mut batch = FrameBatch::new(frames);
         let sizes = self.keys.chunking.tree_sizes();
         let plain = for_each_chunk(tree, u64::MAX, sizes, self.keys.key.gear_seed(), |data| {
             let id = self.keys.key.chunk_id(data);
             if self.claim(&id) {
                 let frame = compress_frame(self.level, data).map_err(|e| Error::io("compressing the tree", e))?;
-                frames.send(Frame { id, data: frame, plain_len: data.len() as u32 }).map_err(|_| stopped_error())?;
+                batch.push(Frame { id, data: frame, plain_len: data.len() as u32 })?;
             }
             chunks.push(id);
             Ok(())
@@ -458,6 +497,7 @@ impl ChunkedRun {
             ChunkerError::Read(e) => Error::io("reading the tree", e),
             ChunkerError::Consumer(e) => e,
         })?;
+        batch.send()?;
         Ok((chunks, plain))
     }
 
@@ -512,19 +552,35 @@ fn settle(
     }
 }
 
+/// What the packer stored: counts only, for the summary (the packs' chunk lists cost 44 bytes a chunk).
+#[derive(Default)]
+struct Packed {
+    packs: usize,
+    chunks: u64,
+    stored_bytes: u64,
+}
+
+impl Packed {
+    fn add(&mut self, packs: &[PackRecord]) {
+        self.packs += packs.len();
+        self.chunks += packs.iter().map(|p| p.chunks.len() as u64).sum::<u64>();
+        self.stored_bytes += packs.iter().map(|p| p.stored_size).sum::<u64>();
+    }
+}
+
 /// The packer thread: packs every new chunk, stores an index object every [`INDEX_EVERY`] packs and one for the
-/// rest at the end. Returns every pack it wrote.
+/// rest at the end. Returns what it stored.
 impl ChunkedRun {
     fn pack_all(
         &self,
-        frames: Receiver<Frame>,
+        frames: Receiver<Vec<Frame>>,
         mut writer: PackWriter,
         runtime: &Handle,
         failed: &CancellationToken,
-    ) -> Result<Vec<PackRecord>> {
-        let mut written = Vec::new();
+    ) -> Result<Packed> {
+        let mut written = Packed::default();
         let mut unindexed: Vec<PackRecord> = Vec::new();
-        let flush = |packs: &mut Vec<PackRecord>, written: &mut Vec<PackRecord>| -> Result<()> {
+        let flush = |packs: &mut Vec<PackRecord>, written: &mut Packed| -> Result<()> {
             if packs.is_empty() {
                 return Ok(());
             }
@@ -536,11 +592,12 @@ impl ChunkedRun {
                 &[],
                 packs,
             ))?;
-            written.append(packs);
+            written.add(packs);
+            packs.clear();
             Ok(())
         };
         let mut pack = || -> Result<()> {
-            for frame in frames.iter() {
+            for frame in frames.iter().flatten() {
                 writer.add(frame.id, &frame.data, frame.plain_len)?;
                 unindexed.extend(writer.take_closed()?);
                 if unindexed.len() >= INDEX_EVERY {
