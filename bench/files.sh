@@ -139,7 +139,7 @@ need restic restic
 mkdir -p "$WORKDIR"
 WORKDIR=$(cd "$WORKDIR" && pwd)
 RUN=$(mktemp -d "$WORKDIR/files.XXXXXX")
-GARAGE_PID=""
+GARAGE_PID=""  # set by start_garage (bench/lib/garage.sh)
 
 cleanup() {
     local status=$?
@@ -233,71 +233,15 @@ if ((WITH_DR)); then
 fi
 
 # ---------------------------------------------------------------------------------------------------------
-# S3: a single-node Garage on loopback, as in bench/run.sh and tests/common/garage.rs. Its /metrics endpoint
-# (open without a token when none is configured) counts requests per S3 operation.
+# S3: a single-node Garage on loopback (bench/lib/garage.sh); its /metrics counts the PUT-class requests.
 
-free_port() {
-    local port
-    for _ in $(seq 50); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-GARAGE=$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")
+# shellcheck source=bench/lib/garage.sh
+source "$BENCH/lib/garage.sh"
 if [[ ${S3:-1} == 1 && ! -x $GARAGE ]]; then
     log "garage not found: the S3 measurements are skipped (tests/run installs it)"
     S3=0
 fi
 S3=${S3:-1}
-garage_cli() { "$GARAGE" -c "$RUN/garage/garage.toml" "$@"; }
-start_garage() {
-    mkdir -p "$RUN/garage"
-    GARAGE_S3_PORT=$(free_port)
-    GARAGE_ADMIN_PORT=$(free_port)
-    cat >"$RUN/garage/garage.toml" <<EOG
-metadata_dir = "$RUN/garage/meta"
-data_dir = "$RUN/garage/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$(free_port)"
-rpc_secret = "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$GARAGE_S3_PORT"
-root_domain = ".s3.garage.localhost"
-[admin]
-api_bind_addr = "127.0.0.1:$GARAGE_ADMIN_PORT"
-EOG
-    RUST_LOG=warn "$GARAGE" -c "$RUN/garage/garage.toml" server >"$RUN/garage/server.log" 2>&1 &
-    GARAGE_PID=$!
-    local node="" i
-    for ((i = 0; i < 100; i++)); do
-        node=$(garage_cli node id -q 2>/dev/null) && break
-        sleep 0.2
-    done
-    [[ -n $node ]] || die "garage did not start: $(tail -n 5 "$RUN/garage/server.log")"
-    garage_cli layout assign -z dc1 -c 100G "${node%%@*}" >/dev/null
-    garage_cli layout apply --version 1 >/dev/null
-    garage_cli bucket create dr-bench >/dev/null
-    local key
-    key=$(garage_cli key create dr-bench-key)
-    S3_KEY_ID=$(awk '/^Key ID:/ { print $3 }' <<<"$key")
-    S3_SECRET=$(awk '/^Secret key:/ { print $3 }' <<<"$key")
-    garage_cli bucket allow --read --write --owner dr-bench --key dr-bench-key >/dev/null
-    curl -fsS "http://127.0.0.1:$GARAGE_ADMIN_PORT/metrics" >/dev/null || die "garage's /metrics does not answer"
-    log "garage on 127.0.0.1:$GARAGE_S3_PORT (metrics on $GARAGE_ADMIN_PORT)"
-}
-# PUT-class requests so far (what S3 bills as PUT/POST: objects, multipart create/parts/complete, copies).
-s3_puts() {
-    curl -fsS "http://127.0.0.1:$GARAGE_ADMIN_PORT/metrics" | awk '
-        /^api_s3_request_counter\{/ && /api_endpoint="(PutObject|CreateMultipartUpload|UploadPart|UploadPartCopy|CompleteMultipartUpload|CopyObject)"/ { s += $NF }
-        END { printf "%d", s }'
-}
 S3_ENV=()
 if ((S3)); then
     start_garage

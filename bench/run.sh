@@ -149,7 +149,8 @@ RUN=$(mktemp -d "$WORKDIR/run.XXXXXX")
 chmod 711 "$RUN" # the server's user must reach its directory inside
 PGDATA=""
 POLL_PID=""
-GARAGE_PID=""
+# shellcheck source=bench/lib/garage.sh
+source "$ROOT/bench/lib/garage.sh"
 MEASURED_PID="" # GNU time, while it runs a dr command
 
 stop_server() {
@@ -285,18 +286,6 @@ DR_VERSION="$("$DR" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/n
 # ---------------------------------------------------------------------------------------------------------
 # Scratch PostgreSQL
 
-free_port() {
-    local port
-    for _ in $(seq 50); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
 PGROOT="$RUN/pg"
 PGDATA="$PGROOT/data"
 SOCK="$PGROOT/socket"
@@ -368,50 +357,13 @@ globals = false
 EOF
 
 # ---------------------------------------------------------------------------------------------------------
-# S3: a single-node Garage on loopback, as in tests/common/garage.rs.
+# S3: a single-node Garage on loopback (bench/lib/garage.sh).
 
-GARAGE=$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")
 if ((${S3:-1})) && [[ ! -x $GARAGE ]]; then
     log "garage not found: the S3 measurement is skipped (tests/run installs it)"
     S3=0
 fi
 S3=${S3:-1}
-garage_cli() { "$GARAGE" -c "$RUN/garage/garage.toml" "$@"; }
-start_garage() {
-    mkdir -p "$RUN/garage"
-    GARAGE_S3_PORT=$(free_port)
-    cat >"$RUN/garage/garage.toml" <<EOG
-metadata_dir = "$RUN/garage/meta"
-data_dir = "$RUN/garage/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$(free_port)"
-rpc_secret = "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$GARAGE_S3_PORT"
-root_domain = ".s3.garage.localhost"
-[admin]
-api_bind_addr = "127.0.0.1:$(free_port)"
-EOG
-    RUST_LOG=warn "$GARAGE" -c "$RUN/garage/garage.toml" server >"$RUN/garage/server.log" 2>&1 &
-    GARAGE_PID=$!
-    local node="" i
-    for ((i = 0; i < 100; i++)); do
-        node=$(garage_cli node id -q 2>/dev/null) && break
-        sleep 0.2
-    done
-    [[ -n $node ]] || die "garage did not start: $(tail -n 5 "$RUN/garage/server.log")"
-    garage_cli layout assign -z dc1 -c 100G "${node%%@*}" >/dev/null
-    garage_cli layout apply --version 1 >/dev/null
-    garage_cli bucket create dr-bench >/dev/null
-    local key
-    key=$(garage_cli key create dr-bench-key)
-    S3_KEY_ID=$(awk '/^Key ID:/ { print $3 }' <<<"$key")
-    S3_SECRET=$(awk '/^Secret key:/ { print $3 }' <<<"$key")
-    garage_cli bucket allow --read --write --owner dr-bench --key dr-bench-key >/dev/null
-    log "garage on 127.0.0.1:$GARAGE_S3_PORT"
-}
 S3_RUNS=0
 # A config like the local one, with a fresh prefix in the bucket for every run.
 fresh_s3_repo() {
