@@ -283,7 +283,9 @@ const CHUNKING_FORMAT: u32 = 1;
 const CHUNK_ID_SCHEME: &str = "hmac-sha256";
 
 impl Chunking {
-    /// The defaults (restic's chunk sizes: 512 KiB to 8 MiB, 1 MiB on average; 16 MiB packs), for `key`.
+    /// The defaults, for `key`: restic's chunk sizes (512 KiB to 8 MiB, 1 MiB on average) and 8 MiB packs, each
+    /// one S3 PutObject of which a backup holds two (one filling, one uploading) within its 64 MiB
+    /// (docs/benchmarks.md, "Chunk and pack sizes").
     pub fn default_for(key: &DedupKey) -> Chunking {
         let mut chunking = Chunking {
             format: CHUNKING_FORMAT,
@@ -294,7 +296,7 @@ impl Chunking {
             tree_min_size: 16 << 10,
             tree_avg_size: 64 << 10,
             tree_max_size: 256 << 10,
-            pack_size: 16 << 20,
+            pack_size: 8 << 20,
             key_check: key.key_check(),
             created_at: Utc::now(),
             stored: StoredBytes::default(),
@@ -686,7 +688,7 @@ mod tests {
         assert_eq!(parsed.tree_sizes(), ChunkSizes { min: 16384, avg: 65536, max: 262144 });
         let json: serde_json::Value = serde_json::from_slice(chunking.stored_bytes()).unwrap();
         assert_eq!(json["chunk_id"], "hmac-sha256");
-        assert_eq!(json["pack_size"], 16777216);
+        assert_eq!(json["pack_size"], 8388608);
 
         let with = |field: &str, value: serde_json::Value| {
             let mut json = json.clone();

@@ -24,20 +24,21 @@
 //!   take several times that.
 
 pub mod chunker;
+pub mod frame;
 pub mod index;
 pub mod keys;
 pub mod pack;
 pub mod pack_stream;
 
 pub use chunker::{Chunker, ChunkerError, for_each_chunk};
+pub use frame::{FrameCompressor, compress_frame};
 pub use index::{ChunkIndex, ChunkLocation, INDEX_PREFIX, IndexReader, PackInfo, index_key, write_index};
 pub use keys::{
     CHUNKING_OBJECT, ChunkId, ChunkKeys, ChunkSizes, Chunking, ChunkingChoice, DEDUP_KEY_OBJECT, DedupKey,
     default_key_file,
 };
 pub use pack::{
-    FrameCompressor, PACKS_PREFIX, PackChunk, PackContents, PackEntry, PackRecord, PackWriter, compress_frame,
-    pack_key, read_indexed_pack, read_pack,
+    PACKS_PREFIX, PackChunk, PackContents, PackEntry, PackRecord, PackWriter, pack_key, read_indexed_pack, read_pack,
 };
 pub use pack_stream::PackStream;
 

@@ -3,7 +3,8 @@
 //! ```text
 //! packs/<first 2 hex of name>/<name>.pack.age     name = 32 random lowercase hex
 //! stored    = age(plaintext)                       binary age, to the repository's recipients
-//! plaintext = frame_1 ‖ … ‖ frame_n ‖ trailer      frame_i = one zstd frame (checksum, content size) of chunk i
+//! plaintext = frame_1 ‖ … ‖ frame_n ‖ trailer      frame_i = one zstd frame (checksum, content size) of chunk i,
+//!                                                  compressed or raw blocks (`frame.rs`)
 //! trailer   = n × (id[32] ‖ stored_len u32le ‖ plain_len u32le) ‖ n u32le ‖ "DRPACK01"
 //! ```
 //!
@@ -59,34 +60,6 @@ pub fn new_pack_name() -> String {
 /// True for a well-formed pack name (32 lowercase hex digits).
 pub fn is_pack_name(name: &str) -> bool {
     name.len() == 32 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// One chunk's plaintext as one zstd frame, with the content checksum and size, as a pack holds it.
-pub fn compress_frame(level: i32, plaintext: &[u8]) -> io::Result<Vec<u8>> {
-    FrameCompressor::new(level)?.compress(plaintext)
-}
-
-/// [`compress_frame`] with its zstd context kept between chunks (one per compressing thread).
-pub struct FrameCompressor(zstd::bulk::Compressor<'static>);
-
-impl std::fmt::Debug for FrameCompressor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FrameCompressor")
-    }
-}
-
-impl FrameCompressor {
-    pub fn new(level: i32) -> io::Result<FrameCompressor> {
-        use zstd::stream::raw::CParameter;
-        let mut compressor = zstd::bulk::Compressor::new(level)?;
-        compressor.set_parameter(CParameter::ChecksumFlag(true))?;
-        compressor.set_parameter(CParameter::ContentSizeFlag(true))?;
-        Ok(FrameCompressor(compressor))
-    }
-
-    pub fn compress(&mut self, plaintext: &[u8]) -> io::Result<Vec<u8>> {
-        self.0.compress(plaintext)
-    }
 }
 
 /// One chunk of a pack: `(id, offset, stored_len, plain_len)`, as an index line lists it.
@@ -161,11 +134,20 @@ impl PackWriter {
         PackWriter { store, recipients, pack_size, runtime, open: None, closing: VecDeque::new(), closed: Vec::new() }
     }
 
-    /// Appends one chunk's frame (from [`compress_frame`]); closes and uploads the pack once its plaintext
-    /// reaches `pack_size`.
+    /// Appends one chunk's frame (from [`super::compress_frame`]). A pack is closed (and uploaded) before a
+    /// frame would take its plaintext, trailer included, past `pack_size`, so that a pack stays within
+    /// [`stored_size_bound`] (a frame larger than `pack_size` alone makes a pack of its own).
     pub fn add(&mut self, id: ChunkId, frame: &[u8], plain_len: u32) -> Result<()> {
         let stored_len = u32::try_from(frame.len())
             .map_err(|_| Error::io("packing a chunk", io::Error::other("a compressed chunk over 4 GiB")))?;
+        if let Some(pack) = self.open.take() {
+            let grown = pack.frames_len + frame.len() as u64 + trailer_len(pack.chunks.len() + 1);
+            if grown > self.pack_size && !pack.chunks.is_empty() {
+                self.close(pack)?;
+            } else {
+                self.open = Some(pack);
+            }
+        }
         let mut pack = match self.open.take() {
             Some(pack) => pack,
             None => self.start()?,
@@ -178,7 +160,7 @@ impl PackWriter {
             .map_err(|_| Error::io("packing a chunk", io::Error::other("a pack over 4 GiB")))?;
         pack.chunks.push((id, offset, stored_len, plain_len));
         pack.frames_len += u64::from(stored_len);
-        if pack.frames_len >= self.pack_size {
+        if pack.frames_len + trailer_len(pack.chunks.len()) >= self.pack_size {
             self.close(pack)?;
         } else {
             self.open = Some(pack);
@@ -215,6 +197,7 @@ impl PackWriter {
             &key,
             &self.recipients,
             Encoding::Encrypted,
+            Some(stored_size_bound(self.pack_size)),
             Arc::new(NoProgress),
         ))?;
         Ok(OpenPack { name, writer, handle, chunks: Vec::new(), frames_len: 0 })
@@ -287,6 +270,17 @@ impl Drop for PackWriter {
             drop(self.runtime.spawn(pack.handle.wait()));
         }
     }
+}
+
+/// Bytes of the trailer of a pack of `chunks` chunks.
+fn trailer_len(chunks: usize) -> u64 {
+    (chunks * TRAILER_ENTRY + 12) as u64
+}
+
+/// The most a pack of `pack_size` stores, unless one frame alone is larger: its plaintext, plus age's 16 bytes
+/// per 64 KiB and its header (one stanza of ~100 bytes per recipient; 64 KiB covers hundreds).
+pub fn stored_size_bound(pack_size: u64) -> u64 {
+    pack_size + pack_size / 4096 + (64 << 10)
 }
 
 fn encode_trailer(chunks: &[PackChunk]) -> Vec<u8> {
@@ -487,6 +481,7 @@ pub async fn read_indexed_pack(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::chunks::compress_frame;
 
     /// A pack's plaintext as the writer lays it out, from chunk plaintexts.
     fn plaintext_of(key: &DedupKey, chunks: &[&[u8]]) -> (Vec<u8>, Vec<PackChunk>) {

@@ -267,18 +267,23 @@ pub async fn begin_upload(
     compression: Compression,
     progress: Arc<dyn ProgressTask>,
 ) -> Result<(EncodeWriter, UploadHandle)> {
-    begin_encoded_upload(store, key, recipients, Encoding::Compressed(compression), progress).await
+    begin_encoded_upload(store, key, recipients, Encoding::Compressed(compression), None, progress).await
 }
 
-/// [`begin_upload`] with the [`Encoding`] chosen: [`Encoding::Encrypted`] for bytes that are compressed already.
+/// [`begin_upload`] with the [`Encoding`] chosen: [`Encoding::Encrypted`] for bytes that are compressed already;
+/// with `size_hint`, the stored size the caller expects at most ([`Store::put_stream_sized`]).
 pub async fn begin_encoded_upload(
     store: &dyn Store,
     key: &str,
     recipients: &Recipients,
     encoding: Encoding,
+    size_hint: Option<u64>,
     progress: Arc<dyn ProgressTask>,
 ) -> Result<(EncodeWriter, UploadHandle)> {
-    let writer = store.put_stream(key).await?;
+    let writer = match size_hint {
+        Some(size) => store.put_stream_sized(key, size).await?,
+        None => store.put_stream(key).await?,
+    };
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
     let task = AbortOnDropHandle::new(tokio::spawn(drive(writer, receiver)));
     let encoder = EncodeWriter::new(recipients, encoding, sender, progress)

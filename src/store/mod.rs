@@ -74,6 +74,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Starts a streaming upload; nothing is visible until [`ObjectWriter::finish`] returns.
     async fn put_stream(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
 
+    /// [`put_stream`](Self::put_stream) for an object the caller expects to be at most about `size_hint`
+    /// bytes: a store that pays per request may hold that much to send the object in one request (S3: one
+    /// PutObject instead of a multipart upload's four requests). A larger object is still stored whole.
+    async fn put_stream_sized(&self, key: &str, size_hint: u64) -> Result<Box<dyn ObjectWriter>> {
+        let _ = size_hint;
+        self.put_stream(key).await
+    }
+
     /// Opens an object for streaming; a missing key is [`Error::ObjectMissing`].
     async fn get(&self, key: &str) -> Result<ObjectReader>;
 

@@ -68,6 +68,15 @@ impl Subject {
         }
     }
 
+    /// Whether the object went up in one request: true for every store but S3, where a multipart upload's
+    /// ETag ends in `-<parts>`.
+    async fn stored_in_one_request(&self, key: &str) -> bool {
+        let Backing::S3(garage, prefix) = &self.backing else { return true };
+        let head = garage.client().await.head_object().bucket(&garage.bucket).key(format!("{prefix}/{key}")).send();
+        let etag = head.await.unwrap().e_tag().unwrap_or_default().trim_matches('"').to_string();
+        !etag.contains('-')
+    }
+
     /// Waits (a few seconds at most) until no upload is open in the store: S3 aborts a dropped writer's upload
     /// in the background.
     async fn assert_no_open_upload(&self) {
@@ -94,6 +103,7 @@ macro_rules! contract {
         mod $subject {
             promise!($subject, a_put_object_reads_back_whole);
             promise!($subject, streamed_objects_read_back_at_every_size);
+            promise!($subject, sized_streams_read_back_within_their_size_and_beyond_it);
             promise!($subject, an_unfinished_stream_is_invisible);
             promise!($subject, an_aborted_writer_leaves_nothing);
             promise!($subject, a_dropped_writer_leaves_nothing_visible);
@@ -171,6 +181,28 @@ async fn streamed_objects_read_back_at_every_size(subject: &Subject) {
         stream(store, &key, &data).await;
         assert!(read_all(store, &key).await == data, "streamed object of {size} bytes reads back");
         assert_eq!(store.head(&key).await.expect("head").expect("exists").size, size as u64);
+    }
+    subject.assert_no_open_upload().await;
+}
+
+/// `put_stream_sized` makes the same objects as `put_stream`: one up to the size announced goes in one request
+/// (S3: a PutObject, however many parts it spans), and one that outgrows it is still stored whole.
+async fn sized_streams_read_back_within_their_size_and_beyond_it(subject: &Subject) {
+    let store = subject.store.as_ref();
+    let announced = (12 << 20) as u64;
+    for (size, one_request) in [(0, true), (4096, true), (10 << 20, true), ((12 << 20) + 3, false)] {
+        let data = pattern(size, 3);
+        let key = format!("packs/sized-{size}");
+        let mut writer = store.put_stream_sized(&key, announced).await.expect("put_stream_sized");
+        for chunk in data.chunks(CHUNK) {
+            writer.write(Bytes::copy_from_slice(chunk)).await.expect("write");
+        }
+        writer.finish().await.expect("finish");
+        assert!(read_all(store, &key).await == data, "a sized stream of {size} bytes reads back");
+        assert_eq!(store.head(&key).await.expect("head").expect("exists").size, size as u64);
+        if one_request {
+            assert!(subject.stored_in_one_request(&key).await, "{size} bytes, announced {announced}: one request");
+        }
     }
     subject.assert_no_open_upload().await;
 }

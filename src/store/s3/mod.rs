@@ -54,6 +54,10 @@ pub(super) struct Inner {
     /// (refused, no such host) is a wrong endpoint or a server that is down, and fails at once: retrying for
     /// a minute would only delay the error. Once it has, such a failure is a blip, retried like any other.
     reached: std::sync::atomic::AtomicBool,
+    /// Buffers of objects sent whole ([`writer::S3Writer::whole_up_to`]), kept for the next ones: glibc keeps
+    /// freed blocks of that size in each thread's arena, and a fresh 16 MiB buffer per pack had doubled a
+    /// backup's peak RSS (measured: 121 MiB against 67 MiB with the blocks handed back to the system).
+    whole_buffers: std::sync::Mutex<Vec<bytes::BytesMut>>,
 }
 
 impl S3Store {
@@ -106,7 +110,15 @@ impl S3Store {
             None => format!("s3://{}/{}", options.bucket, options.prefix),
         };
         let client = Client::from_conf(builder.build());
-        S3Store { inner: Arc::new(Inner { client, options, location, reached: Default::default() }) }
+        S3Store {
+            inner: Arc::new(Inner {
+                client,
+                options,
+                location,
+                reached: Default::default(),
+                whole_buffers: Default::default(),
+            }),
+        }
     }
 }
 

@@ -28,6 +28,11 @@ impl Store for S3Store {
         Ok(Box::new(S3Writer::new(self.inner.clone(), key.to_string(), full)))
     }
 
+    async fn put_stream_sized(&self, key: &str, size_hint: u64) -> Result<Box<dyn ObjectWriter>> {
+        let full = self.inner.full_key(key)?;
+        Ok(Box::new(S3Writer::new(self.inner.clone(), key.to_string(), full).whole_up_to(size_hint)))
+    }
+
     async fn get(&self, key: &str) -> Result<ObjectReader> {
         let inner = self.inner.clone();
         let full = inner.full_key(key)?;

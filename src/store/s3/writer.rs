@@ -1,4 +1,5 @@
-//! Streaming uploads: one PUT under a part, a multipart upload with bounded parts in flight above.
+//! Streaming uploads: one PUT under a part (or under the size the caller announced), a multipart upload with
+//! bounded parts in flight above.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
 use super::errors::Finding;
-use super::{Inner, MAX_PARTS, content_md5};
+use super::{Inner, MAX_PART_SIZE, MAX_PARTS, content_md5};
 use crate::error::{Error, Result};
 use crate::store::ObjectWriter;
 
@@ -19,8 +20,10 @@ pub(super) struct S3Writer {
     inner: Arc<Inner>,
     key: String,
     full: String,
-    /// Bytes not yet sent: less than one part.
+    /// Bytes not yet sent: less than one part, or less than `whole_limit` while the object may still go whole.
     buffer: BytesMut,
+    /// Up to this size the object is held and sent in one PutObject ([`S3Writer::whole_up_to`]).
+    whole_limit: usize,
     upload_id: Option<String>,
     next_part: i32,
     /// Bytes handed to part uploads so far.
@@ -40,6 +43,7 @@ impl S3Writer {
             key,
             full,
             buffer: BytesMut::new(),
+            whole_limit: 0,
             upload_id: None,
             next_part: 1,
             sent: 0,
@@ -47,6 +51,13 @@ impl S3Writer {
             spare: Vec::new(),
             parts: Vec::new(),
         }
+    }
+
+    /// Holds an object of up to `size` bytes (at most [`MAX_PART_SIZE`], PutObject's limit) to send it in one
+    /// PutObject; past that it becomes a multipart upload whose first parts are cut from what was held.
+    pub(super) fn whole_up_to(mut self, size: u64) -> S3Writer {
+        self.whole_limit = usize::try_from(size.min(MAX_PART_SIZE)).unwrap_or(usize::MAX);
+        self
     }
 
     /// A failure of this upload that is not a request's (those are classified by [`Inner::retry`]).
@@ -84,6 +95,27 @@ impl S3Writer {
             Some(Err(e)) => Err(self.error(Finding::PartStopped(e))),
             None => Ok(()),
         }
+    }
+
+    /// Adds bytes to the current part, sending each part as it fills.
+    async fn append(&mut self, data: &[u8]) -> Result<()> {
+        let part_size = self.inner.options.part_size as usize;
+        let mut rest = data;
+        while !rest.is_empty() {
+            // Each part fills an allocation of exactly its size: a growing buffer would double its capacity, and
+            // every part cut from it would pin the whole oversized allocation until uploaded.
+            if self.buffer.capacity() == 0 {
+                self.buffer = self.spare.pop().unwrap_or_else(|| BytesMut::with_capacity(part_size));
+            }
+            let take = rest.len().min(part_size - self.buffer.len());
+            self.buffer.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buffer.len() == part_size {
+                let part = std::mem::take(&mut self.buffer).freeze();
+                self.send_part(part).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends one part, first waiting for a free slot: this wait is the backpressure on the producer.
@@ -125,8 +157,12 @@ impl S3Writer {
 
     async fn complete(&mut self) -> Result<()> {
         if self.upload_id.is_none() {
-            let data = self.buffer.split().freeze();
-            return self.inner.put_object(&self.key, &self.full, data).await;
+            let data = std::mem::take(&mut self.buffer).freeze();
+            self.inner.put_object(&self.key, &self.full, data.clone()).await?;
+            if let Ok(buffer) = data.try_into_mut() {
+                self.inner.keep_whole_buffer(buffer, self.whole_limit);
+            }
+            return Ok(());
         }
         if !self.buffer.is_empty() {
             let rest = self.buffer.split().freeze();
@@ -202,26 +238,51 @@ impl S3Writer {
     }
 }
 
+impl Inner {
+    /// A buffer for an object sent whole, of at least `size` bytes: a kept one, or a new one.
+    fn whole_buffer(&self, size: usize) -> BytesMut {
+        let mut kept = self.whole_buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kept.iter().position(|buffer| buffer.capacity() >= size) {
+            Some(i) => kept.swap_remove(i),
+            None => BytesMut::with_capacity(size),
+        }
+    }
+
+    /// Keeps a buffer whose object was sent, for the next: as many as uploads run at once, no more.
+    fn keep_whole_buffer(&self, mut buffer: BytesMut, size: usize) {
+        if size <= self.options.part_size as usize {
+            return;
+        }
+        buffer.clear();
+        let mut kept = self.whole_buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() < self.options.concurrency {
+            kept.push(buffer);
+        }
+    }
+}
+
 #[async_trait]
 impl ObjectWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         let part_size = self.inner.options.part_size as usize;
-        let mut rest = &chunk[..];
-        while !rest.is_empty() {
-            // Each part fills an allocation of exactly its size: a growing buffer would double its capacity, and
-            // every part cut from it would pin the whole oversized allocation until uploaded.
-            if self.buffer.capacity() == 0 {
-                self.buffer = self.spare.pop().unwrap_or_else(|| BytesMut::with_capacity(part_size));
+        if self.upload_id.is_none() && self.whole_limit > part_size {
+            if self.buffer.len() + chunk.len() <= self.whole_limit {
+                if self.buffer.capacity() == 0 {
+                    self.buffer = self.inner.whole_buffer(self.whole_limit);
+                }
+                self.buffer.extend_from_slice(&chunk);
+                return Ok(());
             }
-            let take = rest.len().min(part_size - self.buffer.len());
-            self.buffer.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.buffer.len() == part_size {
-                let part = std::mem::take(&mut self.buffer).freeze();
+            // Larger than announced: a multipart upload after all, its first parts cut from what is held.
+            self.whole_limit = 0;
+            let mut held = std::mem::take(&mut self.buffer);
+            while held.len() >= part_size {
+                let part = held.split_to(part_size).freeze();
                 self.send_part(part).await?;
             }
+            self.append(&held).await?;
         }
-        Ok(())
+        self.append(&chunk).await
     }
 
     async fn finish(mut self: Box<Self>) -> Result<()> {
