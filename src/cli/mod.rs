@@ -3,6 +3,7 @@
 #[macro_use]
 mod output;
 
+mod allocator;
 mod backup;
 mod check;
 mod completions;
@@ -157,6 +158,7 @@ fn parse_selector(text: &str) -> std::result::Result<dr::Selector, dr::NotASelec
 }
 
 pub fn main() -> ExitCode {
+    allocator::cap_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
