@@ -392,8 +392,19 @@ for set in "${SET_LIST[@]}"; do
     for ((rep = 0; rep < REPS; rep++)); do
         rm -rf "$SRC"/new-*
         fresh_repos "$set" "$rep"
+        # The previous repetition's repositories and restored trees were just deleted: let the file system
+        # finish that work before anything is timed (the first run of a repetition took up to 7x longer).
+        sync
+        sleep 5
         n=${#BACKUPS[@]}
         order=("${BACKUPS[@]:rep % n}" "${BACKUPS[@]:0:rep % n}")
+        # Rotated, and reversed every other repetition: a plain rotation has every contender always run right
+        # after the same one (dr after restic, whose 1.7 GB of new files slowed the next fsync-heavy run).
+        if ((rep % 2 == 1)); then
+            local_order=()
+            for ((i = ${#order[@]} - 1; i >= 0; i--)); do local_order+=("${order[i]}"); done
+            order=("${local_order[@]}")
+        fi
         for scen in "${SCENARIOS[@]}"; do
             case $scen in
                 add1) python3 "$BENCH/gen_files.py" --set "$set" --out "$SRC" --seed "$SEED" --scale "$scale" --add 1 >/dev/null ;;
