@@ -140,13 +140,12 @@ impl PackWriter {
     pub fn add(&mut self, id: ChunkId, frame: &[u8], plain_len: u32) -> Result<()> {
         let stored_len = u32::try_from(frame.len())
             .map_err(|_| Error::io("packing a chunk", io::Error::other("a compressed chunk over 4 GiB")))?;
-        if let Some(pack) = self.open.take() {
-            let grown = pack.frames_len + frame.len() as u64 + trailer_len(pack.chunks.len() + 1);
-            if grown > self.pack_size && !pack.chunks.is_empty() {
-                self.close(pack)?;
-            } else {
-                self.open = Some(pack);
-            }
+        let overflows = |pack: &OpenPack| {
+            !pack.chunks.is_empty()
+                && pack.frames_len + frame.len() as u64 + trailer_len(pack.chunks.len() + 1) > self.pack_size
+        };
+        if let Some(pack) = self.open.take_if(|pack| overflows(pack)) {
+            self.close(pack)?;
         }
         let mut pack = match self.open.take() {
             Some(pack) => pack,
@@ -155,7 +154,7 @@ impl PackWriter {
         if let Err(e) = pack.writer.write_all(frame) {
             return Err(self.failed(pack, e));
         }
-        // The pack is closed before its plaintext passes pack_size (≤ 1 GiB) by more than one chunk.
+        // A pack's plaintext stays within pack_size (≤ 1 GiB) unless it is one chunk: offsets fit a u32.
         let offset = u32::try_from(pack.frames_len)
             .map_err(|_| Error::io("packing a chunk", io::Error::other("a pack over 4 GiB")))?;
         pack.chunks.push((id, offset, stored_len, plain_len));
@@ -284,7 +283,7 @@ pub fn stored_size_bound(pack_size: u64) -> u64 {
 }
 
 fn encode_trailer(chunks: &[PackChunk]) -> Vec<u8> {
-    let mut trailer = Vec::with_capacity(chunks.len() * TRAILER_ENTRY + 12);
+    let mut trailer = Vec::with_capacity(trailer_len(chunks.len()) as usize);
     for (id, _, stored_len, plain_len) in chunks {
         trailer.extend_from_slice(&id.0);
         trailer.extend_from_slice(&stored_len.to_le_bytes());

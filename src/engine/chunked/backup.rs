@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use super::TreeObject;
 use super::tree_stream::{TreeBytes, tree_bytes};
 use crate::chunks::{
-    ChunkId, ChunkIndex, ChunkKeys, Chunker, ChunkerError, FrameCompressor, PackRecord, PackWriter, compress_frame,
-    for_each_chunk, write_index,
+    ChunkId, ChunkIndex, ChunkKeys, Chunker, ChunkerError, FrameCompressor, PackRecord, PackWriter, for_each_chunk,
+    write_index,
 };
 use crate::crypto::Recipients;
 use crate::error::{Error, Result};
@@ -483,11 +483,13 @@ impl ChunkedRun {
     fn chunk_tree(&self, tree: impl Read, frames: &SyncSender<Vec<Frame>>) -> Result<(Vec<ChunkId>, u64)> {
         let mut chunks = Vec::new();
         let mut batch = FrameBatch::new(frames);
+        // One zstd context for the whole tree, as each file chunker keeps one.
+        let mut compressor = FrameCompressor::new(self.level).map_err(|e| Error::io("starting zstd", e))?;
         let sizes = self.keys.chunking.tree_sizes();
         let plain = for_each_chunk(tree, u64::MAX, sizes, self.keys.key.gear_seed(), |data| {
             let id = self.keys.key.chunk_id(data);
             if self.claim(&id) {
-                let frame = compress_frame(self.level, data).map_err(|e| Error::io("compressing the tree", e))?;
+                let frame = compressor.compress(data).map_err(|e| Error::io("compressing the tree", e))?;
                 batch.push(Frame { id, data: frame, plain_len: data.len() as u32 })?;
             }
             chunks.push(id);

@@ -110,18 +110,21 @@ pub(crate) async fn plan(
     let pack_size = reader.keys.chunking.pack_size;
     let records = reader.index.records();
     let is_small = |record: &PackRecord| record.frames_len() < pack_size / SMALL_PACK_SHARE;
-    let live_in = |record: &PackRecord| -> (HashSet<ChunkId>, u64) {
-        let live_here: HashSet<ChunkId> = record.chunks.iter().map(|c| c.0).filter(|id| live.contains(id)).collect();
-        let live_bytes = record.chunks.iter().filter(|c| live_here.contains(&c.0)).map(|c| u64::from(c.2)).sum();
-        (live_here, live_bytes)
-    };
     let mostly_dead = |record: &PackRecord, live_bytes: u64| {
         live_bytes > 0 && (live_bytes as f64) < repack_below * record.frames_len().max(1) as f64
     };
+    let live_bytes = |record: &PackRecord| -> u64 {
+        record.chunks.iter().filter(|c| live.contains(&c.0)).map(|c| u64::from(c.2)).sum()
+    };
+    let live_in = |record: &PackRecord| -> (HashSet<ChunkId>, u64) {
+        let live_here = record.chunks.iter().map(|c| c.0).filter(|id| live.contains(id)).collect();
+        (live_here, live_bytes(record))
+    };
     // Small packs merge when there are several, or when a repack writes a new pack anyway: otherwise the pack
     // a repack writes would be one more small pack, merged by the next prune (which would then never be idle).
+    // The live bytes alone tell a mostly dead pack, without the set of its live chunks the loop below keeps.
     let small_packs = records.iter().filter(|r| is_small(r)).count();
-    let repacking = records.iter().any(|r| mostly_dead(r, live_in(r).1));
+    let repacking = records.iter().any(|r| mostly_dead(r, live_bytes(r)));
     let merge_small = small_packs > 1 || (small_packs == 1 && repacking);
     for record in &records {
         let (live_here, live_bytes) = live_in(record);
