@@ -19,7 +19,7 @@ use common::FilesSite;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-const SIZE: u64 = 64 << 20;
+const SIZE: u64 = 128 << 20;
 const HEAD: &[u8] = b"the first bytes of a file that is large, mostly a hole";
 
 /// A sparse file of `SIZE` bytes that starts with `HEAD`.
