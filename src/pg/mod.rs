@@ -2,6 +2,7 @@
 //! pg_dumpall, pg_restore, initdb), the consistency snapshot, globals, the database's own properties, restore
 //! targets, scratch servers.
 
+pub mod archive;
 mod connect;
 mod conninfo;
 pub(crate) mod database;

@@ -211,8 +211,10 @@ impl DatabaseTarget {
 pub enum RestoreInput<'a> {
     /// From stdin, in one transaction: a broken stream rolls everything back.
     Stream,
-    /// From a staged file, with parallel jobs.
-    File { path: &'a Path, jobs: usize },
+    /// From stdin, only the entries in a list file (`--use-list`), each on its own as pg_restore -j would.
+    Listed { list: &'a Path },
+    /// From a staged file, with parallel jobs, and only the entries of a list file if one is given.
+    File { path: &'a Path, jobs: usize, list: Option<&'a Path> },
 }
 
 /// The pg_restore command for `target`. `clean` drops the archive's objects first (`--force`).
@@ -229,7 +231,13 @@ pub fn pg_restore_command(tool: &Tool, target: &DatabaseTarget, input: RestoreIn
         RestoreInput::Stream => {
             command.arg("--single-transaction").arg("--exit-on-error");
         }
-        RestoreInput::File { path, jobs } => {
+        RestoreInput::Listed { list } => {
+            command.arg("--use-list").arg(list);
+        }
+        RestoreInput::File { path, jobs, list } => {
+            if let Some(list) = list {
+                command.arg("--use-list").arg(list);
+            }
             command.arg(format!("--jobs={jobs}")).arg(path);
         }
     }

@@ -18,6 +18,12 @@ use nix::unistd::Pid;
 /// directories. Never data.
 const BOOKKEEPING: [&str; 2] = ["lock", "staging"];
 
+/// A run's own files beside the data: its lock, its staging marker, and pg_restore's lists of the archive
+/// entries to restore (dump ids, nothing of the data).
+fn is_bookkeeping(name: &str) -> bool {
+    BOOKKEEPING.contains(&name) || name.ends_with(".list")
+}
+
 /// Whether `pid` is a process that still runs (a zombie waiting for its reaper does not).
 fn alive(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -70,7 +76,7 @@ fn kill_9(mut child: Child) {
 fn data_files(tmp: &Path) -> Vec<String> {
     files_below(tmp)
         .into_iter()
-        .filter(|f| !BOOKKEEPING.iter().any(|b| Path::new(f).file_name().is_some_and(|n| n == *b)))
+        .filter(|f| !Path::new(f).file_name().and_then(|n| n.to_str()).is_some_and(is_bookkeeping))
         .collect()
 }
 

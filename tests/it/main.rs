@@ -29,6 +29,7 @@ mod files_metadata;
 mod leftovers;
 mod locks;
 mod messages;
+mod pg_archive;
 mod pg_tls;
 mod progress;
 mod prune;

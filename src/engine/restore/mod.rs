@@ -23,8 +23,7 @@
 //! Files stored incomplete (changed while they were backed up) are named in warnings; one that shrank is cut
 //! back to the bytes that were read instead of restored with the archive's zero padding.
 
-use std::fs::File;
-use std::io::{self, Seek, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +40,8 @@ use crate::pg::{
     self, ConnInfo, DatabaseTarget, GlobalsOutcome, PropertiesOutcome, RestoreInput, TargetState, redact_target, tools,
 };
 use crate::pipeline::{self, ChildWriter};
+
+mod staged;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::drill_record::{PHASE_FETCH, PHASE_FILES, PHASE_PG_RESTORE, PHASE_STREAMED, Phase};
@@ -474,14 +475,19 @@ impl Restorer<'_> {
             }
             None => None,
         };
-        let staged = if self.options.jobs > 1 {
-            let staged = self.stage(plan, &dump).await?;
+        let created = plan.state == TargetState::Missing;
+        let parallel = self.options.jobs > 1;
+        // Into a database it creates, a parallel restore starts on the schema while the archive is staged
+        // (see `staged`); anything else waits for the whole archive to be staged and checked.
+        let early = parallel && created;
+        let staged = if parallel && !early {
+            let staged = self.stage(plan, &dump, None).await?;
             report.objects_verified.push(dump.key.clone());
             Some(staged)
         } else {
             None
         };
-        report.phases.push(Phase { name: PHASE_FETCH.into(), seconds: fetch.elapsed().as_secs_f64() });
+        let mut fetch_seconds = fetch.elapsed().as_secs_f64();
 
         if let Some(sql) = globals {
             let outcome = db.apply_globals(&sql).await?;
@@ -498,7 +504,6 @@ impl Restorer<'_> {
             report.globals = Some(outcome);
         }
         let created_roles = report.globals.as_ref().map(|g| g.created_roles.clone()).unwrap_or_default();
-        let created = plan.state == TargetState::Missing;
         if created {
             tracing::info!(source = %plan.name, database = %db.database_name(), "creating the target database");
             if let Err(e) = db.create(details).await {
@@ -506,13 +511,33 @@ impl Restorer<'_> {
                 return Err(e);
             }
         }
+        let staged = match staged {
+            Some(staged) => Some(staged),
+            None if early => {
+                let start = self.early_restore(plan, db, &pg_restore);
+                match self.stage(plan, &dump, Some(start)).await {
+                    Ok(staged) => {
+                        report.objects_verified.push(dump.key.clone());
+                        fetch_seconds = fetch.elapsed().as_secs_f64();
+                        Some(staged)
+                    }
+                    Err(e) => {
+                        // The schema may be half restored: the database goes, with what dr created for it.
+                        undo(plan, db, created, &created_roles).await;
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        report.phases.push(Phase { name: PHASE_FETCH.into(), seconds: fetch_seconds });
         let clean = matches!(plan.state, TargetState::NotEmpty(_));
         let pg_restore_start = Instant::now();
         let stderr = match staged {
             // A parallel pg_restore that fails has restored part of the archive: that is left for inspection,
             // and the error says the source failed.
-            Some(file) => {
-                let result = self.pg_restore_file(plan, db, file, &pg_restore, clean).await;
+            Some(staged) => {
+                let result = self.pg_restore_staged(plan, db, staged, &pg_restore, clean).await;
                 let seconds = pg_restore_start.elapsed().as_secs_f64();
                 report.phases.push(Phase { name: PHASE_PG_RESTORE.into(), seconds });
                 result?
@@ -621,66 +646,6 @@ impl Restorer<'_> {
             },
         )
         .await
-    }
-
-    /// `--jobs N`, first half: stage the archive in a temporary file, checked in full on the way. The file is
-    /// unlinked from the start (`O_TMPFILE` on Linux): the kernel frees it when the last process holding it
-    /// ends, so even a SIGKILL leaves no decrypted archive on disk.
-    async fn stage(&self, plan: &SourcePlan<'_>, dump: &ObjectEntry) -> Result<File> {
-        let dir = self.run.map_or_else(std::env::temp_dir, |run| run.path().to_path_buf());
-        let dir = dir.as_path();
-        check_free_space(dir, dump.plain_size)?;
-        let mut staged = tempfile::tempfile_in(dir)
-            .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
-        let file = staged.try_clone().map_err(|e| Error::io("duplicating the staged archive's handle", e))?;
-        let staged_path = format!("the staged archive in {}", dir.display());
-        pipeline::download(
-            self.repo.store(),
-            &dump.key,
-            self.identities.clone(),
-            dump.expected(),
-            self.progress.task(&format!("{} (download)", plan.name), Some(dump.plain_size)),
-            move |decoder| {
-                let mut out = io::BufWriter::with_capacity(1 << 20, file);
-                io::copy(decoder, &mut out)
-                    .and_then(|_| out.flush())
-                    .map_err(|e| Error::io(format!("writing {staged_path}"), e))
-            },
-        )
-        .await?;
-        staged.rewind().map_err(|e| Error::io("rewinding the staged archive", e))?;
-        Ok(staged)
-    }
-
-    /// `--jobs N`, second half: a parallel pg_restore from the staged file. pg_restore refuses a parallel
-    /// restore from stdin when given no file name, but given `/dev/stdin` each worker opens that name afresh:
-    /// `/proc/self/fd/0`, a new, seekable handle on the unlinked file.
-    async fn pg_restore_file(
-        &self,
-        plan: &SourcePlan<'_>,
-        db: &DatabaseTarget,
-        staged: File,
-        pg_restore: &tools::Tool,
-        clean: bool,
-    ) -> Result<String> {
-        tracing::info!(source = %plan.name, jobs = self.options.jobs, "running pg_restore");
-        // pg_restore reads the staged file itself: there are no bytes to count, only a phase to name.
-        let task = self.progress.phase(&format!("{} (pg_restore)", plan.name));
-        let input = RestoreInput::File { path: Path::new("/dev/stdin"), jobs: self.options.jobs };
-        let command = pg::pg_restore_command(pg_restore, db, input, clean);
-        let output = tokio::process::Command::from(command)
-            .stdin(std::process::Stdio::from(staged))
-            .output()
-            .await
-            .map_err(|e| Error::io(format!("running {}", pg_restore.path.display()), e))?;
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        let outcome = if output.status.success() { "restored" } else { "failed" };
-        task.finish(&format!("{outcome} by pg_restore --jobs {}", self.options.jobs));
-        if !output.status.success() {
-            let hint = Some(super::PG_TOOL_FAILED_HINT.to_string());
-            return Err(Error::child_failed("pg_restore", output.status.to_string(), stderr, hint));
-        }
-        Ok(stderr)
     }
 
     async fn directory(&self, plan: &SourcePlan<'_>, dir: &Path, report: &mut SourceRestore) -> Result<()> {
@@ -861,7 +826,7 @@ fn restored_as(incomplete: &Incomplete) -> String {
 /// Takes back what a database restore set up before it failed with nothing restored: the database it created
 /// (when `drop_database`) and the roles its globals created. Best effort: what cannot be undone is logged.
 async fn undo(plan: &SourcePlan<'_>, db: &DatabaseTarget, drop_database: bool, roles: &[String]) {
-    if drop_database && let Err(e) = db.drop_database().await {
+    if drop_database && let Err(e) = db.drop_database_force().await {
         tracing::warn!(source = %plan.name, "could not drop the empty target database: {e}");
     }
     if !roles.is_empty() {
