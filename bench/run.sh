@@ -9,8 +9,9 @@
 #   e. dr restore --jobs 2 --into app=<new database>
 #   f. dr backup to S3 (a single-node Garage on loopback; skipped with --no-s3 or without garage)
 #   g. dr drill --jobs 2 (the same snapshot into an embedded scratch cluster, then every check; --no-drill skips it)
-# and prints medians, ratios, output sizes, dr's peak RSS and PASS/FAIL against the targets of issues 2 and 3,
-# and the drill's RTO, its phases and its cost over dr restore.
+#   h. dr restore --jobs 2 from the S3 repository that (f) wrote (skipped with f)
+# and prints medians, ratios, output sizes, dr's peak RSS and PASS/FAIL against the targets of issues 2, 3 and
+# 14, and the drill's RTO, its phases and its cost over dr restore.
 # See docs/benchmarks.md. Run `bench/run.sh --help` for the options.
 
 set -euo pipefail
@@ -18,10 +19,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
 
-# Targets (issues 2 and 3).
+# Targets (issues 2, 3 and 14).
 BACKUP_VS_PIPELINE_MAX=1.05
-RESTORE_VS_PG_RESTORE_MAX=1.10
-S3_VS_LOCAL_MAX=1.10
+RESTORE_VS_PG_RESTORE_MAX=1.00
+S3_VS_LOCAL_MAX=1.05
+DRILL_RTO_VS_RESTORE_MAX=1.05
 RSS_MAX_MIB=64
 
 # Posts per GB (GiB, as pg_size_pretty counts) of pg_database_size, calibrated on bench/site.sql: about
@@ -379,6 +381,10 @@ if ((S3)); then
         AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null "$DR" --config "$RUN/dr-s3.toml" -q)
 fi
 
+# CPU seconds Garage has used so far: on this machine it shares the CPUs with dr, so it is reported beside the
+# S3 measurements.
+garage_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$GARAGE_PID/stat"; }
+
 fresh_repo() {
     rm -rf "$REPO"
     "$DR" --config "$CONFIG" -q init >/dev/null
@@ -430,11 +436,27 @@ run_dr_backup() {
 run_dr_backup_s3() {
     fresh_s3_repo
     sync
-    local t0 t1
+    local t0 t1 g0
+    g0=$(garage_cpu)
     t0=$(now)
     measure_rss "${DR_S3[@]}" backup >"$RUN/snapshot-s3.id"
     t1=$(now)
     LAST_SECONDS=$(elapsed "$t0" "$t1")
+    LAST_GARAGE_CPU=$(awk -v a="$g0" -v b="$(garage_cpu)" 'BEGIN { printf "%.2f", b - a }')
+}
+
+# dr restore from the S3 repository of this repetition's run_dr_backup_s3 (the same database, backed up then).
+run_dr_restore_s3() {
+    drop_db restore_s3
+    sync
+    local t0 t1 g0
+    g0=$(garage_cpu)
+    t0=$(now)
+    measure_rss "${DR_S3[@]}" restore --to latest --into "app=$(conninfo restore_s3)" --jobs "$JOBS" \
+        --temp-dir "$RUN/tmp" >/dev/null
+    t1=$(now)
+    LAST_SECONDS=$(elapsed "$t0" "$t1")
+    LAST_GARAGE_CPU=$(awk -v a="$g0" -v b="$(garage_cpu)" 'BEGIN { printf "%.2f", b - a }')
 }
 
 run_pg_restore() {
@@ -546,7 +568,7 @@ for size in "${SIZE_LIST[@]}"; do
 
     ((S3)) && run_dr_backup_s3
     declare -a T_A=() T_B=() T_BS=() T_C=() T_D=() T_E=() T_F=() RSS_C=() RSS_E=() RSS_F=() OWN_C=() OWN_E=() OWN_F=()
-    declare -a T_G=() RTO_G=() RSS_G=() OWN_G=() JSON_G=() JSON_E=()
+    declare -a T_G=() RTO_G=() RSS_G=() OWN_G=() JSON_G=() JSON_E=() T_H=() RSS_H=() OWN_H=() GCPU_F=() GCPU_H=()
     for ((rep = 0; rep < REPS; rep++)); do
         # Interleaved, and the order rotates from one repetition to the next so no tool always goes first.
         backups=(a b c)
@@ -555,6 +577,7 @@ for size in "${SIZE_LIST[@]}"; do
         order=("${backups[@]:rep % n}" "${backups[@]:0:rep % n}")
         # The restores (and the drill) follow the backups, so they all restore the snapshot of this repetition.
         restores=(d e)
+        ((S3)) && restores+=(h)
         ((DRILL)) && restores+=(g)
         n=${#restores[@]}
         order+=("${restores[@]:rep % n}" "${restores[@]:0:rep % n}")
@@ -577,8 +600,15 @@ for size in "${SIZE_LIST[@]}"; do
                 f)
                     run_dr_backup_s3
                     T_F+=("$LAST_SECONDS")
-                    RSS_F+=("$LAST_RSS_KB"); OWN_F+=("$LAST_OWN_KB")
-                    log "rep $((rep + 1)): dr backup to S3        $LAST_SECONDS s, peak RSS $(mib "$LAST_RSS_KB") MiB (own $(mib "$LAST_OWN_KB"))" ;;
+                    RSS_F+=("$LAST_RSS_KB"); OWN_F+=("$LAST_OWN_KB"); GCPU_F+=("$LAST_GARAGE_CPU")
+                    log "rep $((rep + 1)): dr backup to S3        $LAST_SECONDS s, peak RSS $(mib "$LAST_RSS_KB") MiB (own $(mib "$LAST_OWN_KB")); Garage CPU $LAST_GARAGE_CPU s" ;;
+                h)
+                    run_dr_restore_s3
+                    T_H+=("$LAST_SECONDS")
+                    RSS_H+=("$LAST_RSS_KB"); OWN_H+=("$LAST_OWN_KB"); GCPU_H+=("$LAST_GARAGE_CPU")
+                    log "rep $((rep + 1)): dr restore from S3     $LAST_SECONDS s, peak RSS $(mib "$LAST_RSS_KB") MiB (own $(mib "$LAST_OWN_KB")); Garage CPU $LAST_GARAGE_CPU s"
+                    ((rep)) || check_restored restore_s3 "dr restore from S3"
+                    "$PG_BIN/dropdb" restore_s3 ;;
                 d)
                     run_pg_restore
                     T_D+=("$LAST_SECONDS")
@@ -631,6 +661,15 @@ for size in "${SIZE_LIST[@]}"; do
             "| $label | dr backup to S3 (Garage on loopback) | $f | ${T_F[*]} | | $(mib "$rss_f") ($(mib "$own_f")) | $(pass "$(max "$rss_f" "$own_f")" "$rss_limit_kb") |"
             "| $label | **dr backup S3 / local** | **$r_fc** | target ≤ $S3_VS_LOCAL_MAX | | | **$(pass "$r_fc" "$S3_VS_LOCAL_MAX")** |"
             "| $label | dr backup S3 / pipeline | $(ratio "$f" "$b") | (information) | | | |"
+            "| $label | (Garage's own CPU during dr backup to S3, median) | $(median "${GCPU_F[@]}") | ${GCPU_F[*]} | | | |"
+        )
+        h=$(median "${T_H[@]}"); r_hd=$(ratio "$h" "$d")
+        rss_h=$(printf '%s\n' "${RSS_H[@]}" | sort -n | tail -n 1); own_h=$(printf '%s\n' "${OWN_H[@]}" | sort -n | tail -n 1)
+        TABLE+=(
+            "| $label | dr restore --jobs $JOBS from S3 | $h | ${T_H[*]} | | $(mib "$rss_h") ($(mib "$own_h")) | $(pass "$(max "$rss_h" "$own_h")" "$rss_limit_kb") |"
+            "| $label | **dr restore from S3 / pg_restore -j$JOBS** | **$r_hd** | target ≤ $RESTORE_VS_PG_RESTORE_MAX | | | **$(pass "$r_hd" "$RESTORE_VS_PG_RESTORE_MAX")** |"
+            "| $label | dr restore from S3 / from local | $(ratio "$h" "$e") | (information) | | | |"
+            "| $label | (Garage's own CPU during dr restore from S3, median) | $(median "${GCPU_H[@]}") | ${GCPU_H[*]} | | | |"
         )
     fi
     if ((DRILL)); then
@@ -661,7 +700,7 @@ for size in "${SIZE_LIST[@]}"; do
             TABLE+=("| $label | (dr restore --jobs $JOBS, phase $phase, median run $((mid_e + 1))) | $(restore_phase "${JSON_E[mid_e]}" "$phase") | $(restore_runs "$phase") | | | |")
         done < <(jq -r '.sources[].phases[].name' "${JSON_E[mid_e]}" | awk '!seen[$0]++')
         TABLE+=(
-            "| $label | **dr drill RTO / dr restore --jobs $JOBS** | **$(ratio "$rto" "$e")** | (information) | | | |"
+            "| $label | **dr drill RTO / dr restore --jobs $JOBS** | **$(ratio "$rto" "$e")** | target ≤ $DRILL_RTO_VS_RESTORE_MAX | | | **$(pass "$(ratio "$rto" "$e")" "$DRILL_RTO_VS_RESTORE_MAX")** |"
             "| $label | dr drill wall / dr restore --jobs $JOBS | $(ratio "$g" "$e") | (information) | | | |"
             "| $label | drill checks / dr restore --jobs $JOBS | $(ratio "$(drill_phase "$mid_json" checks)" "$e") | (information) | | | |"
         )
@@ -669,6 +708,7 @@ for size in "${SIZE_LIST[@]}"; do
     "$PG_BIN/dropdb" app
     rm -f "$OUT"/*.dump "$OUT"/*.age
     unset T_A T_B T_BS T_C T_D T_E T_F RSS_C RSS_E RSS_F OWN_C OWN_E OWN_F T_G RTO_G RSS_G OWN_G JSON_G JSON_E
+    unset T_H RSS_H OWN_H GCPU_F GCPU_H
 done
 
 # ---------------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 //!
 //! - Uploads stream: `put_stream` cuts the incoming chunks into parts of exactly `part_size` bytes (R2 wants
 //!   equal parts), uploads at most `concurrency` of them at once and makes the writer wait for a free slot, so
-//!   memory stays within `part_size x (concurrency + 1)` whatever the object's size. An object smaller than
+//!   memory stays within `part_size x concurrency` (the part being filled counts; 2 at least) whatever the
+//!   object's size. An object smaller than
 //!   one part is a single PUT. Nothing is visible until CompleteMultipartUpload; a failed or dropped upload is
 //!   aborted, so it leaves no parts behind to pay for.
 //! - Downloads stream from a background task into a small channel, and resume after a broken connection with
@@ -221,6 +222,8 @@ impl Inner {
                 .key(full)
                 .content_md5(&md5)
                 .body(ByteStream::from(data.clone()))
+                .customize()
+                .disable_payload_signing()
                 .send()
         })
         .await
@@ -230,6 +233,11 @@ impl Inner {
 
 /// The base64 MD5 of a request body: S3 requires it on uploads into buckets with Object Lock, and every
 /// S3-compatible service accepts it (unlike the newer checksum headers).
+///
+/// It is also what lets the server check an upload's body, so the body is not hashed a second time for the
+/// signature (`UNSIGNED-PAYLOAD`, as AWS's own SDKs do over HTTPS): the signature covers the Content-MD5
+/// header, and the bytes are age-encrypted and their SHA-256 is in the manifest. On the benchmark machine the
+/// second pass, by dr and again by the server, cost 0.15-0.3 CPU-seconds per 140 MB uploaded.
 pub(super) fn content_md5(data: &[u8]) -> String {
     use base64::Engine;
     use md5::Digest;

@@ -30,7 +30,7 @@ pub(super) struct S3Writer {
     sent: u64,
     /// Parts being uploaded; each hands its buffer back when done.
     in_flight: JoinSet<Result<(CompletedPart, Bytes)>>,
-    /// Buffers of uploaded parts, for the next parts: a writer allocates at most `concurrency + 1` of them, so
+    /// Buffers of uploaded parts, for the next parts: a writer allocates at most `concurrency` (2 at least), so
     /// the allocator never churns through fresh part-sized blocks (glibc keeps freed ones, and memory grows).
     spare: Vec<BytesMut>,
     parts: Vec<CompletedPart>,
@@ -105,6 +105,13 @@ impl S3Writer {
             // Each part fills an allocation of exactly its size: a growing buffer would double its capacity, and
             // every part cut from it would pin the whole oversized allocation until uploaded.
             if self.buffer.capacity() == 0 {
+                // The part being filled counts against `concurrency` too (but one part may always fill while
+                // one uploads): when uploads keep up, one is in flight while the next fills; when they do
+                // not, `concurrency` of them are in flight and the producer waits. Either way no more than
+                // `concurrency` part buffers exist, which keeps a backup to S3 within dr's memory budget.
+                while self.in_flight.len() + 1 > self.inner.options.concurrency.max(2) {
+                    self.collect_one().await?;
+                }
                 self.buffer = self.spare.pop().unwrap_or_else(|| BytesMut::with_capacity(part_size));
             }
             let take = rest.len().min(part_size - self.buffer.len());
@@ -145,6 +152,8 @@ impl S3Writer {
                         .part_number(number)
                         .content_md5(&md5)
                         .body(ByteStream::from(data.clone()))
+                        .customize()
+                        .disable_payload_signing()
                         .send()
                 })
                 .await?;
