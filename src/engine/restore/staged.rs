@@ -29,8 +29,9 @@ use crate::pg::{self, DatabaseTarget, RestoreInput, tools};
 use crate::pipeline;
 use crate::repo::manifest::ObjectEntry;
 
-/// Bytes moved from the decoder to the staged file at a time.
+/// Bytes moved from the decoder to the staged file at a time, and how many such buffers may wait for the writer.
 const COPY_BUFFER: usize = 1 << 20;
+const WRITES_QUEUED: usize = 2;
 
 /// An archive staged whole, and the pg_restore that started on it while it was staged, if one did.
 pub(super) struct Staged {
@@ -200,9 +201,8 @@ fn copy_with_offsets(
     early: Option<EarlyRestore>,
     source: &str,
 ) -> io::Result<Option<EarlyRun>> {
-    let mut out = io::BufWriter::with_capacity(COPY_BUFFER, file);
     let (toc, prefix) = Toc::read(decoder);
-    out.write_all(&prefix)?;
+    (&*file).write_all(&prefix)?;
     let toc = match toc {
         Ok(toc) => Some(toc),
         Err(ArchiveError::Io(e)) => return Err(e),
@@ -216,20 +216,11 @@ fn copy_with_offsets(
         _ => None,
     };
     let mut walker = toc.as_ref().map(BlockWalker::new);
-    let mut buffer = vec![0; COPY_BUFFER];
-    loop {
-        let n = match decoder.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+    copy_on_two_threads(decoder, file, |bytes| {
         if let Some(walker) = walker.as_mut() {
-            walker.feed(&buffer[..n]);
+            walker.feed(bytes);
         }
-        out.write_all(&buffer[..n])?;
-    }
-    out.flush()?;
+    })?;
     if let (Some(toc), Some(walker)) = (&toc, &walker) {
         let patches = toc.offset_patches(walker.starts());
         tracing::debug!(source, offsets = patches.len(), "writing the data offsets into the staged archive");
@@ -238,4 +229,45 @@ fn copy_with_offsets(
         }
     }
     Ok(run)
+}
+
+/// Copies `decoder` to the end of `file`, showing every byte to `inspect` on the way. The writes go on a thread
+/// of their own: zstd's decoding is what staging waits for, and it need not also wait for the page cache.
+fn copy_on_two_threads(decoder: &mut impl Read, file: &File, mut inspect: impl FnMut(&[u8])) -> io::Result<()> {
+    std::thread::scope(|scope| {
+        // Buffers go to the writer with the length filled, and come back whole for the next read.
+        let (full, to_write) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(WRITES_QUEUED);
+        let (written, empty) = std::sync::mpsc::channel::<Vec<u8>>();
+        let writer = scope.spawn(move || -> io::Result<()> {
+            for (buffer, len) in to_write {
+                (&*file).write_all(&buffer[..len])?;
+                let _ = written.send(buffer);
+            }
+            Ok(())
+        });
+        let read = (|| -> io::Result<()> {
+            loop {
+                let mut buffer = empty.try_recv().unwrap_or_else(|_| vec![0; COPY_BUFFER]);
+                let mut filled = 0;
+                while filled < buffer.len() {
+                    match decoder.read(&mut buffer[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                inspect(&buffer[..filled]);
+                if full.send((buffer, filled)).is_err() {
+                    return Ok(()); // the writer stopped: its error says why
+                }
+            }
+        })();
+        drop(full);
+        let wrote = writer.join().unwrap_or_else(|_| Err(io::Error::other("the staging writer panicked")));
+        read.and(wrote)
+    })
 }
