@@ -6,7 +6,8 @@ entry's data block starts. Written to a pipe (as dr does, and as `pg_dump | zstd
 the TOC says "offset not set", and `pg_restore --jobs N` must find every table's data by walking the chunk
 headers in front of it; a -Z0 archive has one chunk per row. This script walks the blocks once and writes the
 offsets into the TOC in place, which makes the file byte-identical to pg_dump's own seekable output (apart
-from the creation time in the header). It is the diagnosis behind docs/benchmarks.md, not part of dr.
+from the creation time in the header). dr does the same while it stages an archive (src/pg/archive.rs, checked
+against pg_dump in tests/it/pg_archive.rs); this script is the by-hand version, for inspecting an archive.
 
 Usage: pgdump_offsets.py ARCHIVE            patch in place, print what was done
        pgdump_offsets.py ARCHIVE --toc-end  print the byte offset where the TOC ends (nothing is written)
