@@ -226,6 +226,7 @@ human() { awk -v b="$1" 'BEGIN { split("B KiB MiB GiB TiB", u); i = 1; while (b 
 file_bytes() { stat -c %s "$1"; }
 dir_bytes() { du -sb "$1" | cut -f 1; }
 max() { if (($1 > $2)); then echo "$1"; else echo "$2"; fi; }
+largest() { printf '%s\n' "$@" | sort -n | tail -n 1; } # of the integers given
 pass() { if le "$1" "$2"; then echo PASS; else echo FAIL; fi; }
 
 drop_db() { PGOPTIONS='-c client_min_messages=warning' "$PG_BIN/dropdb" --if-exists "$1"; }
@@ -636,8 +637,8 @@ for size in "${SIZE_LIST[@]}"; do
 
     a=$(median "${T_A[@]}"); b=$(median "${T_B[@]}"); bs=$(median "${T_BS[@]}"); c=$(median "${T_C[@]}")
     d=$(median "${T_D[@]}"); e=$(median "${T_E[@]}")
-    rss_c=$(printf '%s\n' "${RSS_C[@]}" | sort -n | tail -n 1); own_c=$(printf '%s\n' "${OWN_C[@]}" | sort -n | tail -n 1)
-    rss_e=$(printf '%s\n' "${RSS_E[@]}" | sort -n | tail -n 1); own_e=$(printf '%s\n' "${OWN_E[@]}" | sort -n | tail -n 1)
+    rss_c=$(largest "${RSS_C[@]}"); own_c=$(largest "${OWN_C[@]}")
+    rss_e=$(largest "${RSS_E[@]}"); own_e=$(largest "${OWN_E[@]}")
     r_cb=$(ratio "$c" "$b"); r_cbs=$(ratio "$c" "$bs"); r_ca=$(ratio "$c" "$a"); r_ed=$(ratio "$e" "$d")
     rss_limit_kb=$((RSS_MAX_MIB * 1024))
     label="$size GB ($(human "$db_bytes"))"
@@ -656,7 +657,7 @@ for size in "${SIZE_LIST[@]}"; do
     )
     if ((S3)); then
         f=$(median "${T_F[@]}"); r_fc=$(ratio "$f" "$c")
-        rss_f=$(printf '%s\n' "${RSS_F[@]}" | sort -n | tail -n 1); own_f=$(printf '%s\n' "${OWN_F[@]}" | sort -n | tail -n 1)
+        rss_f=$(largest "${RSS_F[@]}"); own_f=$(largest "${OWN_F[@]}")
         TABLE+=(
             "| $label | dr backup to S3 (Garage on loopback) | $f | ${T_F[*]} | | $(mib "$rss_f") ($(mib "$own_f")) | $(pass "$(max "$rss_f" "$own_f")" "$rss_limit_kb") |"
             "| $label | **dr backup S3 / local** | **$r_fc** | target ≤ $S3_VS_LOCAL_MAX | | | **$(pass "$r_fc" "$S3_VS_LOCAL_MAX")** |"
@@ -664,7 +665,7 @@ for size in "${SIZE_LIST[@]}"; do
             "| $label | (Garage's own CPU during dr backup to S3, median) | $(median "${GCPU_F[@]}") | ${GCPU_F[*]} | | | |"
         )
         h=$(median "${T_H[@]}"); r_hd=$(ratio "$h" "$d")
-        rss_h=$(printf '%s\n' "${RSS_H[@]}" | sort -n | tail -n 1); own_h=$(printf '%s\n' "${OWN_H[@]}" | sort -n | tail -n 1)
+        rss_h=$(largest "${RSS_H[@]}"); own_h=$(largest "${OWN_H[@]}")
         TABLE+=(
             "| $label | dr restore --jobs $JOBS from S3 | $h | ${T_H[*]} | | $(mib "$rss_h") ($(mib "$own_h")) | $(pass "$(max "$rss_h" "$own_h")" "$rss_limit_kb") |"
             "| $label | **dr restore from S3 / pg_restore -j$JOBS** | **$r_hd** | target ≤ $RESTORE_VS_PG_RESTORE_MAX | | | **$(pass "$r_hd" "$RESTORE_VS_PG_RESTORE_MAX")** |"
@@ -674,7 +675,7 @@ for size in "${SIZE_LIST[@]}"; do
     fi
     if ((DRILL)); then
         g=$(median "${T_G[@]}"); rto=$(median "${RTO_G[@]}")
-        rss_g=$(printf '%s\n' "${RSS_G[@]}" | sort -n | tail -n 1); own_g=$(printf '%s\n' "${OWN_G[@]}" | sort -n | tail -n 1)
+        rss_g=$(largest "${RSS_G[@]}"); own_g=$(largest "${OWN_G[@]}")
         # The phases of the median drill (by wall time), with every run's figure beside them.
         mid=$(median_index "${T_G[@]}")
         mid_json=${JSON_G[mid]}

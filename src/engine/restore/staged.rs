@@ -56,8 +56,15 @@ impl EarlyRestore {
     fn start(mut self, toc: &Toc, prefix: Vec<u8>) -> io::Result<EarlyRun> {
         let (before, rest) = toc.split_before_data();
         std::fs::write(&self.list, use_list(&before))?;
-        let mut child = self.command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
-        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let starting = |e: io::Error| io::Error::new(e.kind(), format!("starting pg_restore: {e}"));
+        let mut child = self
+            .command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(starting)?;
+        let mut stdin = child.stdin.take().ok_or_else(|| starting(io::Error::other("its stdin is not a pipe")))?;
         let list = self.list;
         let handle = std::thread::spawn(move || {
             // pg_restore reads the whole TOC before it says anything, so its stderr cannot fill up meanwhile;
