@@ -51,16 +51,19 @@ impl LocalStore {
     /// Creates a hidden temporary file beside `path`.
     async fn create_partial(&self, key: &str, path: &Path) -> Result<(tokio::fs::File, PathBuf)> {
         let parent = path.parent().unwrap_or(&self.root);
-        tokio::fs::create_dir_all(parent).await.map_err(|e| self.error("write", key, e))?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
         let partial = parent.join(format!(".{name}.partial-{:016x}", rand::random::<u64>()));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&partial)
-            .await
-            .map_err(|e| self.error("write", key, e))?;
-        Ok((file, partial))
+        // A delete of the directory's last object removes the directory (`remove_empty_parents`), and may do so
+        // between making it and creating the file in it (two lockers racing, one releasing): make it again.
+        let mut attempts = 0;
+        loop {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| self.error("write", key, e))?;
+            match tokio::fs::OpenOptions::new().write(true).create_new(true).open(&partial).await {
+                Ok(file) => return Ok((file, partial)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 16 => attempts += 1,
+                Err(e) => return Err(self.error("write", key, e)),
+            }
+        }
     }
 }
 
@@ -371,6 +374,31 @@ impl Drop for LocalWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// Puts and deletes racing in one directory (lock objects do): a delete that empties the directory removes
+    /// it, and a put must still land even when that happens between making the directory and writing in it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn puts_racing_deletes_that_empty_their_directory_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::new(dir.path()));
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..400 {
+                        let key = format!("locks/{t}-{i}.json");
+                        store.put(&key, Bytes::from_static(b"{}")).await.unwrap();
+                        store.delete(&key).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert!(!dir.path().join("locks").exists(), "the last delete removed the emptied directory");
+    }
 
     #[tokio::test]
     async fn stale_partial_files_and_empty_directories_are_found_and_removed() {
