@@ -40,8 +40,6 @@ use crate::pg::{
     self, ConnInfo, DatabaseTarget, GlobalsOutcome, PropertiesOutcome, RestoreInput, TargetState, redact_target, tools,
 };
 use crate::pipeline::{self, ChildWriter};
-
-mod staged;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::drill_record::{PHASE_FETCH, PHASE_FILES, PHASE_PG_RESTORE, PHASE_STREAMED, Phase};
@@ -52,6 +50,8 @@ use crate::repo::manifest::{
 use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::run_dir::RunDir;
 use crate::units;
+
+mod staged;
 
 /// Checks `[restore]`.
 pub fn validate(config: &crate::config::RestoreConfig) -> Result<()> {
