@@ -19,6 +19,7 @@ use fastcdc::v2020::{FastCDC, Normalization};
 
 use super::keys::ChunkSizes;
 use crate::error::Error;
+use crate::pipeline::read_up_to;
 
 /// Why chunking a file stopped: the file could not be read, or the consumer of its chunks failed (a store
 /// error, a cancellation). The two call for different handling: the first names the file.
@@ -103,14 +104,10 @@ impl Chunker {
                 self.window.copy_within(start..end, 0);
                 end -= start;
                 start = 0;
-                while !eof && end < self.window.len() {
-                    match reader.read(&mut self.window[end..]) {
-                        Ok(0) => eof = true,
-                        Ok(n) => end += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(ChunkerError::Read(e)),
-                    }
-                }
+                let wanted = self.window.len() - end;
+                let read = read_up_to(&mut reader, &mut self.window[end..]).map_err(ChunkerError::Read)?;
+                end += read;
+                eof = read < wanted;
             }
             if start == end {
                 return Ok(total);

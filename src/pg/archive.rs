@@ -258,6 +258,13 @@ enum State {
     Stopped,
 }
 
+impl State {
+    /// The start of an integer of the data area.
+    fn int(what: IntField) -> State {
+        State::Int { what, seen: 0, value: 0, negative: false }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum IntField {
     DumpId { blobs: bool, start: u64 },
@@ -291,7 +298,7 @@ impl BlockWalker {
 
     /// Consumes a prefix of `bytes` (at least one byte, or all of them once stopped).
     fn step(&mut self, bytes: &[u8]) -> (usize, State) {
-        let int = |what| State::Int { what, seen: 0, value: 0, negative: false };
+        let int = State::int;
         match self.state {
             State::Stopped => (bytes.len(), State::Stopped),
             State::BlockType => match bytes[0] {
@@ -324,7 +331,7 @@ impl BlockWalker {
 
     /// What follows an integer of the data area, now that it is read.
     fn after_int(&mut self, what: IntField, value: u64, negative: bool) -> State {
-        let int = |what| State::Int { what, seen: 0, value: 0, negative: false };
+        let int = State::int;
         match what {
             IntField::DumpId { blobs, start } => {
                 match i32::try_from(value) {

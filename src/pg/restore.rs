@@ -141,15 +141,9 @@ impl DatabaseTarget {
         Err(self.error(format!("cannot create the database: {}", failures.join("; "))))
     }
 
-    /// Drops the target database (one dr created for a restore that then failed).
-    pub async fn drop_database(&self) -> Result<()> {
-        let client = self.maintenance().await?;
-        let sql = format!("DROP DATABASE IF EXISTS {}", quote_ident(&self.database_name()));
-        client.batch_execute(&sql).await.map_err(|e| self.failed(e))
-    }
-
-    /// Drops the target database even while sessions are connected to it (a drill's scratch database, which a
-    /// user check or a `--keep`ed psql may still hold open).
+    /// Drops the target database even while sessions are connected to it: one a failed restore created (a
+    /// pg_restore killed or failing may still be connected), or a drill's scratch database (which a user check
+    /// or a `--keep`ed psql may still hold open).
     pub async fn drop_database_force(&self) -> Result<()> {
         let client = self.maintenance().await?;
         let name = self.database_name();

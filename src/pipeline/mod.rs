@@ -39,6 +39,20 @@ pub const CHANNEL_CHUNKS: usize = 4;
 /// within budget on a big host, and four workers at level 3 already outrun pg_dump's output.
 pub const AUTO_THREADS_MAX: u32 = 4;
 
+/// Reads until `buffer` is full or the input ends (readers return short reads); how many bytes were read.
+pub(crate) fn read_up_to(reader: &mut impl io::Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// zstd settings for the encoder.
 #[derive(Debug, Clone, Copy)]
 pub struct Compression {

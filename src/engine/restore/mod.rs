@@ -511,24 +511,22 @@ impl Restorer<'_> {
                 return Err(e);
             }
         }
-        let staged = match staged {
-            Some(staged) => Some(staged),
-            None if early => {
-                let start = self.early_restore(plan, db, &pg_restore);
-                match self.stage(plan, &dump, Some(start)).await {
-                    Ok(staged) => {
-                        report.objects_verified.push(dump.key.clone());
-                        fetch_seconds = fetch.elapsed().as_secs_f64();
-                        Some(staged)
-                    }
-                    Err(e) => {
-                        // The schema may be half restored: the database goes, with what dr created for it.
-                        undo(plan, db, created, &created_roles).await;
-                        return Err(e);
-                    }
+        let staged = if early {
+            let start = self.early_restore(plan, db, &pg_restore);
+            match self.stage(plan, &dump, Some(start)).await {
+                Ok(staged) => {
+                    report.objects_verified.push(dump.key.clone());
+                    fetch_seconds = fetch.elapsed().as_secs_f64();
+                    Some(staged)
+                }
+                Err(e) => {
+                    // The schema may be half restored: the database goes, with what dr created for it.
+                    undo(plan, db, created, &created_roles).await;
+                    return Err(e);
                 }
             }
-            None => None,
+        } else {
+            staged
         };
         report.phases.push(Phase { name: PHASE_FETCH.into(), seconds: fetch_seconds });
         let clean = matches!(plan.state, TargetState::NotEmpty(_));
@@ -823,11 +821,12 @@ fn restored_as(incomplete: &Incomplete) -> String {
     }
 }
 
-/// Takes back what a database restore set up before it failed with nothing restored: the database it created
-/// (when `drop_database`) and the roles its globals created. Best effort: what cannot be undone is logged.
+/// Takes back what a database restore set up before it failed: the database it created (when `drop_database`;
+/// with the sessions of a pg_restore that may still be on it) and the roles its globals created. Best effort:
+/// what cannot be undone is logged.
 async fn undo(plan: &SourcePlan<'_>, db: &DatabaseTarget, drop_database: bool, roles: &[String]) {
     if drop_database && let Err(e) = db.drop_database_force().await {
-        tracing::warn!(source = %plan.name, "could not drop the empty target database: {e}");
+        tracing::warn!(source = %plan.name, "could not drop the target database this restore created: {e}");
     }
     if !roles.is_empty() {
         tracing::info!(source = %plan.name, roles = %roles.join(", "), "dropping the roles this restore created");

@@ -84,10 +84,14 @@ impl EarlyRestore {
 }
 
 impl Restorer<'_> {
+    /// Where a parallel restore stages: its private run directory (the system temp directory without one).
+    fn staging_dir(&self) -> PathBuf {
+        self.run.map_or_else(std::env::temp_dir, |run| run.path().to_path_buf())
+    }
+
     /// The list file for one pg_restore of this restore, in its private run directory.
     fn list_path(&self, plan: &SourcePlan<'_>, what: &str) -> PathBuf {
-        let dir = self.run.map_or_else(std::env::temp_dir, |run| run.path().to_path_buf());
-        dir.join(format!("{}.{what}.list", plan.name.replace(['/', '\\'], "_")))
+        self.staging_dir().join(format!("{}.{what}.list", plan.name.replace(['/', '\\'], "_")))
     }
 
     /// The first pg_restore of a restore into a database it created: see the module's documentation.
@@ -112,7 +116,7 @@ impl Restorer<'_> {
         dump: &ObjectEntry,
         early: Option<EarlyRestore>,
     ) -> Result<Staged> {
-        let dir = self.run.map_or_else(std::env::temp_dir, |run| run.path().to_path_buf());
+        let dir = self.staging_dir();
         let dir = dir.as_path();
         check_free_space(dir, dump.plain_size)?;
         let mut staged = tempfile::tempfile_in(dir)
@@ -149,10 +153,9 @@ impl Restorer<'_> {
     ) -> Result<String> {
         let mut stderr = String::new();
         let mut failures = Vec::new();
-        let mut rest = None;
-        if let Some(early) = staged.early {
-            rest = Some(early.rest);
-            let handle = early.handle;
+        // After an early pg_restore, this one restores what it left: the list of those entries.
+        let mut list = None;
+        if let Some(EarlyRun { handle, rest }) = staged.early {
             let output = tokio::task::spawn_blocking(move || handle.join())
                 .await
                 .map_err(|e| Error::io("waiting for pg_restore", io::Error::other(e)))?
@@ -162,16 +165,10 @@ impl Restorer<'_> {
             if !output.status.success() {
                 failures.push(output.status.to_string());
             }
+            let path = self.list_path(plan, "rest");
+            std::fs::write(&path, use_list(&rest)).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            list = Some(path);
         }
-        let list = match &rest {
-            Some(rest) => {
-                let path = self.list_path(plan, "rest");
-                std::fs::write(&path, use_list(rest))
-                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-                Some(path)
-            }
-            None => None,
-        };
         tracing::info!(source = %plan.name, jobs = self.options.jobs, "running pg_restore");
         // pg_restore reads the staged file itself: there are no bytes to count, only a phase to name.
         let task = self.progress.phase(&format!("{} (pg_restore)", plan.name));
@@ -255,15 +252,7 @@ fn copy_on_two_threads(decoder: &mut impl Read, file: &File, mut inspect: impl F
         let read = (|| -> io::Result<()> {
             loop {
                 let mut buffer = empty.try_recv().unwrap_or_else(|_| vec![0; COPY_BUFFER]);
-                let mut filled = 0;
-                while filled < buffer.len() {
-                    match decoder.read(&mut buffer[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                let filled = pipeline::read_up_to(decoder, &mut buffer)?;
                 if filled == 0 {
                     return Ok(());
                 }
