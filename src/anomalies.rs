@@ -146,6 +146,7 @@ mod tests {
                     .collect(),
                 globals: None,
                 database_properties: None,
+                stream: None,
             })],
         }
     }

@@ -59,6 +59,8 @@ pub struct Config {
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
+    pub stream: StreamConfig,
+    #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]
     pub chunking: ChunkingConfig,
@@ -150,6 +152,10 @@ pub struct PostgresSource {
     /// grants name roles that a fresh cluster does not have.
     #[serde(default = "default_true")]
     pub globals: bool,
+    /// Capture every committed change through logical decoding (`dr serve`, `dr stream run`) for
+    /// point-in-time restore (docs/pitr.md). Needs `wal_level = logical` on the server.
+    #[serde(default)]
+    pub continuous: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -283,6 +289,15 @@ pub struct ServiceConfig {
     /// How long a running job may take to finish after SIGTERM before it is cancelled (default 60s).
     #[serde(default, with = "humantime_serde")]
     pub grace: Option<Duration>,
+}
+
+/// `[stream]`: continuous change capture of the `continuous = true` sources (docs/pitr.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// How often a segment is closed and stored: the RPO the stream aims at (default 5s, at most 10 minutes).
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
 }
 
 /// `[[job]]`: one scheduled job of `dr serve`.

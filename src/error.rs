@@ -12,7 +12,7 @@
 //!   tool) keeps it as its `source`; where the words shown are composed from several causes, [`Failure`]
 //!   carries the text with the original. Control flow does not read another library's message text (whether
 //!   pg_dumpall may dump role passwords is asked of the server up front, not read from its stderr).
-//! - A hint that fits only one call site is given there (`hint` fields: [`Error::ChildFailed`],
+//! - A hint that fits only one call site is given there (`hint` fields: [`Error::ChildFailed`], [`Error::Stream`],
 //!   [`Error::Files`], [`Error::DrillFailed`], [`Error::RecoverStepFailed`]), not chosen by matching names.
 //! - Repository data is never a usage error: a bad key or id read from a manifest is corruption (exit 1), even
 //!   though the same text typed on the command line is a bad invocation (exit 2).
@@ -217,6 +217,11 @@ pub enum Error {
     /// ran and why (build it with [`Error::child_failed`]).
     #[error("{program} failed ({status}){}", stderr_tail(.stderr))]
     ChildFailed { program: String, status: String, stderr: String, hint: Option<String> },
+
+    /// Continuous change capture cannot go on, or a point-in-time restore cannot be made as asked; `hint` comes
+    /// from the code that found it.
+    #[error("change stream of source {source_name:?}: {problem}")]
+    Stream { source_name: String, problem: String, hint: String },
 
     #[error("cannot find {tool}{}", .wanted.as_deref().map(|w| format!(" for PostgreSQL {w}")).unwrap_or_default())]
     ToolNotFound { tool: String, wanted: Option<String> },
@@ -507,6 +512,7 @@ impl Error {
                  itself (postgres://user:PASSWORD@host/db, which keeps it in dr.toml)"
             ),
             Error::ChildFailed { hint, .. } => return hint.clone(),
+            Error::Stream { hint, .. } => hint.clone(),
             Error::ToolNotFound { tool, wanted: Some(v) } if tool == "initdb" || tool == "postgres" => format!(
                 "install the PostgreSQL {v} server (Debian: apt-get install postgresql-{v}), or point [drill] \
                  scratch_url (or --scratch-url) at a PostgreSQL {v} server the drill may create databases on"

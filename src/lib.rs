@@ -56,6 +56,7 @@ pub(crate) mod run_dir;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod stream;
 pub mod units;
 
 pub use config::Config;

@@ -49,6 +49,7 @@ fn validate_sections(config: &Config) -> Result<()> {
     crate::repo::lock::validate(&config.lock)?;
     crate::drill::validate(&config.drill, &config.postgres)?;
     crate::retention::validate(&config.retention)?;
+    crate::stream::run::validate(config)?;
     crate::chunks::validate(&config.chunking)?;
     for alert in &config.alerts {
         crate::service::alerts::validate(alert)?;

@@ -22,6 +22,7 @@ mod serve;
 mod signals;
 mod snapshots;
 mod status;
+mod stream;
 mod verify;
 
 use std::path::PathBuf;
@@ -87,6 +88,8 @@ enum Command {
     Prune(prune::Args),
     /// Run a recovery runbook: restores, commands, checks, step by step, resumable (docs/runbooks.md).
     Recover(recover::Args),
+    /// Continuous change capture for point-in-time restore: run, status, drop (docs/pitr.md).
+    Stream(stream::Args),
     /// Run the appliance: scheduled jobs, health, metrics and status endpoints, until SIGTERM.
     Serve,
     /// The service's status at a glance (or, with no service running, the repository's RPO age).
@@ -248,6 +251,7 @@ async fn run(command: Command, context: &Context, display: &progress::Display) -
         Command::Report(args) => report::run(context, args).await,
         Command::Prune(args) => prune::run(context, args, display).await,
         Command::Recover(args) => recover::run(context, args, display).await,
+        Command::Stream(args) => stream::run(context, args).await,
         Command::Serve => serve::run(context).await,
         Command::Status(args) => status::run(context, args).await,
         Command::Healthcheck(args) => healthcheck::run(context, args).await,

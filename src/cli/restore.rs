@@ -64,6 +64,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
     let jobs = Context::restore_jobs(config, args.jobs);
     let options = RestoreOptions {
         path: args.path,
+        point_in_time: !matches!(args.to, Selector::Id(_)),
         selector: args.to,
         only: args.only,
         into: args.into,

@@ -137,6 +137,7 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&DemoStep) + Sen
                 jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
                 force: false,
                 temp_dir: Some(root.clone()),
+                point_in_time: false,
             };
             let report = engine::restore(&config, &repo, identities.clone(), &options, &NoProgress).await?;
             Ok(((), format!("{} sources", report.sources.len())))
@@ -226,7 +227,12 @@ fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
             url: format!("file://{}", root.join("repo").display()),
             ..RepositoryConfig::default()
         },
-        postgres: vec![PostgresSource { name: "app".into(), url: source.url(DATABASE), globals: true }],
+        postgres: vec![PostgresSource {
+            name: "app".into(),
+            url: source.url(DATABASE),
+            globals: true,
+            continuous: false,
+        }],
         files: vec![
             FilesSource {
                 name: "config".into(),

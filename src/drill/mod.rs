@@ -371,6 +371,7 @@ impl DrillContext<'_> {
             jobs: self.options.jobs,
             force: false,
             temp_dir: self.options.temp_dir.clone(),
+            point_in_time: false,
         };
         // The manifest read and decrypted above serves the restore too.
         let restored = engine::restore_snapshot(

@@ -25,7 +25,7 @@ use crate::repo::Repository;
 use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{
     ChunkedSizes, FilesDetails, GlobalsDetails, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest,
-    SourceDetails, SourceEntry, SourceKind, StorageFormat,
+    SourceDetails, SourceEntry, SourceKind, StorageFormat, StreamBase,
 };
 use crate::repo::snapshot_id::SnapshotId;
 
@@ -356,7 +356,23 @@ impl BackupContext<'_> {
 
     async fn postgres(&self, source: &PostgresSource) -> Result<SourceOutcome> {
         let conninfo = crate::pg::source_conninfo(source)?;
-        let exported = ExportedSnapshot::open(&conninfo, &source.name).await?;
+        // The newest stream generation, whose slot must exist before the snapshot for this dump to be its base.
+        let generation =
+            if source.continuous { crate::stream::generations(self.repo, &source.name).await?.pop() } else { None };
+        let slot = generation.as_ref().map(|g| (g.slot.as_str(), g.system_identifier.as_str()));
+        let exported = ExportedSnapshot::open(&conninfo, &source.name, slot).await?;
+        let stream = match (generation, exported.stream_snapshot.clone()) {
+            (Some(generation), Some(snapshot)) => Some(StreamBase { generation: generation.generation, snapshot }),
+            _ => None,
+        };
+        let mut warnings = Vec::new();
+        if source.continuous && stream.is_none() {
+            let warning = "no change stream is running for this continuous source (its slot is missing or lost): \
+                           this snapshot is not a base for point-in-time restore; start `dr serve` or \
+                           `dr stream run`, then back up again";
+            tracing::warn!(source = %source.name, "{warning}");
+            warnings.push(warning.to_string());
+        }
         let pg_dump = tools::find("pg_dump", tools::Want::AtLeast(exported.facts.server_major()))?;
         tracing::info!(
             source = %source.name, database = %conninfo.redacted(), server = %exported.facts.server_version,
@@ -394,7 +410,7 @@ impl BackupContext<'_> {
         let (stderr, sealed) = dump?;
         let database_properties = database_properties?;
         task.finish(&format!("{} tables", tables.len()));
-        let mut warnings = child_warnings(&source.name, "pg_dump", &stderr);
+        warnings.extend(child_warnings(&source.name, "pg_dump", &stderr));
         let mut objects = vec![ObjectEntry::new(key, ObjectRole::PgDump, sealed)];
 
         let globals = match roles {
@@ -430,6 +446,7 @@ impl BackupContext<'_> {
                 tables,
                 globals,
                 database_properties: Some(Box::new(database_properties)),
+                stream,
             }),
             warnings,
             incomplete_files: Vec::new(),

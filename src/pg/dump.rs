@@ -41,6 +41,9 @@ pub struct ExportedSnapshot {
     target: String,
     pub name: String,
     pub facts: SnapshotFacts,
+    /// `txid_current_snapshot()` of the exported snapshot, read when the change stream's slot existed before
+    /// it was taken: the dump is then a base that the stream carries forward (`crate::stream`).
+    pub stream_snapshot: Option<String>,
 }
 
 /// Tables whose data pg_dump dumps: ordinary tables outside the system schemas, not belonging to an
@@ -57,10 +60,31 @@ const TABLES_SQL: &str = "
     ORDER BY 1, 2";
 
 impl ExportedSnapshot {
-    /// Connects, opens the transaction, exports its snapshot and reads the instant and server facts.
-    pub async fn open(conninfo: &ConnInfo, source_name: &str) -> Result<ExportedSnapshot> {
+    /// Connects, opens the transaction, exports its snapshot and reads the instant and server facts. With
+    /// `stream_slot` (a slot name and the system identifier of its server), the slot is looked for first, and
+    /// when it is there and intact the snapshot's transaction ids are read too (see `stream_snapshot`).
+    pub async fn open(
+        conninfo: &ConnInfo,
+        source_name: &str,
+        stream_slot: Option<(&str, &str)>,
+    ) -> Result<ExportedSnapshot> {
         let target = conninfo.redacted();
         let client = connect(conninfo).await.map_err(|e| e.into_error(source_name, target.clone()))?;
+        // Before the snapshot: only a slot that existed when it was taken holds every change it does not see.
+        let slot_intact = match stream_slot {
+            Some((slot, system_identifier)) => client
+                .query_opt(
+                    "SELECT 1 FROM pg_replication_slots
+                     WHERE slot_name = $1 AND database = current_database()
+                       AND wal_status IS DISTINCT FROM 'lost'
+                       AND (SELECT system_identifier::text FROM pg_control_system()) = $2",
+                    &[&slot, &system_identifier],
+                )
+                .await
+                .map_err(|e| database_error(source_name, &target, e))?
+                .is_some(),
+            None => false,
+        };
         // Managed services often set these per role; a long dump must not be cut off by them.
         client
             .batch_execute(
@@ -88,7 +112,23 @@ impl ExportedSnapshot {
             collate: row.get(6),
             ctype: row.get(7),
         };
-        Ok(ExportedSnapshot { name: row.get(0), client, source_name: source_name.to_string(), target, facts })
+        let stream_snapshot = if slot_intact {
+            let row = client
+                .query_one("SELECT txid_current_snapshot()::text", &[])
+                .await
+                .map_err(|e| database_error(source_name, &target, e))?;
+            Some(row.get(0))
+        } else {
+            None
+        };
+        Ok(ExportedSnapshot {
+            name: row.get(0),
+            client,
+            source_name: source_name.to_string(),
+            target,
+            facts,
+            stream_snapshot,
+        })
     }
 
     fn error(&self, e: tokio_postgres::Error) -> Error {

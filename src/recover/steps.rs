@@ -121,6 +121,7 @@ impl Steps<'_> {
             jobs: self.options.jobs,
             force: self.options.force,
             temp_dir: self.options.temp_dir.clone(),
+            point_in_time: false,
         };
         match engine::restore(self.config, self.repo, identities, &options, self.progress).await {
             Ok(report) => StepAttempt::Succeeded {

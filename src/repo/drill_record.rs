@@ -80,6 +80,8 @@ pub const PHASE_PG_RESTORE: &str = "pg_restore";
 pub const PHASE_STREAMED: &str = "download+decrypt+pg_restore";
 pub const PHASE_FILES: &str = "files";
 pub const PHASE_CHECKS: &str = "checks";
+/// A point-in-time restore's replay of the change stream after the base.
+pub const PHASE_REPLAY: &str = "replay";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

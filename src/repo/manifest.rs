@@ -240,6 +240,19 @@ pub struct PostgresDetails {
     /// (Boxed: it would otherwise make every [`SourceDetails`] as large as this variant.)
     #[serde(default)]
     pub database_properties: Option<Box<DatabaseProperties>>,
+    /// Where this dump stands in the source's change stream, when it is a base for point-in-time restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamBase>,
+}
+
+/// A base backup's place in a change stream (`crate::stream`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamBase {
+    /// The stream generation (one replication slot's life) whose changes carry this base forward.
+    pub generation: String,
+    /// `txid_current_snapshot()` in the dump's snapshot (`xmin:xmax:xip,...`, with epochs): the transactions
+    /// it sees are in the dump, all others are replayed from the stream.
+    pub snapshot: String,
 }
 
 impl PostgresDetails {

@@ -276,8 +276,12 @@ pub fn listing(root: &Path, excludes: &[&str]) -> BTreeMap<String, String> {
 impl Site {
     /// A seeded site with an initialized repository.
     pub async fn new() -> Site {
+        Site::on(scratch().await).await
+    }
+
+    /// [`Site::new`] on a server the caller started (with settings of its own).
+    pub async fn on(db: ScratchPostgres) -> Site {
         let dir = tempfile::Builder::new().prefix("dr-test-").tempdir().unwrap();
-        let db = scratch().await;
         sql(&db, "postgres", &format!("CREATE DATABASE {DATABASE}")).await;
         sql(&db, DATABASE, DEMO_SQL).await;
         sql(&db, DATABASE, FIXTURE_SQL).await;

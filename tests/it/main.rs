@@ -31,6 +31,7 @@ mod locks;
 mod messages;
 mod pg_archive;
 mod pg_tls;
+mod pitr;
 mod progress;
 mod prune;
 mod recover;

@@ -107,6 +107,7 @@ async fn backup_and_restore_report_totals_estimates_and_phases() {
         jobs: 2,
         force: false,
         temp_dir: None,
+        point_in_time: false,
     };
     let identities = dr::Identities::load_configured(&config.encryption, "restore").unwrap();
     dr::restore(&config, &repo, identities, &options, &restore).await.unwrap();

@@ -169,6 +169,7 @@ impl Fixture {
                     ],
                     globals: None,
                     database_properties: None,
+                    stream: None,
                 }),
                 SourceDetails::Files(FilesDetails {
                     name: "uploads".into(),

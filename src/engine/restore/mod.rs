@@ -51,6 +51,7 @@ use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::run_dir::RunDir;
 use crate::units;
 
+mod point_in_time;
 mod staged;
 
 /// Checks `[restore]`.
@@ -85,6 +86,9 @@ pub struct RestoreOptions {
     /// Where this restore's private run directory is made (`dr-<uid>/restore-*`, see [`RunDir`]) and a
     /// parallel restore stages the archive, unlinked (default: the system temp directory).
     pub temp_dir: Option<PathBuf>,
+    /// For a source with a change stream (docs/pitr.md): replay its changes after the base snapshot, up to the
+    /// selector's time (`latest`: all that is stored). Off when a snapshot is named by its id.
+    pub point_in_time: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,6 +122,9 @@ pub struct SourceRestore {
     pub phases: Vec<Phase>,
     /// Keys of the objects read to their end with size, SHA-256, decryption and decompression checked.
     pub objects_verified: Vec<String>,
+    /// What the change stream's replay did, for a point-in-time restore.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<point_in_time::PointInTime>,
 }
 
 /// Where one source goes.
@@ -143,6 +150,8 @@ struct SourcePlan<'m> {
     /// How a files source is stored (tar when the manifest does not say).
     format: StorageFormat,
     objects: &'m [ObjectEntry],
+    /// The source's instant in the snapshot.
+    consistent_at: chrono::DateTime<chrono::Utc>,
     target: Target,
     /// Whether the target must be created (a database) or already holds data (replaced with `--force`).
     state: TargetState,
@@ -238,7 +247,10 @@ async fn restore_sources_under_lock(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let id = repo.resolve(&options.selector).await?;
-    let manifest = repo.manifest(&id).await?;
+    let manifest = match (&options.selector, options.point_in_time) {
+        (Selector::AtOrBefore(time), true) => point_in_time::base_at(repo, id, *time).await?,
+        _ => repo.manifest(&id).await?,
+    };
     let private = repo.private(&manifest, &identities)?;
     restore_snapshot(config, repo, identities, &manifest, private, options, progress).await
 }
@@ -374,6 +386,7 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
             kind: source.kind,
             format,
             objects: &source.objects,
+            consistent_at: source.consistent_at,
             target,
             state,
         });
@@ -411,6 +424,7 @@ impl Restorer<'_> {
             files: None,
             phases: Vec::new(),
             objects_verified: Vec::new(),
+            point_in_time: None,
         };
         let result = match &plan.target {
             Target::Database(db) => self.database(plan, db, &mut report).await,
@@ -463,6 +477,7 @@ impl Restorer<'_> {
         let dump =
             self.object(plan, ObjectRole::PgDump).ok_or_else(|| Self::missing_object(plan, ObjectRole::PgDump))?;
         let pg_restore = find_pg_restore(details)?;
+        let replay = self.plan_replay(plan, details, report).await?;
         // Everything that can be read and checked is, before the target is touched: a bad object must not
         // leave roles or an empty database behind.
         self.check_stored(plan, &[ObjectRole::PgDump, ObjectRole::Globals]).await?;
@@ -563,6 +578,9 @@ impl Restorer<'_> {
         }
         if let Some(properties) = details.and_then(|d| d.database_properties.as_ref()) {
             self.database_properties(plan, db, properties, created, report).await;
+        }
+        if let Some(replay) = replay {
+            self.replay_changes(plan, db, replay, report).await?;
         }
         Ok(())
     }

@@ -1,0 +1,122 @@
+//! A point-in-time restore of a database source with a change stream (docs/pitr.md): the newest base snapshot
+//! consistent at or before the time, restored as usual, then the stream's transactions that the base does not
+//! hold, up to the time, replayed into it.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Restorer, SourcePlan};
+use crate::error::{Error, Result};
+use crate::pg::{DatabaseTarget, connect};
+use crate::repo::Repository;
+use crate::repo::drill_record::{PHASE_REPLAY, Phase};
+use crate::repo::manifest::{Manifest, PostgresDetails};
+use crate::repo::snapshot_id::{Selector, SnapshotId};
+use crate::stream::{self, replay, slot::stream_error};
+
+/// What the replay of one source did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointInTime {
+    /// The time asked for; `None` for `latest`.
+    pub target_time: Option<DateTime<Utc>>,
+    /// The newest transaction the database now holds (the base's instant when the replay applied none).
+    pub recovered_to: DateTime<Utc>,
+    pub generation: String,
+    pub segments: usize,
+    pub transactions: u64,
+    pub changes: u64,
+    pub sequences: usize,
+    /// How far the stored stream reaches.
+    pub stream_covered_until: DateTime<Utc>,
+}
+
+/// The newest snapshot consistent at or before `time`, starting from `id` (the newest *started* by then, which
+/// may have taken its snapshot a moment after `time`).
+pub(super) async fn base_at(repo: &Repository, id: SnapshotId, time: DateTime<Utc>) -> Result<Manifest> {
+    let manifest = repo.manifest(&id).await?;
+    if manifest.consistent_at().is_none_or(|at| at <= time) {
+        return Ok(manifest);
+    }
+    let ids = repo.snapshot_ids().await?;
+    for earlier in ids.iter().rev().filter(|other| **other < id) {
+        let manifest = repo.manifest(earlier).await?;
+        if manifest.consistent_at().is_none_or(|at| at <= time) {
+            return Ok(manifest);
+        }
+    }
+    let oldest = ids.first().cloned().unwrap_or(id);
+    Err(Error::SnapshotTooEarly { time, oldest_time: oldest.time(), oldest: oldest.to_string() })
+}
+
+impl Restorer<'_> {
+    /// The replay a point-in-time restore of this source will make, planned (and its stream checked for gaps
+    /// and reach) before the target is touched; `None` when there is nothing to replay.
+    pub(super) async fn plan_replay(
+        &self,
+        plan: &SourcePlan<'_>,
+        details: Option<&PostgresDetails>,
+        report: &mut super::SourceRestore,
+    ) -> Result<Option<(String, replay::ReplayPlan)>> {
+        if !self.options.point_in_time {
+            return Ok(None);
+        }
+        let to = match &self.options.selector {
+            Selector::AtOrBefore(time) => Some(*time),
+            _ => None,
+        };
+        let generations = stream::generations(self.repo, &plan.name).await?;
+        let Some(base) = details.and_then(|d| d.stream.as_ref()) else {
+            if !generations.is_empty() {
+                let warning = "this snapshot is not a base of the change stream (no slot when it was taken): \
+                               restored to the snapshot's own time, without the changes after it";
+                tracing::warn!(source = %plan.name, "{warning}");
+                report.warnings.push(warning.to_string());
+            }
+            return Ok(None);
+        };
+        let generation = generations.into_iter().find(|g| g.generation == base.generation).ok_or_else(|| {
+            stream_error(
+                &plan.name,
+                format!("the snapshot's stream generation {} is not in the repository", base.generation),
+                "restore the snapshot by its id (no replay), or another snapshot",
+            )
+        })?;
+        let segments = stream::segments(self.repo, &plan.name, &generation.generation).await?;
+        let head = stream::head(self.repo, &plan.name, &generation.generation).await?;
+        let replay_plan = replay::plan(&plan.name, &generation, segments, head, base, to)?;
+        Ok(Some((generation.generation, replay_plan)))
+    }
+
+    /// Replays the planned changes into the database just restored from the base.
+    pub(super) async fn replay_changes(
+        &self,
+        plan: &SourcePlan<'_>,
+        db: &DatabaseTarget,
+        (generation, replay_plan): (String, replay::ReplayPlan),
+        report: &mut super::SourceRestore,
+    ) -> Result<()> {
+        let target = db.redacted();
+        let client = connect(&db.conninfo).await.map_err(|e| e.into_error(&plan.name, target.clone()))?;
+        tracing::info!(
+            source = %plan.name, segments = replay_plan.segments.len(),
+            to = %replay_plan.to.map_or("latest".to_string(), |t| t.to_rfc3339()), "replaying the change stream"
+        );
+        let clock = Instant::now();
+        let done = replay::replay(self.repo, self.identities.clone(), &client, &target, &replay_plan).await;
+        report.phases.push(Phase { name: PHASE_REPLAY.into(), seconds: clock.elapsed().as_secs_f64() });
+        let done = done?;
+        report.point_in_time = Some(PointInTime {
+            target_time: replay_plan.to,
+            recovered_to: done.last_commit.unwrap_or(plan.consistent_at),
+            generation,
+            segments: done.segments,
+            transactions: done.transactions,
+            changes: done.changes,
+            sequences: done.sequences,
+            stream_covered_until: replay_plan.covered_until,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,489 @@
+//! Continuous capture of one source: every `interval`, the changes committed since the last poll are read from
+//! the slot (`pg_logical_slot_peek_binary_changes`, which does not consume them), stored as one segment, and only
+//! then confirmed (`pg_replication_slot_advance`). A capture killed at any point loses nothing: what was not
+//! confirmed is read again, and what was stored but not confirmed is confirmed at the next start.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, pin_mut};
+use tokio_postgres::Client;
+
+use super::pgoutput::Message;
+use super::segment::{
+    FORMAT, GenerationRecord, HeadRecord, SegmentRecord, SegmentWriter, SequenceValue, data_key, head_key, lsn_text,
+    segment_key,
+};
+use super::slot::{self, ServerFacts, stream_error};
+use super::{generations, segments};
+use crate::crypto::Recipients;
+use crate::error::{Error, Result};
+use crate::pg::{ConnInfo, connect, database_error};
+use crate::pipeline::{self, Compression, EncodeWriter};
+use crate::progress::NoProgress;
+use crate::repo::Repository;
+use crate::repo::snapshot_id::SnapshotId;
+
+/// How often an idle stream records that it is still durable (a head record), so that a point-in-time
+/// restore to a quiet moment knows nothing was missed.
+const HEAD_INTERVAL: Duration = Duration::from_secs(10);
+/// Messages handed to the encoding thread at once.
+const BATCH_BYTES: usize = 256 << 10;
+
+/// Session settings under which pgoutput's text values read back the same anywhere (the replay sets them too).
+pub const TEXT_SETTINGS: &str = "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3;
+     SET bytea_output = hex; SET TimeZone = 'UTC'; SET standard_conforming_strings = on;";
+
+/// What one poll did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Polled {
+    /// Nothing was committed since the last poll.
+    Idle,
+    Stored(SegmentRecord),
+}
+
+/// A running capture: the connection (holding the per-source advisory lock) and where the stream stands.
+pub struct Capture {
+    repo: Repository,
+    recipients: Arc<Recipients>,
+    source: String,
+    target: String,
+    client: Client,
+    generation: GenerationRecord,
+    /// The end of the newest stored segment: the slot is confirmed up to here.
+    end_lsn: u64,
+    head_written: Option<Instant>,
+    /// The generation was made by this capture: no base backup carries it forward yet.
+    pub new_generation: bool,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture").field("source", &self.source).field("generation", &self.generation).finish()
+    }
+}
+
+impl Capture {
+    /// Connects, takes the source's capture lock, and resumes the newest generation if its slot is intact, or
+    /// starts a new one.
+    pub async fn start(
+        repo: Repository,
+        recipients: Arc<Recipients>,
+        source: &str,
+        conninfo: &ConnInfo,
+    ) -> Result<Capture> {
+        let target = conninfo.redacted();
+        let client = connect(conninfo).await.map_err(|e| e.into_error(source, target.clone()))?;
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; {TEXT_SETTINGS}"
+            ))
+            .await
+            .map_err(|e| database_error(source, &target, e))?;
+        let facts = slot::server_facts(&client, source).await?;
+        take_capture_lock(&client, &repo, source, &target).await?;
+        let (generation, end_lsn, new_generation) = settle_generation(&client, &repo, source, &facts).await?;
+        tracing::info!(
+            source, generation = %generation.generation, slot = %generation.slot, from = %lsn_text(end_lsn),
+            "change capture started"
+        );
+        Ok(Capture {
+            repo,
+            recipients,
+            source: source.to_string(),
+            target,
+            client,
+            generation,
+            end_lsn,
+            head_written: None,
+            new_generation,
+        })
+    }
+
+    pub fn generation(&self) -> &GenerationRecord {
+        &self.generation
+    }
+
+    /// Reads what was committed since the last poll, stores it as a segment, then confirms it.
+    pub async fn poll(&mut self) -> Result<Polled> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT pg_current_wal_flush_lsn()::text, clock_timestamp(), txid_snapshot_xmax(txid_current_snapshot())",
+                &[],
+            )
+            .await
+            .map_err(|e| database_error(&self.source, &self.target, e))?;
+        let upto = super::segment::parse_lsn(&row.get::<_, String>(0)).unwrap_or(0);
+        let covered_until: DateTime<Utc> = row.get(1);
+        let next_xid = row.get::<_, i64>(2) as u64;
+        self.check_slot().await?;
+        if upto <= self.end_lsn {
+            self.maybe_write_head(covered_until).await?;
+            return Ok(Polled::Idle);
+        }
+        let segment = self.store_segment(upto, covered_until, next_xid).await?;
+        slot::advance_slot(&self.client, &self.source, &self.generation.slot, upto).await?;
+        self.end_lsn = upto;
+        match segment {
+            Some(record) => {
+                self.head_written = None;
+                Ok(Polled::Stored(record))
+            }
+            None => {
+                self.maybe_write_head(covered_until).await?;
+                Ok(Polled::Idle)
+            }
+        }
+    }
+
+    /// Polls every `interval` until `stop` resolves; a failed poll ends the capture with its error.
+    pub async fn run(mut self, interval: Duration, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        pin_mut!(stop);
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = ticks.tick() => {}
+            }
+            if let Polled::Stored(segment) = self.poll().await? {
+                tracing::info!(
+                    source = %self.source, transactions = segment.transactions, changes = segment.changes,
+                    up_to = %lsn_text(segment.end_lsn), "change segment stored"
+                );
+            }
+        }
+    }
+
+    /// The slot must be there, intact, and confirmed exactly to where the stored stream ends.
+    async fn check_slot(&mut self) -> Result<()> {
+        let name = &self.generation.slot;
+        let state = slot::slot_state(&self.client, &self.source, name).await?;
+        let lost = |why: &str| {
+            stream_error(
+                &self.source,
+                format!("replication slot {name} {why}: changes after {} may be missing", lsn_text(self.end_lsn)),
+                "restart the capture: it starts a new stream generation, and the next base backup (dr backup) \
+                 carries it; points in time between the gap and that backup cannot be restored exactly",
+            )
+        };
+        match state {
+            None => Err(lost("is gone")),
+            Some(state) if state.is_lost() => Err(lost("was invalidated by the server (max_slot_wal_keep_size)")),
+            Some(state) if state.confirmed_flush > self.end_lsn => Err(lost("was advanced by something else")),
+            Some(state) if state.confirmed_flush < self.end_lsn => {
+                // The last segment was stored but its confirmation did not happen (killed in between).
+                slot::advance_slot(&self.client, &self.source, name, self.end_lsn).await
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn maybe_write_head(&mut self, covered_until: DateTime<Utc>) -> Result<()> {
+        if self.head_written.is_some_and(|at| at.elapsed() < HEAD_INTERVAL) {
+            return Ok(());
+        }
+        let head = HeadRecord { lsn: self.end_lsn, covered_until };
+        let json = serde_json::to_vec_pretty(&head).map_err(|e| Error::io("encoding a head record", e.into()))?;
+        self.repo.store().put(&head_key(&self.source, &self.generation.generation), json.into()).await?;
+        self.head_written = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Streams the changes up to `upto` into a new segment object and commits its record; `None` when no
+    /// transaction was committed in between (WAL of other databases, or of unpublished tables).
+    async fn store_segment(
+        &self,
+        upto: u64,
+        covered_until: DateTime<Utc>,
+        next_xid: u64,
+    ) -> Result<Option<SegmentRecord>> {
+        let generation = &self.generation;
+        let rows = self
+            .client
+            .query_raw(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, NULL,
+                     'proto_version', '1', 'publication_names', $3)",
+                [
+                    &generation.slot as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &lsn_text(upto),
+                    &generation.publication,
+                ],
+            )
+            .await
+            .map_err(|e| database_error(&self.source, &self.target, e))?;
+        pin_mut!(rows);
+        let key = data_key(&self.source, &generation.generation, self.end_lsn, upto);
+        let mut tally = Tally::default();
+        let mut writer: Option<SegmentUpload> = None;
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|e| database_error(&self.source, &self.target, e))?;
+            let data: Vec<u8> = row.get(0);
+            tally.see(&data, next_xid).map_err(|e| stream_error(&self.source, e, "report this as a bug"))?;
+            batch_bytes += data.len();
+            batch.push(data);
+            if batch_bytes >= BATCH_BYTES {
+                let upload = match &mut writer {
+                    Some(upload) => upload,
+                    None => writer.insert(SegmentUpload::begin(&self.repo, &key, &self.recipients).await?),
+                };
+                upload.send(std::mem::take(&mut batch)).await?;
+                batch_bytes = 0;
+            }
+        }
+        if tally.transactions == 0 {
+            return Ok(None);
+        }
+        let sequences = read_sequences(&self.client, &self.source, &self.target).await?;
+        let mut upload = match writer {
+            Some(upload) => upload,
+            None => SegmentUpload::begin(&self.repo, &key, &self.recipients).await?,
+        };
+        upload.send(batch).await?;
+        let sealed = upload.finish(sequences).await?;
+        let record = SegmentRecord {
+            format: FORMAT,
+            source: self.source.clone(),
+            generation: generation.generation.clone(),
+            start_lsn: self.end_lsn,
+            end_lsn: upto,
+            covered_until,
+            first_commit: tally.first_commit.unwrap_or(covered_until),
+            last_commit: tally.last_commit.unwrap_or(covered_until),
+            transactions: tally.transactions,
+            changes: tally.changes,
+            max_xid: tally.max_xid,
+            object: key,
+            stored_size: sealed.stored_size,
+            sha256: sealed.sha256,
+            plain_size: sealed.plain_size,
+        };
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::io("encoding a segment record", e.into()))?;
+        self.repo.store().put(&segment_key(&self.source, &generation.generation, self.end_lsn), json.into()).await?;
+        Ok(Some(record))
+    }
+}
+
+/// What a segment holds, counted as its messages pass.
+#[derive(Debug, Default)]
+struct Tally {
+    transactions: u64,
+    changes: u64,
+    first_commit: Option<DateTime<Utc>>,
+    last_commit: Option<DateTime<Utc>>,
+    max_xid: u64,
+}
+
+impl Tally {
+    fn see(&mut self, data: &[u8], next_xid: u64) -> std::result::Result<(), String> {
+        match data.first() {
+            Some(b'B') => {
+                let Message::Begin { commit_time, xid, .. } = Message::parse(data).map_err(|e| e.to_string())? else {
+                    unreachable!("a B message parses as a Begin")
+                };
+                self.first_commit.get_or_insert(commit_time);
+                self.last_commit = Some(commit_time);
+                self.max_xid = self.max_xid.max(full_xid(xid, next_xid));
+            }
+            Some(b'C') => self.transactions += 1,
+            Some(b'I' | b'U' | b'D' | b'T') => self.changes += 1,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A 32-bit transaction id with its epoch, given the next id to be assigned (which is newer than any
+/// transaction decoded before it was read).
+pub fn full_xid(xid: u32, next_xid: u64) -> u64 {
+    let behind = (next_xid as u32).wrapping_sub(xid) as u64;
+    next_xid.saturating_sub(behind)
+}
+
+/// One segment object being written: messages go to an encoding thread through a bounded channel.
+struct SegmentUpload {
+    sender: tokio::sync::mpsc::Sender<Vec<Vec<u8>>>,
+    sequences: tokio::sync::oneshot::Sender<Vec<SequenceValue>>,
+    encoder: tokio::task::JoinHandle<Result<pipeline::Sealed>>,
+    upload: pipeline::UploadHandle,
+    key: String,
+}
+
+impl SegmentUpload {
+    async fn begin(repo: &Repository, key: &str, recipients: &Recipients) -> Result<SegmentUpload> {
+        // Segments are small and many: one zstd thread each.
+        let compression = Compression { level: 3, threads: 1 };
+        let (writer, upload) =
+            pipeline::begin_upload(repo.store(), key, recipients, compression, Arc::new(NoProgress)).await?;
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<Vec<u8>>>(4);
+        let (sequences, sequences_receiver) = tokio::sync::oneshot::channel::<Vec<SequenceValue>>();
+        let location = repo.location().to_string();
+        let key_owned = key.to_string();
+        let encoder = tokio::task::spawn_blocking(move || {
+            let write_error = |e: std::io::Error| crate::store::store_error(&location, "write", &key_owned, e);
+            let mut segment = SegmentWriter::new(writer).map_err(write_error)?;
+            while let Some(batch) = receiver.blocking_recv() {
+                for message in batch {
+                    segment.message(&message).map_err(write_error)?;
+                }
+            }
+            let Ok(sequences) = sequences_receiver.blocking_recv() else {
+                return Err(Error::io("writing a change segment", std::io::Error::other("abandoned")));
+            };
+            let writer: EncodeWriter = segment.finish(&sequences).map_err(write_error)?;
+            writer.finish().map_err(write_error)
+        });
+        Ok(SegmentUpload { sender, sequences, encoder, upload, key: key.to_string() })
+    }
+
+    async fn send(&mut self, batch: Vec<Vec<u8>>) -> Result<()> {
+        if self.sender.send(batch).await.is_err() {
+            // The encoder stopped: its own error says why.
+            return Err(Error::io(format!("writing {}", self.key), std::io::Error::other("the encoder stopped")));
+        }
+        Ok(())
+    }
+
+    async fn finish(self, sequences: Vec<SequenceValue>) -> Result<pipeline::Sealed> {
+        drop(self.sender);
+        let _ = self.sequences.send(sequences);
+        let produced = self
+            .encoder
+            .await
+            .map_err(|e| Error::io(format!("encoding {}", self.key), std::io::Error::other(e)))
+            .and_then(|r| r);
+        pipeline::settle(produced, vec![self.upload]).await
+    }
+}
+
+/// Every sequence's current value: logical decoding does not carry them, so each segment records them after
+/// its poll (higher than any value its transactions used, which is all a restore needs).
+async fn read_sequences(client: &Client, source: &str, target: &str) -> Result<Vec<SequenceValue>> {
+    let rows = client
+        .query(
+            "SELECT schemaname::text, sequencename::text, last_value FROM pg_sequences
+             WHERE last_value IS NOT NULL ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(|e| database_error(source, target, e))?;
+    Ok(rows.iter().map(|r| SequenceValue { schema: r.get(0), name: r.get(1), last_value: r.get(2) }).collect())
+}
+
+/// One capture per source and repository at a time: a session advisory lock, held by the capture's
+/// connection, released by the server when that connection ends however the capture ended.
+/// `dr stream drop` takes it too, so that it never drops a slot from under a running capture.
+pub async fn take_capture_lock(client: &Client, repo: &Repository, source: &str, target: &str) -> Result<()> {
+    let name = format!("dr capture {} {source}", repo.id());
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&name])
+        .await
+        .map_err(|e| database_error(source, target, e))?;
+    if row.get::<_, bool>(0) {
+        return Ok(());
+    }
+    Err(stream_error(
+        source,
+        "a dr capture of this source into this repository is running (dr serve or dr stream run)",
+        "run one capture per source, and stop it before `dr stream drop`",
+    ))
+}
+
+/// Resumes the newest generation if it belongs to this server and its slot is intact; else starts a new one.
+/// Returns it, where its stored stream ends, and whether it is new.
+async fn settle_generation(
+    client: &Client,
+    repo: &Repository,
+    source: &str,
+    facts: &ServerFacts,
+) -> Result<(GenerationRecord, u64, bool)> {
+    if let Some(newest) = generations(repo, source).await?.pop() {
+        let same_server = newest.system_identifier == facts.system_identifier && newest.database == facts.database;
+        let state = slot::slot_state(client, source, &newest.slot).await?;
+        match state {
+            Some(state) if same_server && !state.is_lost() => {
+                let end =
+                    segments(repo, source, &newest.generation).await?.last().map_or(newest.start_lsn, |s| s.end_lsn);
+                if state.confirmed_flush <= end {
+                    return Ok((newest, end, false));
+                }
+                tracing::warn!(source, slot = %newest.slot, "the slot was advanced past the stored stream: starting a new generation");
+            }
+            Some(_) if same_server => {
+                tracing::warn!(source, slot = %newest.slot, "the slot was invalidated (WAL removed): starting a new generation");
+            }
+            None if same_server => {
+                tracing::warn!(source, slot = %newest.slot, "the slot is gone (dropped): starting a new generation");
+            }
+            _ => {
+                tracing::warn!(source, slot = %newest.slot, "the stream's slot is on another server: starting a new generation")
+            }
+        }
+        if same_server {
+            slot::drop_stream_objects(client, source, &newest.slot, &newest.publication).await?;
+        }
+    }
+    let generation = new_generation(client, repo, source, facts).await?;
+    let start = generation.start_lsn;
+    Ok((generation, start, true))
+}
+
+async fn new_generation(
+    client: &Client,
+    repo: &Repository,
+    source: &str,
+    facts: &ServerFacts,
+) -> Result<GenerationRecord> {
+    let id = SnapshotId::new(Utc::now());
+    let name = format!("dr_{}_{}", &repo.id()[..8], id.as_str().to_lowercase().replace('-', "_"));
+    let tables = slot::tables(client, source).await?;
+    if !tables.without_identity.is_empty() {
+        tracing::warn!(
+            source, tables = %tables.without_identity.join(", "),
+            "tables without a primary key or replica identity are left out of the change stream: their changes \
+             are only in base backups (docs/pitr.md: ALTER TABLE ... REPLICA IDENTITY FULL)"
+        );
+    }
+    slot::create_publication(client, source, &name, &tables.published).await?;
+    let start_lsn = match slot::create_slot(client, source, &name).await {
+        Ok(lsn) => lsn,
+        Err(e) => {
+            let _ = slot::drop_stream_objects(client, source, &name, &name).await;
+            return Err(e);
+        }
+    };
+    let record = GenerationRecord {
+        format: FORMAT,
+        source: source.to_string(),
+        generation: id.to_string(),
+        slot: name.clone(),
+        publication: name,
+        database: facts.database.clone(),
+        system_identifier: facts.system_identifier.clone(),
+        created_at: Utc::now(),
+        start_lsn,
+    };
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::io("encoding a generation record", e.into()))?;
+    repo.store().put(&record.key(), json.into()).await?;
+    tracing::info!(
+        source, generation = %record.generation, slot = %record.slot,
+        "new change stream generation: a base backup (dr backup) must be taken before its changes can be restored"
+    );
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_ids_get_the_epoch_of_the_next_id() {
+        assert_eq!(full_xid(725, 727), 725);
+        assert_eq!(full_xid(u32::MAX - 1, (1 << 32) + 5), u32::MAX as u64 - 1);
+        assert_eq!(full_xid(3, (1 << 32) + 5), (1 << 32) + 3);
+    }
+}

@@ -1,0 +1,216 @@
+//! Point-in-time restore through logical decoding (docs/pitr.md), against a real PostgreSQL with
+//! `wal_level = logical` under a steady write load of the site's own tables: `dr restore --to T` gives exactly
+//! the data the database held at T, for several instants, across a capture killed with -9 and a TRUNCATE.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use dr::pg::{ScratchOptions, ScratchPostgres};
+use tokio::sync::RwLock;
+
+use crate::common;
+use common::{DATABASE, Site};
+
+async fn logical_site() -> Site {
+    let options = ScratchOptions { settings: vec![("wal_level".into(), "logical".into())], ..Default::default() };
+    let db = tokio::task::spawn_blocking(move || ScratchPostgres::start(&options)).await.unwrap().unwrap();
+    let site = Site::on(db).await;
+    site.write_config("[stream]\ninterval = \"1s\"\n");
+    let text = std::fs::read_to_string(&site.config_path).unwrap();
+    std::fs::write(&site.config_path, text.replacen("globals = true\n", "globals = true\ncontinuous = true\n", 1))
+        .unwrap();
+    site
+}
+
+/// `dr stream run` in the background, its log in a file the assertions quote.
+struct Capture {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Capture {
+    fn start(site: &Site, name: &str) -> Capture {
+        let log = site.path(&format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = site.command(&["stream", "run"]).stdout(Stdio::null()).stderr(file).spawn().unwrap();
+        Capture { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn generation_exists(site: &Site) -> bool {
+    let streams = site.repo.join("streams/app");
+    std::fs::read_dir(&streams)
+        .is_ok_and(|mut entries| entries.any(|e| e.is_ok_and(|e| e.path().join("generation.json").exists())))
+}
+
+/// Waits until the stored stream reaches past `time`.
+async fn wait_for_coverage(site: &Site, time: DateTime<Utc>, capture: &Capture) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = site.dr(&["stream", "status", "--json"]).ok().json();
+        let covered = status[0]["covered_until"].as_str().map(|t| t.parse::<DateTime<Utc>>().unwrap());
+        if covered.is_some_and(|c| c > time + chrono::TimeDelta::milliseconds(1500)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the stream never reached {time}: {status}\n{}", capture.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The site's writes: new users with posts and comments (a trigger fills created_at), edits of captions,
+/// visibility (an enum) and EXIF (jsonb), likes, deleted posts (cascading to comments and likes), avatar bytes,
+/// an upserted counter, and now and then a TRUNCATE. Each worker touches its own posts.
+async fn write_load(site: Arc<Site>, worker: i64, gate: Arc<RwLock<()>>, stop: Arc<AtomicBool>) -> u64 {
+    let client = dr::pg::connect(&site.db.conninfo(DATABASE)).await.unwrap();
+    let mut n: i64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let _running = gate.read().await;
+        let post = 1 + 2 * ((n * 37) % 490) + worker;
+        let sql = match n % 7 {
+            0 => format!(
+                "BEGIN;
+                 INSERT INTO users (username, display_name, settings) VALUES ('w{worker}n{n}', 'Zoë ''{n}''', '{{\"k\": {n}}}');
+                 INSERT INTO posts (user_id, caption, image_path, created_at)
+                   SELECT id, 'new «{n}»', 'uploads/x/{n}.jpg', now() FROM users WHERE username = 'w{worker}n{n}';
+                 INSERT INTO comments (post_id, user_id, body) SELECT max(id), 1, 'first! {n}' FROM posts;
+                 COMMIT;"
+            ),
+            1 => format!(
+                "UPDATE posts SET caption = caption || ' ✎', exif = jsonb_set(coalesce(exif, '{{}}'), '{{iso}}', '{n}'),
+                   visibility = (ARRAY['public', 'followers', 'private'])[1 + {n} % 3]::visibility
+                 WHERE id = {post}"
+            ),
+            2 => format!("INSERT INTO likes (user_id, post_id) VALUES (1 + {n} % 200, {post}) ON CONFLICT DO NOTHING"),
+            3 if n % 5 == 3 => format!("DELETE FROM posts WHERE id = {post}"),
+            4 => format!(
+                "INSERT INTO analytics.daily_uploads (day, uploads) VALUES (date '2026-12-01' + {worker}, {n})
+                 ON CONFLICT (day) DO UPDATE SET uploads = excluded.uploads"
+            ),
+            5 => format!("UPDATE avatars SET thumbnail = decode(md5('{n}'), 'hex') WHERE user_id = 1 + {n} % 200"),
+            6 if worker == 0 && n % 60 == 6 => "BEGIN; TRUNCATE analytics.daily_uploads;
+                 INSERT INTO analytics.daily_uploads SELECT date '2026-10-01' + i, i FROM generate_series(0, 9) i;
+                 COMMIT;"
+                .to_string(),
+            _ => format!("UPDATE comments SET body = body || '!' WHERE post_id = {post}"),
+        };
+        client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    n as u64
+}
+
+/// Stops the writes, records the server's clock and every table's digest, and lets the writes go on.
+async fn instant(site: &Site, gate: &RwLock<()>) -> (DateTime<Utc>, BTreeMap<String, String>) {
+    let _paused = gate.write().await;
+    let client = dr::pg::connect(&site.db.conninfo(DATABASE)).await.unwrap();
+    let time: DateTime<Utc> = client.query_one("SELECT clock_timestamp()", &[]).await.unwrap().get(0);
+    (time, common::fingerprint(&site.db, DATABASE).await)
+}
+
+fn split_sequences(fingerprint: &BTreeMap<String, String>) -> (BTreeMap<String, String>, BTreeMap<String, i64>) {
+    let mut tables = BTreeMap::new();
+    let mut sequences = BTreeMap::new();
+    for (name, value) in fingerprint {
+        match name.strip_prefix("sequence ") {
+            Some(sequence) => {
+                sequences.insert(sequence.to_string(), value.split('/').next().unwrap().parse().unwrap());
+            }
+            None => {
+                tables.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    (tables, sequences)
+}
+
+/// Restores `to` into a new database and checks it against `expected`: every table and large object equal;
+/// every sequence at least where it was (sequences are recorded after each segment, never behind).
+async fn assert_restores(site: &Site, to: &str, database: &str, expected: &BTreeMap<String, String>) {
+    let into = format!("app={}", site.db.url(database));
+    let run = site.dr(&["restore", "--to", to, "--only", "app", "--into", &into, "--json"]).ok();
+    let report = run.json();
+    let replay = &report["sources"][0]["point_in_time"];
+    assert!(replay["transactions"].as_u64().unwrap() > 0, "the changes after the base are replayed: {report}");
+    let restored = common::fingerprint(&site.db, database).await;
+    let (tables, sequences) = split_sequences(&restored);
+    let (expected_tables, expected_sequences) = split_sequences(expected);
+    assert_eq!(tables, expected_tables, "restore --to {to}: {replay}");
+    for (name, value) in expected_sequences {
+        assert!(sequences[&name] >= value, "sequence {name}: {} < {value} (--to {to})", sequences[&name]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_to_any_instant_under_load_across_a_killed_capture() {
+    let site = Arc::new(logical_site().await);
+    let mut capture = Capture::start(&site, "capture-1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !generation_exists(&site) {
+        assert!(Instant::now() < deadline, "no stream generation: {}", capture.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(capture.log().contains("left out of the change stream"), "tables without identity are named");
+    let base = site.backup();
+
+    let gate = Arc::new(RwLock::new(()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> =
+        (0..2).map(|w| tokio::spawn(write_load(site.clone(), w, gate.clone(), stop.clone()))).collect();
+    let mut instants = Vec::new();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    instants.push(instant(&site, &gate).await);
+
+    // Killed mid-segment: what it had read but not stored is read again by the next capture.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    capture.child.kill().unwrap();
+    capture.child.wait().unwrap();
+    instants.push(instant(&site, &gate).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    capture = Capture::start(&site, "capture-2");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    instants.push(instant(&site, &gate).await);
+
+    stop.store(true, Ordering::Relaxed);
+    let mut writes = 0;
+    for worker in workers {
+        writes += worker.await.unwrap();
+    }
+    assert!(writes > 100, "the load wrote {writes} transactions");
+    let (last, _) = instants.last().unwrap().clone();
+    wait_for_coverage(&site, last, &capture).await;
+    assert!(!capture.log().contains("new change stream generation"), "the second capture resumed the stream");
+
+    for (i, (time, fingerprint)) in instants.iter().enumerate() {
+        assert_restores(&site, &time.to_rfc3339(), &format!("pitr_{i}"), fingerprint).await;
+    }
+
+    // `latest`: everything stored, which is everything once the stream passed the end of the load.
+    let final_state = common::fingerprint(&site.db, DATABASE).await;
+    wait_for_coverage(&site, Utc::now(), &capture).await;
+    assert_restores(&site, "latest", "pitr_latest", &final_state).await;
+
+    // A snapshot named by its id is that snapshot, without the changes after it.
+    let into = format!("app={}", site.db.url("by_id"));
+    site.dr(&["restore", "--to", &base, "--only", "app", "--into", &into]).ok();
+
+    // A time the stream does not reach yet is refused, naming how far it reaches.
+    let future = (Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let into = format!("app={}", site.db.url("too_late"));
+    let error = site.dr(&["restore", "--to", &future, "--only", "app", "--into", &into]).fails(1).error();
+    assert!(error.contains("stored up to"), "{error}");
+
+    // Switching capture off leaves no slot behind.
+    common::interrupt(capture.child);
+    let dropped = site.dr(&["stream", "drop", "app"]).ok();
+    assert!(dropped.stdout.contains("dropped replication slot"), "{}", dropped.stdout);
+    let slots = common::query_strings(&site.db, "postgres", "SELECT slot_name::text FROM pg_replication_slots").await;
+    assert!(slots.is_empty(), "{slots:?}");
+}
