@@ -298,6 +298,8 @@ pub struct StreamConfig {
     /// How often a segment is closed and stored: the RPO the stream aims at (default 5s, at most 10 minutes).
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
+    /// `dr serve` opens an incident when a slot makes its server keep more WAL than this (default 1GiB).
+    pub max_retained_wal: Option<bytesize::ByteSize>,
 }
 
 /// `[[job]]`: one scheduled job of `dr serve`.

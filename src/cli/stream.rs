@@ -41,7 +41,7 @@ pub async fn run(context: &Context, args: Args) -> Result<()> {
     let config = &loaded.config;
     let repo = context.open_repository(config).await?;
     match args.action {
-        Action::Run { only } => dr::stream::run::run(config, &repo, &only, context.stop.token()).await,
+        Action::Run { only } => dr::stream::run::run(config, &repo, &only, context.stop.token(), true, &|_| {}).await,
         Action::Status { json } => {
             let statuses = dr::stream::run::status(config, &repo, &[]).await?;
             if json {

@@ -59,7 +59,18 @@ async fn open(config: &Config) -> Result<Repository> {
 }
 
 async fn backup(config: &Config, repo: &Repository, shared: &Shared, cancel: CancellationToken) -> Result<JobSummary> {
-    let options = engine::BackupOptions { only: Vec::new(), cancel };
+    backup_sources(config, repo, shared, Vec::new(), cancel).await
+}
+
+/// A backup of `only` (every source when empty), folded into the service's status.
+pub(super) async fn backup_sources(
+    config: &Config,
+    repo: &Repository,
+    shared: &Shared,
+    only: Vec<String>,
+    cancel: CancellationToken,
+) -> Result<JobSummary> {
+    let options = engine::BackupOptions { only, cancel };
     let report = engine::backup(config, repo, &options, &NoProgress).await?;
     let mut status = shared.status();
     for source in &report.sources {

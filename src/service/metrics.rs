@@ -61,6 +61,27 @@ pub fn render(status: &ServiceStatus, counters: &Counters, now: DateTime<Utc>) -
     }
 
     out.family(
+        "dr_stream_rpo_age_seconds",
+        "gauge",
+        "Age of what the change stream of each continuous source has stored: what an incident now would lose.",
+    );
+    for (source, capture) in &status.streams {
+        if let Some(covered) = capture.covered_until {
+            out.sample("dr_stream_rpo_age_seconds", &[("source", source)], (now - covered).as_seconds_f64().max(0.0));
+        }
+    }
+    out.family("dr_stream_up", "gauge", "1 while the change capture of each continuous source runs.");
+    for (source, capture) in &status.streams {
+        out.sample("dr_stream_up", &[("source", source)], if capture.error.is_none() { 1.0 } else { 0.0 });
+    }
+    out.family("dr_stream_slot_retained_bytes", "gauge", "WAL the source server keeps for dr's replication slot.");
+    for (source, capture) in &status.streams {
+        if let Some(bytes) = capture.slot_retained_bytes {
+            out.sample("dr_stream_slot_retained_bytes", &[("source", source)], bytes as f64);
+        }
+    }
+
+    out.family(
         "dr_backup_last_success_timestamp_seconds",
         "gauge",
         "When the last successful backup of each source finished (Unix time).",

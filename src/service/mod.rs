@@ -15,6 +15,7 @@ mod metrics;
 mod pending_attempts;
 pub(crate) mod schedule;
 mod state;
+mod streams;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -181,10 +182,12 @@ pub async fn serve(mut options: ServeOptions) -> Result<()> {
     let server = tokio::spawn(http::serve(listener, shared.clone(), http_stop.clone()));
     let watcher_stop = http_stop.clone();
     let watcher = tokio::spawn(watch_repository(shared.clone(), watcher_stop));
+    let captures = tokio::spawn(streams::supervise(shared.clone(), options.stop.clone()));
 
     let mut scheduler = Scheduler::new(shared.clone(), jobs);
     scheduler.run(&options.stop, &mut options.reload, options.load.clone()).await;
 
+    let _ = captures.await;
     http_stop.cancel();
     let _ = watcher.await;
     let _ = server.await;
@@ -236,6 +239,12 @@ async fn refresh_repository(shared: &Shared) {
     shared.incident("repository", !reachable, &format!("repository {location} unreachable"), &error);
     if reachable {
         shared.incident("rpo", breach.is_some(), "RPO objective breached", breach.as_deref().unwrap_or_default());
+    }
+    let behind = streams::behind(shared, &config);
+    for source in config.postgres.iter().filter(|s| s.continuous) {
+        let age = behind.iter().find(|(name, _)| *name == source.name).map(|(_, age)| *age);
+        let detail = age.map_or(String::new(), |age| format!("nothing stored for {age} s"));
+        shared.incident(&format!("stream-behind:{}", source.name), age.is_some(), "change stream behind", &detail);
     }
 }
 

@@ -23,6 +23,22 @@ pub struct ServiceStatus {
     pub last_backup: Option<BackupRun>,
     pub last_drill: Option<DrillRun>,
     pub repository: RepositoryStatus,
+    /// Per continuous source: its change capture (docs/pitr.md).
+    pub streams: BTreeMap<String, CaptureStatus>,
+}
+
+/// One source's change capture, as its last event left it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CaptureStatus {
+    pub generation: Option<String>,
+    /// Commits up to about then are stored: a point-in-time restore reaches here. Its age is the RPO of the
+    /// stream.
+    pub covered_until: Option<DateTime<Utc>>,
+    pub last_segment_at: Option<DateTime<Utc>>,
+    /// WAL the source server keeps for the slot.
+    pub slot_retained_bytes: Option<i64>,
+    /// Why the capture is not running, while it is not.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -16,7 +16,7 @@ use super::segment::{
     segment_key,
 };
 use super::slot::{self, ServerFacts, stream_error};
-use super::{generations, segments};
+use super::{generations, head, segments};
 use crate::crypto::Recipients;
 use crate::error::{Error, Result};
 use crate::pg::{ConnInfo, connect, database_error};
@@ -37,10 +37,13 @@ pub const TEXT_SETTINGS: &str = "SET DateStyle = ISO; SET IntervalStyle = postgr
 
 /// What one poll did.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Polled {
-    /// Nothing was committed since the last poll.
-    Idle,
-    Stored(SegmentRecord),
+pub struct Polled {
+    /// Commits up to about then are in the stored stream.
+    pub covered_until: DateTime<Utc>,
+    /// WAL the server keeps for the slot.
+    pub slot_retained_bytes: i64,
+    /// The segment stored; `None` when nothing was committed since the last poll.
+    pub stored: Option<SegmentRecord>,
 }
 
 /// A running capture: the connection (holding the per-source advisory lock) and where the stream stands.
@@ -53,6 +56,9 @@ pub struct Capture {
     generation: GenerationRecord,
     /// The end of the newest stored segment: the slot is confirmed up to here.
     end_lsn: u64,
+    /// Where the next segment starts: the end of the newest segment (or the generation's start). Segments
+    /// chain without gaps; stretches in between with nothing of ours are inside the next segment's range.
+    segment_start: u64,
     head_written: Option<Instant>,
     /// The generation was made by this capture: no base backup carries it forward yet.
     pub new_generation: bool,
@@ -83,7 +89,8 @@ impl Capture {
             .map_err(|e| database_error(source, &target, e))?;
         let facts = slot::server_facts(&client, source).await?;
         take_capture_lock(&client, &repo, source, &target).await?;
-        let (generation, end_lsn, new_generation) = settle_generation(&client, &repo, source, &facts).await?;
+        let (generation, segment_start, end_lsn, new_generation) =
+            settle_generation(&client, &repo, source, &facts).await?;
         tracing::info!(
             source, generation = %generation.generation, slot = %generation.slot, from = %lsn_text(end_lsn),
             "change capture started"
@@ -96,6 +103,7 @@ impl Capture {
             client,
             generation,
             end_lsn,
+            segment_start,
             head_written: None,
             new_generation,
         })
@@ -118,28 +126,35 @@ impl Capture {
         let upto = super::segment::parse_lsn(&row.get::<_, String>(0)).unwrap_or(0);
         let covered_until: DateTime<Utc> = row.get(1);
         let next_xid = row.get::<_, i64>(2) as u64;
-        self.check_slot().await?;
-        if upto <= self.end_lsn {
-            self.maybe_write_head(covered_until).await?;
-            return Ok(Polled::Idle);
-        }
-        let segment = self.store_segment(upto, covered_until, next_xid).await?;
-        slot::advance_slot(&self.client, &self.source, &self.generation.slot, upto).await?;
-        self.end_lsn = upto;
-        match segment {
-            Some(record) => {
-                self.head_written = None;
-                Ok(Polled::Stored(record))
+        let slot_retained_bytes = self.check_slot().await?;
+        let stored = if upto > self.end_lsn { self.store_segment(upto, covered_until, next_xid).await? } else { None };
+        if stored.is_some() {
+            slot::advance_slot(&self.client, &self.source, &self.generation.slot, upto).await?;
+            self.end_lsn = upto;
+            self.segment_start = upto;
+            self.head_written = None;
+        } else if self.head_written.is_none_or(|at| at.elapsed() >= HEAD_INTERVAL) {
+            // Nothing of ours in the WAL since the last poll. The slot moves past it only once a head record
+            // says the stored stream reaches that far: a capture that resumes must find the slot confirmed no
+            // further than what the repository holds.
+            let end = upto.max(self.end_lsn);
+            self.write_head(end, covered_until).await?;
+            if end > self.end_lsn {
+                slot::advance_slot(&self.client, &self.source, &self.generation.slot, end).await?;
+                self.end_lsn = end;
             }
-            None => {
-                self.maybe_write_head(covered_until).await?;
-                Ok(Polled::Idle)
-            }
         }
+        Ok(Polled { covered_until, slot_retained_bytes, stored })
     }
 
-    /// Polls every `interval` until `stop` resolves; a failed poll ends the capture with its error.
-    pub async fn run(mut self, interval: Duration, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    /// Polls every `interval` until `stop` resolves, telling `observe` what each poll did; a failed poll ends
+    /// the capture with its error.
+    pub async fn run(
+        mut self,
+        interval: Duration,
+        stop: impl std::future::Future<Output = ()>,
+        observe: &(dyn Fn(&str, &Polled) + Send + Sync),
+    ) -> Result<()> {
         pin_mut!(stop);
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,17 +163,20 @@ impl Capture {
                 _ = &mut stop => return Ok(()),
                 _ = ticks.tick() => {}
             }
-            if let Polled::Stored(segment) = self.poll().await? {
+            let polled = self.poll().await?;
+            if let Some(segment) = &polled.stored {
                 tracing::info!(
                     source = %self.source, transactions = segment.transactions, changes = segment.changes,
                     up_to = %lsn_text(segment.end_lsn), "change segment stored"
                 );
             }
+            observe(&self.source, &polled);
         }
     }
 
-    /// The slot must be there, intact, and confirmed exactly to where the stored stream ends.
-    async fn check_slot(&mut self) -> Result<()> {
+    /// The slot must be there, intact, and confirmed exactly to where the stored stream ends; returns the WAL
+    /// the server keeps for it.
+    async fn check_slot(&mut self) -> Result<i64> {
         let name = &self.generation.slot;
         let state = slot::slot_state(&self.client, &self.source, name).await?;
         let lost = |why: &str| {
@@ -175,17 +193,15 @@ impl Capture {
             Some(state) if state.confirmed_flush > self.end_lsn => Err(lost("was advanced by something else")),
             Some(state) if state.confirmed_flush < self.end_lsn => {
                 // The last segment was stored but its confirmation did not happen (killed in between).
-                slot::advance_slot(&self.client, &self.source, name, self.end_lsn).await
+                slot::advance_slot(&self.client, &self.source, name, self.end_lsn).await?;
+                Ok(state.retained_bytes)
             }
-            Some(_) => Ok(()),
+            Some(state) => Ok(state.retained_bytes),
         }
     }
 
-    async fn maybe_write_head(&mut self, covered_until: DateTime<Utc>) -> Result<()> {
-        if self.head_written.is_some_and(|at| at.elapsed() < HEAD_INTERVAL) {
-            return Ok(());
-        }
-        let head = HeadRecord { lsn: self.end_lsn, covered_until };
+    async fn write_head(&mut self, lsn: u64, covered_until: DateTime<Utc>) -> Result<()> {
+        let head = HeadRecord { lsn, covered_until };
         let json = serde_json::to_vec_pretty(&head).map_err(|e| Error::io("encoding a head record", e.into()))?;
         self.repo.store().put(&head_key(&self.source, &self.generation.generation), json.into()).await?;
         self.head_written = Some(Instant::now());
@@ -215,7 +231,7 @@ impl Capture {
             .await
             .map_err(|e| database_error(&self.source, &self.target, e))?;
         pin_mut!(rows);
-        let key = data_key(&self.source, &generation.generation, self.end_lsn, upto);
+        let key = data_key(&self.source, &generation.generation, self.segment_start, upto);
         let mut tally = Tally::default();
         let mut writer: Option<SegmentUpload> = None;
         let mut batch = Vec::new();
@@ -249,7 +265,7 @@ impl Capture {
             format: FORMAT,
             source: self.source.clone(),
             generation: generation.generation.clone(),
-            start_lsn: self.end_lsn,
+            start_lsn: self.segment_start,
             end_lsn: upto,
             covered_until,
             first_commit: tally.first_commit.unwrap_or(covered_until),
@@ -263,7 +279,10 @@ impl Capture {
             plain_size: sealed.plain_size,
         };
         let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::io("encoding a segment record", e.into()))?;
-        self.repo.store().put(&segment_key(&self.source, &generation.generation, self.end_lsn), json.into()).await?;
+        self.repo
+            .store()
+            .put(&segment_key(&self.source, &generation.generation, self.segment_start), json.into())
+            .await?;
         Ok(Some(record))
     }
 }
@@ -394,22 +413,24 @@ pub async fn take_capture_lock(client: &Client, repo: &Repository, source: &str,
 }
 
 /// Resumes the newest generation if it belongs to this server and its slot is intact; else starts a new one.
-/// Returns it, where its stored stream ends, and whether it is new.
+/// Returns it, where its next segment starts, where its stored stream ends (a head record may reach past the
+/// newest segment), and whether it is new.
 async fn settle_generation(
     client: &Client,
     repo: &Repository,
     source: &str,
     facts: &ServerFacts,
-) -> Result<(GenerationRecord, u64, bool)> {
+) -> Result<(GenerationRecord, u64, u64, bool)> {
     if let Some(newest) = generations(repo, source).await?.pop() {
         let same_server = newest.system_identifier == facts.system_identifier && newest.database == facts.database;
         let state = slot::slot_state(client, source, &newest.slot).await?;
         match state {
             Some(state) if same_server && !state.is_lost() => {
-                let end =
+                let stored =
                     segments(repo, source, &newest.generation).await?.last().map_or(newest.start_lsn, |s| s.end_lsn);
+                let end = stored.max(head(repo, source, &newest.generation).await?.map_or(0, |h| h.lsn));
                 if state.confirmed_flush <= end {
-                    return Ok((newest, end, false));
+                    return Ok((newest, stored, end, false));
                 }
                 tracing::warn!(source, slot = %newest.slot, "the slot was advanced past the stored stream: starting a new generation");
             }
@@ -429,7 +450,7 @@ async fn settle_generation(
     }
     let generation = new_generation(client, repo, source, facts).await?;
     let start = generation.start_lsn;
-    Ok((generation, start, true))
+    Ok((generation, start, start, true))
 }
 
 async fn new_generation(

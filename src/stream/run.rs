@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::capture::Capture;
+use super::capture::{Capture, Polled};
 use super::slot;
 use super::{generations, head, segments};
 use crate::config::{Config, PostgresSource};
@@ -57,10 +57,39 @@ pub fn continuous_sources<'c>(config: &'c Config, only: &[String]) -> Result<Vec
     Ok(config.postgres.iter().filter(|s| s.continuous && (only.is_empty() || only.contains(&s.name))).collect())
 }
 
-/// Captures every continuous source until `stop`. A source whose first start fails (the server not set up
-/// for it) fails the whole run; a capture that fails later is resumed with growing waits, from where its
-/// stored stream ends, so nothing is lost or stored twice.
-pub async fn run(config: &Config, repo: &Repository, only: &[String], stop: CancellationToken) -> Result<()> {
+/// What happened to a capture, for the service's status, metrics and alerts.
+#[derive(Debug, Clone)]
+pub enum CaptureEvent<'a> {
+    /// Started or resumed; `new_generation`: a new slot, which no base backup carries yet.
+    Started {
+        source: &'a str,
+        generation: &'a str,
+        new_generation: bool,
+    },
+    Polled {
+        source: &'a str,
+        polled: &'a Polled,
+    },
+    Failed {
+        source: &'a str,
+        error: &'a Error,
+    },
+}
+
+/// Receives every [`CaptureEvent`].
+pub type Observer<'a> = &'a (dyn Fn(CaptureEvent<'_>) + Send + Sync);
+
+/// Captures every continuous source until `stop`. With `fail_fast`, a source whose first start fails (the
+/// server not set up for it) fails the whole run; otherwise, and for a capture that fails later, the capture
+/// is resumed with growing waits, from where its stored stream ends, so nothing is lost or stored twice.
+pub async fn run(
+    config: &Config,
+    repo: &Repository,
+    only: &[String],
+    stop: CancellationToken,
+    fail_fast: bool,
+    observe: Observer<'_>,
+) -> Result<()> {
     let sources = continuous_sources(config, only)?;
     if sources.is_empty() {
         return Err(Error::Usage(
@@ -69,50 +98,63 @@ pub async fn run(config: &Config, repo: &Repository, only: &[String], stop: Canc
     }
     let interval = config.stream.interval.unwrap_or(DEFAULT_INTERVAL);
     let recipients = std::sync::Arc::new(Recipients::parse(&config.encryption.recipients)?);
-    let mut captures = Vec::new();
+    let mut first = Vec::new();
     for source in &sources {
-        let conninfo = source_conninfo(source)?;
-        captures.push(Capture::start(repo.clone(), recipients.clone(), &source.name, &conninfo).await?);
+        first.push(if fail_fast { Some(start(repo, &recipients, source, observe).await?) } else { None });
     }
-    let tasks = captures
+    let tasks = first
         .into_iter()
         .zip(&sources)
-        .map(|(capture, source)| keep_capturing(capture, repo, &recipients, source, interval, stop.clone()));
+        .map(|(capture, source)| keep_capturing(capture, repo, &recipients, source, interval, stop.clone(), observe));
     futures::future::join_all(tasks).await;
     Ok(())
 }
 
+async fn start(
+    repo: &Repository,
+    recipients: &std::sync::Arc<Recipients>,
+    source: &PostgresSource,
+    observe: Observer<'_>,
+) -> Result<Capture> {
+    let conninfo = source_conninfo(source)?;
+    let capture = Capture::start(repo.clone(), recipients.clone(), &source.name, &conninfo).await?;
+    observe(CaptureEvent::Started {
+        source: &source.name,
+        generation: &capture.generation().generation,
+        new_generation: capture.new_generation,
+    });
+    Ok(capture)
+}
+
 async fn keep_capturing(
-    first: Capture,
+    first: Option<Capture>,
     repo: &Repository,
     recipients: &std::sync::Arc<Recipients>,
     source: &PostgresSource,
     interval: Duration,
     stop: CancellationToken,
+    observe: Observer<'_>,
 ) {
-    let mut capture = Some(first);
+    let mut capture = first;
     let mut failures = 0;
+    let on_poll = |source: &str, polled: &Polled| observe(CaptureEvent::Polled { source, polled });
     while !stop.is_cancelled() {
         let current = match capture.take() {
             Some(capture) => capture,
-            None => {
-                let started = match source_conninfo(source) {
-                    Ok(conninfo) => Capture::start(repo.clone(), recipients.clone(), &source.name, &conninfo).await,
-                    Err(e) => Err(e),
-                };
-                match started {
-                    Ok(capture) => capture,
-                    Err(e) => {
-                        failures += 1;
-                        wait_after_failure(&source.name, &e, failures, &stop).await;
-                        continue;
-                    }
+            None => match start(repo, recipients, source, observe).await {
+                Ok(capture) => capture,
+                Err(e) => {
+                    failures += 1;
+                    observe(CaptureEvent::Failed { source: &source.name, error: &e });
+                    wait_after_failure(&source.name, &e, failures, &stop).await;
+                    continue;
                 }
-            }
+            },
         };
         failures = 0;
-        if let Err(e) = current.run(interval, stop.cancelled()).await {
+        if let Err(e) = current.run(interval, stop.cancelled(), &on_poll).await {
             failures += 1;
+            observe(CaptureEvent::Failed { source: &source.name, error: &e });
             wait_after_failure(&source.name, &e, failures, &stop).await;
         }
     }

@@ -15,11 +15,13 @@ use tokio::sync::RwLock;
 use crate::common;
 use common::{DATABASE, Site};
 
-async fn logical_site() -> Site {
+/// A site on a server with `wal_level = logical`, its database source continuous, a 1 s stream interval, and
+/// `extra` appended to the configuration.
+pub async fn logical_site(extra: &str) -> Site {
     let options = ScratchOptions { settings: vec![("wal_level".into(), "logical".into())], ..Default::default() };
     let db = tokio::task::spawn_blocking(move || ScratchPostgres::start(&options)).await.unwrap().unwrap();
     let site = Site::on(db).await;
-    site.write_config("[stream]\ninterval = \"1s\"\n");
+    site.write_config(&format!("[stream]\ninterval = \"1s\"\n{extra}"));
     let text = std::fs::read_to_string(&site.config_path).unwrap();
     std::fs::write(&site.config_path, text.replacen("globals = true\n", "globals = true\ncontinuous = true\n", 1))
         .unwrap();
@@ -150,7 +152,7 @@ async fn assert_restores(site: &Site, to: &str, database: &str, expected: &BTree
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restores_to_any_instant_under_load_across_a_killed_capture() {
-    let site = Arc::new(logical_site().await);
+    let site = Arc::new(logical_site("").await);
     let mut capture = Capture::start(&site, "capture-1");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !generation_exists(&site) {

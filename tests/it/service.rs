@@ -497,3 +497,43 @@ async fn a_prune_job_applies_the_retention_policy_and_counts_what_it_deleted() {
     let (code, stderr) = service.stop();
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// A continuous source: the service captures its changes from the start, takes the first base backup by itself,
+/// reports the stream's RPO and the slot's WAL, and a point-in-time restore gets the changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_captures_a_continuous_source_and_takes_its_base_at_once() {
+    let site = crate::pitr::logical_site("").await;
+    let text = fs::read_to_string(&site.config_path).unwrap();
+    fs::write(&site.config_path, format!("{text}\n{}", service_toml(&site, ""))).unwrap();
+    let service = Service::start(&site);
+    service.wait_for(|| snapshot_count(&site) == 1);
+    common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'changed after the base' WHERE id <= 3").await;
+    let changed: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body, _) = service.get("/status");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let covered = status["status"]["streams"]["app"]["covered_until"].as_str();
+        if covered.is_some_and(|t| {
+            t.parse::<chrono::DateTime<chrono::Utc>>().unwrap() > changed + chrono::TimeDelta::seconds(2)
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stream never passed the change: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = samples(&service.get("/metrics").1);
+    assert!(metrics["dr_stream_rpo_age_seconds{source=\"app\"}"] < 10.0, "{metrics:?}");
+    assert_eq!(metrics["dr_stream_up{source=\"app\"}"], 1.0);
+    assert!(metrics.contains_key("dr_stream_slot_retained_bytes{source=\"app\"}"));
+
+    let into = format!("app={}", site.db.url("pitr_service"));
+    site.dr(&["restore", "--to", "latest", "--only", "app", "--into", &into]).ok();
+    let bios = common::query_strings(&site.db, "pitr_service", "SELECT bio FROM users WHERE id <= 3 ORDER BY id").await;
+    assert_eq!(bios, vec!["changed after the base"; 3]);
+
+    let (code, stderr) = service.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("base backup"), "the base is taken and said: {stderr}");
+    site.dr(&["stream", "drop", "app"]).ok();
+}
