@@ -83,7 +83,7 @@ fn on_event(shared: &Shared, config: &Config, event: CaptureEvent<'_>, bases: &m
         }
         CaptureEvent::Polled { source, polled } => {
             let mut status = shared.status();
-            let entry = status.streams.entry(source.to_string()).or_insert_with(CaptureStatus::default);
+            let entry = status.streams.entry(source.to_string()).or_default();
             entry.covered_until = Some(polled.covered_until);
             entry.slot_retained_bytes = Some(polled.slot_retained_bytes);
             entry.error = None;
