@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::state::CaptureStatus;
 use crate::config::Config;
 use crate::repo::Repository;
 use crate::stream::run::{CaptureEvent, DEFAULT_INTERVAL};
