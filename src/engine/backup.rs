@@ -362,7 +362,11 @@ impl BackupContext<'_> {
         let slot = generation.as_ref().map(|g| (g.slot.as_str(), g.system_identifier.as_str()));
         let exported = ExportedSnapshot::open(&conninfo, &source.name, slot).await?;
         let stream = match (generation, exported.stream_snapshot.clone()) {
-            (Some(generation), Some(snapshot)) => Some(StreamBase { generation: generation.generation, snapshot }),
+            (Some(generation), Some(snapshot)) => Some(StreamBase {
+                generation: generation.generation,
+                snapshot,
+                schema: exported.stream_schema.clone().unwrap_or_default(),
+            }),
             _ => None,
         };
         let mut warnings = Vec::new();

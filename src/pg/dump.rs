@@ -44,6 +44,8 @@ pub struct ExportedSnapshot {
     /// `txid_current_snapshot()` of the exported snapshot, read when the change stream's slot existed before
     /// it was taken: the dump is then a base that the stream carries forward (`crate::stream`).
     pub stream_snapshot: Option<String>,
+    /// The schema's digest in the snapshot, read with `stream_snapshot`.
+    pub stream_schema: Option<String>,
 }
 
 /// Tables whose data pg_dump dumps: ordinary tables outside the system schemas, not belonging to an
@@ -112,14 +114,14 @@ impl ExportedSnapshot {
             collate: row.get(6),
             ctype: row.get(7),
         };
-        let stream_snapshot = if slot_intact {
+        let (stream_snapshot, stream_schema) = if slot_intact {
             let row = client
                 .query_one("SELECT txid_current_snapshot()::text", &[])
                 .await
                 .map_err(|e| database_error(source_name, &target, e))?;
-            Some(row.get(0))
+            (Some(row.get(0)), Some(crate::stream::slot::schema_fingerprint(&client, source_name).await?))
         } else {
-            None
+            (None, None)
         };
         Ok(ExportedSnapshot {
             name: row.get(0),
@@ -128,6 +130,7 @@ impl ExportedSnapshot {
             target,
             facts,
             stream_snapshot,
+            stream_schema,
         })
     }
 

@@ -253,6 +253,10 @@ pub struct StreamBase {
     /// `txid_current_snapshot()` in the dump's snapshot (`xmin:xmax:xip,...`, with epochs): the transactions
     /// it sees are in the dump, all others are replayed from the stream.
     pub snapshot: String,
+    /// The schema's digest in the dump's snapshot: segments captured under another schema cannot be replayed
+    /// onto this base.
+    #[serde(default)]
+    pub schema: String,
 }
 
 impl PostgresDetails {

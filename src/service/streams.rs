@@ -1,7 +1,7 @@
 //! `dr serve`'s change capture (docs/pitr.md): the `continuous = true` sources are captured for as long as the
 //! service runs. A capture that fails is resumed (the stream continues where its stored part ends); while it
 //! fails, or while its slot makes the server keep more WAL than `[stream] max_retained_wal`, an incident is
-//! open. A new stream generation (a first start, or a lost slot) gets its base backup at once.
+//! open. A new stream generation (a first start, or a lost slot) and a schema change get a base backup at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +90,9 @@ fn on_event(shared: &Shared, config: &Config, event: CaptureEvent<'_>, bases: &m
                 entry.last_segment_at = Some(Utc::now());
             }
             drop(status);
+            if polled.schema_changed {
+                let _ = bases.send(source.to_string());
+            }
             let retained = polled.slot_retained_bytes.max(0) as u64;
             shared.incident(
                 &format!("slot:{source}"),

@@ -44,6 +44,8 @@ pub struct Polled {
     pub slot_retained_bytes: i64,
     /// The segment stored; `None` when nothing was committed since the last poll.
     pub stored: Option<SegmentRecord>,
+    /// The schema changed since the last poll: the source needs a new base backup.
+    pub schema_changed: bool,
 }
 
 /// A running capture: the connection (holding the per-source advisory lock) and where the stream stands.
@@ -59,6 +61,8 @@ pub struct Capture {
     /// Where the next segment starts: the end of the newest segment (or the generation's start). Segments
     /// chain without gaps; stretches in between with nothing of ours are inside the next segment's range.
     segment_start: u64,
+    /// The schema's digest as of the last poll (or the newest segment's, on resume).
+    schema: String,
     head_written: Option<Instant>,
     /// The generation was made by this capture: no base backup carries it forward yet.
     pub new_generation: bool,
@@ -91,6 +95,14 @@ impl Capture {
         take_capture_lock(&client, &repo, source, &target).await?;
         let (generation, segment_start, end_lsn, new_generation) =
             settle_generation(&client, &repo, source, &facts).await?;
+        let stored_schema = match new_generation {
+            false => segments(&repo, source, &generation.generation).await?.pop().map(|s| s.schema),
+            true => None,
+        };
+        let schema = match stored_schema.filter(|s| !s.is_empty()) {
+            Some(schema) => schema,
+            None => slot::schema_fingerprint(&client, source).await?,
+        };
         tracing::info!(
             source, generation = %generation.generation, slot = %generation.slot, from = %lsn_text(end_lsn),
             "change capture started"
@@ -104,6 +116,7 @@ impl Capture {
             generation,
             end_lsn,
             segment_start,
+            schema,
             head_written: None,
             new_generation,
         })
@@ -144,7 +157,36 @@ impl Capture {
                 self.end_lsn = end;
             }
         }
-        Ok(Polled { covered_until, slot_retained_bytes, stored })
+        let schema = match &stored {
+            Some(segment) => segment.schema.clone(),
+            None => slot::schema_fingerprint(&self.client, &self.source).await?,
+        };
+        let schema_changed = schema != self.schema;
+        if schema_changed {
+            self.schema_changed(schema).await?;
+        }
+        Ok(Polled { covered_until, slot_retained_bytes, stored, schema_changed })
+    }
+
+    /// Logical decoding carries no DDL: the stream goes on, the publication follows the tables, and the
+    /// source needs a new base, since no earlier base can be carried past this point.
+    async fn schema_changed(&mut self, schema: String) -> Result<()> {
+        tracing::warn!(
+            source = %self.source,
+            "the schema changed (DDL): point-in-time restores past this point need a base backup taken after it; \
+             dr serve takes one now, otherwise run dr backup"
+        );
+        let tables = slot::tables(&self.client, &self.source).await?;
+        if !tables.without_identity.is_empty() {
+            tracing::warn!(
+                source = %self.source, tables = %tables.without_identity.join(", "),
+                "tables without a primary key or replica identity are left out of the change stream"
+            );
+        }
+        slot::set_publication_tables(&self.client, &self.source, &self.generation.publication, &tables.published)
+            .await?;
+        self.schema = schema;
+        Ok(())
     }
 
     /// Polls every `interval` until `stop` resolves, telling `observe` what each poll did; a failed poll ends
@@ -254,6 +296,9 @@ impl Capture {
         if tally.transactions == 0 {
             return Ok(None);
         }
+        // After the changes: a schema change committed before `upto` is seen, and the segment is refused to
+        // bases of the old schema.
+        let schema = slot::schema_fingerprint(&self.client, &self.source).await?;
         let sequences = read_sequences(&self.client, &self.source, &self.target).await?;
         let mut upload = match writer {
             Some(upload) => upload,
@@ -273,6 +318,7 @@ impl Capture {
             transactions: tally.transactions,
             changes: tally.changes,
             max_xid: tally.max_xid,
+            schema,
             object: key,
             stored_size: sealed.stored_size,
             sha256: sealed.sha256,

@@ -128,6 +128,22 @@ pub fn plan(
     if let Some(to) = to {
         needed.retain(|s| s.first_commit <= to);
     }
+    let reshaped =
+        needed.iter().position(|s| !s.schema.is_empty() && !base.schema.is_empty() && s.schema != base.schema);
+    if let Some(at) = reshaped {
+        let before = if at == 0 { None } else { Some(needed[at - 1].last_commit) };
+        return Err(stream_error(
+            source,
+            format!(
+                "the schema changed (DDL) between {} and {}, after this base was taken: its changes cannot be \
+                 replayed onto the base's tables",
+                before.map_or_else(|| "the base".to_string(), |t| t.to_rfc3339()),
+                needed[at].covered_until.to_rfc3339(),
+            ),
+            "restore to a time before the change, or to a time after the next base backup (dr serve takes one \
+             when it sees the change; `dr snapshots` lists them)",
+        ));
+    }
     Ok(ReplayPlan { source: source.to_string(), base: snapshot, segments: needed, to, covered_until })
 }
 

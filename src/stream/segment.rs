@@ -83,6 +83,10 @@ pub struct SegmentRecord {
     /// The largest transaction id in the segment, with its epoch: a base backup whose snapshot's xmin is above
     /// it holds every transaction of this segment already.
     pub max_xid: u64,
+    /// The schema's digest (`slot::schema_fingerprint`) read after the segment's changes: a base with
+    /// another one cannot be carried through this segment.
+    #[serde(default)]
+    pub schema: String,
     pub object: String,
     pub stored_size: u64,
     pub sha256: String,

@@ -121,6 +121,34 @@ pub async fn tables(client: &Client, source_name: &str) -> Result<Tables> {
     Ok(tables)
 }
 
+/// A digest of the shape of every table a stream could carry (names, columns, types, replica identity):
+/// replaying changes is exact only onto the shape they were captured from. Read in a snapshot, it describes that
+/// snapshot's schema.
+const SCHEMA_SQL: &str = "
+    SELECT md5(coalesce(string_agg(
+               quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ':' || c.relreplident::text || ':' ||
+               a.attnum || ':' || quote_ident(a.attname) || ':' || format_type(a.atttypid, a.atttypmod),
+               ',' ORDER BY n.nspname, c.relname, a.attnum), ''))
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'";
+
+pub async fn schema_fingerprint(client: &Client, source_name: &str) -> Result<String> {
+    let row = client.query_one(SCHEMA_SQL, &[]).await.map_err(|e| sql_error(source_name, "reading the schema", e))?;
+    Ok(row.get(0))
+}
+
+/// Makes the publication carry exactly `tables` (after a schema change: new tables, dropped ones).
+pub async fn set_publication_tables(client: &Client, source_name: &str, name: &str, tables: &[String]) -> Result<()> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let sql = format!("ALTER PUBLICATION {} SET TABLE {}", quote_ident(name), tables.join(", "));
+    client.batch_execute(&sql).await.map_err(|e| sql_error(source_name, &format!("updating publication {name}"), e))
+}
+
 /// Creates the publication of `tables` (a publication listing tables works on Neon, where `FOR ALL TABLES` is
 /// refused, and never publishes a table created later without a replica identity).
 pub async fn create_publication(client: &Client, source_name: &str, name: &str, tables: &[String]) -> Result<()> {

@@ -216,3 +216,52 @@ async fn restores_to_any_instant_under_load_across_a_killed_capture() {
     let slots = common::query_strings(&site.db, "postgres", "SELECT slot_name::text FROM pg_replication_slots").await;
     assert!(slots.is_empty(), "{slots:?}");
 }
+
+async fn server_now(site: &Site) -> DateTime<Utc> {
+    let client = dr::pg::connect(&site.db.conninfo(DATABASE)).await.unwrap();
+    client.query_one("SELECT clock_timestamp()", &[]).await.unwrap().get(0)
+}
+
+/// Logical decoding carries no DDL: a schema change is seen, said, and no base taken before it is carried past
+/// it; the next base is, and the publication picks up a table created by the change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_change_needs_a_base_taken_after_it() {
+    let site = logical_site("").await;
+    let capture = Capture::start(&site, "capture");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !generation_exists(&site) {
+        assert!(Instant::now() < deadline, "no stream generation: {}", capture.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    site.backup();
+    common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'before the change' WHERE id = 1").await;
+    let before = server_now(&site).await;
+    let at_before = common::fingerprint(&site.db, DATABASE).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    common::sql(
+        &site.db,
+        DATABASE,
+        "ALTER TABLE posts ADD COLUMN location text;
+         CREATE TABLE stories (id bigserial PRIMARY KEY, body text NOT NULL);
+         UPDATE posts SET location = 'Paris' WHERE id = 1;",
+    )
+    .await;
+    let after = server_now(&site).await;
+    wait_for_coverage(&site, after, &capture).await;
+    assert!(capture.log().contains("the schema changed"), "{}", capture.log());
+
+    assert_restores(&site, &before.to_rfc3339(), "before_change", &at_before).await;
+    let into = format!("app={}", site.db.url("after_change"));
+    let error = site.dr(&["restore", "--to", &after.to_rfc3339(), "--only", "app", "--into", &into]).fails(1).error();
+    assert!(error.contains("schema changed"), "{error}");
+
+    site.backup();
+    common::sql(&site.db, DATABASE, "INSERT INTO stories (body) VALUES ('after the new base')").await;
+    let later = server_now(&site).await;
+    let at_later = common::fingerprint(&site.db, DATABASE).await;
+    wait_for_coverage(&site, later, &capture).await;
+    assert_restores(&site, &later.to_rfc3339(), "after_new_base", &at_later).await;
+
+    common::interrupt(capture.child);
+    site.dr(&["stream", "drop", "app"]).ok();
+}
