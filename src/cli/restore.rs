@@ -96,6 +96,15 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
             );
         }
         outln!("  {:<16} -> {}{detail}", source.name, source.target);
+        if let Some(replay) = &source.point_in_time {
+            outln!(
+                "      recovered to {}: {} replayed ({}) from {}",
+                replay.recovered_to.to_rfc3339(),
+                units::plural(replay.transactions as usize, "transaction"),
+                units::plural(replay.changes as usize, "change"),
+                units::plural(replay.segments, "segment")
+            );
+        }
         for warning in &source.warnings {
             outln!("      warning: {warning}");
         }
