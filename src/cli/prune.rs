@@ -85,6 +85,14 @@ fn print(report: &PruneReport) {
     for directory in &report.empty_directories {
         outln!("delete  empty directory {directory}/");
     }
+    for stream in &report.streams {
+        let what = format!("{}, {}", units::plural(stream.segments, "change segment"), units::bytes(stream.bytes));
+        let name = format!("{}/{}", stream.source, stream.generation);
+        match stream.whole {
+            true => outln!("delete  change stream {name} ({what}): no kept snapshot is a base of it"),
+            false => outln!("delete  the start of change stream {name} ({what}): no kept snapshot needs it"),
+        }
+    }
     for warning in &report.warnings {
         outln!("warning: {warning}");
     }

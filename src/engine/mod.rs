@@ -6,6 +6,7 @@ mod backup;
 pub(crate) mod chunked;
 mod prune;
 pub(crate) mod restore;
+mod stream_prune;
 mod verify;
 
 /// The hint of a PostgreSQL client tool that failed while dr ran it against a source (pg_dump, pg_restore).

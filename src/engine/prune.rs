@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chunked::prune::{DEFAULT_REPACK_BELOW, PackOutcome, PackPlan, PackPlanning};
 use super::chunked::restore::ChunkedReader;
+use super::stream_prune::{StreamPrunePlan, StreamsPlan};
 use crate::chunks::ChunkKeys;
 use crate::config::Config;
 use crate::crypto::Identities;
@@ -77,6 +78,9 @@ pub struct PruneReport {
     /// What happens to the packs of chunked files sources; absent when the repository has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packs: Option<PackPlan>,
+    /// What happens to the change streams of continuous sources (docs/pitr.md): the generations that lose
+    /// segments, or go whole.
+    pub streams: Vec<StreamPrunePlan>,
     pub totals: Totals,
 }
 
@@ -141,6 +145,8 @@ pub struct Totals {
     /// Packs deleted (dead, repacked or orphaned) and written (by repacking).
     pub packs_deleted: usize,
     pub packs_written: usize,
+    /// Change segments deleted (no kept base needs them).
+    pub segments_deleted: usize,
 }
 
 /// Applies `[retention]` to `repo` (see the module documentation). `identities` decrypt the drill records.
@@ -286,6 +292,7 @@ struct PrunePlan {
     warnings: Vec<String>,
     /// The packs' plan, and the reader that made it (it holds the index the new one replaces).
     packs: Option<(ChunkedReader, PackPlanning)>,
+    streams: StreamsPlan,
 }
 
 async fn plan(
@@ -362,7 +369,9 @@ async fn plan(
         }
         None => None,
     };
+    let streams = super::stream_prune::plan(repo, identities, &kept, cutoff).await?;
     Ok(PrunePlan {
+        streams,
         snapshots,
         manifests,
         dropped: sorted.dropped.into_values().flatten().collect(),
@@ -536,7 +545,8 @@ impl PrunePlan {
         let packs = self.packs.as_ref().map(|(_, planning)| planning.plan.clone());
         let bytes_freed = self.manifests.iter().map(|(_, size)| size).sum::<u64>()
             + self.dropped.iter().chain(&self.sweep).map(|o| o.size).sum::<u64>()
-            + packs.as_ref().map_or(0, |p| p.bytes_freed);
+            + packs.as_ref().map_or(0, |p| p.bytes_freed)
+            + self.streams.bytes;
         let packs_deleted =
             packs.as_ref().map_or(0, |p| p.packs_dead.len() + p.packs_repacked.len() + p.orphan_packs.len());
         let totals = Totals {
@@ -551,6 +561,7 @@ impl PrunePlan {
             bytes_freed,
             packs_deleted,
             packs_written: 0,
+            segments_deleted: self.streams.segments,
         };
         PruneReport {
             dry_run: false,
@@ -568,6 +579,7 @@ impl PrunePlan {
             empty_directories: self.empty_directories.clone(),
             warnings: self.warnings.clone(),
             packs,
+            streams: self.streams.report.clone(),
             totals,
         }
     }
@@ -631,6 +643,9 @@ impl PruneExecutor<'_> {
                 task.advance(object.size);
             }
         }
+        // 3b. Change segments no kept base needs.
+        super::stream_prune::execute(self.repo, &plan.streams, &|| self.may_continue()).await?;
+        task.advance(plan.streams.bytes);
         task.finish(&format!("{} freed", crate::units::bytes(total)));
 
         // 4. Uploads a killed writer left open (a plan lists some only for a store that can hold them).
@@ -882,6 +897,7 @@ mod tests {
                 bytes_freed: plan.totals.bytes_freed,
                 packs_deleted: 0,
                 packs_written: 0,
+                segments_deleted: 0,
             }
         );
         let protected = plan.snapshots.iter().find(|s| s.id == ids[1]).unwrap();

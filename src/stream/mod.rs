@@ -13,6 +13,7 @@
 pub mod capture;
 pub mod pgoutput;
 pub mod replay;
+pub mod retention;
 pub mod run;
 pub mod segment;
 pub mod slot;
@@ -57,6 +58,15 @@ pub async fn segments(repo: &Repository, source: &str, generation: &str) -> Resu
 pub async fn head(repo: &Repository, source: &str, generation: &str) -> Result<Option<HeadRecord>> {
     match read_json::<HeadRecord>(repo, &head_key(source, generation)).await {
         Ok(head) => Ok(Some(head)),
+        Err(Error::ObjectMissing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// How far the start of a generation was pruned, if it was.
+pub async fn pruned(repo: &Repository, source: &str, generation: &str) -> Result<Option<retention::PrunedRecord>> {
+    match read_json(repo, &retention::pruned_key(source, generation)).await {
+        Ok(pruned) => Ok(Some(pruned)),
         Err(Error::ObjectMissing { .. }) => Ok(None),
         Err(e) => Err(e),
     }

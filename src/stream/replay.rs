@@ -82,6 +82,7 @@ pub fn plan(
     generation: &GenerationRecord,
     segments: Vec<SegmentRecord>,
     head: Option<super::segment::HeadRecord>,
+    pruned: Option<super::retention::PrunedRecord>,
     base: &StreamBase,
     to: Option<DateTime<Utc>>,
 ) -> Result<ReplayPlan> {
@@ -90,6 +91,20 @@ pub fn plan(
         reason: format!("{:?} is not a snapshot", base.snapshot),
     })?;
     let mut expected = generation.start_lsn;
+    let mut segments = segments;
+    if let Some(pruned) = pruned {
+        if pruned.max_xid >= snapshot.xmin() {
+            return Err(stream_error(
+                source,
+                "changes this base needs were pruned from the stored stream",
+                "restore this snapshot by its id (no replay), or a newer base; `dr prune` keeps what the snapshots \
+                 it keeps need, so this base was not kept by the last prune",
+            ));
+        }
+        // A prune killed after writing its marker may have left some of the segments it meant to delete.
+        segments.retain(|s| s.start_lsn >= pruned.end_lsn);
+        expected = pruned.end_lsn;
+    }
     for segment in &segments {
         if segment.start_lsn != expected {
             return Err(stream_error(

@@ -238,7 +238,7 @@ fn invalid(reason: &str) -> io::Error {
 }
 
 /// LSNs in records as PostgreSQL prints them, so an operator can compare them with `pg_replication_slots`.
-mod lsn_serde {
+pub(super) mod lsn_serde {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(lsn: &u64, serializer: S) -> Result<S::Ok, S::Error> {

@@ -265,3 +265,65 @@ async fn a_schema_change_needs_a_base_taken_after_it() {
     common::interrupt(capture.child);
     site.dr(&["stream", "drop", "app"]).ok();
 }
+
+async fn wait_for_generations(site: &Site, count: usize, capture: &Capture) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = std::fs::read_dir(site.repo.join("streams/app"))
+            .map(|entries| entries.filter(|e| e.as_ref().unwrap().path().join("generation.json").exists()).count())
+            .unwrap_or(0);
+        if found >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{count} generations never appeared: {}", capture.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Prune keeps every segment a kept base needs and nothing else: a generation no kept snapshot is a base of goes
+/// whole, the segments before the oldest kept base go, and the kept base still restores to the latest change.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_keeps_what_the_kept_bases_need_and_nothing_else() {
+    let site = logical_site("").await;
+    let first = Capture::start(&site, "capture-1");
+    wait_for_generations(&site, 1, &first).await;
+    site.backup();
+    common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'first stream' WHERE id = 1").await;
+    wait_for_coverage(&site, server_now(&site).await, &first).await;
+    common::interrupt(first.child);
+    site.dr(&["stream", "drop", "app"]).ok();
+
+    let second = Capture::start(&site, "capture-2");
+    wait_for_generations(&site, 2, &second).await;
+    common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'before the second base' WHERE id = 2").await;
+    wait_for_coverage(&site, server_now(&site).await, &second).await;
+    site.backup();
+    common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'after the second base' WHERE id = 3").await;
+    let final_state = common::fingerprint(&site.db, DATABASE).await;
+    wait_for_coverage(&site, server_now(&site).await, &second).await;
+
+    let mut generations: Vec<_> = std::fs::read_dir(site.repo.join("streams/app"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    generations.sort();
+    let text = std::fs::read_to_string(&site.config_path).unwrap();
+    std::fs::write(&site.config_path, format!("{text}\n[retention]\nkeep_last = 1\n")).unwrap();
+    let report = site.dr(&["prune", "--json"]).ok().json();
+    let streams = report["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "{report}");
+    assert_eq!(
+        (streams[0]["generation"].as_str().unwrap(), streams[0]["whole"].as_bool()),
+        (&*generations[0], Some(true))
+    );
+    assert_eq!(
+        (streams[1]["generation"].as_str().unwrap(), streams[1]["whole"].as_bool()),
+        (&*generations[1], Some(false))
+    );
+    assert!(!site.repo.join("streams/app").join(&generations[0]).exists(), "the first generation is gone");
+    assert!(site.repo.join("streams/app").join(&generations[1]).join("pruned.json").exists());
+
+    assert_restores(&site, "latest", "after_prune", &final_state).await;
+    common::interrupt(second.child);
+    site.dr(&["stream", "drop", "app"]).ok();
+}

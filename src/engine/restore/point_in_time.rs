@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::pg::{DatabaseTarget, connect};
 use crate::repo::Repository;
 use crate::repo::drill_record::{PHASE_REPLAY, Phase};
-use crate::repo::manifest::{Manifest, PostgresDetails};
+use crate::repo::manifest::{Manifest, PostgresDetails, SourceKind};
 use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::stream::{self, replay, slot::stream_error};
 
@@ -32,11 +32,19 @@ pub struct PointInTime {
     pub stream_covered_until: DateTime<Utc>,
 }
 
-/// The newest snapshot consistent at or before `time`, starting from `id` (the newest *started* by then, which
-/// may have taken its snapshot a moment after `time`).
+/// For a repository with change streams: the newest snapshot consistent at or before `time`, starting from
+/// `id` (the newest *started* by then, which may have taken its snapshot a moment after `time`, and would then
+/// hold changes from after it). Without streams, `id`'s: `--to TIME` keeps meaning the snapshot taken by then.
 pub(super) async fn base_at(repo: &Repository, id: SnapshotId, time: DateTime<Utc>) -> Result<Manifest> {
     let manifest = repo.manifest(&id).await?;
     if manifest.consistent_at().is_none_or(|at| at <= time) {
+        return Ok(manifest);
+    }
+    let mut streamed = false;
+    for source in manifest.sources.iter().filter(|s| s.kind == SourceKind::Postgres) {
+        streamed |= !stream::generations(repo, &source.name).await?.is_empty();
+    }
+    if !streamed {
         return Ok(manifest);
     }
     let ids = repo.snapshot_ids().await?;
@@ -85,7 +93,8 @@ impl Restorer<'_> {
         })?;
         let segments = stream::segments(self.repo, &plan.name, &generation.generation).await?;
         let head = stream::head(self.repo, &plan.name, &generation.generation).await?;
-        let replay_plan = replay::plan(&plan.name, &generation, segments, head, base, to)?;
+        let pruned = stream::pruned(self.repo, &plan.name, &generation.generation).await?;
+        let replay_plan = replay::plan(&plan.name, &generation, segments, head, pruned, base, to)?;
         Ok(Some((generation.generation, replay_plan)))
     }
 
