@@ -279,8 +279,8 @@ pub enum Error {
     )]
     BackupIncomplete { snapshot: String, files: Vec<String> },
 
-    #[error("verification failed: {}; first: {first}", verify_problems(*.bad, *.total, *.bad_drills))]
-    VerifyFailed { bad: usize, total: usize, bad_drills: usize, first: String },
+    #[error("verification failed: {}; first: {first}", verify_problems(*.bad, *.total, *.bad_drills, *.bad_streams))]
+    VerifyFailed { bad: usize, total: usize, bad_drills: usize, bad_streams: usize, first: String },
 
     #[error("{what} differs from the original: {}", .differences.join(", "))]
     Mismatch { what: String, differences: Vec<String> },
@@ -475,6 +475,11 @@ impl Error {
             }
             Error::StoreUnreachable { retried: true, .. } => {
                 "check [repository] endpoint, DNS and the network path to it (dr retried before giving up)".to_string()
+            }
+            Error::VerifyFailed { bad: 0, bad_drills: 0, bad_streams: 1.., .. } => {
+                "the snapshots are whole; a damaged or missing change segment stops point-in-time restores at it: \
+                 restore to a time before it, or from a base taken after it (docs/pitr.md)"
+                    .to_string()
             }
             Error::VerifyFailed { bad: 0, bad_drills: 1.., .. } => {
                 "the snapshots are whole; a damaged drill record only loses that drill's results from `dr report`: \
@@ -672,10 +677,18 @@ impl Failure {
     }
 }
 
-fn verify_problems(bad: usize, total: usize, bad_drills: usize) -> String {
-    match bad_drills {
-        0 => format!("{bad} of {total} snapshots have problems"),
-        n => format!("{bad} of {total} snapshots and {} have problems", crate::units::plural(n, "drill record")),
+fn verify_problems(bad: usize, total: usize, bad_drills: usize, bad_streams: usize) -> String {
+    let mut parts = vec![format!("{bad} of {total} snapshots")];
+    if bad_drills > 0 {
+        parts.push(crate::units::plural(bad_drills, "drill record"));
+    }
+    if bad_streams > 0 {
+        parts.push(crate::units::plural(bad_streams, "change stream"));
+    }
+    let last = parts.pop().unwrap_or_default();
+    match parts.is_empty() {
+        true => format!("{last} have problems"),
+        false => format!("{} and {last} have problems", parts.join(", ")),
     }
 }
 

@@ -96,6 +96,15 @@ fn print_outcome(outcome: &DrillOutcome) {
     }
     outln!("  RTO:      {}", measure(&record.rto));
     outln!("  RPO:      {}", measure(&record.rpo));
+    if let Some(stream) = &record.stream {
+        outln!(
+            "  stream:   {} stored up to {} (the RPO above is its age); {} replayed in {}",
+            stream.source,
+            stream.covered_until.to_rfc3339(),
+            units::plural(stream.transactions as usize, "transaction"),
+            units::seconds(stream.replay_seconds)
+        );
+    }
     for check in &record.checks {
         let status = match check.status {
             CheckStatus::Pass => "pass",

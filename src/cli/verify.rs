@@ -81,6 +81,19 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
                 outln!("  {}", drill.error.as_deref().unwrap_or_default());
             }
         }
+        for stream in &report.streams {
+            let verdict = if stream.errors.is_empty() { "ok" } else { "BAD" };
+            outln!(
+                "change stream {}/{} {verdict}: {}, {}",
+                stream.source,
+                stream.generation,
+                units::plural(stream.segments, "segment"),
+                units::bytes(stream.stored_bytes)
+            );
+            for error in &stream.errors {
+                outln!("  {error}");
+            }
+        }
     }
     if report.ok() {
         return Ok(());
@@ -91,11 +104,13 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
         .and_then(|o| o.error.clone())
         .or_else(|| report.snapshots.iter().find_map(|s| s.manifest_error.clone()))
         .or_else(|| report.bad_drills().next().and_then(|d| d.error.clone()))
+        .or_else(|| report.streams.iter().find_map(|s| s.errors.first().cloned()))
         .unwrap_or_default();
     Err(Error::VerifyFailed {
         bad: report.snapshots.iter().filter(|s| !s.ok()).count(),
         total: report.snapshots.len(),
         bad_drills: report.bad_drills().count(),
+        bad_streams: report.streams.iter().filter(|s| !s.errors.is_empty()).count(),
         first,
     })
 }

@@ -842,6 +842,7 @@ mod tests {
                 sizes: Vec::new(),
                 anomalies: Vec::new(),
                 tools: Tools::default(),
+                stream: None,
             };
             self.repo.save_drill(&self.recipients, &record).await.unwrap();
             record.id

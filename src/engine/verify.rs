@@ -36,11 +36,16 @@ pub struct VerifyReport {
     /// With `--all`, every drill record: decrypted and parsed (they are what `dr report` is made of).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub drills: Vec<DrillVerdict>,
+    /// With `--all`, every change stream generation: each segment read whole and parsed, the chain checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<crate::stream::verify::StreamVerdict>,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.snapshots.iter().all(SnapshotVerdict::ok) && self.drills.iter().all(|d| d.error.is_none())
+        self.snapshots.iter().all(SnapshotVerdict::ok)
+            && self.drills.iter().all(|d| d.error.is_none())
+            && self.streams.iter().all(|s| s.errors.is_empty())
     }
 
     pub fn bad_drills(&self) -> impl Iterator<Item = &DrillVerdict> {
@@ -130,11 +135,13 @@ async fn verify_selection(
         snapshots.push(verify_snapshot(repo, &identities, &id, progress).await?);
     }
     verify_chunked(repo, &identities, &mut snapshots, read_packs, progress).await?;
-    let drills = match selection {
-        VerifySelection::All => verify_drills(repo, &identities).await?,
-        VerifySelection::One(_) => Vec::new(),
+    let (drills, streams) = match selection {
+        VerifySelection::All => {
+            (verify_drills(repo, &identities).await?, crate::stream::verify::verify(repo, &identities).await?)
+        }
+        VerifySelection::One(_) => (Vec::new(), Vec::new()),
     };
-    Ok(VerifyReport { snapshots, drills })
+    Ok(VerifyReport { snapshots, drills, streams })
 }
 
 /// Reads every drill record: a damaged one is named (the report would only list it as unreadable).

@@ -47,6 +47,25 @@ pub struct DrillRecord {
     /// Shrinkage against the previous snapshot beyond the configured fraction.
     pub anomalies: Vec<String>,
     pub tools: Tools,
+    /// For a snapshot that is a base of its source's change stream: the stream replayed on top of it to the
+    /// newest stored change (docs/pitr.md). `rpo` is then the stream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamDrill>,
+}
+
+/// What a drill's replay of a change stream did and found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamDrill {
+    pub source: String,
+    pub generation: String,
+    /// How far the stored stream reached when the drill planned its replay.
+    pub covered_until: DateTime<Utc>,
+    /// The newest commit restored.
+    pub recovered_to: DateTime<Utc>,
+    pub segments: usize,
+    pub transactions: u64,
+    pub changes: u64,
+    pub replay_seconds: f64,
 }
 
 impl DrillRecord {

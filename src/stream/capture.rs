@@ -87,7 +87,7 @@ impl Capture {
         let client = connect(conninfo).await.map_err(|e| e.into_error(source, target.clone()))?;
         client
             .batch_execute(&format!(
-                "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; {TEXT_SETTINGS}"
+                "SET application_name = 'dr capture'; SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; {TEXT_SETTINGS}"
             ))
             .await
             .map_err(|e| database_error(source, &target, e))?;

@@ -17,6 +17,7 @@ pub mod retention;
 pub mod run;
 pub mod segment;
 pub mod slot;
+pub mod verify;
 
 use crate::error::{Error, Result};
 use crate::repo::Repository;

@@ -327,3 +327,56 @@ async fn prune_keeps_what_the_kept_bases_need_and_nothing_else() {
     common::interrupt(second.child);
     site.dr(&["stream", "drop", "app"]).ok();
 }
+
+/// A drill of a base replays the stream on top of the checked base (every change on exactly one row), inside
+/// the RTO, and reports the stream's RPO; `dr verify --all` reads every segment, and a flipped byte in one is
+/// named by verify and stops a restore that needs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_replays_the_stream_and_verify_reads_every_segment() {
+    let site = logical_site("").await;
+    let capture = Capture::start(&site, "capture");
+    wait_for_generations(&site, 1, &capture).await;
+    site.backup();
+    common::sql(
+        &site.db,
+        DATABASE,
+        "UPDATE users SET bio = 'after the base' WHERE id <= 10;
+         INSERT INTO comments (post_id, user_id, body) VALUES (1, 1, 'new'), (2, 2, 'newer');
+         DELETE FROM likes WHERE post_id = 3;",
+    )
+    .await;
+    wait_for_coverage(&site, server_now(&site).await, &capture).await;
+
+    let mut command = site.command(&["drill", "--json"]);
+    command.env("TMPDIR", site.path(""));
+    let record = common::run(&mut command).ok().json();
+    assert_eq!(record["passed"], true, "{record:#}");
+    let check = record["checks"].as_array().unwrap().iter().find(|c| c["name"] == "point in time app").unwrap();
+    assert_eq!(check["status"], "pass", "{check}");
+    assert!(check["detail"].as_str().unwrap().contains("exactly one row"), "{check}");
+    assert!(record["stream"]["transactions"].as_u64().unwrap() >= 1, "{record:#}");
+    let rpo = record["rpo"]["seconds"].as_f64().unwrap();
+    assert!(rpo < 30.0, "the RPO is the stream's, seconds old: {rpo}");
+    let phases: Vec<&str> = record["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(phases.contains(&"replay"), "{phases:?}");
+
+    let verified = site.dr(&["verify", "--all", "--json"]).ok().json();
+    let streams = verified["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 1);
+    assert!(streams[0]["segments"].as_u64().unwrap() >= 1 && streams[0]["errors"].as_array().unwrap().is_empty());
+
+    common::interrupt(capture.child);
+    let data = walkdir::WalkDir::new(site.repo.join("streams"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .find(|p| p.to_string_lossy().ends_with(".seg.zst.age") && std::fs::metadata(p).unwrap().len() > 200)
+        .expect("a segment with changes");
+    common::flip_byte(&data, std::fs::metadata(&data).unwrap().len() as i64 / 2);
+    let name = data.file_name().unwrap().to_string_lossy().into_owned();
+    let error = site.dr(&["verify", "--all"]).fails(1).error();
+    assert!(error.contains("change stream") && error.contains(&name), "{error}");
+    let into = format!("app={}", site.db.url("from_damaged"));
+    let error = site.dr(&["restore", "--to", "latest", "--only", "app", "--into", &into]).fails(1).error();
+    assert!(error.contains(&name), "{error}");
+    site.dr(&["stream", "drop", "app"]).ok();
+}

@@ -86,6 +86,7 @@ async fn save_drill(repo: &Repository, recipients: &Recipients, snapshot: &Snaps
         sizes: Vec::new(),
         anomalies: Vec::new(),
         tools: Tools::default(),
+        stream: None,
     };
     repo.save_drill(recipients, &record).await.unwrap();
     record.id

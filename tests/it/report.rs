@@ -292,6 +292,7 @@ fn drill_record(started_at: DateTime<Utc>, snapshot: Option<&Manifest>, outcome:
         sizes: snapshot.map_or(Vec::new(), |m| m.sources.iter().map(SourceSize::from).collect()),
         anomalies: outcome.anomalies.into_iter().map(String::from).collect(),
         tools: Tools::default(),
+        stream: None,
     }
 }
 

@@ -273,6 +273,9 @@ async fn a_stream_over_an_object_keeps_the_old_one_until_finish(subject: &Subjec
 }
 
 /// Two writers of one key, interleaved and finishing together: the key holds one of the two objects, whole.
+/// One of the two may fail, loudly, but not both: Garage drops an unfinished upload once a *newer* upload of
+/// the same key completed (its objects keep no version older than the newest complete one), so the older
+/// writer's completion then answers NoSuchUpload. AWS S3 and a local store let both complete.
 async fn two_writers_racing_on_one_key_leave_one_whole_object(subject: &Subject) {
     let store = subject.store.as_ref();
     let (first, second) = (pattern(6 << 20, 6), pattern((6 << 20) + 5, 7));
@@ -283,10 +286,11 @@ async fn two_writers_racing_on_one_key_leave_one_whole_object(subject: &Subject)
         b.write(Bytes::copy_from_slice(y)).await.expect("write");
     }
     let (done_a, done_b) = tokio::join!(a.finish(), b.finish());
-    done_a.expect("finish");
-    done_b.expect("finish");
+    assert!(done_a.is_ok() || done_b.is_ok(), "one writer at least finishes: {done_a:?} {done_b:?}");
     let read = read_all(store, "objects/raced").await;
     assert!(read == first || read == second, "one writer's object, whole ({} bytes)", read.len());
+    assert!(done_a.is_ok() || read == second, "a writer that failed did not leave its object");
+    assert!(done_b.is_ok() || read == first, "a writer that failed did not leave its object");
     assert_eq!(store.head("objects/raced").await.expect("head").expect("exists").size, read.len() as u64);
     assert_eq!(keys(store, "").await, ["objects/raced"]);
     subject.assert_no_open_upload().await;

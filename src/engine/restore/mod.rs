@@ -51,7 +51,7 @@ use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::run_dir::RunDir;
 use crate::units;
 
-mod point_in_time;
+pub(crate) mod point_in_time;
 mod staged;
 
 /// Checks `[restore]`.

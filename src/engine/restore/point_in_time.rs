@@ -2,12 +2,14 @@
 //! consistent at or before the time, restored as usual, then the stream's transactions that the base does not
 //! hold, up to the time, replayed into it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Restorer, SourcePlan};
+use crate::crypto::Identities;
 use crate::error::{Error, Result};
 use crate::pg::{DatabaseTarget, connect};
 use crate::repo::Repository;
@@ -30,6 +32,8 @@ pub struct PointInTime {
     pub sequences: usize,
     /// How far the stored stream reaches.
     pub stream_covered_until: DateTime<Utc>,
+    /// How long the replay took.
+    pub seconds: f64,
 }
 
 /// For a repository with change streams: the newest snapshot consistent at or before `time`, starting from
@@ -58,9 +62,64 @@ pub(super) async fn base_at(repo: &Repository, id: SnapshotId, time: DateTime<Ut
     Err(Error::SnapshotTooEarly { time, oldest_time: oldest.time(), oldest: oldest.to_string() })
 }
 
+/// The replay a point-in-time restore of `source` (restored from a snapshot with `details`) makes up to `to`
+/// (`None`: all that is stored), planned and checked (gaps, reach, schema) before any target is touched; `None`
+/// when the snapshot is not a base of a stream.
+pub(crate) async fn plan_replay(
+    repo: &Repository,
+    source: &str,
+    details: Option<&PostgresDetails>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Option<(String, replay::ReplayPlan)>> {
+    let Some(base) = details.and_then(|d| d.stream.as_ref()) else { return Ok(None) };
+    let generation = stream::generations(repo, source).await?.into_iter().find(|g| g.generation == base.generation);
+    let generation = generation.ok_or_else(|| {
+        stream_error(
+            source,
+            format!("the snapshot's stream generation {} is not in the repository", base.generation),
+            "restore the snapshot by its id (no replay), or another snapshot",
+        )
+    })?;
+    let segments = stream::segments(repo, source, &generation.generation).await?;
+    let head = stream::head(repo, source, &generation.generation).await?;
+    let pruned = stream::pruned(repo, source, &generation.generation).await?;
+    let replay_plan = replay::plan(source, &generation, segments, head, pruned, base, to)?;
+    Ok(Some((generation.generation, replay_plan)))
+}
+
+/// Replays a planned stream into `db`, just restored from the base (consistent at `consistent_at`).
+pub(crate) async fn replay_into(
+    repo: &Repository,
+    identities: Arc<Identities>,
+    source: &str,
+    db: &DatabaseTarget,
+    consistent_at: DateTime<Utc>,
+    (generation, replay_plan): (String, replay::ReplayPlan),
+) -> Result<PointInTime> {
+    let target = db.redacted();
+    let client = connect(&db.conninfo).await.map_err(|e| e.into_error(source, target.clone()))?;
+    tracing::info!(
+        source, segments = replay_plan.segments.len(),
+        to = %replay_plan.to.map_or("latest".to_string(), |t| t.to_rfc3339()), "replaying the change stream"
+    );
+    let clock = Instant::now();
+    let done = replay::replay(repo, identities, &client, &target, &replay_plan).await?;
+    Ok(PointInTime {
+        target_time: replay_plan.to,
+        recovered_to: done.last_commit.unwrap_or(consistent_at),
+        generation,
+        segments: done.segments,
+        transactions: done.transactions,
+        changes: done.changes,
+        sequences: done.sequences,
+        stream_covered_until: replay_plan.covered_until,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
+
 impl Restorer<'_> {
-    /// The replay a point-in-time restore of this source will make, planned (and its stream checked for gaps
-    /// and reach) before the target is touched; `None` when there is nothing to replay.
+    /// [`plan_replay`] for a restore that asked for a point in time, warning when the snapshot is no base of
+    /// the source's stream.
     pub(super) async fn plan_replay(
         &self,
         plan: &SourcePlan<'_>,
@@ -74,28 +133,14 @@ impl Restorer<'_> {
             Selector::AtOrBefore(time) => Some(*time),
             _ => None,
         };
-        let generations = stream::generations(self.repo, &plan.name).await?;
-        let Some(base) = details.and_then(|d| d.stream.as_ref()) else {
-            if !generations.is_empty() {
-                let warning = "this snapshot is not a base of the change stream (no slot when it was taken): \
-                               restored to the snapshot's own time, without the changes after it";
-                tracing::warn!(source = %plan.name, "{warning}");
-                report.warnings.push(warning.to_string());
-            }
-            return Ok(None);
-        };
-        let generation = generations.into_iter().find(|g| g.generation == base.generation).ok_or_else(|| {
-            stream_error(
-                &plan.name,
-                format!("the snapshot's stream generation {} is not in the repository", base.generation),
-                "restore the snapshot by its id (no replay), or another snapshot",
-            )
-        })?;
-        let segments = stream::segments(self.repo, &plan.name, &generation.generation).await?;
-        let head = stream::head(self.repo, &plan.name, &generation.generation).await?;
-        let pruned = stream::pruned(self.repo, &plan.name, &generation.generation).await?;
-        let replay_plan = replay::plan(&plan.name, &generation, segments, head, pruned, base, to)?;
-        Ok(Some((generation.generation, replay_plan)))
+        let planned = plan_replay(self.repo, &plan.name, details, to).await?;
+        if planned.is_none() && !stream::generations(self.repo, &plan.name).await?.is_empty() {
+            let warning = "this snapshot is not a base of the change stream (no slot when it was taken): \
+                           restored to the snapshot's own time, without the changes after it";
+            tracing::warn!(source = %plan.name, "{warning}");
+            report.warnings.push(warning.to_string());
+        }
+        Ok(planned)
     }
 
     /// Replays the planned changes into the database just restored from the base.
@@ -103,29 +148,13 @@ impl Restorer<'_> {
         &self,
         plan: &SourcePlan<'_>,
         db: &DatabaseTarget,
-        (generation, replay_plan): (String, replay::ReplayPlan),
+        planned: (String, replay::ReplayPlan),
         report: &mut super::SourceRestore,
     ) -> Result<()> {
-        let target = db.redacted();
-        let client = connect(&db.conninfo).await.map_err(|e| e.into_error(&plan.name, target.clone()))?;
-        tracing::info!(
-            source = %plan.name, segments = replay_plan.segments.len(),
-            to = %replay_plan.to.map_or("latest".to_string(), |t| t.to_rfc3339()), "replaying the change stream"
-        );
         let clock = Instant::now();
-        let done = replay::replay(self.repo, self.identities.clone(), &client, &target, &replay_plan).await;
+        let done = replay_into(self.repo, self.identities.clone(), &plan.name, db, plan.consistent_at, planned).await;
         report.phases.push(Phase { name: PHASE_REPLAY.into(), seconds: clock.elapsed().as_secs_f64() });
-        let done = done?;
-        report.point_in_time = Some(PointInTime {
-            target_time: replay_plan.to,
-            recovered_to: done.last_commit.unwrap_or(plan.consistent_at),
-            generation,
-            segments: done.segments,
-            transactions: done.transactions,
-            changes: done.changes,
-            sequences: done.sequences,
-            stream_covered_until: replay_plan.covered_until,
-        });
+        report.point_in_time = Some(done?);
         Ok(())
     }
 }
