@@ -225,7 +225,7 @@ sql -c "CREATE DATABASE plain"
 "$PG_BIN/pg_restore" -j 2 -d plain "$WORKDIR/end.dump"
 PG_RESTORE=$(elapsed "$start" "$(now)")
 for db in bench pitr plain; do
-    sql -d "$db" -c "SELECT md5(string_agg(a::text, ',' ORDER BY aid)) FROM pgbench_accounts" >"$WORKDIR/$db.digest"
+    sql -d "$db" -c "SELECT md5(string_agg(a::text, ',' ORDER BY aid)) FROM pgbench_accounts a" >"$WORKDIR/$db.digest"
 done
 cmp -s "$WORKDIR/bench.digest" "$WORKDIR/pitr.digest" || die "the point-in-time restore differs from the source"
 

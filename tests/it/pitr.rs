@@ -380,3 +380,68 @@ async fn a_drill_replays_the_stream_and_verify_reads_every_segment() {
     assert!(error.contains(&name), "{error}");
     site.dr(&["stream", "drop", "app"]).ok();
 }
+
+/// Faults on the database side: the capture's connection dropped, then the server crashing (a backend killed
+/// with -9 makes PostgreSQL restart every process and recover): the capture resumes the same stream, and a
+/// restore to an instant after both has exactly that instant's data.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_survives_a_dropped_connection_and_a_server_crash() {
+    let site = logical_site("").await;
+    let capture = Capture::start(&site, "capture");
+    wait_for_generations(&site, 1, &capture).await;
+    site.backup();
+    common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'before the faults' WHERE id <= 5").await;
+    common::sql(
+        &site.db,
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'dr capture'",
+    )
+    .await;
+    common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'after the dropped connection' WHERE id <= 3").await;
+
+    let victim = dr::pg::connect(&site.db.conninfo(DATABASE)).await.unwrap();
+    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        // The server refuses connections while it recovers.
+        match dr::pg::connect(&site.db.conninfo(DATABASE)).await {
+            Ok(client) if client.batch_execute("SELECT 1").await.is_ok() => break client,
+            _ => {
+                assert!(Instant::now() < deadline, "the server never came back");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    client.batch_execute("UPDATE users SET bio = 'after the crash' WHERE id = 1").await.unwrap();
+    let time = server_now(&site).await;
+    let expected = common::fingerprint(&site.db, DATABASE).await;
+    wait_for_coverage(&site, time, &capture).await;
+    let log = capture.log();
+    assert!(log.contains("change capture failed"), "the faults were seen: {log}");
+    assert_eq!(log.matches("new change stream generation").count(), 1, "the same stream resumed: {log}");
+
+    assert_restores(&site, &time.to_rfc3339(), "after_faults", &expected).await;
+
+    // A slot lost for good (dropped here between two polls; invalidated by max_slot_wal_keep_size in life): the
+    // gap is detected and said, a new generation starts, and `latest` from the old base says where it ends.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dropped = client
+            .query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active", &[])
+            .await
+            .unwrap();
+        if !dropped.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never idle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for_generations(&site, 2, &capture).await;
+    assert!(capture.log().contains("is gone"), "{}", capture.log());
+    let into = format!("app={}", site.db.url("across_the_gap"));
+    let run = site.dr(&["restore", "--to", "latest", "--only", "app", "--into", &into]).ok();
+    assert!(run.all_output().contains("needs a base backup taken after it"), "{}", run.all_output());
+    common::interrupt(capture.child);
+    site.dr(&["stream", "drop", "app"]).ok();
+}

@@ -134,11 +134,25 @@ impl Restorer<'_> {
             _ => None,
         };
         let planned = plan_replay(self.repo, &plan.name, details, to).await?;
-        if planned.is_none() && !stream::generations(self.repo, &plan.name).await?.is_empty() {
-            let warning = "this snapshot is not a base of the change stream (no slot when it was taken): \
-                           restored to the snapshot's own time, without the changes after it";
+        let newest = stream::generations(self.repo, &plan.name).await?.pop().map(|g| g.generation);
+        let warning = match (&planned, newest) {
+            (None, Some(_)) => Some(
+                "this snapshot is not a base of the change stream (no slot when it was taken): restored to the \
+                 snapshot's own time, without the changes after it"
+                    .to_string(),
+            ),
+            // `latest` from a base of an older generation: the stream it continues ended (a lost or dropped slot),
+            // and what came after is in a generation no kept snapshot is a base of yet.
+            (Some((generation, replay)), Some(newest)) if to.is_none() && *generation != newest => Some(format!(
+                "the change stream of this base ends at {}: later changes are in stream generation {newest}, which \
+                 needs a base backup taken after it (dr backup; dr serve takes one by itself)",
+                replay.covered_until.to_rfc3339()
+            )),
+            _ => None,
+        };
+        if let Some(warning) = warning {
             tracing::warn!(source = %plan.name, "{warning}");
-            report.warnings.push(warning.to_string());
+            report.warnings.push(warning);
         }
         Ok(planned)
     }
