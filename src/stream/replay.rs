@@ -184,7 +184,10 @@ pub async fn replay(
     plan: &ReplayPlan,
 ) -> Result<Replayed> {
     let source = plan.source.as_str();
-    client.batch_execute(&format!("SET session_replication_role = replica; {TEXT_SETTINGS}")).await.map_err(|e| {
+    // Asynchronous commit: a replayed transaction does not wait for its WAL to reach the disk (a flush per
+    // commit was most of a replay's time); the end of the replay waits for all of it at once (`wait_for_flush`).
+    let settings = format!("SET session_replication_role = replica; SET synchronous_commit = off; {TEXT_SETTINGS}");
+    client.batch_execute(&settings).await.map_err(|e| {
         stream_error(
             source,
             format!("preparing the replay on {target}: {}", crate::pg::describe(&e)),
@@ -246,7 +249,37 @@ pub async fn replay(
     if let Some(values) = sequences {
         applier.done.sequences = set_sequences(client, source, target, &values).await?;
     }
+    wait_for_flush(client, source, target).await?;
     Ok(applier.done)
+}
+
+/// Waits until the WAL of every replayed transaction is on disk: with asynchronous commit, the WAL writer
+/// flushes it within a few hundred milliseconds, and a restore that says it is done must be.
+async fn wait_for_flush(client: &Client, source: &str, target: &str) -> Result<()> {
+    let written: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .map_err(|e| database_error(source, target, e))?
+        .get(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let flushed: bool = client
+            .query_one("SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn", &[&written])
+            .await
+            .map_err(|e| database_error(source, target, e))?
+            .get(0);
+        if flushed {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(stream_error(
+                source,
+                format!("{target} did not flush the replayed changes to disk within a minute"),
+                "check the target server's disk and its log",
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
