@@ -28,6 +28,8 @@ use crate::repo::snapshot_id::SnapshotId;
 /// How often an idle stream records that it is still durable (a head record), so that a point-in-time
 /// restore to a quiet moment knows nothing was missed.
 const HEAD_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a capture (or `dr stream drop`) waits for the capture lock of a capture that is stopping.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// Messages handed to the encoding thread at once.
 const BATCH_BYTES: usize = 256 << 10;
 
@@ -444,12 +446,21 @@ async fn read_sequences(client: &Client, source: &str, target: &str) -> Result<V
 /// `dr stream drop` takes it too, so that it never drops a slot from under a running capture.
 pub async fn take_capture_lock(client: &Client, repo: &Repository, source: &str, target: &str) -> Result<()> {
     let name = format!("dr capture {} {source}", repo.id());
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&name])
-        .await
-        .map_err(|e| database_error(source, target, e))?;
-    if row.get::<_, bool>(0) {
-        return Ok(());
+    // A capture that has just stopped (or been killed) may still hold it for a moment: its server process ends
+    // a little after its connection closes.
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&name])
+            .await
+            .map_err(|e| database_error(source, target, e))?;
+        if row.get::<_, bool>(0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(stream_error(
         source,
