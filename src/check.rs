@@ -282,6 +282,7 @@ async fn database(source: &crate::config::PostgresSource) -> crate::Result<Strin
             .query_one("SELECT current_setting('server_version'), current_setting('server_version_num')::int", &[])
             .await
             .map_err(|e| pg::database_error(&source.name, &target, e))?;
+        stream_readiness(&client, source, &target).await?;
         Ok::<(String, i32), Error>((row.get(0), row.get(1)))
     };
     let (version, version_num) = tokio::time::timeout(TIMEOUT, connected)
@@ -293,4 +294,36 @@ async fn database(source: &crate::config::PostgresSource) -> crate::Result<Strin
         tools::find("pg_dumpall", tools::Want::AtLeast(major))?;
     }
     Ok(format!("{target}: PostgreSQL {version}, pg_dump {} at {}", pg_dump.major, pg_dump.path.display()))
+}
+
+/// A continuous source's server must decode logically (docs/pitr.md); any other source must not keep a slot of
+/// dr's, which makes the server keep WAL for nobody (continuous capture switched off without `dr stream drop`).
+async fn stream_readiness(
+    client: &tokio_postgres::Client,
+    source: &crate::config::PostgresSource,
+    target: &str,
+) -> crate::Result<()> {
+    if source.continuous {
+        return crate::stream::slot::server_facts(client, &source.name).await.map(|_| ());
+    }
+    let slots = client
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots
+             WHERE database = current_database() AND slot_name LIKE 'dr\\_%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| pg::database_error(&source.name, target, e))?;
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = slots.iter().map(|r| r.get(0)).collect();
+    Err(crate::stream::slot::stream_error(
+        &source.name,
+        format!(
+            "the server keeps WAL for replication slot {} of dr's, but continuous capture is off for this source",
+            names.join(", ")
+        ),
+        format!("run `dr stream drop {}` (or set continuous = true again)", source.name),
+    ))
 }

@@ -71,6 +71,7 @@ pub async fn run(context: &Context, args: Args, display: &Display) -> Result<()>
         jobs,
         force: args.force,
         temp_dir: args.temp_dir.or_else(|| config.restore.temp_dir.clone()),
+        replay_until: None,
     };
     let display = if args.json { display.silent() } else { display.clone() };
     let report = dr::restore(config, &repo, identities, &options, &display).await?;

@@ -138,6 +138,7 @@ pub async fn run(options: &DemoOptions, report: &mut (dyn FnMut(&DemoStep) + Sen
                 force: false,
                 temp_dir: Some(root.clone()),
                 point_in_time: false,
+                replay_until: None,
             };
             let report = engine::restore(&config, &repo, identities.clone(), &options, &NoProgress).await?;
             Ok(((), format!("{} sources", report.sources.len())))

@@ -374,6 +374,7 @@ impl DrillContext<'_> {
             force: false,
             temp_dir: self.options.temp_dir.clone(),
             point_in_time: false,
+            replay_until: None,
         };
         // The manifest read and decrypted above serves the restore too.
         let restored = engine::restore_snapshot(

@@ -230,7 +230,12 @@ pub async fn prepare(
             );
         }
         let id = repo.resolve(&options.selector).await?;
-        let manifest = repo.manifest(&id).await?;
+        let manifest = match options.selector {
+            // With change streams, the base is the newest snapshot consistent by then (as for dr restore).
+            Selector::AtOrBefore(time) => crate::engine::restore::point_in_time::base_at(repo, id, time).await?,
+            _ => repo.manifest(&id).await?,
+        };
+        let id = manifest.id.clone();
         let start = from.unwrap_or(0);
         let steps = runbook
             .steps
@@ -251,6 +256,12 @@ pub async fn prepare(
             runs: 1,
             finished: false,
             steps,
+            recovered_to: None,
+            point_in_time: !matches!(options.selector, Selector::Id(_)),
+            replay_until: match options.selector {
+                Selector::AtOrBefore(time) => Some(time),
+                _ => None,
+            },
         };
         (state, start, manifest)
     };
@@ -291,7 +302,19 @@ pub async fn run(
     let run_started = Utc::now();
     state.save(&state_path)?;
     let snapshot = state.snapshot.clone();
-    let steps = Steps { config, repo, identities, snapshot: &snapshot, options, progress, runbook, events };
+    let replay = state.point_in_time.then_some(state.replay_until);
+    let steps = Steps {
+        config,
+        repo,
+        identities,
+        snapshot: &snapshot,
+        replay,
+        recovered_to: std::sync::Mutex::new(None),
+        options,
+        progress,
+        runbook,
+        events,
+    };
     let total = runbook.steps.len();
     let mut result = Ok(());
     let mut interrupted_step = None;
@@ -333,6 +356,9 @@ pub async fn run(
             StepAttempt::Succeeded { output } => {
                 record.outcome = StepOutcome::Succeeded;
                 record.output = output;
+                if let Some(replayed) = steps.take_recovered_to() {
+                    state.recovered_to = Some(state.recovered_to.map_or(replayed, |t| t.min(replayed)));
+                }
             }
             StepAttempt::Failed { message, hint, output, refused } => {
                 let message = runbook.mask(&message);

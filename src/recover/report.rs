@@ -21,7 +21,10 @@ pub struct RecoveryReport {
     pub succeeded: bool,
     pub snapshot: SnapshotId,
     pub snapshot_consistent_at: DateTime<Utc>,
-    /// Now minus the snapshot's consistency time: the RPO actually suffered.
+    /// The newest commit the change streams' replay restored, when the recovery replayed one (docs/pitr.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered_to: Option<DateTime<Utc>>,
+    /// Now minus the recovery point (the replay's, else the snapshot's consistency time): the RPO suffered.
     pub data_age_seconds: f64,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -44,7 +47,8 @@ impl RecoveryReport {
             succeeded,
             snapshot: state.snapshot.clone(),
             snapshot_consistent_at: state.snapshot_consistent_at,
-            data_age_seconds: seconds(state.snapshot_consistent_at),
+            recovered_to: state.recovered_to,
+            data_age_seconds: seconds(state.recovered_to.unwrap_or(state.snapshot_consistent_at)),
             started_at: state.started_at,
             finished_at: now,
             total_seconds: seconds(state.started_at),
@@ -64,6 +68,12 @@ impl RecoveryReport {
             self.snapshot,
             self.snapshot_consistent_at.format("%Y-%m-%d %H:%M:%S UTC")
         ));
+        if let Some(recovered_to) = self.recovered_to {
+            out.push_str(&format!(
+                "- Change streams replayed up to {}\n",
+                recovered_to.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+        }
         out.push_str(&format!("- Data age at recovery (RPO suffered): {}\n", d(self.data_age_seconds)));
         out.push_str(&format!(
             "- Total time (RTO achieved): {} (from {} to {}, {} run{})\n\n",

@@ -26,6 +26,17 @@ pub struct RecoverState {
     pub finished: bool,
     /// One per step of the runbook, in its order.
     pub steps: Vec<StepRecord>,
+    /// The databases' change streams are replayed after the snapshot (a recovery to `latest` or to a time;
+    /// docs/pitr.md); false for a snapshot named by its id, and in recoveries of older dr versions.
+    #[serde(default)]
+    pub point_in_time: bool,
+    /// The time replayed up to; `None` for `latest` (all that is stored when the step runs).
+    #[serde(default)]
+    pub replay_until: Option<DateTime<Utc>>,
+    /// The newest commit a replay restored (the earliest over the databases): the recovery point when it is
+    /// later than the snapshot's.
+    #[serde(default)]
+    pub recovered_to: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

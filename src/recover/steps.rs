@@ -71,6 +71,10 @@ pub(super) struct Steps<'a> {
     pub repo: &'a Repository,
     pub identities: Option<Arc<Identities>>,
     pub snapshot: &'a SnapshotId,
+    /// Replay the databases' change streams after the snapshot, up to this time (`Some(None)`: all stored).
+    pub replay: Option<Option<chrono::DateTime<chrono::Utc>>>,
+    /// What the last restore step's replay reached, for the recovery's RPO.
+    pub recovered_to: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     pub options: &'a RecoverOptions,
     pub progress: &'a dyn Progress,
     pub runbook: &'a Runbook,
@@ -78,6 +82,11 @@ pub(super) struct Steps<'a> {
 }
 
 impl Steps<'_> {
+    /// What the restore step that just succeeded replayed up to, if it replayed a change stream.
+    pub fn take_recovered_to(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.recovered_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
     pub async fn attempt(&self, step: &Step) -> StepAttempt {
         let cancel = &self.options.cancel;
         if let StepKind::Run { command, env, dir } = &step.kind {
@@ -121,7 +130,8 @@ impl Steps<'_> {
             jobs: self.options.jobs,
             force: self.options.force,
             temp_dir: self.options.temp_dir.clone(),
-            point_in_time: false,
+            point_in_time: self.replay.is_some(),
+            replay_until: self.replay.flatten(),
         };
         match engine::restore(self.config, self.repo, identities, &options, self.progress).await {
             Ok(report) => StepAttempt::Succeeded {
@@ -129,8 +139,17 @@ impl Steps<'_> {
                     .sources
                     .iter()
                     .map(|s| {
+                        let replayed = s.point_in_time.as_ref().map_or(String::new(), |p| {
+                            *self.recovered_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                Some(p.recovered_to);
+                            format!(
+                                "; {} replayed, recovered to {}",
+                                units::plural(p.transactions as usize, "transaction"),
+                                p.recovered_to.to_rfc3339()
+                            )
+                        });
                         format!(
-                            "restored {} into {} in {}",
+                            "restored {} into {} in {}{replayed}",
                             s.name,
                             s.target,
                             units::duration(Duration::from_secs_f64(s.duration_seconds))

@@ -209,12 +209,17 @@ async fn restores_to_any_instant_under_load_across_a_killed_capture() {
     let error = site.dr(&["restore", "--to", &future, "--only", "app", "--into", &into]).fails(1).error();
     assert!(error.contains("stored up to"), "{error}");
 
-    // Switching capture off leaves no slot behind.
+    // Switching capture off leaves no slot behind: dr check points at the one left, dr stream drop removes it.
     common::interrupt(capture.child);
+    let text = std::fs::read_to_string(&site.config_path).unwrap();
+    std::fs::write(&site.config_path, text.replace("continuous = true\n", "")).unwrap();
+    let checked = site.dr(&["check"]).fails(1);
+    assert!(checked.all_output().contains("dr stream drop app"), "{}", checked.all_output());
     let dropped = site.dr(&["stream", "drop", "app"]).ok();
     assert!(dropped.stdout.contains("dropped replication slot"), "{}", dropped.stdout);
     let slots = common::query_strings(&site.db, "postgres", "SELECT slot_name::text FROM pg_replication_slots").await;
     assert!(slots.is_empty(), "{slots:?}");
+    site.dr(&["check"]).ok();
 }
 
 async fn server_now(site: &Site) -> DateTime<Utc> {
@@ -264,6 +269,14 @@ async fn a_schema_change_needs_a_base_taken_after_it() {
 
     common::interrupt(capture.child);
     site.dr(&["stream", "drop", "app"]).ok();
+}
+
+/// A capture of a fresh stream, and its first base backup.
+async fn stream_with_base(site: &Site, name: &str) -> Capture {
+    let capture = Capture::start(site, name);
+    wait_for_generations(site, 1, &capture).await;
+    site.backup();
+    capture
 }
 
 async fn wait_for_generations(site: &Site, count: usize, capture: &Capture) {
@@ -334,9 +347,7 @@ async fn prune_keeps_what_the_kept_bases_need_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drill_replays_the_stream_and_verify_reads_every_segment() {
     let site = logical_site("").await;
-    let capture = Capture::start(&site, "capture");
-    wait_for_generations(&site, 1, &capture).await;
-    site.backup();
+    let capture = stream_with_base(&site, "capture").await;
     common::sql(
         &site.db,
         DATABASE,
@@ -359,6 +370,24 @@ async fn a_drill_replays_the_stream_and_verify_reads_every_segment() {
     assert!(rpo < 30.0, "the RPO is the stream's, seconds old: {rpo}");
     let phases: Vec<&str> = record["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert!(phases.contains(&"replay"), "{phases:?}");
+
+    // `dr recover` to latest: its restore step replays the stream too, and the report's RPO is the replay's.
+    let runbook = site.path("runbook.toml");
+    let into = site.db.url("recovered");
+    let text = format!(
+        "name = \"database\"\n\n[[step]]\nname = \"restore\"\nrestore = {{ source = \"app\", into = \"{into}\" }}\n"
+    );
+    std::fs::write(&runbook, text).unwrap();
+    let mut command = site.command(&["recover", "--yes", "--json", "--runbook"]);
+    command.arg(&runbook).stdin(Stdio::null());
+    let recovery = common::run(&mut command).ok().json();
+    let report = &recovery["report"];
+    assert!(report["recovered_to"].is_string(), "{recovery:#}");
+    assert!(report["data_age_seconds"].as_f64().unwrap() < 60.0, "{recovery:#}");
+    let changed =
+        common::query_strings(&site.db, "recovered", "SELECT count(*)::text FROM users WHERE bio = 'after the base'")
+            .await;
+    assert_eq!(changed, ["10"]);
 
     let verified = site.dr(&["verify", "--all", "--json"]).ok().json();
     let streams = verified["streams"].as_array().unwrap();
@@ -387,9 +416,7 @@ async fn a_drill_replays_the_stream_and_verify_reads_every_segment() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stream_survives_a_dropped_connection_and_a_server_crash() {
     let site = logical_site("").await;
-    let capture = Capture::start(&site, "capture");
-    wait_for_generations(&site, 1, &capture).await;
-    site.backup();
+    let capture = stream_with_base(&site, "capture").await;
     common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'before the faults' WHERE id <= 5").await;
     common::sql(
         &site.db,
@@ -400,9 +427,15 @@ async fn the_stream_survives_a_dropped_connection_and_a_server_crash() {
     common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'after the dropped connection' WHERE id <= 3").await;
 
     let victim = dr::pg::connect(&site.db.conninfo(DATABASE)).await.unwrap();
+    let canary = dr::pg::connect(&site.db.conninfo(DATABASE)).await.unwrap();
     let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The crash restart ends every session: once the canary's has ended, a new connection is on the other side.
     let deadline = Instant::now() + Duration::from_secs(30);
+    while canary.batch_execute("SELECT 1").await.is_ok() {
+        assert!(Instant::now() < deadline, "the server did not restart after a backend was killed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let client = loop {
         // The server refuses connections while it recovers.
         match dr::pg::connect(&site.db.conninfo(DATABASE)).await {

@@ -108,6 +108,7 @@ async fn backup_and_restore_report_totals_estimates_and_phases() {
         force: false,
         temp_dir: None,
         point_in_time: false,
+        replay_until: None,
     };
     let identities = dr::Identities::load_configured(&config.encryption, "restore").unwrap();
     dr::restore(&config, &repo, identities, &options, &restore).await.unwrap();

@@ -498,6 +498,22 @@ async fn a_prune_job_applies_the_retention_policy_and_counts_what_it_deleted() {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// Waits until the service's `/status` says the stream of `app` is stored past `time`.
+fn wait_for_stream_past(service: &Service, time: chrono::DateTime<chrono::Utc>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body, _) = service.get("/status");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let covered = status["status"]["streams"]["app"]["covered_until"].as_str();
+        let past = |t: &str| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap() > time + chrono::TimeDelta::seconds(2);
+        if covered.is_some_and(past) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the stream never passed {time}: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A continuous source: the service captures its changes from the start, takes the first base backup by itself,
 /// reports the stream's RPO and the slot's WAL, and a point-in-time restore gets the changes.
 #[tokio::test(flavor = "multi_thread")]
@@ -509,19 +525,7 @@ async fn the_service_captures_a_continuous_source_and_takes_its_base_at_once() {
     service.wait_for(|| snapshot_count(&site) == 1);
     common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'changed after the base' WHERE id <= 3").await;
     let changed: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, body, _) = service.get("/status");
-        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let covered = status["status"]["streams"]["app"]["covered_until"].as_str();
-        if covered.is_some_and(|t| {
-            t.parse::<chrono::DateTime<chrono::Utc>>().unwrap() > changed + chrono::TimeDelta::seconds(2)
-        }) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the stream never passed the change: {status}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_stream_past(&service, changed);
     let metrics = samples(&service.get("/metrics").1);
     assert!(metrics["dr_stream_rpo_age_seconds{source=\"app\"}"] < 10.0, "{metrics:?}");
     assert_eq!(metrics["dr_stream_up{source=\"app\"}"], 1.0);
@@ -539,19 +543,7 @@ async fn the_service_captures_a_continuous_source_and_takes_its_base_at_once() {
     common::sql(&site.db, DATABASE, "UPDATE users SET bio = 'while no service ran' WHERE id = 6").await;
     let service = Service::start(&site);
     let changed = chrono::Utc::now();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, body, _) = service.get("/status");
-        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let covered = status["status"]["streams"]["app"]["covered_until"].as_str();
-        if covered.is_some_and(|t| {
-            t.parse::<chrono::DateTime<chrono::Utc>>().unwrap() > changed + chrono::TimeDelta::seconds(2)
-        }) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the stream never passed the restart: {status}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_stream_past(&service, changed);
     assert_eq!(snapshot_count(&site), 1, "the same stream resumed: no new base was needed");
     let into = format!("app={}", site.db.url("pitr_after_kill"));
     site.dr(&["restore", "--to", "latest", "--only", "app", "--into", &into]).ok();

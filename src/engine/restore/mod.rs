@@ -89,6 +89,9 @@ pub struct RestoreOptions {
     /// For a source with a change stream (docs/pitr.md): replay its changes after the base snapshot, up to the
     /// selector's time (`latest`: all that is stored). Off when a snapshot is named by its id.
     pub point_in_time: bool,
+    /// With `point_in_time` and a snapshot named by its id (a recovery's restore step): replay up to this time;
+    /// `None`: all that is stored. A selector that is a time sets the time itself.
+    pub replay_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]

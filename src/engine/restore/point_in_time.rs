@@ -39,7 +39,7 @@ pub struct PointInTime {
 /// For a repository with change streams: the newest snapshot consistent at or before `time`, starting from
 /// `id` (the newest *started* by then, which may have taken its snapshot a moment after `time`, and would then
 /// hold changes from after it). Without streams, `id`'s: `--to TIME` keeps meaning the snapshot taken by then.
-pub(super) async fn base_at(repo: &Repository, id: SnapshotId, time: DateTime<Utc>) -> Result<Manifest> {
+pub(crate) async fn base_at(repo: &Repository, id: SnapshotId, time: DateTime<Utc>) -> Result<Manifest> {
     let manifest = repo.manifest(&id).await?;
     if manifest.consistent_at().is_none_or(|at| at <= time) {
         return Ok(manifest);
@@ -131,7 +131,7 @@ impl Restorer<'_> {
         }
         let to = match &self.options.selector {
             Selector::AtOrBefore(time) => Some(*time),
-            _ => None,
+            _ => self.options.replay_until,
         };
         let planned = plan_replay(self.repo, &plan.name, details, to).await?;
         let newest = stream::generations(self.repo, &plan.name).await?.pop().map(|g| g.generation);
