@@ -115,7 +115,9 @@ pub async fn gather(
     let backups = Attempts { recorded: attempts.len(), failed: &failed_backups };
     let summary =
         summarize(&drills, &failed_checks, backups, &snapshots, worst_rpo_gap.as_ref(), &anomalies, &unreadable);
+    let streams = super::streams::gather(repo, window_start, now).await?;
     Ok(Report {
+        streams,
         format: super::REPORT_FORMAT,
         dr_version: env!("CARGO_PKG_VERSION").to_string(),
         generated_at: now,

@@ -33,6 +33,7 @@ fn write_page(out: &mut String, report: &Report) -> fmt::Result {
     drills(out, report)?;
     failed_checks(out, report)?;
     rpo_gap(out, report)?;
+    streams(out, report)?;
     days(out, report)?;
     anomalies(out, report)?;
     incomplete_files(out, report)?;
@@ -328,6 +329,33 @@ fn rpo_gap(out: &mut String, report: &Report) -> fmt::Result {
         time(gap.from),
         escape::html(&super::markdown::basis(gap))
     )
+}
+
+fn streams(out: &mut String, report: &Report) -> fmt::Result {
+    if report.streams.is_empty() {
+        return Ok(());
+    }
+    out.push_str(
+        "<section>\n<h2>Change streams</h2>\n<table>\n<tr><th>Source</th><th>Generation</th><th>Segments</th>\
+         <th>Transactions</th><th>Changes</th><th>Stored</th><th>Stored up to</th><th>Age</th></tr>\n",
+    );
+    for stream in &report.streams {
+        let started = if stream.started_at >= report.window.start { " (began in the window)" } else { "" };
+        writeln!(
+            out,
+            "<tr><td>{}</td><td><code>{}</code>{started}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            escape::html(&stream.source),
+            escape::html(&stream.generation),
+            stream.segments,
+            stream.transactions,
+            stream.changes,
+            units::bytes(stream.stored_bytes),
+            stream.covered_until.map_or("-".to_string(), time),
+            stream.age_seconds.map_or("-".to_string(), duration)
+        )?;
+    }
+    writeln!(out, "</table>\n<p class=\"muted\">{}</p>\n</section>", escape::html(super::markdown::STREAMS_NOTE))
 }
 
 fn days(out: &mut String, report: &Report) -> fmt::Result {

@@ -12,6 +12,7 @@ mod file;
 mod gather;
 mod html;
 mod markdown;
+mod streams;
 mod svg;
 mod timeline;
 mod window;
@@ -75,6 +76,9 @@ pub struct Report {
     /// Drill records, attempt records and snapshots inside the window that could not be read (corrupt or
     /// vanished).
     pub unreadable: Vec<Unreadable>,
+    /// The change streams of continuous sources (docs/pitr.md); empty without any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<streams::StreamSummary>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -389,6 +389,14 @@ async fn a_drill_replays_the_stream_and_verify_reads_every_segment() {
             .await;
     assert_eq!(changed, ["10"]);
 
+    // The weekly report shows what the stream stored and how far it reaches.
+    let report = site.dr(&["report", "--json"]).ok().json();
+    let stream = &report["streams"][0];
+    assert_eq!(stream["source"], "app", "{report:#}");
+    assert!(stream["transactions"].as_u64().unwrap() >= 1 && stream["age_seconds"].as_f64().unwrap() < 60.0);
+    let markdown = site.dr(&["report"]).ok().stdout;
+    assert!(markdown.contains("## Change streams"), "{markdown}");
+
     let verified = site.dr(&["verify", "--all", "--json"]).ok().json();
     let streams = verified["streams"].as_array().unwrap();
     assert_eq!(streams.len(), 1);
