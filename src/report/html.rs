@@ -340,19 +340,13 @@ fn streams(out: &mut String, report: &Report) -> fmt::Result {
          <th>Transactions</th><th>Changes</th><th>Stored</th><th>Stored up to</th><th>Age</th></tr>\n",
     );
     for stream in &report.streams {
-        let started = if stream.started_at >= report.window.start { " (began in the window)" } else { "" };
+        let started = stream.began_note(report.window.start);
+        let figures: String = stream.figures().iter().map(|f| format!("<td>{}</td>", escape::html(f))).collect();
         writeln!(
             out,
-            "<tr><td>{}</td><td><code>{}</code>{started}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><code>{}</code>{started}</td>{figures}</tr>",
             escape::html(&stream.source),
-            escape::html(&stream.generation),
-            stream.segments,
-            stream.transactions,
-            stream.changes,
-            units::bytes(stream.stored_bytes),
-            stream.covered_until.map_or("-".to_string(), time),
-            stream.age_seconds.map_or("-".to_string(), duration)
+            escape::html(&stream.generation)
         )?;
     }
     writeln!(out, "</table>\n<p class=\"muted\">{}</p>\n</section>", escape::html(super::markdown::STREAMS_NOTE))

@@ -233,19 +233,9 @@ fn streams(out: &mut String, report: &Report) -> fmt::Result {
     writeln!(out, "| Source | Generation | Segments | Transactions | Changes | Stored | Stored up to | Age |")?;
     writeln!(out, "|---|---|---|---|---|---|---|---|")?;
     for stream in &report.streams {
-        let started = if stream.started_at >= report.window.start { " (began in the window)" } else { "" };
-        writeln!(
-            out,
-            "| {} | {}{started} | {} | {} | {} | {} | {} | {} |",
-            text(&stream.source),
-            code(&stream.generation),
-            stream.segments,
-            stream.transactions,
-            stream.changes,
-            units::bytes(stream.stored_bytes),
-            stream.covered_until.map_or("-".to_string(), time),
-            stream.age_seconds.map_or("-".to_string(), duration)
-        )?;
+        let started = stream.began_note(report.window.start);
+        let figures = stream.figures().join(" | ");
+        writeln!(out, "| {} | {}{started} | {figures} |", text(&stream.source), code(&stream.generation))?;
     }
     writeln!(out)?;
     writeln!(out, "{}", STREAMS_NOTE)?;

@@ -25,6 +25,26 @@ pub struct StreamSummary {
     pub age_seconds: Option<f64>,
 }
 
+impl StreamSummary {
+    /// The figures of the table's row, as both pages show them: segments, transactions, changes, stored size,
+    /// stored up to, age.
+    pub(super) fn figures(&self) -> [String; 6] {
+        [
+            self.segments.to_string(),
+            self.transactions.to_string(),
+            self.changes.to_string(),
+            crate::units::bytes(self.stored_bytes),
+            self.covered_until.map_or("-".to_string(), super::time),
+            self.age_seconds.map_or("-".to_string(), super::duration),
+        ]
+    }
+
+    /// Said after the generation when the stream began (or restarted) inside the window.
+    pub(super) fn began_note(&self, window_start: DateTime<Utc>) -> &'static str {
+        if self.started_at >= window_start { " (began in the window)" } else { "" }
+    }
+}
+
 /// Reads every generation of every source: their records are small, and no key is needed.
 pub(super) async fn gather(repo: &Repository, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<StreamSummary>> {
     let listed = repo.store().list(STREAMS_PREFIX).await?;
