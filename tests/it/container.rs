@@ -93,11 +93,9 @@ impl Image {
         fs::write(image.path("site/uploads/2026/dog.jpg"), vec![7u8; 300_000]).unwrap();
 
         // The identity is a secret file owned by the service user, like a compose secret the host prepared.
-        let keygen = Command::new(image.path("bin/dr"))
-            .args(["keygen", "--output"])
-            .arg(image.path("secrets/dr-identity"))
-            .output()
-            .unwrap();
+        let mut keygen = Command::new(image.path("bin/dr"));
+        keygen.args(["keygen", "--output"]).arg(image.path("secrets/dr-identity"));
+        let keygen = output_of_new_program(&mut keygen);
         assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
         let recipient = String::from_utf8_lossy(&keygen.stdout)
             .split_whitespace()
@@ -457,4 +455,18 @@ fn a_database_is_backed_up_and_drilled_inside_the_container() {
     let drills: Vec<_> = fs::read_dir(image.path("data/repo/drills")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(drills.len(), 1, "{drills:?}");
     assert_eq!(fs::metadata(&drills[0]).unwrap().uid(), UID);
+}
+
+/// Runs a program that was just written. Another test's child, forked while the file was open for writing,
+/// holds that descriptor until it execs, and Linux refuses to run a file open for writing (ETXTBSY): wait for it.
+fn output_of_new_program(command: &mut Command) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match command.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            result => return result.unwrap(),
+        }
+    }
 }
