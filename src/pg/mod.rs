@@ -23,6 +23,7 @@ pub fn source_conninfo(source: &crate::config::PostgresSource) -> crate::Result<
 pub use connect::{ConnectError, connect, database_error, describe};
 pub use conninfo::{ConnInfo, ConnInfoError, Resolved, looks_like_conninfo, redact_target};
 pub use database::PropertiesOutcome;
+pub(crate) use dump::quote_literal;
 pub use dump::{ExportedSnapshot, SnapshotFacts, pg_dump_command, pg_dumpall_command, quote_ident};
 pub use globals::{GlobalsOutcome, split_statements};
 pub use restore::{DatabaseTarget, RestoreInput, TargetState, pg_restore_command};

@@ -18,10 +18,10 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use super::capture::{TEXT_SETTINGS, full_xid};
 use super::pgoutput::{Message, Relation, Value};
 use super::segment::{GenerationRecord, SegmentItem, SegmentReader, SegmentRecord, SequenceValue, lsn_text};
-use super::slot::{quote_ident, stream_error};
+use super::slot::stream_error;
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
-use crate::pg::database_error;
+use crate::pg::{database_error, quote_ident, quote_literal};
 use crate::progress::NoProgress;
 use crate::repo::Repository;
 use crate::repo::manifest::StreamBase;
@@ -498,18 +498,7 @@ fn qualified(relation: &Relation) -> String {
 /// text it came from (standard_conforming_strings is on, so only quotes need doubling).
 fn literal(value: &Value) -> String {
     match value {
-        Value::Text(text) => {
-            let mut quoted = String::with_capacity(text.len() + 2);
-            quoted.push('\'');
-            for c in text.chars() {
-                if c == '\'' {
-                    quoted.push('\'');
-                }
-                quoted.push(c);
-            }
-            quoted.push('\'');
-            quoted
-        }
+        Value::Text(text) => quote_literal(text),
         Value::Null | Value::Unchanged => "NULL".to_string(),
     }
 }
@@ -522,7 +511,7 @@ async fn set_sequences(client: &Client, source: &str, target: &str, values: &[Se
         let _ = writeln!(
             sql,
             "SELECT setval(to_regclass({0}), {1}, true) WHERE to_regclass({0}) IS NOT NULL;",
-            literal(&Value::Text(name)),
+            quote_literal(&name),
             value.last_value
         );
     }

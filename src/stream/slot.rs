@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 
 use super::segment::parse_lsn;
 use crate::error::{Error, Result};
-use crate::pg::describe;
+use crate::pg::{describe, quote_ident};
 
 /// PostgreSQL 11 added `pg_replication_slot_advance`, which lets dr confirm a position only once it is stored.
 const MIN_SERVER_VERSION: i32 = 110_000;
@@ -217,8 +217,4 @@ fn lsn_column(source_name: &str, text: &str) -> Result<u64> {
     parse_lsn(text).ok_or_else(|| {
         stream_error(source_name, format!("the server returned {text:?} for an LSN"), "report this as a bug")
     })
-}
-
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
