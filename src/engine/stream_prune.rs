@@ -1,7 +1,7 @@
 //! `dr prune`'s part for change streams (docs/pitr.md): the segments no kept base needs, generations with no
 //! kept base, and segment data a killed capture left without its record. The rule is `stream::retention`'s.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -48,8 +48,7 @@ pub(super) async fn plan(
     if listed.is_empty() {
         return Ok(StreamsPlan::default());
     }
-    let sources: BTreeSet<String> =
-        listed.iter().filter_map(|o| o.key[STREAMS_PREFIX.len()..].split('/').next().map(str::to_string)).collect();
+    let sources = crate::stream::sources_in(&listed);
     let mut bases = Vec::new();
     for manifest in kept {
         for details in repo.private(manifest, identities)?.sources {

@@ -48,17 +48,14 @@ impl StreamSummary {
 /// Reads every generation of every source: their records are small, and no key is needed.
 pub(super) async fn gather(repo: &Repository, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<StreamSummary>> {
     let listed = repo.store().list(STREAMS_PREFIX).await?;
-    let mut sources: Vec<String> =
-        listed.iter().filter_map(|o| o.key[STREAMS_PREFIX.len()..].split('/').next().map(str::to_string)).collect();
-    sources.dedup();
     let mut summaries = Vec::new();
-    for source in sources {
+    for source in crate::stream::sources_in(&listed) {
         let generations = crate::stream::generations(repo, &source).await?;
         let newest = generations.last().map(|g| g.generation.clone());
         for generation in generations {
             let segments = crate::stream::segments(repo, &source, &generation.generation).await?;
             let head = crate::stream::head(repo, &source, &generation.generation).await?;
-            let covered_until = segments.iter().map(|s| s.covered_until).chain(head.map(|h| h.covered_until)).max();
+            let covered_until = crate::stream::reach(&segments, head.as_ref());
             let inside: Vec<_> =
                 segments.iter().filter(|s| s.covered_until >= start && s.covered_until <= end).collect();
             if inside.is_empty() && newest.as_ref() != Some(&generation.generation) {

@@ -95,13 +95,10 @@ impl Capture {
             .map_err(|e| database_error(source, &target, e))?;
         let facts = slot::server_facts(&client, source).await?;
         take_capture_lock(&client, &repo, source, &target).await?;
-        let (generation, segment_start, end_lsn, new_generation) =
+        let Settled { generation, newest, end_lsn, new_generation } =
             settle_generation(&client, &repo, source, &facts).await?;
-        let stored_schema = match new_generation {
-            false => segments(&repo, source, &generation.generation).await?.pop().map(|s| s.schema),
-            true => None,
-        };
-        let schema = match stored_schema.filter(|s| !s.is_empty()) {
+        let segment_start = newest.as_ref().map_or(generation.start_lsn, |s| s.end_lsn);
+        let schema = match newest.map(|s| s.schema).filter(|s| !s.is_empty()) {
             Some(schema) => schema,
             None => slot::schema_fingerprint(&client, source).await?,
         };
@@ -469,25 +466,28 @@ pub async fn take_capture_lock(client: &Client, repo: &Repository, source: &str,
     ))
 }
 
+/// The generation a capture continues, and where its stored stream stands.
+struct Settled {
+    generation: GenerationRecord,
+    /// Its newest segment: the next one starts where it ends, and its schema digest is the last one seen.
+    newest: Option<SegmentRecord>,
+    /// Where the stored stream ends (a head record may reach past the newest segment).
+    end_lsn: u64,
+    new_generation: bool,
+}
+
 /// Resumes the newest generation if it belongs to this server and its slot is intact; else starts a new one.
-/// Returns it, where its next segment starts, where its stored stream ends (a head record may reach past the
-/// newest segment), and whether it is new.
-async fn settle_generation(
-    client: &Client,
-    repo: &Repository,
-    source: &str,
-    facts: &ServerFacts,
-) -> Result<(GenerationRecord, u64, u64, bool)> {
+async fn settle_generation(client: &Client, repo: &Repository, source: &str, facts: &ServerFacts) -> Result<Settled> {
     if let Some(newest) = generations(repo, source).await?.pop() {
         let same_server = newest.system_identifier == facts.system_identifier && newest.database == facts.database;
         let state = slot::slot_state(client, source, &newest.slot).await?;
         match state {
             Some(state) if same_server && !state.is_lost() => {
-                let stored =
-                    segments(repo, source, &newest.generation).await?.last().map_or(newest.start_lsn, |s| s.end_lsn);
-                let end = stored.max(head(repo, source, &newest.generation).await?.map_or(0, |h| h.lsn));
-                if state.confirmed_flush <= end {
-                    return Ok((newest, stored, end, false));
+                let newest_segment = segments(repo, source, &newest.generation).await?.pop();
+                let stored = newest_segment.as_ref().map_or(newest.start_lsn, |s| s.end_lsn);
+                let end_lsn = stored.max(head(repo, source, &newest.generation).await?.map_or(0, |h| h.lsn));
+                if state.confirmed_flush <= end_lsn {
+                    return Ok(Settled { generation: newest, newest: newest_segment, end_lsn, new_generation: false });
                 }
                 tracing::warn!(source, slot = %newest.slot, "the slot was advanced past the stored stream: starting a new generation");
             }
@@ -506,8 +506,8 @@ async fn settle_generation(
         }
     }
     let generation = new_generation(client, repo, source, facts).await?;
-    let start = generation.start_lsn;
-    Ok((generation, start, start, true))
+    let end_lsn = generation.start_lsn;
+    Ok(Settled { generation, newest: None, end_lsn, new_generation: true })
 }
 
 async fn new_generation(

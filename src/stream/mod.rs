@@ -19,9 +19,12 @@ pub mod segment;
 pub mod slot;
 pub mod verify;
 
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+
 use crate::error::{Error, Result};
 use crate::repo::Repository;
-use crate::store;
+use crate::store::{self, ObjectMeta};
 use segment::{GenerationRecord, HeadRecord, STREAMS_PREFIX, SegmentRecord, generation_prefix, head_key};
 
 pub use segment::lsn_text;
@@ -42,17 +45,42 @@ pub async fn generations(repo: &Repository, source: &str) -> Result<Vec<Generati
     Ok(records)
 }
 
+/// Segment records read at once: a busy stream has thousands, each its own small GET.
+const RECORD_READS: usize = 32;
+
+/// The sources that have streams, from a listing of `streams/`.
+pub fn sources_in(listed: &[ObjectMeta]) -> Vec<String> {
+    let names = listed.iter().filter_map(|o| o.key.strip_prefix(STREAMS_PREFIX)?.split('/').next());
+    names.map(str::to_string).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+}
+
 /// The committed segments of a generation, in stream order.
 pub async fn segments(repo: &Repository, source: &str, generation: &str) -> Result<Vec<SegmentRecord>> {
     let prefix = format!("{}segments/", generation_prefix(source, generation));
-    let mut records = Vec::new();
-    for object in repo.store().list(&prefix).await? {
-        if object.key.ends_with(".json") {
-            records.push(read_json::<SegmentRecord>(repo, &object.key).await?);
-        }
-    }
+    let keys: Vec<String> =
+        repo.store().list(&prefix).await?.into_iter().map(|o| o.key).filter(|k| k.ends_with(".json")).collect();
+    let mut records: Vec<SegmentRecord> = futures::stream::iter(keys)
+        .map(|key| async move { read_json::<SegmentRecord>(repo, &key).await })
+        .buffered(RECORD_READS)
+        .try_collect()
+        .await?;
     records.sort_by_key(|r| r.start_lsn);
     Ok(records)
+}
+
+/// How far a generation's stored stream reaches: its newest segment's clock, or its head's when the head is
+/// past that segment (an idle stretch since).
+pub fn reach(segments: &[SegmentRecord], head: Option<&HeadRecord>) -> Option<DateTime<Utc>> {
+    let newest = segments.last();
+    let end = newest.map_or(0, |s| s.end_lsn);
+    let head = head.filter(|h| h.lsn >= end).map(|h| h.covered_until);
+    newest.map(|s| s.covered_until).max(head)
+}
+
+/// Each segment that does not start where the previous one (or `start_lsn`) ended, with where that was.
+pub fn gaps(start_lsn: u64, segments: &[SegmentRecord]) -> Vec<(&SegmentRecord, u64)> {
+    let ends = std::iter::once(start_lsn).chain(segments.iter().map(|s| s.end_lsn));
+    segments.iter().zip(ends).filter(|(s, expected)| s.start_lsn != *expected).collect()
 }
 
 /// The generation's head record, if an idle capture wrote one.

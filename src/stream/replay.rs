@@ -90,7 +90,7 @@ pub fn plan(
         key: format!("the manifest of source {source}"),
         reason: format!("{:?} is not a snapshot", base.snapshot),
     })?;
-    let mut expected = generation.start_lsn;
+    let mut start_lsn = generation.start_lsn;
     let mut segments = segments;
     if let Some(pruned) = pruned {
         if pruned.max_xid >= snapshot.xmin() {
@@ -103,27 +103,20 @@ pub fn plan(
         }
         // A prune killed after writing its marker may have left some of the segments it meant to delete.
         segments.retain(|s| s.start_lsn >= pruned.end_lsn);
-        expected = pruned.end_lsn;
+        start_lsn = pruned.end_lsn;
     }
-    for segment in &segments {
-        if segment.start_lsn != expected {
-            return Err(stream_error(
-                source,
-                format!(
-                    "the stored stream has a gap: a segment starts at {} where the previous one ended at {}",
-                    lsn_text(segment.start_lsn),
-                    lsn_text(expected)
-                ),
-                "`dr verify` names what is missing; restore to a time before the gap, or a snapshot taken after it",
-            ));
-        }
-        expected = segment.end_lsn;
+    if let Some((segment, expected)) = super::gaps(start_lsn, &segments).first() {
+        return Err(stream_error(
+            source,
+            format!(
+                "the stored stream has a gap: a segment starts at {} where the previous one ended at {}",
+                lsn_text(segment.start_lsn),
+                lsn_text(*expected)
+            ),
+            "`dr verify` names what is missing; restore to a time before the gap, or a snapshot taken after it",
+        ));
     }
-    let newest = segments.last().map(|s| (s.end_lsn, s.covered_until));
-    let mut covered_until = newest.map_or(generation.created_at, |(_, at)| at);
-    if let Some(head) = head.filter(|h| h.lsn >= expected) {
-        covered_until = covered_until.max(head.covered_until);
-    }
+    let covered_until = super::reach(&segments, head.as_ref()).unwrap_or(generation.created_at);
     if let Some(to) = to {
         if to > covered_until - COVERAGE_MARGIN {
             return Err(stream_error(
@@ -289,10 +282,11 @@ enum Step {
 }
 
 /// What each statement of a batch must report.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Expect {
     Nothing,
-    OneRow { table: usize },
+    /// One row of this table.
+    OneRow(String),
 }
 
 struct Applier<'a> {
@@ -306,7 +300,6 @@ struct Applier<'a> {
     applying: bool,
     sql: String,
     expects: Vec<Expect>,
-    tables: Vec<String>,
     done: Replayed,
 }
 
@@ -322,7 +315,6 @@ impl<'a> Applier<'a> {
             applying: false,
             sql: String::new(),
             expects: Vec::new(),
-            tables: Vec::new(),
             done: Replayed::default(),
         }
     }
@@ -429,8 +421,7 @@ impl<'a> Applier<'a> {
             }
             _ => unreachable!("only changes reach change_sql"),
         };
-        self.tables.push(table);
-        Ok((sql, Expect::OneRow { table: self.tables.len() - 1 }))
+        Ok((sql, Expect::OneRow(table)))
     }
 
     /// Sends the statements gathered so far and checks each one's row count.
@@ -452,21 +443,19 @@ impl<'a> Applier<'a> {
             _ => None,
         });
         for (expect, count) in self.expects.iter().zip(counts) {
-            if let Expect::OneRow { table } = expect {
-                if count != 1 {
-                    let table = &self.tables[*table];
-                    return Err(stream_error(
-                        self.source,
-                        format!("replay diverged: a change to {table} affected {count} rows of {}, not 1", self.target),
-                        "the target is not the state the stream continues (was it changed after the restore?); \
-                         restore again into a new database",
-                    ));
-                }
+            if let Expect::OneRow(table) = expect
+                && count != 1
+            {
+                return Err(stream_error(
+                    self.source,
+                    format!("replay diverged: a change to {table} affected {count} rows of {}, not 1", self.target),
+                    "the target is not the state the stream continues (was it changed after the restore?); \
+                     restore again into a new database",
+                ));
             }
         }
         self.sql.clear();
         self.expects.clear();
-        self.tables.clear();
         Ok(())
     }
 }

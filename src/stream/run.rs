@@ -213,12 +213,8 @@ pub async fn status(config: &Config, repo: &Repository, only: &[String]) -> Resu
             status.segments = stored.len();
             status.stored_bytes = stored.iter().map(|s| s.stored_size).sum();
             status.newest_commit = stored.last().map(|s| s.last_commit);
-            let end = stored.last().map_or(generation.start_lsn, |s| s.end_lsn);
-            status.covered_until = stored.last().map(|s| s.covered_until);
-            if let Some(head) = head(repo, &source.name, &generation.generation).await?.filter(|h| h.lsn >= end) {
-                status.covered_until =
-                    Some(status.covered_until.map_or(head.covered_until, |c| c.max(head.covered_until)));
-            }
+            let head = head(repo, &source.name, &generation.generation).await?;
+            status.covered_until = super::reach(&stored, head.as_ref());
             // Snapshots after the generation began are the only candidates; their manifests are public, their
             // stream facts are not, so the count is of snapshots taken since, not of verified bases.
             status.bases = snapshots

@@ -1,14 +1,13 @@
 //! `dr verify --all` for change streams: every segment read back whole (size, SHA-256, age, zstd), its framing
 //! and every pgoutput message parsed, its counts compared with its record, and the chain checked for gaps.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::pgoutput::Message;
 use super::segment::{STREAMS_PREFIX, SegmentItem, SegmentReader, SegmentRecord, lsn_text};
-use super::{generations, pruned, segments};
+use super::{gaps, generations, pruned, segments, sources_in};
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
 use crate::progress::NoProgress;
@@ -28,25 +27,25 @@ pub struct StreamVerdict {
 /// Verifies every generation of every source in the repository.
 pub async fn verify(repo: &Repository, identities: &Arc<Identities>) -> Result<Vec<StreamVerdict>> {
     let listed = repo.store().list(STREAMS_PREFIX).await?;
-    let sources: BTreeSet<String> =
-        listed.iter().filter_map(|o| o.key[STREAMS_PREFIX.len()..].split('/').next().map(str::to_string)).collect();
     let mut verdicts = Vec::new();
-    for source in &sources {
+    for source in &sources_in(&listed) {
         for generation in generations(repo, source).await? {
             let stored = segments(repo, source, &generation.generation).await?;
             let pruned = pruned(repo, source, &generation.generation).await?;
-            let mut errors = Vec::new();
-            let mut expected = pruned.as_ref().map_or(generation.start_lsn, |p| p.end_lsn);
-            for segment in stored.iter().filter(|s| pruned.as_ref().is_none_or(|p| s.start_lsn >= p.end_lsn)) {
-                if segment.start_lsn != expected {
-                    errors.push(format!(
+            let start_lsn = pruned.as_ref().map_or(generation.start_lsn, |p| p.end_lsn);
+            let live: Vec<SegmentRecord> = stored.iter().filter(|s| s.start_lsn >= start_lsn).cloned().collect();
+            let mut errors: Vec<String> = gaps(start_lsn, &live)
+                .into_iter()
+                .map(|(segment, expected)| {
+                    format!(
                         "{}: starts at {} where the stream reached {}: segments are missing",
                         segment.key(),
                         lsn_text(segment.start_lsn),
                         lsn_text(expected)
-                    ));
-                }
-                expected = segment.end_lsn;
+                    )
+                })
+                .collect();
+            for segment in &live {
                 if let Err(e) = read_segment(repo, identities, segment).await {
                     errors.push(e.to_string());
                 }
