@@ -420,7 +420,17 @@ impl DrillContext<'_> {
             let details = private.postgres(name);
             let consistent_at = manifest.source(name).map_or(manifest.started_at, |s| s.consistent_at);
             let check_name = format!("point in time {name}");
-            let planned = match point_in_time::plan_replay(self.repo, name, details, None).await {
+            if details.and_then(|d| d.stream.as_ref()).is_none() {
+                continue;
+            }
+            let generations = match crate::stream::generations(self.repo, name).await {
+                Ok(generations) => generations,
+                Err(e) => {
+                    record.checks.push(checks::unreachable(check_name, e.to_string()));
+                    continue;
+                }
+            };
+            let planned = match point_in_time::plan_replay(self.repo, name, details, None, &generations).await {
                 Ok(Some(planned)) => planned,
                 Ok(None) => continue,
                 Err(e) => {

@@ -16,6 +16,7 @@ use crate::repo::Repository;
 use crate::repo::drill_record::{PHASE_REPLAY, Phase};
 use crate::repo::manifest::{Manifest, PostgresDetails, SourceKind};
 use crate::repo::snapshot_id::{Selector, SnapshotId};
+use crate::stream::segment::GenerationRecord;
 use crate::stream::{self, replay, slot::stream_error};
 
 /// What the replay of one source did.
@@ -64,15 +65,16 @@ pub(crate) async fn base_at(repo: &Repository, id: SnapshotId, time: DateTime<Ut
 
 /// The replay a point-in-time restore of `source` (restored from a snapshot with `details`) makes up to `to`
 /// (`None`: all that is stored), planned and checked (gaps, reach, schema) before any target is touched; `None`
-/// when the snapshot is not a base of a stream.
+/// when the snapshot is not a base of a stream. `generations` are the source's (`stream::generations`).
 pub(crate) async fn plan_replay(
     repo: &Repository,
     source: &str,
     details: Option<&PostgresDetails>,
     to: Option<DateTime<Utc>>,
+    generations: &[GenerationRecord],
 ) -> Result<Option<(String, replay::ReplayPlan)>> {
     let Some(base) = details.and_then(|d| d.stream.as_ref()) else { return Ok(None) };
-    let generation = stream::generations(repo, source).await?.into_iter().find(|g| g.generation == base.generation);
+    let generation = generations.iter().find(|g| g.generation == base.generation).cloned();
     let generation = generation.ok_or_else(|| {
         stream_error(
             source,
@@ -133,8 +135,9 @@ impl Restorer<'_> {
             Selector::AtOrBefore(time) => Some(*time),
             _ => self.options.replay_until,
         };
-        let planned = plan_replay(self.repo, &plan.name, details, to).await?;
-        let newest = stream::generations(self.repo, &plan.name).await?.pop().map(|g| g.generation);
+        let generations = stream::generations(self.repo, &plan.name).await?;
+        let planned = plan_replay(self.repo, &plan.name, details, to, &generations).await?;
+        let newest = generations.last().map(|g| g.generation.clone());
         let warning = match (&planned, newest) {
             (None, Some(_)) => Some(
                 "this snapshot is not a base of the change stream (no slot when it was taken): restored to the \
