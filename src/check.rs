@@ -97,6 +97,9 @@ pub async fn check(config: &Config) -> CheckReport {
     items.extend(paths(config));
     items.extend(keys(config));
     items.push(repository(config).await);
+    for source in config.files.iter().filter(|f| f.bucket_url().is_some()) {
+        items.push(Item::from_result(Area::Paths, format!("files {:?}", source.name), bucket(source).await));
+    }
     for source in &config.postgres {
         items.push(Item::from_result(Area::Database, format!("postgres {:?}", source.name), database(source).await));
     }
@@ -145,7 +148,7 @@ fn schedules(config: &Config) -> Vec<Item> {
 /// Files roots (exist, are directories, can be listed), and the other paths dr reads.
 fn paths(config: &Config) -> Vec<Item> {
     let mut items = Vec::new();
-    for source in &config.files {
+    for source in config.files.iter().filter(|f| f.bucket_url().is_none()) {
         let subject = format!("files {:?}", source.name);
         items.push(readable_dir(subject, &source.path, "the `path` of this [[files]] source"));
     }
@@ -264,6 +267,24 @@ async fn repository(config: &Config) -> Item {
         })
     });
     Item::from_result(Area::Repository, subject, result)
+}
+
+/// A bucket source: listed as a backup would (one key), with the source's own endpoint and credentials.
+async fn bucket(source: &crate::config::FilesSource) -> crate::Result<String> {
+    let check = async {
+        let store = crate::engine::chunked::bucket::open(source).await?;
+        crate::store::Store::check_access(&store).await?;
+        Ok::<String, Error>(format!("{} can be listed", crate::store::Store::location(&store)))
+    };
+    let result = tokio::time::timeout(TIMEOUT, check).await.unwrap_or_else(|_| {
+        Err(Error::StoreUnreachable {
+            location: source.path.display().to_string(),
+            endpoint: source.endpoint.clone().unwrap_or_default(),
+            source: format!("no answer within {}", crate::units::duration(TIMEOUT)).into(),
+            retried: true,
+        })
+    });
+    result.map_err(|e| crate::engine::chunked::bucket::source_error(&source.name, e))
 }
 
 /// Connects as a backup would, and finds the pg_dump (and pg_dumpall) a backup of that server would run.

@@ -158,10 +158,11 @@ pub struct PostgresSource {
     pub continuous: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FilesSource {
     pub name: String,
+    /// A directory, or `s3://bucket/prefix`: the objects of a bucket (docs/s3.md, "A bucket as a files source").
     pub path: PathBuf,
     /// Glob patterns; without a `/` they match a name at any depth, with one they match the path
     /// relative to `path`. An excluded directory is skipped whole.
@@ -175,6 +176,31 @@ pub struct FilesSource {
     /// is ever written *through* a link, either way.
     #[serde(default)]
     pub external_symlinks: bool,
+    /// A bucket source's S3 endpoint (`https://<account>.r2.cloudflarestorage.com`); AWS when unset. The
+    /// repository's settings never apply to a source: each names its own.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// A bucket source's signing region (default: the AWS configuration's, else `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A bucket source's credentials: this profile of the AWS shared credentials and config files, so that a
+    /// read-only key for the source lives beside the repository's own (default: the standard AWS chain).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// A bucket source's addressing: path-style (default with a custom endpoint) or virtual-hosted.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// A bucket source's objects downloaded at once during a backup, and uploaded at once by a restore into a
+    /// bucket (default 8).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+impl FilesSource {
+    /// The `s3://bucket/prefix` of a bucket source; `None` for a directory.
+    pub fn bucket_url(&self) -> Option<&str> {
+        self.path.to_str().filter(|p| p.starts_with("s3://"))
+    }
 }
 
 /// How a files source is stored in the repository.
@@ -525,7 +551,7 @@ impl Config {
         if let Some(p) = self.restore.temp_dir.as_mut() {
             resolve(p);
         }
-        for files in &mut self.files {
+        for files in self.files.iter_mut().filter(|f| f.bucket_url().is_none()) {
             resolve(&mut files.path);
         }
         let service = &mut self.service;

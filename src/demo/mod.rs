@@ -241,6 +241,7 @@ fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
                 exclude: Vec::new(),
                 format: FilesFormat::Tar,
                 external_symlinks: false,
+                ..FilesSource::default()
             },
             FilesSource {
                 name: "uploads".into(),
@@ -248,6 +249,7 @@ fn demo_config(root: &Path, site: &Path, source: &ScratchPostgres) -> Config {
                 exclude: UPLOAD_EXCLUDES.iter().map(|s| s.to_string()).collect(),
                 format: FilesFormat::Chunked,
                 external_symlinks: false,
+                ..FilesSource::default()
             },
         ],
         // The objectives of a small site with hourly backups, for the drill step to measure against.

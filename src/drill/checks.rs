@@ -478,6 +478,7 @@ mod tests {
             bytes,
             skipped: Vec::new(),
             incomplete: Vec::new(),
+            replaced: Vec::new(),
         }
     }
 

@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::chunked::backup::ChunkedRun;
+use super::chunked::backup::{ChunkedRun, ChunkedSummary};
+use super::chunked::bucket::{self, BucketOrigin};
+use super::chunked::origin::DirectoryOrigin;
 use crate::audit::AuditEntry;
 use crate::config::{Config, FilesFormat, FilesSource, PostgresSource};
 use crate::crypto::Recipients;
@@ -20,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::files::{self, CacheWriter, Excludes, IncompleteFile};
 use crate::pg::{self, ConnInfo, ExportedSnapshot, tools};
 use crate::pipeline::{self, ChildReader, Compression, child_failure};
-use crate::progress::Progress;
+use crate::progress::{Progress, ProgressTask};
 use crate::repo::Repository;
 use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{
@@ -286,7 +288,13 @@ async fn preflight(config: &Config, selected: &(dyn Fn(&str) -> bool + Sync)) ->
         pg::connect(&conninfo).await.map_err(|e| e.into_error(&source.name, conninfo.redacted()))?;
     }
     for source in config.files.iter().filter(|s| selected(&s.name)) {
-        files::check_root(&source.name, &source.path)?;
+        match source.bucket_url() {
+            Some(_) => {
+                let store = bucket::open(source).await?;
+                crate::store::Store::check_access(&store).await.map_err(|e| bucket::source_error(&source.name, e))?;
+            }
+            None => files::check_root(&source.name, &source.path)?,
+        }
     }
     Ok(())
 }
@@ -560,6 +568,7 @@ impl BackupContext<'_> {
                 bytes: summary.bytes,
                 skipped: summary.skipped,
                 incomplete: summary.incomplete.clone(),
+                replaced: Vec::new(),
             }),
             warnings,
             incomplete_files: summary.incomplete,
@@ -577,15 +586,22 @@ impl BackupContext<'_> {
             .map_err(|e| Error::ConfigInvalid(format!("files source {:?}: {e}", source.name)))?;
         let consistent_at = Utc::now();
         tracing::info!(source = %source.name, path = %source.path.display(), "backing up files (chunked)");
-        let task = self.progress.estimated_task(&source.name, None);
-        let scan = files::scan_size_for_progress(&source.path, &excludes, task.clone());
-        let (name, root, walk_task) = (source.name.clone(), source.path.clone(), task.clone());
-        let summary = tokio::task::spawn_blocking(move || run.source(&name, &root, &excludes, walk_task))
+        let (summary, task) = if source.bucket_url().is_some() {
+            Box::pin(self.bucket_files(run, source, &excludes)).await?
+        } else {
+            let task = self.progress.estimated_task(&source.name, None);
+            let scan = files::scan_size_for_progress(&source.path, &excludes, task.clone());
+            let (name, root, walk_task) = (source.name.clone(), source.path.clone(), task.clone());
+            let summary = tokio::task::spawn_blocking(move || {
+                let origin = DirectoryOrigin { name: &name, root, excludes: &excludes };
+                run.source(&name, &origin, walk_task)
+            })
             .await
             .map_err(|e| Error::io("backing up files", io::Error::other(e)))
             .and_then(|r| r);
-        scan.stop();
-        let summary = summary?;
+            scan.stop();
+            (summary?, task)
+        };
         let key = self.key(&source.name, ObjectRole::Tree);
         let tree_json = serde_json::to_vec(&summary.tree).map_err(|e| Error::io("encoding the tree", e.into()))?;
         let tree_compression = Compression { level: self.compression.level, threads: 1 };
@@ -604,7 +620,12 @@ impl BackupContext<'_> {
             summary.unchanged_files,
             crate::units::bytes(summary.new_bytes)
         ));
-        let warnings = files_warnings(source, &summary.skipped, &summary.external_symlinks, &summary.incomplete);
+        let mut warnings = files_warnings(source, &summary.skipped, &summary.external_symlinks, &summary.incomplete);
+        for replaced in &summary.replaced {
+            let warning = format!("{replaced}; the snapshot holds the newer version, whole");
+            tracing::warn!(source = %source.name, "{warning}");
+            warnings.push(warning);
+        }
         Ok(SourceOutcome {
             entry: SourceEntry {
                 name: source.name.clone(),
@@ -628,6 +649,7 @@ impl BackupContext<'_> {
                 bytes: summary.tree.bytes,
                 skipped: summary.skipped,
                 incomplete: summary.incomplete.clone(),
+                replaced: summary.replaced.clone(),
             }),
             warnings,
             incomplete_files: summary.incomplete,
@@ -639,6 +661,36 @@ impl BackupContext<'_> {
                 packs_written: summary.packs as u64,
             }),
         })
+    }
+}
+
+impl BackupContext<'_> {
+    /// A bucket source: listed first (the walk, and the exact total for progress), then read by its origin.
+    async fn bucket_files(
+        &self,
+        run: ChunkedRun,
+        source: &FilesSource,
+        excludes: &Excludes,
+    ) -> Result<(ChunkedSummary, Arc<dyn ProgressTask>)> {
+        let store = bucket::open(source).await?;
+        let listed = store.list_objects().await.map_err(|e| bucket::source_error(&source.name, e))?;
+        let total = listed.iter().map(|o| o.size).sum();
+        let task = self.progress.task(&source.name, Some(total));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let origin = BucketOrigin {
+            name: source.name.clone(),
+            url: source.path.display().to_string(),
+            store,
+            entries: std::sync::Mutex::new(files::bucket_entries(listed, excludes)),
+            readers: source.concurrency.unwrap_or(bucket::DEFAULT_CONCURRENCY).max(cpus),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let walk_task = task.clone();
+        let summary = tokio::task::spawn_blocking(move || run.source(&origin.name, &origin, walk_task))
+            .await
+            .map_err(|e| Error::io("backing up files", io::Error::other(e)))
+            .and_then(|r| r)?;
+        Ok((summary, task))
     }
 }
 

@@ -78,7 +78,9 @@ impl MetadataApplier {
     /// Applies `entry`'s metadata to `path` (which is the entry, created by this restore, not a link to it).
     pub(crate) fn apply(&mut self, path: &Path, entry: &TreeEntry) -> io::Result<()> {
         let (uid, gid) = self.owner(entry);
-        if self.as_root {
+        if entry.object.is_some() {
+            // An object of a bucket has no owner: it stays the restoring user's.
+        } else if self.as_root {
             std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
         } else if !self.warned_owner && (uid, gid) != (Uid::effective().as_raw(), Gid::effective().as_raw()) {
             self.warned_owner = true;
@@ -150,6 +152,7 @@ mod tests {
             chunks: vec![],
             xattrs: vec![],
             incomplete: None,
+            object: None,
         }
     }
 

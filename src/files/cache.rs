@@ -19,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::object_info::ObjectInfo;
 use super::tree::walk_order;
 use super::walk::FileStat;
 use crate::chunks::ChunkId;
@@ -73,6 +74,10 @@ struct CacheLine {
     c: (i64, u32),
     i: u64,
     k: Vec<String>,
+    /// An object of a bucket source: its ETag (compared too) and the metadata the tree keeps, which a listing
+    /// does not give.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    o: Option<ObjectInfo>,
 }
 
 impl CacheLine {
@@ -82,6 +87,13 @@ impl CacheLine {
             None => Some(self.p.as_bytes().to_vec()),
         }
     }
+}
+
+/// What the cache holds for an unchanged file: its chunks, and an object's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    pub chunks: Vec<ChunkId>,
+    pub object: Option<ObjectInfo>,
 }
 
 /// A cache being read beside the walk.
@@ -166,9 +178,10 @@ impl CacheReader {
     }
 
     /// The cached chunk ids of the regular file at `path`, when its size, mtime, ctime and inode are those
-    /// cached. Called with the walk's files in walk order: cached files the walk passed (deleted since) are
-    /// skipped, files not cached (new) find nothing.
-    pub fn lookup(&mut self, path: &[u8], stat: &FileStat) -> Option<Vec<ChunkId>> {
+    /// cached, and for an object of a bucket (`etag` given) its ETag too; with the object's cached metadata.
+    /// Called with the walk's files in walk order: cached files the walk passed (deleted since) are skipped,
+    /// files not cached (new) find nothing.
+    pub fn lookup(&mut self, path: &[u8], stat: &FileStat, etag: Option<&str>) -> Option<Cached> {
         loop {
             if self.next.is_none() {
                 if self.ended {
@@ -183,8 +196,13 @@ impl CacheReader {
                 Ordering::Greater => return None,
                 Ordering::Equal => {
                     let (_, line) = self.next.take()?;
-                    let unchanged = (line.s, line.m, line.c, line.i) == (stat.size, stat.mtime, stat.ctime, stat.ino);
-                    return unchanged.then(|| line.k.iter().map(|k| k.parse().ok()).collect()).flatten();
+                    let unchanged = (line.s, line.m, line.c, line.i) == (stat.size, stat.mtime, stat.ctime, stat.ino)
+                        && etag == line.o.as_ref().map(|o| o.etag.as_str());
+                    if !unchanged {
+                        return None;
+                    }
+                    let chunks = line.k.iter().map(|k| k.parse().ok()).collect::<Option<Vec<ChunkId>>>()?;
+                    return Some(Cached { chunks, object: line.o });
                 }
             }
         }
@@ -222,14 +240,22 @@ impl CacheWriter {
         Ok(CacheWriter { encoder, temp, path: path.to_path_buf(), last: None })
     }
 
-    /// Records a file read at `read_at` (when its read began). Left out: a file whose mtime is within a second
-    /// of `read_at` (or later), because a write in that same second may not have moved the mtime the next
+    /// Records a file read at `read_at` (when its read began). Left out: a file (not an object, whose ETag
+    /// tells) whose mtime is within a second of `read_at` (or later), because a write in that same second may not have moved the mtime the next
     /// backup compares ("racy clean", as git has it), and a file out of walk order (the reader needs the order;
     /// the caller adds files in walk order).
-    pub fn add(&mut self, path: &[u8], stat: &FileStat, chunks: &[ChunkId], read_at: SystemTime) -> io::Result<()> {
+    pub fn add(
+        &mut self,
+        path: &[u8],
+        stat: &FileStat,
+        chunks: &[ChunkId],
+        object: Option<&ObjectInfo>,
+        read_at: SystemTime,
+    ) -> io::Result<()> {
         let read_at_ns = read_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
         let mtime_ns = i128::from(stat.mtime.0) * 1_000_000_000 + i128::from(stat.mtime.1);
-        if mtime_ns > read_at_ns - 1_000_000_000 {
+        // An object's ETag changes with every write of other bytes, whatever the clock says: no racy objects.
+        if object.is_none() && mtime_ns > read_at_ns - 1_000_000_000 {
             return Ok(());
         }
         if self.last.as_deref().is_some_and(|last| walk_order(last, path) != Ordering::Less) {
@@ -248,6 +274,7 @@ impl CacheWriter {
             c: stat.ctime,
             i: stat.ino,
             k: chunks.iter().map(ChunkId::to_string).collect(),
+            o: object.cloned(),
         };
         serde_json::to_writer(&mut self.encoder, &line)?;
         self.encoder.write_all(b"\n")?;
@@ -293,7 +320,7 @@ mod tests {
     fn write(path: &Path, files: &[(&[u8], FileStat, u8)]) {
         let mut writer = CacheWriter::create(path, &header()).unwrap();
         for (p, s, id) in files {
-            writer.add(p, s, &[ChunkId([*id; 32]), ChunkId([id + 1; 32])], long_after()).unwrap();
+            writer.add(p, s, &[ChunkId([*id; 32]), ChunkId([id + 1; 32])], None, long_after()).unwrap();
         }
         writer.commit().unwrap();
     }
@@ -309,12 +336,23 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let mut reader = CacheReader::open(&path, &header()).unwrap();
-        assert_eq!(reader.lookup(b"a", &stat(1)), Some(vec![ChunkId([1; 32]), ChunkId([2; 32])]));
-        assert_eq!(reader.lookup(b"b", &FileStat { size: 99, ..stat(2) }), None, "size");
-        assert_eq!(reader.lookup(b"c", &FileStat { mtime: (1_700_000_000, 6), ..stat(3) }), None, "mtime");
-        assert_eq!(reader.lookup(b"d", &FileStat { ctime: (1_700_000_002, 6), ..stat(4) }), None, "ctime");
-        assert_eq!(reader.lookup(b"e", &stat(6)), None, "inode");
-        assert_eq!(reader.lookup(b"f", &stat(7)), None, "past the end");
+        assert_eq!(
+            reader.lookup(b"a", &stat(1), None).map(|c| c.chunks),
+            Some(vec![ChunkId([1; 32]), ChunkId([2; 32])])
+        );
+        assert_eq!(reader.lookup(b"b", &FileStat { size: 99, ..stat(2) }, None).map(|c| c.chunks), None, "size");
+        assert_eq!(
+            reader.lookup(b"c", &FileStat { mtime: (1_700_000_000, 6), ..stat(3) }, None).map(|c| c.chunks),
+            None,
+            "mtime"
+        );
+        assert_eq!(
+            reader.lookup(b"d", &FileStat { ctime: (1_700_000_002, 6), ..stat(4) }, None).map(|c| c.chunks),
+            None,
+            "ctime"
+        );
+        assert_eq!(reader.lookup(b"e", &stat(6), None).map(|c| c.chunks), None, "inode");
+        assert_eq!(reader.lookup(b"f", &stat(7), None).map(|c| c.chunks), None, "past the end");
     }
 
     #[test]
@@ -324,11 +362,39 @@ mod tests {
         // Walk order: `a/x` before `a-b` (a directory's contents before its later siblings).
         write(&path, &[(b"a/removed", stat(1), 1), (b"a/x", stat(2), 3), (b"a-b", stat(3), 5), (b"z\xff", stat(4), 7)]);
         let mut reader = CacheReader::open(&path, &header()).unwrap();
-        assert_eq!(reader.lookup(b"a/new", &stat(9)), None);
-        assert_eq!(reader.lookup(b"a/x", &stat(2)), Some(vec![ChunkId([3; 32]), ChunkId([4; 32])]));
-        assert_eq!(reader.lookup(b"a-a", &stat(9)), None, "added between two cached files");
-        assert_eq!(reader.lookup(b"a-b", &stat(3)), Some(vec![ChunkId([5; 32]), ChunkId([6; 32])]));
-        assert_eq!(reader.lookup(b"z\xff", &stat(4)), Some(vec![ChunkId([7; 32]), ChunkId([8; 32])]), "non-UTF-8 path");
+        assert_eq!(reader.lookup(b"a/new", &stat(9), None).map(|c| c.chunks), None);
+        assert_eq!(
+            reader.lookup(b"a/x", &stat(2), None).map(|c| c.chunks),
+            Some(vec![ChunkId([3; 32]), ChunkId([4; 32])])
+        );
+        assert_eq!(reader.lookup(b"a-a", &stat(9), None).map(|c| c.chunks), None, "added between two cached files");
+        assert_eq!(
+            reader.lookup(b"a-b", &stat(3), None).map(|c| c.chunks),
+            Some(vec![ChunkId([5; 32]), ChunkId([6; 32])])
+        );
+        assert_eq!(
+            reader.lookup(b"z\xff", &stat(4), None).map(|c| c.chunks),
+            Some(vec![ChunkId([7; 32]), ChunkId([8; 32])]),
+            "non-UTF-8 path"
+        );
+    }
+
+    #[test]
+    fn an_object_hits_only_with_its_etag_and_gives_back_its_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.cache.zst");
+        let info =
+            ObjectInfo { etag: "\"e1\"".into(), content_type: Some("image/jpeg".into()), ..ObjectInfo::default() };
+        let mut writer = CacheWriter::create(&path, &header()).unwrap();
+        writer.add(b"a.jpg", &stat(0), &[ChunkId([1; 32])], Some(&info), long_after()).unwrap();
+        writer.add(b"b.jpg", &stat(0), &[ChunkId([2; 32])], Some(&info), long_after()).unwrap();
+        writer.add(b"c.jpg", &stat(0), &[ChunkId([3; 32])], Some(&info), long_after()).unwrap();
+        writer.commit().unwrap();
+        let mut reader = CacheReader::open(&path, &header()).unwrap();
+        let hit = reader.lookup(b"a.jpg", &stat(0), Some("\"e1\"")).unwrap();
+        assert_eq!((hit.chunks, hit.object), (vec![ChunkId([1; 32])], Some(info)));
+        assert_eq!(reader.lookup(b"b.jpg", &stat(0), Some("\"e2\"")), None, "another ETag: replaced");
+        assert_eq!(reader.lookup(b"c.jpg", &stat(0), None), None, "a file where an object was");
     }
 
     #[test]
@@ -337,14 +403,14 @@ mod tests {
         let path = dir.path().join("c.cache.zst");
         let mut writer = CacheWriter::create(&path, &header()).unwrap();
         let mtime = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
-        writer.add(b"a", &stat(1), &[ChunkId([1; 32])], mtime + Duration::from_millis(999)).unwrap();
-        writer.add(b"b", &stat(2), &[ChunkId([2; 32])], mtime - Duration::from_secs(5)).unwrap();
-        writer.add(b"c", &stat(3), &[ChunkId([3; 32])], mtime + Duration::from_millis(1001)).unwrap();
+        writer.add(b"a", &stat(1), &[ChunkId([1; 32])], None, mtime + Duration::from_millis(999)).unwrap();
+        writer.add(b"b", &stat(2), &[ChunkId([2; 32])], None, mtime - Duration::from_secs(5)).unwrap();
+        writer.add(b"c", &stat(3), &[ChunkId([3; 32])], None, mtime + Duration::from_millis(1001)).unwrap();
         writer.commit().unwrap();
         let mut reader = CacheReader::open(&path, &header()).unwrap();
-        assert_eq!(reader.lookup(b"a", &stat(1)), None, "read within a second of its mtime");
-        assert_eq!(reader.lookup(b"b", &stat(2)), None, "mtime after the read");
-        assert_eq!(reader.lookup(b"c", &stat(3)), Some(vec![ChunkId([3; 32])]));
+        assert_eq!(reader.lookup(b"a", &stat(1), None).map(|c| c.chunks), None, "read within a second of its mtime");
+        assert_eq!(reader.lookup(b"b", &stat(2), None).map(|c| c.chunks), None, "mtime after the read");
+        assert_eq!(reader.lookup(b"c", &stat(3), None).map(|c| c.chunks), Some(vec![ChunkId([3; 32])]));
     }
 
     #[test]
@@ -368,7 +434,7 @@ mod tests {
         // Cut: what could be read before the cut may be used, then nothing; never an error or a panic.
         fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let mut reader = CacheReader::open(&path, &header()).unwrap();
-        let hits = files.iter().filter(|(p, s)| reader.lookup(p, s).is_some()).count();
+        let hits = files.iter().filter(|(p, s)| reader.lookup(p, s, None).map(|c| c.chunks).is_some()).count();
         assert!(hits < files.len(), "{hits}");
         // Garbage: no cache at all.
         fs::write(&path, b"not zstd at all").unwrap();
@@ -379,7 +445,7 @@ mod tests {
         fs::write(&path, &flipped).unwrap();
         if let Some(mut reader) = CacheReader::open(&path, &header()) {
             for (p, s) in &files {
-                let _ = reader.lookup(p, s);
+                let _ = reader.lookup(p, s, None).map(|c| c.chunks);
             }
         }
     }
@@ -390,11 +456,11 @@ mod tests {
         let path = dir.path().join("sub/c.cache.zst");
         write(&path, &[(b"a", stat(1), 1)]);
         let mut writer = CacheWriter::create(&path, &header()).unwrap();
-        writer.add(b"b", &stat(2), &[ChunkId([2; 32])], long_after()).unwrap();
+        writer.add(b"b", &stat(2), &[ChunkId([2; 32])], None, long_after()).unwrap();
         drop(writer);
         assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 1, "no temporary file left");
         let mut reader = CacheReader::open(&path, &header()).unwrap();
-        assert!(reader.lookup(b"a", &stat(1)).is_some());
+        assert!(reader.lookup(b"a", &stat(1), None).map(|c| c.chunks).is_some());
     }
 
     #[test]

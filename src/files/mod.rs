@@ -6,11 +6,13 @@ use crate::error::{Error, Failure};
 mod apply_metadata;
 mod archive;
 mod atomic;
+mod bucket;
 mod cache;
 mod excludes;
 mod extract;
 mod index;
 mod listing;
+mod object_info;
 mod restore_tree;
 mod scan;
 mod selection;
@@ -19,14 +21,35 @@ mod walk;
 
 /// Checks a `[[files]]` source: its exclude patterns compile.
 pub fn validate(source: &crate::config::FilesSource) -> crate::Result<()> {
-    Excludes::new(&source.exclude)
-        .map(|_| ())
-        .map_err(|e| crate::Error::ConfigInvalid(format!("files source {:?}: {e}", source.name)))
+    let invalid = |message: String| crate::Error::ConfigInvalid(format!("files source {:?}: {message}", source.name));
+    Excludes::new(&source.exclude).map_err(|e| invalid(e.to_string()))?;
+    if source.bucket_url().is_some() {
+        if source.format != crate::config::FilesFormat::Chunked {
+            return Err(invalid("a bucket (s3://) source is stored chunked; remove `format = \"tar\"`".to_string()));
+        }
+        if source.concurrency.is_some_and(|n| !(1..=64).contains(&n)) {
+            return Err(invalid("concurrency must be between 1 and 64".to_string()));
+        }
+        crate::store::s3::S3Options::try_from(source)?;
+        return Ok(());
+    }
+    let bucket_keys = [
+        ("endpoint", source.endpoint.is_some()),
+        ("region", source.region.is_some()),
+        ("profile", source.profile.is_some()),
+        ("path_style", source.path_style.is_some()),
+        ("concurrency", source.concurrency.is_some()),
+    ];
+    if let Some((key, _)) = bucket_keys.iter().find(|(_, set)| *set) {
+        return Err(invalid(format!("`{key}` applies to bucket sources only (path = \"s3://bucket/prefix\")")));
+    }
+    Ok(())
 }
 
 pub use archive::{ArchiveSummary, change_during_read, check_root, write_archive};
 pub(crate) use atomic::sync_directory;
 pub use atomic::write_atomically;
+pub use bucket::bucket_entries;
 pub use cache::{CacheHeader, CacheReader, CacheWriter, cache_file_path, default_cache_dir};
 pub use excludes::{BadExclude, Excludes};
 pub use extract::{DirectoryState, ExtractSummary, Extraction, inspect_directory};
@@ -34,6 +57,7 @@ pub(crate) use extract::{STAGING_PREFIX, parent_of, resolves_inside};
 pub use index::{Change, EntryKind, Incomplete, IncompleteFile, IndexEntry};
 pub(crate) use listing::sha256_file;
 pub use listing::tree_listing;
+pub use object_info::ObjectInfo;
 pub use restore_tree::{FileSlot, TreeExtraction};
 pub use scan::{SizeScan, scan_size_for_progress};
 pub use selection::{Selection, normalize_filter, path_selected};

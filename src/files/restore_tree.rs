@@ -412,6 +412,7 @@ mod tests {
             chunks: vec![],
             xattrs: vec![],
             incomplete: None,
+            object: None,
         }
     }
 

@@ -141,6 +141,7 @@ mod tests {
             mtime: (0, 0),
             xattrs: vec![],
             incomplete: None,
+            object: None,
         }
     }
 

@@ -20,6 +20,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::index::Incomplete;
+use super::object_info::ObjectInfo;
 use crate::error::{Error, Result};
 
 /// One entry of a tree: the source root itself (empty path), a directory, a file, a symlink or a hard link.
@@ -45,6 +46,9 @@ pub struct TreeEntry {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// Set when the file changed while it was read (see [`Incomplete`]).
     pub incomplete: Option<Incomplete>,
+    /// An object of a bucket source: its ETag and the headers a restore into a bucket puts back. Such an entry
+    /// has no owner (uid and gid 0, no names): a restore into a directory leaves it to the restoring user.
+    pub object: Option<ObjectInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +122,8 @@ struct Line {
     xattrs: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     incomplete: Option<Incomplete>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    object: Option<ObjectInfo>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +180,7 @@ impl From<&TreeEntry> for Line {
                 })
                 .collect(),
             incomplete: e.incomplete,
+            object: e.object.clone(),
         };
         match &e.kind {
             TreeKind::File => {
@@ -245,6 +252,7 @@ impl TryFrom<Line> for TreeEntry {
             chunks,
             xattrs,
             incomplete: line.incomplete,
+            object: line.object,
         })
     }
 }
@@ -390,6 +398,7 @@ mod tests {
             chunks: vec![ChunkId([0xab; 32])],
             xattrs: vec![(b"user.k".to_vec(), b"hello".to_vec())],
             incomplete: None,
+            object: None,
         }
     }
 

@@ -123,6 +123,7 @@ impl<'a> MetadataWalk<'a> {
             chunks: Vec::new(),
             xattrs,
             incomplete: None,
+            object: None,
         }
     }
 

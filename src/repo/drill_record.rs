@@ -99,6 +99,8 @@ pub const PHASE_PG_RESTORE: &str = "pg_restore";
 pub const PHASE_STREAMED: &str = "download+decrypt+pg_restore";
 pub const PHASE_FILES: &str = "files";
 pub const PHASE_CHECKS: &str = "checks";
+/// A restore into a bucket: the objects uploaded from the staged, checked copy.
+pub const PHASE_UPLOAD: &str = "upload";
 /// A point-in-time restore's replay of the change stream after the base.
 pub const PHASE_REPLAY: &str = "replay";
 

@@ -330,6 +330,10 @@ pub struct FilesDetails {
     /// Files that changed while they were read: stored as far as they were read (docs/repository-format.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<IncompleteFile>,
+    /// Objects of a bucket source replaced between the listing and their download: the snapshot holds the
+    /// newer version, whole, as `key: ...`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<String>,
 }
 
 impl FilesDetails {

@@ -71,9 +71,8 @@ impl Garage {
     /// A new, empty bucket on the run's server (started on first use), or `None` (outside CI only) when Garage
     /// is not installed.
     pub fn start() -> Option<Garage> {
-        static SERVER: OnceLock<Option<Server>> = OnceLock::new();
         static NEXT_BUCKET: AtomicU32 = AtomicU32::new(0);
-        let server = SERVER.get_or_init(|| super::require("garage").map(Server::start)).as_ref()?;
+        let server = server()?;
         let bucket = format!("dr-test-{}", NEXT_BUCKET.fetch_add(1, Ordering::Relaxed));
         server.admin(&["bucket", "create", &bucket]);
         server.admin(&["bucket", "allow", "--read", "--write", "--owner", &bucket, "--key", "dr-test-key"]);
@@ -84,6 +83,30 @@ impl Garage {
             secret: server.secret.clone(),
         })
     }
+    /// A new key on the run's server, allowed on this bucket with `permissions` (`--read`, `--write`,
+    /// `--owner`; none: a key that may not touch it): another party's credentials. Returns (id, secret).
+    pub fn new_key(&self, name: &str, permissions: &[&str]) -> (String, String) {
+        let server = server().expect("the server runs: this bucket is on it");
+        let name = format!("{name}-{}", self.bucket);
+        let key = server.admin(&["key", "create", &name]);
+        if !permissions.is_empty() {
+            let mut allow = vec!["bucket", "allow"];
+            allow.extend_from_slice(permissions);
+            allow.extend_from_slice(&[&self.bucket, "--key", &name]);
+            server.admin(&allow);
+        }
+        (field(&key, "Key ID:"), field(&key, "Secret key:"))
+    }
+
+    /// Allows an existing key (by id) on this bucket too.
+    pub fn allow(&self, key_id: &str, permissions: &[&str]) {
+        let server = server().expect("the server runs: this bucket is on it");
+        let mut allow = vec!["bucket", "allow"];
+        allow.extend_from_slice(permissions);
+        allow.extend_from_slice(&[&self.bucket, "--key", key_id]);
+        server.admin(&allow);
+    }
+
     /// Store options for an in-process [`dr::store::S3Store`] on this server, under `prefix`.
     pub fn options(&self, prefix: &str) -> S3Options {
         let mut options = S3Options::from_url(&format!("s3://{}/{prefix}", self.bucket)).unwrap();
@@ -214,13 +237,22 @@ impl Server {
         self.admin(&["layout", "assign", "-z", "dc1", "-c", "100G", &node]);
         self.admin(&["layout", "apply", "--version", "1"]);
         let key = self.admin(&["key", "create", "dr-test-key"]);
-        let field = |name: &str| {
-            key.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-                .unwrap_or_else(|| panic!("no {name} in:\n{key}"))
-        };
-        self.key_id = field("Key ID:");
-        self.secret = field("Secret key:");
+        self.key_id = field(&key, "Key ID:");
+        self.secret = field(&key, "Secret key:");
     }
+}
+
+/// The run's one server, started on first use; `None` (outside CI only) when Garage is not installed.
+fn server() -> Option<&'static Server> {
+    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+    SERVER.get_or_init(|| super::require("garage").map(Server::start)).as_ref()
+}
+
+/// A field of `garage key create`'s output.
+fn field(output: &str, name: &str) -> String {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {name} in:\n{output}"))
 }

@@ -208,6 +208,7 @@ fn nobody_tree() -> Vec<(TreeEntry, &'static [u8])> {
         chunks: if size > 0 { vec![dr::chunks::ChunkId([7; 32])] } else { vec![] },
         xattrs: vec![],
         incomplete: None,
+        object: None,
     };
     let mut file = entry("d/f", TreeKind::File, 0o440, 5);
     // Set before the read-only mode (a user may set user.* only on what it may write); trusted.* only root may.

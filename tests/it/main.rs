@@ -14,6 +14,7 @@ mod common;
 
 mod audit;
 mod breakglass;
+mod bucket_source;
 mod changing_files;
 mod chunked;
 mod chunks;

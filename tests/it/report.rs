@@ -180,6 +180,7 @@ impl Fixture {
                     bytes: shot.uploads_plain,
                     skipped: Vec::new(),
                     incomplete: Vec::new(),
+                    replaced: Vec::new(),
                 }),
             ],
         };

@@ -14,7 +14,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +25,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::TreeObject;
+use super::origin::{Contents, Origin};
 use super::tree_stream::{TreeBytes, tree_bytes};
 use crate::chunks::{
     ChunkId, ChunkIndex, ChunkKeys, Chunker, ChunkerError, FrameCompressor, PackRecord, PackWriter, for_each_chunk,
@@ -34,8 +34,8 @@ use crate::chunks::{
 use crate::crypto::Recipients;
 use crate::error::{Error, Result};
 use crate::files::{
-    CacheHeader, CacheReader, CacheWriter, Change, Excludes, FileStat, Incomplete, IncompleteFile, MetadataWalk,
-    TreeEntry, TreeKind, TreeWriter, WalkItem,
+    CacheHeader, CacheReader, CacheWriter, Change, FileStat, Incomplete, IncompleteFile, ObjectInfo, TreeEntry,
+    TreeKind, TreeWriter, WalkItem,
 };
 use crate::progress::ProgressTask;
 use crate::store::Store;
@@ -44,7 +44,7 @@ use crate::store::Store;
 pub const INDEX_EVERY: usize = 64;
 /// Files handed to the chunkers and not yet back, per chunker: enough to keep them busy between two results.
 const IN_FLIGHT_PER_WORKER: usize = 256;
-/// Files go to the chunkers in batches of up to this many, or [`BATCH_BYTES`]: one queue message per file
+/// Files go to the chunkers in batches of up to this many (or [`Origin::files_per_job`]), or [`BATCH_BYTES`]: one queue message per file
 /// made thread hand-offs an eighth of a backup of small files (measured, 40,000 files of 1-16 KiB).
 const BATCH_FILES: usize = 64;
 const BATCH_BYTES: u64 = 1 << 20;
@@ -81,6 +81,8 @@ pub(crate) struct ChunkedSummary {
     pub symlinks: u64,
     pub skipped: Vec<String>,
     pub incomplete: Vec<IncompleteFile>,
+    /// Objects replaced between the listing and their GET (read as they are now), as `key: what happened`.
+    pub replaced: Vec<String>,
     pub external_symlinks: Vec<String>,
     /// Files whose chunks came from the cache, unread.
     pub unchanged_files: u64,
@@ -133,9 +135,9 @@ impl FrameBatch<'_> {
     }
 }
 
-/// Files for a chunker, each with its place in the walk.
+/// Files for a chunker, each with its place in the walk, its path and (an object's) listed ETag.
 struct Job {
-    files: Vec<(u64, PathBuf)>,
+    files: Vec<(u64, Vec<u8>, Option<String>)>,
 }
 
 /// What a chunker made of a file.
@@ -146,6 +148,9 @@ enum Chunked {
         size: u64,
         change: Option<Change>,
         read_at: SystemTime,
+        /// Boxed: most files have none, and the results travel in queues.
+        object: Option<Box<ObjectInfo>>,
+        replaced: bool,
     },
     /// It was gone when the chunker opened it.
     Vanished,
@@ -166,13 +171,7 @@ enum SlotState {
 
 impl ChunkedRun {
     /// Backs up one source (on a blocking thread: it reads files and compresses).
-    pub fn source(
-        &self,
-        name: &str,
-        root: &Path,
-        excludes: &Excludes,
-        task: Arc<dyn ProgressTask>,
-    ) -> Result<ChunkedSummary> {
+    pub fn source(&self, name: &str, origin: &dyn Origin, task: Arc<dyn ProgressTask>) -> Result<ChunkedSummary> {
         let runtime = Handle::current();
         let (frames, frames_in) = sync_channel::<Vec<Frame>>(FRAME_BATCHES_QUEUED);
         // Set when the walk failed: the packer then drops its open pack instead of storing it.
@@ -188,7 +187,7 @@ impl ChunkedRun {
                 let frames = frames.clone();
                 scope.spawn(move || self.chunk_tree(tree_in, &frames))
             };
-            let walked = self.walk(name, root, excludes, &frames, tree_out, scope, &task);
+            let walked = self.walk(name, origin, &frames, tree_out, scope, &task);
             let tree = tree_chunker
                 .join()
                 .unwrap_or_else(|_| Err(Error::io("chunking the tree", io::Error::other("the tree chunker panicked"))));
@@ -212,28 +211,27 @@ impl ChunkedRun {
     }
 
     /// Walks the tree and writes it, dispatching changed files to chunker threads.
-    #[allow(clippy::too_many_arguments)]
     fn walk<'s>(
         &'s self,
         name: &'s str,
-        root: &Path,
-        excludes: &Excludes,
+        origin: &'s dyn Origin,
         frames: &SyncSender<Vec<Frame>>,
         tree_out: TreeBytes,
         scope: &'s std::thread::Scope<'s, '_>,
         task: &Arc<dyn ProgressTask>,
     ) -> Result<ChunkedSummary> {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = origin.readers();
+        let files_per_job = origin.files_per_job().unwrap_or(BATCH_FILES);
         let (jobs, jobs_in) = sync_channel::<Job>(workers * IN_FLIGHT_PER_WORKER);
         let jobs_in = Arc::new(Mutex::new(jobs_in));
         let (results_out, results) = std::sync::mpsc::channel::<Vec<(u64, Result<Chunked>)>>();
         for _ in 0..workers {
             let (jobs_in, results_out, frames) = (jobs_in.clone(), results_out.clone(), frames.clone());
-            scope.spawn(move || self.chunk_files(name, &jobs_in, &results_out, &frames));
+            scope.spawn(move || self.chunk_files(origin, &jobs_in, &results_out, &frames));
         }
         drop(results_out);
 
-        let header = self.cache_header(name, root);
+        let header = self.cache_header(name, &origin.root());
         let cache_path = crate::files::cache_file_path(&self.cache_dir, &self.repository_id, name);
         let mut cache = CacheReader::open(&cache_path, &header);
         let mut next_cache = match CacheWriter::create(&cache_path, &header) {
@@ -266,9 +264,9 @@ impl ChunkedRun {
                 }
                 Ok(n)
             };
-        let mut batch: Vec<(u64, PathBuf)> = Vec::new();
+        let mut batch: Vec<(u64, Vec<u8>, Option<String>)> = Vec::new();
         let mut batch_bytes = 0u64;
-        for item in MetadataWalk::new(name, root, excludes) {
+        for item in origin.entries() {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
@@ -286,19 +284,23 @@ impl ChunkedRun {
             let seq = first_seq + queue.len() as u64;
             match item? {
                 WalkItem::Skipped(reason) => summary.skipped.push(reason),
-                WalkItem::Entry(entry, stat) => {
+                WalkItem::Entry(mut entry, stat) => {
                     let state = match (&entry.kind, &stat) {
                         (TreeKind::File, Some(stat)) => {
-                            let cached = cache.as_mut().and_then(|c| c.lookup(&entry.path, stat));
-                            match cached.filter(|chunks| chunks.iter().all(|id| self.is_stored(id))) {
-                                Some(chunks) => {
+                            let etag = entry.object.as_ref().map(|o| o.etag.clone());
+                            let cached = cache.as_mut().and_then(|c| c.lookup(&entry.path, stat, etag.as_deref()));
+                            match cached.filter(|cached| cached.chunks.iter().all(|id| self.is_stored(id))) {
+                                Some(cached) => {
                                     summary.unchanged_files += 1;
-                                    SlotState::Ready { cache: Some((chunks, SystemTime::now())) }
+                                    if cached.object.is_some() {
+                                        entry.object = cached.object;
+                                    }
+                                    SlotState::Ready { cache: Some((cached.chunks, SystemTime::now())) }
                                 }
                                 None => {
-                                    batch.push((seq, root.join(OsStr::from_bytes(&entry.path))));
+                                    batch.push((seq, entry.path.clone(), etag));
                                     batch_bytes += stat.size;
-                                    if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+                                    if batch.len() >= files_per_job || batch_bytes >= BATCH_BYTES {
                                         batch_bytes = 0;
                                         let files = std::mem::take(&mut batch);
                                         jobs.send(Job { files }).map_err(|_| stopped_error())?;
@@ -312,7 +314,9 @@ impl ChunkedRun {
                             let relative = Path::new(OsStr::from_bytes(&entry.path));
                             let target = Path::new(OsStr::from_bytes(target));
                             let parent = crate::files::parent_of(relative);
-                            if !crate::files::resolves_inside(root, parent, target) {
+                            if let Some(root) = origin.directory()
+                                && !crate::files::resolves_inside(root, parent, target)
+                            {
                                 summary.external_symlinks.push(format!(
                                     "{} -> {}",
                                     relative.display(),
@@ -369,7 +373,7 @@ impl ChunkedRun {
                     if slot.entry.incomplete.is_none()
                         && let (Some(cache), Some(stat)) = (cache.as_deref_mut(), &slot.stat)
                     {
-                        cache.add(&slot.entry.path, stat, &chunks, read_at)?;
+                        cache.add(&slot.entry.path, stat, &chunks, slot.entry.object.as_ref(), read_at)?;
                     }
                     slot.entry.chunks = chunks;
                 }
@@ -399,7 +403,7 @@ impl ChunkedRun {
     /// A chunker thread: files in, chunk lists out; new chunks go to the packer.
     fn chunk_files(
         &self,
-        name: &str,
+        origin: &dyn Origin,
         jobs: &Mutex<Receiver<Job>>,
         results: &std::sync::mpsc::Sender<Vec<(u64, Result<Chunked>)>>,
         frames: &SyncSender<Vec<Frame>>,
@@ -420,11 +424,11 @@ impl ChunkedRun {
             };
             let mut done = Vec::with_capacity(job.files.len());
             let mut batch = FrameBatch::new(frames);
-            for (seq, path) in job.files {
+            for (seq, path, etag) in job.files {
                 let result = if self.cancel.is_cancelled() {
                     Err(Error::Cancelled)
                 } else {
-                    self.chunk_file(name, &path, &mut batch, &mut chunker, &mut compressor)
+                    self.chunk_file(origin, &path, etag.as_deref(), &mut batch, &mut chunker, &mut compressor)
                 };
                 let failed = result.is_err();
                 done.push((seq, result));
@@ -442,26 +446,21 @@ impl ChunkedRun {
         }
     }
 
-    /// Reads one file as far as its size when opened, cutting, naming and (when new) packing its chunks.
+    /// Reads one file through its origin, cutting, naming and (when new) packing its chunks.
     fn chunk_file(
         &self,
-        name: &str,
-        path: &Path,
+        origin: &dyn Origin,
+        path: &[u8],
+        etag: Option<&str>,
         batch: &mut FrameBatch<'_>,
         chunker: &mut Chunker,
         compressor: &mut FrameCompressor,
     ) -> Result<Chunked> {
-        let io_error = |e: io::Error| crate::files::backup_error(name, format!("{}: {e}", path.display()), e);
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Chunked::Vanished),
-            Err(e) => return Err(io_error(e)),
-        };
-        let opened = file.metadata().map_err(io_error)?;
-        let size = opened.len();
         let mut chunks = Vec::new();
-        let read = chunker
-            .for_each_chunk((&file).take(size), size, |data| {
+        let contents = origin.read(path, etag, &mut |reader, size| {
+            // From the start: an origin reads again after a broken download.
+            chunks.clear();
+            chunker.for_each_chunk(reader, size, |data| {
                 let id = self.keys.key.chunk_id(data);
                 if self.claim(&id) {
                     let frame = compressor.compress(data).map_err(|e| Error::io("compressing a chunk", e))?;
@@ -470,13 +469,14 @@ impl ChunkedRun {
                 chunks.push(id);
                 Ok(())
             })
-            .map_err(|e| match e {
-                ChunkerError::Read(e) => io_error(e),
-                ChunkerError::Consumer(e) => e,
-            })?;
-        let read_at = SystemTime::now();
-        let change = crate::files::change_during_read(&file, &opened, read).map_err(io_error)?;
-        Ok(Chunked::Done { chunks, read, size, change, read_at })
+        })?;
+        Ok(match contents {
+            Contents::Vanished => Chunked::Vanished,
+            Contents::Read { read, size, change, object, replaced } => {
+                let object = object.map(Box::new);
+                Chunked::Done { chunks, read, size, change, read_at: SystemTime::now(), object, replaced }
+            }
+        })
     }
 
     /// The tree chunker: the tree's JSON lines in, chunk ids out.
@@ -513,11 +513,11 @@ impl ChunkedRun {
         !self.index.contains(id) && self.added.lock().is_ok_and(|mut added| added.insert(*id))
     }
 
-    fn cache_header(&self, name: &str, root: &Path) -> CacheHeader {
+    fn cache_header(&self, name: &str, root: &str) -> CacheHeader {
         CacheHeader {
             repository: self.repository_id.clone(),
             source: name.to_string(),
-            root: root.display().to_string(),
+            root: root.to_string(),
             key_check: self.keys.key.key_check(),
             chunking: self.keys.chunking.sha256(),
         }
@@ -536,8 +536,16 @@ fn settle(
     let Some(slot) = queue.get_mut((seq - first_seq) as usize) else { return };
     match chunked {
         Chunked::Vanished => slot.state = SlotState::Vanished,
-        Chunked::Done { chunks, read, size, change, read_at } => {
+        Chunked::Done { chunks, read, size, change, read_at, object, replaced } => {
             slot.entry.size = read;
+            if let Some(object) = object {
+                slot.entry.object = Some(*object);
+            }
+            if replaced {
+                // The listing's stamp is the older version's: the next backup reads this object again.
+                slot.stat = None;
+                summary.replaced.push(format!("{}: replaced during the backup", display(&slot.entry.path)));
+            }
             if let Some(change) = change {
                 let incomplete = Incomplete { change, read, archived: size };
                 slot.entry.incomplete = Some(incomplete);
@@ -645,6 +653,7 @@ impl ChunkedSummary {
             symlinks: 0,
             skipped: Vec::new(),
             incomplete: Vec::new(),
+            replaced: Vec::new(),
             external_symlinks: Vec::new(),
             unchanged_files: 0,
             new_chunks: 0,

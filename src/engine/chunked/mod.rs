@@ -7,6 +7,8 @@
 //! back from the packs, [`verify`] proves a tree's chunks are whole.
 
 pub(crate) mod backup;
+pub(crate) mod bucket;
+pub(crate) mod origin;
 pub(crate) mod prune;
 pub(crate) mod restore;
 mod tree_stream;

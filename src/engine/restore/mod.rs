@@ -42,7 +42,7 @@ use crate::pg::{
 use crate::pipeline::{self, ChildWriter};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::repo::drill_record::{PHASE_FETCH, PHASE_FILES, PHASE_PG_RESTORE, PHASE_STREAMED, Phase};
+use crate::repo::drill_record::{PHASE_FETCH, PHASE_FILES, PHASE_PG_RESTORE, PHASE_STREAMED, PHASE_UPLOAD, Phase};
 use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::manifest::{
     DatabaseProperties, Manifest, ObjectEntry, ObjectRole, PostgresDetails, PrivateManifest, SourceKind, StorageFormat,
@@ -51,6 +51,7 @@ use crate::repo::snapshot_id::{Selector, SnapshotId};
 use crate::run_dir::RunDir;
 use crate::units;
 
+mod bucket;
 pub(crate) mod point_in_time;
 mod staged;
 
@@ -135,6 +136,8 @@ pub struct SourceRestore {
 enum Target {
     Database(DatabaseTarget),
     Directory(PathBuf),
+    /// A bucket and prefix: a bucket source's own, or `--into NAME=s3://...` (chunked sources only).
+    Bucket(crate::store::s3::S3Store),
 }
 
 impl Target {
@@ -142,6 +145,7 @@ impl Target {
         match self {
             Target::Database(db) => db.redacted(),
             Target::Directory(dir) => dir.display().to_string(),
+            Target::Bucket(store) => crate::store::Store::location(store).to_string(),
         }
     }
 }
@@ -298,7 +302,7 @@ pub(crate) async fn restore_snapshot(
 fn run_dir(plans: &[SourcePlan<'_>], options: &RestoreOptions) -> Result<Option<RunDir>> {
     let databases = plans.iter().any(|p| matches!(p.target, Target::Database(_)));
     let parallel = databases && options.jobs > 1;
-    let files = plans.iter().any(|p| matches!(p.target, Target::Directory(_)));
+    let files = plans.iter().any(|p| matches!(p.target, Target::Directory(_) | Target::Bucket(_)));
     if !parallel && !files {
         return Ok(None);
     }
@@ -344,11 +348,15 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
                 Target::Database(DatabaseTarget::new(&source.name, conninfo))
             }
             SourceKind::Files => {
+                let configured = config.files.iter().find(|f| f.name == source.name);
                 let path = redirect
                     .map(PathBuf::from)
-                    .or_else(|| config.files.iter().find(|f| f.name == source.name).map(|f| f.path.clone()))
+                    .or_else(|| configured.map(|f| f.path.clone()))
                     .ok_or_else(|| not_configured(&source.name))?;
-                Target::Directory(std::path::absolute(&path).unwrap_or(path))
+                match path.to_str().filter(|p| p.starts_with("s3://")) {
+                    Some(url) => Box::pin(bucket_target(&source.name, url, configured)).await?,
+                    None => Target::Directory(std::path::absolute(&path).unwrap_or(path)),
+                }
             }
         };
         let state = match &target {
@@ -370,6 +378,13 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
                     DirectoryState::NotEmpty(n) => TargetState::NotEmpty(format!("{n} entries")),
                 }
             }
+            Target::Bucket(store) => {
+                let first = Box::pin(store.first_key()).await.map_err(|e| bucket_error(&source.name, e, true))?;
+                match first {
+                    Some(key) => TargetState::NotEmpty(format!("it holds objects, {key:?} among them")),
+                    None => TargetState::Empty,
+                }
+            }
         };
         if let TargetState::NotEmpty(what) = &state
             && !options.force
@@ -377,6 +392,12 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
             refusals.push((source.name.clone(), target.describe(), what.clone()));
         }
         let format = source.format.unwrap_or(StorageFormat::Tar);
+        if matches!(target, Target::Bucket(_)) && format == StorageFormat::Tar {
+            return Err(Error::Usage(format!(
+                "{:?} in snapshot {} is a tar archive, which restores into a directory only: pass --into {}=DIRECTORY",
+                source.name, manifest.id, source.name
+            )));
+        }
         if options.path.is_some() && source.kind == SourceKind::Files && format == StorageFormat::Tar {
             return Err(Error::Usage(format!(
                 "--path works on chunked files sources only; {:?} in snapshot {} is a tar archive: restore it \
@@ -406,6 +427,26 @@ async fn plan<'m>(config: &Config, manifest: &'m Manifest, options: &RestoreOpti
     Ok(plans)
 }
 
+/// The bucket a files source goes into: the configured bucket source's endpoint, region and profile apply to
+/// another bucket named with `--into` too.
+async fn bucket_target(name: &str, url: &str, configured: Option<&crate::config::FilesSource>) -> Result<Target> {
+    let base = configured.filter(|f| f.bucket_url().is_some());
+    let source = crate::config::FilesSource {
+        name: name.to_string(),
+        path: PathBuf::from(url),
+        ..base.cloned().unwrap_or_default()
+    };
+    let options = crate::store::s3::S3Options::try_from(&source).map_err(|e| match e {
+        Error::ConfigInvalid(message) => Error::Usage(format!("--into {name}={url}: {message}")),
+        other => other,
+    })?;
+    Ok(Target::Bucket(crate::store::s3::S3Store::new(options).await))
+}
+
+fn bucket_error(name: &str, e: Error, writing: bool) -> Error {
+    super::chunked::bucket::bucket_error(name, e, writing)
+}
+
 fn not_configured(name: &str) -> Error {
     Error::Usage(format!("source {name:?} is in the snapshot but not in the configuration; pass --into {name}=TARGET"))
 }
@@ -432,6 +473,9 @@ impl Restorer<'_> {
         let result = match &plan.target {
             Target::Database(db) => self.database(plan, db, &mut report).await,
             Target::Directory(dir) => self.directory(plan, dir, &mut report).await,
+            Target::Bucket(store) => {
+                Box::pin(self.bucket(plan, store, &mut report)).await.map_err(|e| bucket_error(&plan.name, e, true))
+            }
         };
         report.duration_seconds = start.elapsed().as_secs_f64();
         match result {
@@ -763,6 +807,50 @@ impl Restorer<'_> {
             symlinks: summary.symlinks,
             bytes: summary.bytes,
         });
+        Ok(())
+    }
+
+    /// A chunked source into a bucket: the tree restored whole into the run directory, then uploaded (see
+    /// [`bucket`]).
+    async fn bucket(
+        &self,
+        plan: &SourcePlan<'_>,
+        store: &crate::store::s3::S3Store,
+        report: &mut SourceRestore,
+    ) -> Result<()> {
+        let run = self.run.ok_or_else(|| {
+            Error::io(
+                "restoring into a bucket",
+                io::Error::other("no run directory to stage the objects in (see the warning above)"),
+            )
+        })?;
+        let staged = run.path().join(format!("bucket-{}", plan.name));
+        self.chunked_directory(plan, &staged, report).await?;
+        let tree = self.object(plan, ObjectRole::Tree).ok_or_else(|| Self::missing_object(plan, ObjectRole::Tree))?;
+        let reader =
+            self.chunked.get_or_try_init(|| super::chunked::chunked_reader(self.repo, &self.identities)).await?;
+        let tree_object = reader.tree_object(&tree).await?;
+        let configured = self.config_files.iter().find(|f| f.name == plan.name);
+        let start = Instant::now();
+        let upload = bucket::BucketUpload {
+            source_name: &plan.name,
+            store,
+            staged: &staged,
+            concurrency: configured.and_then(|f| f.concurrency).unwrap_or(super::chunked::bucket::DEFAULT_CONCURRENCY),
+            replace: matches!(plan.state, TargetState::NotEmpty(_)),
+            path: self.options.path.as_deref(),
+        };
+        let bytes = self.private.files(&plan.name).map(|f| f.bytes);
+        let uploaded = upload.run(reader, &tree_object, &tree.key, self.progress.task(&plan.name, bytes)).await?;
+        report.warnings.extend(uploaded.left_out.iter().map(|what| format!("left out {what}")));
+        if uploaded.deleted > 0 {
+            report.warnings.push(format!(
+                "{} deleted from {}: the snapshot does not hold them (--force replaces the prefix whole)",
+                units::plural(uploaded.deleted as usize, "object"),
+                crate::store::Store::location(store)
+            ));
+        }
+        report.phases.push(Phase { name: PHASE_UPLOAD.into(), seconds: start.elapsed().as_secs_f64() });
         Ok(())
     }
 

@@ -17,6 +17,7 @@
 
 mod download;
 mod errors;
+mod objects;
 mod options;
 mod store_impl;
 mod writer;
@@ -37,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::retry::Attempt;
 use errors::{Described, Subject, connect_failure, describe, is_transient};
 
+pub use objects::{ListedObject, Version};
 pub use options::{
     DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3Options, StaticCredentials,
 };
@@ -64,15 +66,29 @@ pub(super) struct Inner {
 impl S3Store {
     /// Builds the client from the AWS configuration chain; no request is made yet.
     pub async fn new(options: S3Options) -> S3Store {
-        let region = match &options.region {
-            Some(region) => Region::new(region.clone()),
-            None => aws_config::meta::region::RegionProviderChain::default_provider()
-                .or_else(Region::from_static("us-east-1"))
-                .region()
-                .await
-                .unwrap_or_else(|| Region::from_static("us-east-1")),
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(profile) = &options.profile {
+            // The profile's key and nothing else: the chain would take AWS_ACCESS_KEY_ID first, which on a host
+            // that also reaches the repository is the repository's key, not the source's.
+            loader = loader.profile_name(profile).credentials_provider(
+                aws_config::profile::ProfileFileCredentialsProvider::builder().profile_name(profile).build(),
+            );
+        }
+        let region = match (&options.region, &options.profile) {
+            (Some(region), _) => Some(Region::new(region.clone())),
+            // The profile's own region, else the environment's, found by the loader.
+            (None, Some(_)) => None,
+            (None, None) => Some(
+                aws_config::meta::region::RegionProviderChain::default_provider()
+                    .or_else(Region::from_static("us-east-1"))
+                    .region()
+                    .await
+                    .unwrap_or_else(|| Region::from_static("us-east-1")),
+            ),
         };
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+        if let Some(region) = region {
+            loader = loader.region(region);
+        }
         if let Some(credentials) = &options.credentials {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 &credentials.access_key_id,
@@ -83,7 +99,11 @@ impl S3Store {
             ));
         }
         let shared = loader.load().await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared);
+        if shared.region().is_none() {
+            builder = builder.region(Region::from_static("us-east-1"));
+        }
+        let mut builder = builder
             .force_path_style(options.path_style)
             // dr retries itself, with logging and resumable downloads.
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
@@ -214,17 +234,36 @@ impl Inner {
 
     /// One whole object in a single PUT (small objects, and streams that stayed under one part).
     pub(super) async fn put_object(&self, key: &str, full: &str, data: Bytes) -> Result<()> {
+        self.put_object_with(key, full, data, None).await
+    }
+
+    /// [`Inner::put_object`], with the headers and user metadata of a restored object.
+    pub(super) async fn put_object_with(
+        &self,
+        key: &str,
+        full: &str,
+        data: Bytes,
+        headers: Option<&crate::files::ObjectInfo>,
+    ) -> Result<()> {
         let md5 = content_md5(&data);
         self.retry("write", key, || {
-            self.client
+            let mut request = self
+                .client
                 .put_object()
                 .bucket(&self.options.bucket)
                 .key(full)
                 .content_md5(&md5)
-                .body(ByteStream::from(data.clone()))
-                .customize()
-                .disable_payload_signing()
-                .send()
+                .body(ByteStream::from(data.clone()));
+            if let Some(headers) = headers {
+                request = request
+                    .set_content_type(headers.content_type.clone())
+                    .set_cache_control(headers.cache_control.clone())
+                    .set_content_disposition(headers.content_disposition.clone())
+                    .set_content_encoding(headers.content_encoding.clone())
+                    .set_content_language(headers.content_language.clone())
+                    .set_metadata(writer::user_metadata(headers));
+            }
+            request.customize().disable_payload_signing().send()
         })
         .await
         .map(|_| ())

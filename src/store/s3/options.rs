@@ -1,7 +1,7 @@
 //! Where the bucket is and how to talk to it: `s3://bucket/prefix` and the settings around it.
 
 use super::super::check_key;
-use crate::config::RepositoryConfig;
+use crate::config::{FilesSource, RepositoryConfig};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
@@ -34,6 +34,9 @@ pub struct S3Options {
     pub retry: RetryPolicy,
     /// Credentials given directly (tests, embedding); `None` uses the standard AWS chain, as the CLI does.
     pub credentials: Option<StaticCredentials>,
+    /// The AWS profile whose credentials (and region, unless `region` is set) the chain uses; `None`: the
+    /// chain's own choice (`AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
 }
 
 /// An access key pair handed over in code; its `Debug` never shows the secret.
@@ -76,6 +79,7 @@ impl S3Options {
             list_page_size: 1000,
             retry: RetryPolicy::default(),
             credentials: None,
+            profile: None,
         })
     }
 }
@@ -107,6 +111,33 @@ impl TryFrom<&RepositoryConfig> for S3Options {
                 return Err(invalid(format!("concurrency = {concurrency} must be between 1 and 64")));
             }
             options.concurrency = concurrency;
+        }
+        Ok(options)
+    }
+}
+
+/// A bucket files source (`path = "s3://bucket/prefix"`), checked: its own endpoint, region, profile and
+/// addressing, never the repository's.
+impl TryFrom<&FilesSource> for S3Options {
+    type Error = Error;
+
+    fn try_from(source: &FilesSource) -> Result<S3Options> {
+        let invalid = |message: String| Error::ConfigInvalid(format!("files source {:?}: {message}", source.name));
+        let url = source.bucket_url().ok_or_else(|| invalid("path is not an s3:// URL".to_string()))?;
+        let mut options = S3Options::from_url(url).map_err(|e| invalid(format!("path: {e}")))?;
+        if let Some(endpoint) = &source.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(format!("endpoint {endpoint:?} must start with http:// or https://")));
+            }
+            options.endpoint = Some(endpoint.trim_end_matches('/').to_string());
+        }
+        options.region = source.region.clone();
+        options.path_style = source.path_style.unwrap_or(source.endpoint.is_some());
+        if let Some(profile) = &source.profile {
+            if profile.is_empty() {
+                return Err(invalid("profile must not be empty".to_string()));
+            }
+            options.profile = Some(profile.clone());
         }
         Ok(options)
     }

@@ -13,7 +13,13 @@ use tokio::task::JoinSet;
 use super::errors::Finding;
 use super::{Inner, MAX_PART_SIZE, MAX_PARTS, content_md5};
 use crate::error::{Error, Result};
+use crate::files::ObjectInfo;
 use crate::store::ObjectWriter;
+
+/// An object's user metadata for a request, `None` when it has none.
+pub(super) fn user_metadata(headers: &ObjectInfo) -> Option<std::collections::HashMap<String, String>> {
+    (!headers.metadata.is_empty()).then(|| headers.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
 
 /// One streaming upload: a single PUT if it stays under one part, a multipart upload otherwise.
 pub(super) struct S3Writer {
@@ -34,6 +40,9 @@ pub(super) struct S3Writer {
     /// the allocator never churns through fresh part-sized blocks (glibc keeps freed ones, and memory grows).
     spare: Vec<BytesMut>,
     parts: Vec<CompletedPart>,
+    /// Headers and user metadata the object is created with (a restore into a bucket source); none for the
+    /// repository's own objects.
+    headers: Option<Arc<ObjectInfo>>,
 }
 
 impl S3Writer {
@@ -50,7 +59,14 @@ impl S3Writer {
             in_flight: JoinSet::new(),
             spare: Vec::new(),
             parts: Vec::new(),
+            headers: None,
         }
+    }
+
+    /// Creates the object with these headers and user metadata.
+    pub(super) fn with_headers(mut self, headers: ObjectInfo) -> S3Writer {
+        self.headers = Some(Arc::new(headers));
+        self
     }
 
     /// Holds an object of up to `size` bytes (at most [`MAX_PART_SIZE`], PutObject's limit) to send it in one
@@ -72,7 +88,18 @@ impl S3Writer {
         let inner = &self.inner;
         let created = inner
             .retry("write", &self.key, || {
-                inner.client.create_multipart_upload().bucket(&inner.options.bucket).key(&self.full).send()
+                let request = inner.client.create_multipart_upload().bucket(&inner.options.bucket).key(&self.full);
+                match self.headers.as_deref() {
+                    Some(headers) => request
+                        .set_content_type(headers.content_type.clone())
+                        .set_cache_control(headers.cache_control.clone())
+                        .set_content_disposition(headers.content_disposition.clone())
+                        .set_content_encoding(headers.content_encoding.clone())
+                        .set_content_language(headers.content_language.clone())
+                        .set_metadata(user_metadata(headers))
+                        .send(),
+                    None => request.send(),
+                }
             })
             .await?;
         let id = created.upload_id().ok_or_else(|| self.error(Finding::NoUploadId))?;
@@ -167,7 +194,7 @@ impl S3Writer {
     async fn complete(&mut self) -> Result<()> {
         if self.upload_id.is_none() {
             let data = std::mem::take(&mut self.buffer).freeze();
-            self.inner.put_object(&self.key, &self.full, data.clone()).await?;
+            self.inner.put_object_with(&self.key, &self.full, data.clone(), self.headers.as_deref()).await?;
             if let Ok(buffer) = data.try_into_mut() {
                 self.inner.keep_whole_buffer(buffer, self.whole_limit);
             }
