@@ -72,7 +72,7 @@ impl Chunker {
     ) -> Result<u64, ChunkerError> {
         let min = u64::from(self.sizes.min);
         if size_hint > min {
-            return self.cut(reader, &mut f);
+            return self.cut(reader, size_hint, &mut f);
         }
         self.small.clear();
         (&mut reader).take(min + 1).read_to_end(&mut self.small).map_err(ChunkerError::Read)?;
@@ -85,18 +85,24 @@ impl Chunker {
         }
         // It grew while we looked: chunk what was read and the rest as one stream.
         let head = io::Cursor::new(std::mem::take(&mut self.small));
-        self.cut(head.chain(reader), &mut f)
+        self.cut(head.chain(reader), u64::MAX, &mut f)
     }
 
     /// Cuts as `StreamCDC` does: each cut is searched in the next `max` bytes (fewer only at the end).
+    ///
+    /// The window holds two maximum chunks, or the whole stream when `size_hint` says it is smaller (plus a
+    /// byte, to see its end): a thread that reads photos of 2 MB keeps 2 MB, not 16, and a bucket source runs
+    /// several such threads. A stream that turns out longer grows the window to its full size.
     fn cut<R: Read>(
         &mut self,
         mut reader: R,
+        size_hint: u64,
         f: &mut impl FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<u64, ChunkerError> {
         let ChunkSizes { min, avg, max } = self.sizes;
         let (min, avg, max) = (min as usize, avg as usize, max as usize);
-        self.window.resize(2 * max, 0);
+        let whole = usize::try_from(size_hint.saturating_add(1)).unwrap_or(usize::MAX);
+        self.window.resize(whole.min(2 * max), 0);
         let (mut start, mut end, mut eof) = (0, 0, false);
         let mut total = 0u64;
         loop {
@@ -104,6 +110,10 @@ impl Chunker {
                 self.window.copy_within(start..end, 0);
                 end -= start;
                 start = 0;
+                if end == self.window.len() {
+                    // Longer than its hint: room for the rest.
+                    self.window.resize(2 * max, 0);
+                }
                 let wanted = self.window.len() - end;
                 let read = read_up_to(&mut reader, &mut self.window[end..]).map_err(ChunkerError::Read)?;
                 end += read;
@@ -234,14 +244,17 @@ mod tests {
                 StreamCDC::with_level_and_seed(&data[..], 4096, 16384, 65536, Normalization::Level1, 99)
                     .map(|c| c.unwrap().length)
                     .collect();
-            let mut lengths = Vec::new();
-            chunker
-                .for_each_chunk(Trickle(&data, 0), len as u64, |c| {
-                    lengths.push(c.len());
-                    Ok(())
-                })
-                .unwrap();
-            assert_eq!(lengths, expected, "{len} bytes");
+            // The window follows the hint (the exact size, one too small, none): the cuts must not.
+            for hint in [len as u64, len as u64 / 2, u64::MAX] {
+                let mut lengths = Vec::new();
+                chunker
+                    .for_each_chunk(Trickle(&data, 0), hint, |c| {
+                        lengths.push(c.len());
+                        Ok(())
+                    })
+                    .unwrap();
+                assert_eq!(lengths, expected, "{len} bytes, hint {hint}");
+            }
         }
     }
 
