@@ -1,7 +1,8 @@
 //! The configuration file (TOML) and its environment overrides.
 //!
 //! Precedence, highest first (also in docs/configuration.md):
-//! 1. environment overrides: `DR_REPOSITORY_URL`, `DR_RECIPIENTS` (comma-separated), `DR_IDENTITY_FILE`;
+//! 1. environment overrides: `DR_REPOSITORY_URL`, `DR_RECIPIENTS` (comma-separated), `DR_IDENTITY_FILE`, ...
+//!    (the `ENV_*` constants); the command line's `--limit-upload` and `--limit-download` go above them;
 //! 2. the configuration file: `--config FILE`, else `$DR_CONFIG`, else `./dr.toml`, else `/etc/dr/dr.toml`;
 //! 3. built-in defaults (a local repository in `/var/lib/dr/repo`, zstd level 3 on every core).
 //!
@@ -86,6 +87,13 @@ pub struct RepositoryConfig {
     /// S3 only: parts uploaded at once.
     #[serde(default)]
     pub concurrency: Option<usize>,
+    /// Bytes per second written to the repository, the process's total (`"10 MiB"`, `"10MiB/s"`); unset:
+    /// unlimited. Checked by `store::validate`.
+    #[serde(default)]
+    pub limit_upload: Option<String>,
+    /// Bytes per second read from the repository, likewise.
+    #[serde(default)]
+    pub limit_download: Option<String>,
 }
 
 impl Default for RepositoryConfig {
@@ -97,6 +105,8 @@ impl Default for RepositoryConfig {
             path_style: None,
             part_size: None,
             concurrency: None,
+            limit_upload: None,
+            limit_download: None,
         }
     }
 }
@@ -462,6 +472,8 @@ pub const ENV_RECIPIENTS: &str = "DR_RECIPIENTS";
 pub const ENV_IDENTITY_FILE: &str = "DR_IDENTITY_FILE";
 pub const ENV_DEDUP_KEY_FILE: &str = "DR_DEDUP_KEY_FILE";
 pub const ENV_CACHE_DIR: &str = "DR_CACHE_DIR";
+pub const ENV_LIMIT_UPLOAD: &str = "DR_LIMIT_UPLOAD";
+pub const ENV_LIMIT_DOWNLOAD: &str = "DR_LIMIT_DOWNLOAD";
 
 impl Config {
     /// Parses a configuration text; `path` is used in messages and to resolve relative paths.
@@ -532,6 +544,14 @@ impl Config {
         if let Some(path) = env(ENV_CACHE_DIR).filter(|v| !v.is_empty()) {
             self.cache.dir = Some(PathBuf::from(path));
             applied.push(ENV_CACHE_DIR);
+        }
+        if let Some(rate) = env(ENV_LIMIT_UPLOAD).filter(|v| !v.is_empty()) {
+            self.repository.limit_upload = Some(rate);
+            applied.push(ENV_LIMIT_UPLOAD);
+        }
+        if let Some(rate) = env(ENV_LIMIT_DOWNLOAD).filter(|v| !v.is_empty()) {
+            self.repository.limit_download = Some(rate);
+            applied.push(ENV_LIMIT_DOWNLOAD);
         }
         applied
     }
@@ -621,11 +641,15 @@ mod tests {
         let env = |key: &str| match key {
             "DR_REPOSITORY_URL" => Some("/from/env".to_string()),
             "DR_IDENTITY_FILE" => Some("/run/secrets/id".to_string()),
+            "DR_LIMIT_DOWNLOAD" => Some("2 MiB".to_string()),
             _ => None,
         };
         let loaded = Config::load(Some(&path), &env).unwrap();
         assert_eq!(loaded.config.repository.url, "/from/env");
         assert_eq!(loaded.config.encryption.identity_file.unwrap(), PathBuf::from("/run/secrets/id"));
+        assert_eq!(loaded.config.repository.limit_download.as_deref(), Some("2 MiB"));
+        assert_eq!(loaded.config.repository.limit_upload, None);
+        assert!(loaded.overrides.contains(&ENV_LIMIT_DOWNLOAD) && !loaded.overrides.contains(&ENV_LIMIT_UPLOAD));
     }
 
     #[test]

@@ -706,6 +706,8 @@ fn env_replaces(var: &str) -> &'static str {
         "DR_RECIPIENTS" => "[encryption] recipients (a comma-separated list of age1... or ssh- public keys)",
         "DR_REPOSITORY_URL" => "[repository] url",
         "DR_IDENTITY_FILE" => "[encryption] identity_file",
+        "DR_LIMIT_UPLOAD" => "[repository] limit_upload (bytes per second, e.g. \"10 MiB\")",
+        "DR_LIMIT_DOWNLOAD" => "[repository] limit_download (bytes per second, e.g. \"10 MiB\")",
         _ => "a setting",
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::config::{Config, ENV_RECIPIENTS, ENV_REPOSITORY_URL, LoadedConfig};
+use crate::config::{Config, ENV_LIMIT_DOWNLOAD, ENV_LIMIT_UPLOAD, ENV_RECIPIENTS, ENV_REPOSITORY_URL, LoadedConfig};
 use crate::error::{Error, Result};
 
 /// Finds, reads and validates the configuration, applying environment overrides (see [`Config::load`]).
@@ -67,6 +67,13 @@ fn validate_overrides(loaded: &LoadedConfig) -> Result<()> {
     if loaded.overrides.contains(&ENV_RECIPIENTS) {
         for recipient in &loaded.config.encryption.recipients {
             crate::crypto::parse_recipient(recipient).map_err(from_env(ENV_RECIPIENTS))?;
+        }
+    }
+    let repository = &loaded.config.repository;
+    for (var, rate) in [(ENV_LIMIT_UPLOAD, &repository.limit_upload), (ENV_LIMIT_DOWNLOAD, &repository.limit_download)]
+    {
+        if let Some(rate) = rate.as_deref().filter(|_| loaded.overrides.contains(&var)) {
+            crate::store::throttle::check_rate(rate).map_err(from_env(var))?;
         }
     }
     Ok(())
@@ -181,6 +188,22 @@ mod tests {
     }
 
     #[test]
+    fn bandwidth_limits_are_checked_by_name_on_any_repository() {
+        for url in ["/var/lib/dr/repo", "s3://dr-backups/site"] {
+            let section = |extra: &str| format!("[repository]\nurl = \"{url}\"\n{extra}");
+            let config = Config::parse(
+                &section("limit_upload = \"4 MiB\"\nlimit_download = \"8MiB/s\"\n"),
+                Path::new("dr.toml"),
+            );
+            validate(&config.unwrap()).unwrap();
+            let err = repository_error(&section("limit_upload = \"0\"\n"));
+            assert!(err.contains("[repository] limit_upload = \"0\" must be above 0"), "{url}: {err}");
+            let err = repository_error(&section("limit_download = \"quick\"\n"));
+            assert!(err.contains("[repository] limit_download = \"quick\" is not a rate"), "{url}: {err}");
+        }
+    }
+
+    #[test]
     fn s3_settings_are_checked() {
         let s3 = |extra: &str| format!("[repository]\nurl = \"s3://dr-backups/site\"\n{extra}");
         let err = repository_error(&s3("part_size = \"4MiB\"\n"));
@@ -226,7 +249,12 @@ mod tests {
     fn an_environment_value_that_does_not_parse_names_its_variable_before_the_file_is_checked() {
         // The file is wrong too (level 30); the environment's value is reported first, naming its variable.
         let (_dir, path) = write_config("[compression]\nlevel = 30\n");
-        for (var, value) in [("DR_REPOSITORY_URL", "ftp://backups/site"), ("DR_RECIPIENTS", "age1notakey")] {
+        for (var, value) in [
+            ("DR_REPOSITORY_URL", "ftp://backups/site"),
+            ("DR_RECIPIENTS", "age1notakey"),
+            ("DR_LIMIT_UPLOAD", "fast"),
+            ("DR_LIMIT_DOWNLOAD", "0"),
+        ] {
             let env = |key: &str| (key == var).then(|| value.to_string());
             let err = load(Some(&path), &env).unwrap_err();
             assert!(matches!(err, Error::ConfigEnv { var: named, .. } if named == var), "{var}: {err:?}");

@@ -9,11 +9,13 @@
 //! - `put` is atomic: readers see the old state or the whole new object, never a part.
 //!
 //! Implementations: [`LocalStore`] (a directory), [`S3Store`] (an S3-compatible bucket), [`MemoryStore`]
-//! (tests). Each promise of the trait is a named test in `tests/it/store_contract.rs`, run against all three.
+//! (tests). Each promise of the trait is a named test in `tests/it/store_contract.rs`, run against all three
+//! (and against [`Throttled`], the bandwidth limit that [`open`] wraps around any of them).
 
 mod local;
 mod memory;
 pub mod s3;
+pub mod throttle;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -30,6 +32,7 @@ use crate::error::{Error, Result};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use s3::{S3Options, S3Store};
+pub use throttle::Throttled;
 
 /// A streaming read of one object.
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
@@ -155,19 +158,25 @@ pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u
     Ok(buf)
 }
 
-/// Opens the store a repository configuration names: S3 for `s3://bucket/prefix`, a local directory otherwise.
-/// No request is made: a missing bucket or bad credentials show at the first operation.
+/// Opens the store a repository configuration names: S3 for `s3://bucket/prefix`, a local directory otherwise,
+/// under the configuration's bandwidth limits. Every command, job and drill opens its repository's store here,
+/// so this is the one place the limits are applied. No request is made: a missing bucket or bad credentials
+/// show at the first operation.
 pub async fn open(repository: &RepositoryConfig) -> Result<Box<dyn Store>> {
-    if is_s3(&repository.url) {
-        return Ok(Box::new(S3Store::new(S3Options::try_from(repository)?).await));
-    }
-    refuse_s3_keys(repository)?;
-    open_local(&repository.url)
+    let limits = throttle::Limits::try_from(repository)?;
+    let store: Box<dyn Store> = if is_s3(&repository.url) {
+        Box::new(S3Store::new(S3Options::try_from(repository)?).await)
+    } else {
+        refuse_s3_keys(repository)?;
+        open_local(&repository.url)?
+    };
+    Ok(throttle::limit(store, &limits))
 }
 
-/// Checks `[repository]` without opening anything: the URL, and for S3 every S3 setting (by building the
-/// [`S3Options`]); a local repository must not set S3's keys.
+/// Checks `[repository]` without opening anything: the URL, the bandwidth limits, and for S3 every S3 setting
+/// (by building the [`S3Options`]); a local repository must not set S3's keys.
 pub fn validate(repository: &RepositoryConfig) -> Result<()> {
+    throttle::Limits::try_from(repository)?;
     if is_s3(&repository.url) {
         return S3Options::try_from(repository).map(|_| ());
     }
