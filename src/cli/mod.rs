@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dr::config::{Config, LoadedConfig};
+use dr::store::throttle::{Limits, Rate};
 use dr::{Error, Identities, Repository, Result};
 
 #[derive(Debug, Parser)]
@@ -59,6 +60,16 @@ pub struct Cli {
     /// Only errors on stderr; no progress display.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+
+    /// Write to the repository at most RATE bytes per second, e.g. 10MiB or 10MiB/s: the whole process's
+    /// total, counted after compression and encryption. Replaces [repository] limit_upload for this run.
+    #[arg(long, global = true, value_name = "RATE", value_parser = parse_rate)]
+    limit_upload: Option<Rate>,
+
+    /// Read from the repository at most RATE bytes per second (restore, verify, drill, prune's repacking):
+    /// the whole process's total. Replaces [repository] limit_download for this run.
+    #[arg(long, global = true, value_name = "RATE", value_parser = parse_rate)]
+    limit_download: Option<Rate>,
 
     #[command(subcommand)]
     command: Command,
@@ -109,6 +120,8 @@ enum Command {
 /// What every command gets: the global options and lazy access to configuration and repository.
 pub struct Context {
     config_path: Option<PathBuf>,
+    /// `--limit-upload` / `--limit-download`: they replace the configuration's limits in every load.
+    limits: Limits,
     pub quiet: bool,
     /// Cancelled when SIGINT or SIGTERM arrives.
     pub stop: signals::Stop,
@@ -117,12 +130,14 @@ pub struct Context {
 impl Context {
     /// The configuration, validated: the same checks, at the same moment, for every command.
     pub fn load_config(&self) -> Result<LoadedConfig> {
-        dr::settings::load(self.config_path.as_deref(), &|key| std::env::var(key).ok())
+        let loaded = dr::settings::load(self.config_path.as_deref(), &|key| std::env::var(key).ok())?;
+        Ok(override_limits(loaded, self.limits))
     }
 
     /// The configuration for `dr check`, which lists the problems of the schedules itself.
     pub fn load_config_for_check(&self) -> Result<LoadedConfig> {
-        dr::settings::load_for_check(self.config_path.as_deref(), &|key| std::env::var(key).ok())
+        let loaded = dr::settings::load_for_check(self.config_path.as_deref(), &|key| std::env::var(key).ok())?;
+        Ok(override_limits(loaded, self.limits))
     }
 
     /// The configuration file `load_config` reads (--config, $DR_CONFIG, ./dr.toml, /etc/dr/dr.toml), if any.
@@ -137,7 +152,11 @@ impl Context {
     /// A loader that reads the configuration again each time (for `dr serve`'s reloads).
     pub fn loader(&self) -> impl Fn() -> Result<LoadedConfig> + Send + Sync + 'static {
         let path = self.config_path.clone();
-        move || dr::settings::load(path.as_deref(), &|key| std::env::var(key).ok())
+        let limits = self.limits;
+        move || {
+            let loaded = dr::settings::load(path.as_deref(), &|key| std::env::var(key).ok())?;
+            Ok(override_limits(loaded, limits))
+        }
     }
 
     pub async fn open_repository(&self, config: &Config) -> Result<Repository> {
@@ -153,6 +172,25 @@ impl Context {
     pub fn identities(&self, config: &Config, action: &'static str) -> Result<Arc<Identities>> {
         Identities::load_configured(&config.encryption, action)
     }
+}
+
+/// The command line's rates over the configuration's and the environment's, where given. They were checked
+/// as they were parsed, and are written back as plain bytes per second.
+fn override_limits(mut loaded: LoadedConfig, limits: Limits) -> LoadedConfig {
+    let repository = &mut loaded.config.repository;
+    for (rate, key) in
+        [(limits.upload, &mut repository.limit_upload), (limits.download, &mut repository.limit_download)]
+    {
+        if let Some(rate) = rate {
+            *key = Some(rate.bytes_per_second().to_string());
+        }
+    }
+    loaded
+}
+
+/// clap's parser for `--limit-upload RATE` and `--limit-download RATE`.
+fn parse_rate(text: &str) -> std::result::Result<Rate, String> {
+    text.parse()
 }
 
 /// clap's parser for `--to latest|ID|TIME`.
@@ -203,7 +241,8 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let stop = signals::Stop::listen(command_name(&cli.command));
-        let context = Context { config_path: cli.config, quiet: cli.quiet, stop: stop.clone() };
+        let limits = Limits { upload: cli.limit_upload, download: cli.limit_download };
+        let context = Context { config_path: cli.config, limits, quiet: cli.quiet, stop: stop.clone() };
         tokio::select! {
             result = run(cli.command, &context, &progress_display) => result.map_err(|e| stop.explain(e)),
             error = stop.deadline(grace) => Err(error),
