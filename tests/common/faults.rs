@@ -7,11 +7,15 @@
 //! proxy answers the 100 itself and strips the header upstream). Each client connection gets its own upstream
 //! connection. It runs on its own thread and tokio runtime, so an in-process store and a `dr` child process
 //! can both use it; dropping the proxy stops it.
+//!
+//! It also meters what it relays: the bytes of request bodies (uploads) and of response bodies (downloads), and
+//! when the first and the last of them went through ([`FaultProxy::uploaded`], [`FaultProxy::downloaded`]), for
+//! the bandwidth limit's tests.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -145,6 +149,39 @@ struct State {
     seen: Vec<Seen>,
 }
 
+/// The body bytes relayed in one direction, and when the first and the last of them were handed on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Traffic {
+    pub bytes: u64,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+}
+
+impl Traffic {
+    fn record(&mut self, bytes: usize) {
+        let now = Instant::now();
+        self.bytes += bytes as u64;
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// From the first byte to the last.
+    pub fn duration(&self) -> Duration {
+        match (self.first, self.last) {
+            (Some(first), Some(last)) => last - first,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Bytes per second from the first byte to the last.
+    pub fn rate(&self) -> f64 {
+        self.bytes as f64 / self.duration().as_secs_f64()
+    }
+}
+
+/// Where a connection's relayed bodies are counted.
+type Meter = Arc<Mutex<Traffic>>;
+
 impl State {
     /// Counts the request against every rule it matches; returns the first rule that fires.
     fn decide(&mut self, method: &str, target: &str) -> Option<(usize, Action)> {
@@ -167,6 +204,8 @@ impl State {
 pub struct FaultProxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    uploaded: Meter,
+    downloaded: Meter,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -191,8 +230,10 @@ impl FaultProxy {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
+        let (uploaded, downloaded) = (Meter::default(), Meter::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
+        let meters = (uploaded.clone(), downloaded.clone());
         let thread = std::thread::Builder::new()
             .name("fault-proxy".into())
             .spawn(move || {
@@ -204,8 +245,9 @@ impl FaultProxy {
                         loop {
                             let Ok((client, _)) = listener.accept().await else { continue };
                             let state = shared.clone();
+                            let meters = meters.clone();
                             tokio::spawn(async move {
-                                let _ = serve(client, upstream, state).await;
+                                let _ = serve(client, upstream, state, meters).await;
                             });
                         }
                     };
@@ -217,7 +259,7 @@ impl FaultProxy {
                 runtime.shutdown_background();
             })
             .unwrap();
-        FaultProxy { addr, state, stop: Some(stop), thread: Some(thread) }
+        FaultProxy { addr, state, uploaded, downloaded, stop: Some(stop), thread: Some(thread) }
     }
 
     /// The endpoint to give a client: `http://127.0.0.1:PORT`.
@@ -254,6 +296,22 @@ impl FaultProxy {
         self.state.lock().unwrap().seen.clone()
     }
 
+    /// The request bodies relayed so far (what the client uploaded).
+    pub fn uploaded(&self) -> Traffic {
+        *self.uploaded.lock().unwrap()
+    }
+
+    /// The response bodies relayed so far (what the client downloaded).
+    pub fn downloaded(&self) -> Traffic {
+        *self.downloaded.lock().unwrap()
+    }
+
+    /// Starts both counts again from nothing.
+    pub fn reset_traffic(&self) {
+        *self.uploaded.lock().unwrap() = Traffic::default();
+        *self.downloaded.lock().unwrap() = Traffic::default();
+    }
+
     /// Requests seen with this method whose target contains `contains`.
     pub fn count(&self, method: &str, contains: &str) -> usize {
         self.seen().iter().filter(|s| s.method == method && s.target.contains(contains)).count()
@@ -271,10 +329,11 @@ impl Drop for FaultProxy {
     }
 }
 
-/// A connection with the bytes read past what was consumed.
+/// A connection with the bytes read past what was consumed, and where the body bytes it relays are counted.
 struct Conn {
     stream: TcpStream,
     buffer: Vec<u8>,
+    meter: Meter,
 }
 
 type IoResult<T> = std::io::Result<T>;
@@ -284,8 +343,8 @@ fn broken(what: &str) -> std::io::Error {
 }
 
 impl Conn {
-    fn new(stream: TcpStream) -> Conn {
-        Conn { stream, buffer: Vec::new() }
+    fn new(stream: TcpStream, meter: Meter) -> Conn {
+        Conn { stream, buffer: Vec::new(), meter }
     }
 
     /// Reads more bytes into the buffer; false at end of stream.
@@ -338,6 +397,7 @@ impl Conn {
             let piece: Vec<u8> = self.buffer.drain(..take as usize).collect();
             if let Some(to) = to.as_deref_mut() {
                 to.write_all(&piece).await?;
+                self.meter.lock().unwrap().record(piece.len());
             }
             n -= take;
             if let Some(left) = budget {
@@ -478,9 +538,14 @@ fn error_response(status: u16, close: bool) -> Vec<u8> {
 }
 
 /// Serves one client connection until either side closes it or a rule drops it.
-async fn serve(client: TcpStream, upstream_addr: SocketAddr, state: Arc<Mutex<State>>) -> IoResult<()> {
+async fn serve(
+    client: TcpStream,
+    upstream_addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    (uploaded, downloaded): (Meter, Meter),
+) -> IoResult<()> {
     client.set_nodelay(true)?;
-    let mut client = Conn::new(client);
+    let mut client = Conn::new(client, uploaded);
     let mut upstream: Option<Conn> = None;
     loop {
         let Some(raw) = client.read_head().await? else { return Ok(()) };
@@ -531,7 +596,7 @@ async fn serve(client: TcpStream, upstream_addr: SocketAddr, state: Arc<Mutex<St
         if upstream.is_none() {
             let stream = TcpStream::connect(upstream_addr).await?;
             stream.set_nodelay(true)?;
-            upstream = Some(Conn::new(stream));
+            upstream = Some(Conn::new(stream, downloaded.clone()));
         }
         let server = upstream.as_mut().unwrap();
         if expects_continue {

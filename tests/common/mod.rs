@@ -170,8 +170,16 @@ pub fn next_second() {
 /// Runs the `dr` binary with a clean environment for dr's own variables.
 pub fn dr_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dr"));
-    for var in ["DR_CONFIG", "DR_REPOSITORY_URL", "DR_RECIPIENTS", "DR_IDENTITY_FILE", "DR_DEDUP_KEY_FILE", "RUST_LOG"]
-    {
+    for var in [
+        "DR_CONFIG",
+        "DR_REPOSITORY_URL",
+        "DR_RECIPIENTS",
+        "DR_IDENTITY_FILE",
+        "DR_DEDUP_KEY_FILE",
+        "DR_LIMIT_UPLOAD",
+        "DR_LIMIT_DOWNLOAD",
+        "RUST_LOG",
+    ] {
         command.env_remove(var);
     }
     // The dedup keys and file caches dr keeps per repository go under the build's temp directory, not the

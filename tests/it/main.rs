@@ -46,3 +46,4 @@ mod service;
 mod signals;
 mod store_contract;
 mod tampering;
+mod throttle;

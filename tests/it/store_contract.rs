@@ -1,5 +1,6 @@
 //! The `Store` contract as named tests, one per promise the trait makes (`src/store/mod.rs`), stamped out for
-//! every store: `memory::`, `local::` and `s3::` (Garage). A store that breaks a promise fails the test that
+//! every store: `memory::`, `local::`, `throttled::` (a local store behind the bandwidth limit, which must keep
+//! every promise of the store it wraps, its leftovers included) and `s3::` (Garage). A store that breaks a promise fails the test that
 //! names it. The promises about what killed writers leave behind (`Store::leftovers`) are here too: the local
 //! and S3 stores offer them, the memory store has none and says so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,7 +14,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use common::garage::Garage;
 use dr::Error;
-use dr::store::{LocalStore, MemoryStore, S3Store, Store, get_bytes};
+use dr::store::throttle::{Rate, TokenBucket};
+use dr::store::{LocalStore, MemoryStore, S3Store, Store, Throttled, get_bytes};
 use tokio::io::AsyncReadExt;
 
 /// One store under test, and what keeps it alive.
@@ -36,6 +38,14 @@ async fn memory() -> Option<Subject> {
 async fn local() -> Option<Subject> {
     let dir = tempfile::tempdir().unwrap();
     Some(Subject { store: Arc::new(LocalStore::new(dir.path())), backing: Backing::Local(dir) })
+}
+
+/// A local store behind both limits, fast enough (1 GiB/s) that the suite takes no longer for it.
+async fn throttled() -> Option<Subject> {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = || Some(Arc::new(TokenBucket::new(Rate::from_bytes_per_second(1 << 30).unwrap())));
+    let store = Throttled::new(Box::new(LocalStore::new(dir.path())), bucket(), bucket());
+    Some(Subject { store: Arc::new(store), backing: Backing::Local(dir) })
 }
 
 /// S3 on Garage, with S3's smallest part size, so that a few MiB cross part boundaries.
@@ -133,6 +143,7 @@ macro_rules! promise {
 
 contract!(memory);
 contract!(local);
+contract!(throttled);
 contract!(s3);
 
 /// Sizes that cross the interesting boundaries: empty, one byte, several multi-megabyte chunks, and (with S3's
