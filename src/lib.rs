@@ -6,7 +6,8 @@
 //!
 //! - [`config`]: the TOML file as plain data: serde types, search order, environment overrides;
 //! - [`settings`]: the configuration checked: each module's validation, called in one place for every command;
-//! - [`store`]: object storage behind one async [`Store`] trait: a local directory, memory, S3;
+//! - [`store`]: object storage behind one async [`Store`] trait: a local directory, memory, S3, and the
+//!   bandwidth limit wrapped around any of them;
 //! - [`repo`]: the repository on a store: layout, snapshot ids, manifests, records, locks, the commit rule;
 //! - [`pipeline`]: the streaming path source → zstd → age → store, and back;
 //! - `crypto`: age recipients, identities and key generation (re-exported: [`Recipients`], [`Identities`],
