@@ -163,9 +163,11 @@ pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Vec<u
 /// so this is the one place the limits are applied. No request is made: a missing bucket or bad credentials
 /// show at the first operation.
 pub async fn open(repository: &RepositoryConfig) -> Result<Box<dyn Store>> {
-    let limits = throttle::Limits::try_from(repository)?;
+    let mut limits = throttle::Limits::try_from(repository)?;
     let store: Box<dyn Store> = if is_s3(&repository.url) {
-        Box::new(S3Store::new(S3Options::try_from(repository)?).await)
+        // S3 paces its uploads on the wire itself; the wrapper below paces its downloads.
+        let pacer = limits.upload.take().map(throttle::upload_bucket);
+        Box::new(S3Store::paced(S3Options::try_from(repository)?, pacer).await)
     } else {
         refuse_s3_keys(repository)?;
         open_local(&repository.url)?

@@ -19,6 +19,7 @@ mod download;
 mod errors;
 mod objects;
 mod options;
+mod paced;
 mod store_impl;
 mod writer;
 
@@ -29,7 +30,6 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
@@ -61,11 +61,20 @@ pub(super) struct Inner {
     /// freed blocks of that size in each thread's arena, and a fresh 16 MiB buffer per pack had doubled a
     /// backup's peak RSS (measured: 121 MiB against 67 MiB with the blocks handed back to the system).
     whole_buffers: std::sync::Mutex<Vec<bytes::BytesMut>>,
+    /// The upload limit, applied to request bodies as they are sent ([`paced`]).
+    upload_pacer: Option<Arc<crate::store::throttle::TokenBucket>>,
 }
 
 impl S3Store {
     /// Builds the client from the AWS configuration chain; no request is made yet.
     pub async fn new(options: S3Options) -> S3Store {
+        S3Store::paced(options, None).await
+    }
+
+    /// [`S3Store::new`], its uploads' bodies leaving no faster than `upload_pacer` allows (`[repository]
+    /// limit_upload`): paced on the wire, where a pace of the bytes handed to the store would let each full
+    /// part go at the link's speed.
+    pub async fn paced(options: S3Options, upload_pacer: Option<Arc<crate::store::throttle::TokenBucket>>) -> S3Store {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(profile) = &options.profile {
             // The profile's key and nothing else: the chain would take AWS_ACCESS_KEY_ID first, which on a host
@@ -138,6 +147,7 @@ impl S3Store {
                 location,
                 reached: Default::default(),
                 whole_buffers: Default::default(),
+                upload_pacer,
             }),
         }
     }
@@ -253,7 +263,7 @@ impl Inner {
                 .bucket(&self.options.bucket)
                 .key(full)
                 .content_md5(&md5)
-                .body(ByteStream::from(data.clone()));
+                .body(paced::body(data.clone(), self.upload_pacer.as_ref()));
             if let Some(headers) = headers {
                 request = request
                     .set_content_type(headers.content_type.clone())

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::ProvideErrorMetadata;
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
@@ -178,7 +177,7 @@ impl S3Writer {
                         .upload_id(&upload_id)
                         .part_number(number)
                         .content_md5(&md5)
-                        .body(ByteStream::from(data.clone()))
+                        .body(super::paced::body(data.clone(), inner.upload_pacer.as_ref()))
                         .customize()
                         .disable_payload_signing()
                         .send()

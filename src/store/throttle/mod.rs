@@ -7,9 +7,9 @@
 //! [`TokenBucket`] for the whole process, so parallel transfers (a restore's three packs, `dr serve`'s jobs
 //! and captures) share the limit rather than each getting it.
 //!
-//! The pacing is of the bytes handed to the inner store: an S3 upload leaves in whole parts (or whole packs),
-//! each sent at the link's speed as soon as it is filled, so the limit holds on average over a transfer, not
-//! over every instant.
+//! Uploads to S3 are paced on the wire instead: the S3 store sends each request's body at the rate
+//! ([`upload_bucket`], `store/s3/paced.rs`), since pacing the bytes handed to it would let every full part (or
+//! pack) leave in one burst at the link's speed, which is what a limit at 3 a.m. is there to prevent.
 
 mod bucket;
 mod rate;
@@ -50,6 +50,11 @@ impl Throttled {
             None => writer,
         }
     }
+}
+
+/// The process's upload bucket for `rate`: what an S3 store paces its request bodies with.
+pub fn upload_bucket(rate: Rate) -> Arc<TokenBucket> {
+    shared(&UPLOAD, rate, "uploads to")
 }
 
 /// `store` under `limits`, with the process's one bucket per direction; the store itself when unlimited.
