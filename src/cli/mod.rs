@@ -243,10 +243,13 @@ pub fn main() -> ExitCode {
         let stop = signals::Stop::listen(command_name(&cli.command));
         let limits = Limits { upload: cli.limit_upload, download: cli.limit_download };
         let context = Context { config_path: cli.config, limits, quiet: cli.quiet, stop: stop.clone() };
-        tokio::select! {
+        let result = tokio::select! {
             result = run(cli.command, &context, &progress_display) => result.map_err(|e| stop.explain(e)),
             error = stop.deadline(grace) => Err(error),
-        }
+        };
+        // A command dropped by a signal deletes its lock (or lock attempt) in the background: let it finish.
+        dr::repo::lock::settle(Duration::from_secs(5)).await;
+        result
     });
     progress_display.clear();
     // A stopped command may leave a blocking thread waiting on a child's pipe; don't wait for it. Its children

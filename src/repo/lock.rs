@@ -456,11 +456,27 @@ impl Drop for LockAttempt {
     }
 }
 
+/// Deletions of dropped locks and lock attempts still running. A command stopped by a signal is dropped whole,
+/// and a runtime that shuts down cancels its tasks: the CLI awaits these first ([`settle`]), or an interrupted
+/// command would leave its lock object to block every other one for a whole lease.
+static DELETIONS: std::sync::Mutex<Vec<JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
+/// Waits (at most `within`) for the lock objects being deleted in the background.
+pub async fn settle(within: Duration) {
+    let pending = std::mem::take(&mut *DELETIONS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    if pending.is_empty() {
+        return;
+    }
+    if tokio::time::timeout(within, futures::future::join_all(pending)).await.is_err() {
+        tracing::warn!("a repository lock could not be deleted in time: it expires by itself after its lease");
+    }
+}
+
 /// Deletes a lock object from a spawned task (after `renewer` ended): for drops, which cannot wait.
 fn delete_in_background(store: Arc<dyn Store>, key: String, renewer: Option<JoinHandle<()>>) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn(async move {
+            let deletion = runtime.spawn(async move {
                 if let Some(renewer) = renewer {
                     let _ = renewer.await;
                 }
@@ -468,6 +484,9 @@ fn delete_in_background(store: Arc<dyn Store>, key: String, renewer: Option<Join
                     not_deleted(&key, "the repository lock", &e);
                 }
             });
+            let mut pending = DELETIONS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            pending.retain(|deletion| !deletion.is_finished());
+            pending.push(deletion);
         }
         Err(_) => tracing::warn!(%key, "repository lock dropped outside a runtime: it expires by itself"),
     }

@@ -216,6 +216,35 @@ impl Inner {
             .map_err(|e| self.error(subject, operation, key, e.error, !e.first_contact))
     }
 
+    /// Every object under `full_prefix`, handed to `each` a page at a time (ListObjectsV2 under the retry
+    /// policy); `what` names the listing in messages.
+    pub(super) async fn list_pages(
+        &self,
+        what: &str,
+        full_prefix: &str,
+        mut each: impl FnMut(&aws_sdk_s3::types::Object),
+    ) -> Result<()> {
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retry("list", what, || {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.options.bucket)
+                        .prefix(full_prefix)
+                        .max_keys(self.options.list_page_size)
+                        .set_continuation_token(token.clone())
+                        .send()
+                })
+                .await?;
+            page.contents().iter().for_each(&mut each);
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// Aborts a multipart upload (retried); one that is already gone counts as aborted.
     pub(super) async fn abort_multipart(&self, key: &str, full: &str, upload_id: &str) -> Result<()> {
         let result = self

@@ -67,22 +67,9 @@ impl S3Store {
         let full_prefix =
             if inner.options.prefix.is_empty() { String::new() } else { format!("{}/", inner.options.prefix) };
         let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = inner
-                .retry("list", "", || {
-                    inner
-                        .client
-                        .list_objects_v2()
-                        .bucket(&inner.options.bucket)
-                        .prefix(&full_prefix)
-                        .max_keys(inner.options.list_page_size)
-                        .set_continuation_token(token.clone())
-                        .send()
-                })
-                .await?;
-            for object in page.contents() {
-                let Some(key) = object.key().and_then(|k| inner.relative_key(k)) else { continue };
+        inner
+            .list_pages("", &full_prefix, |object| {
+                let Some(key) = object.key().and_then(|k| inner.relative_key(k)) else { return };
                 let modified = object.last_modified().and_then(to_chrono).unwrap_or_default();
                 found.push(ListedObject {
                     key: key.to_string(),
@@ -90,12 +77,8 @@ impl S3Store {
                     etag: object.e_tag().unwrap_or_default().to_string(),
                     modified: (modified.timestamp(), modified.timestamp_subsec_nanos()),
                 });
-            }
-            match page.next_continuation_token() {
-                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
-                _ => break,
-            }
-        }
+            })
+            .await?;
         Ok(found)
     }
 

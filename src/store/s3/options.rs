@@ -84,6 +84,20 @@ impl S3Options {
     }
 }
 
+impl S3Options {
+    /// A custom endpoint (checked: http or https) and the addressing, path-style by default with one.
+    fn set_endpoint(&mut self, endpoint: &Option<String>, path_style: Option<bool>) -> std::result::Result<(), String> {
+        if let Some(endpoint) = endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(format!("endpoint {endpoint:?} must start with http:// or https://"));
+            }
+            self.endpoint = Some(endpoint.trim_end_matches('/').to_string());
+        }
+        self.path_style = path_style.unwrap_or(endpoint.is_some());
+        Ok(())
+    }
+}
+
 /// The `[repository]` section of an `s3://` repository, checked: the URL, the endpoint's scheme, the part size
 /// (S3's limits) and the concurrency.
 impl TryFrom<&RepositoryConfig> for S3Options {
@@ -92,14 +106,8 @@ impl TryFrom<&RepositoryConfig> for S3Options {
     fn try_from(repository: &RepositoryConfig) -> Result<S3Options> {
         let invalid = |message: String| Error::ConfigInvalid(format!("[repository] {message}"));
         let mut options = S3Options::from_url(&repository.url).map_err(|e| invalid(format!("url: {e}")))?;
-        if let Some(endpoint) = &repository.endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                return Err(invalid(format!("endpoint {endpoint:?} must start with http:// or https://")));
-            }
-            options.endpoint = Some(endpoint.trim_end_matches('/').to_string());
-        }
+        options.set_endpoint(&repository.endpoint, repository.path_style).map_err(invalid)?;
         options.region = repository.region.clone();
-        options.path_style = repository.path_style.unwrap_or(repository.endpoint.is_some());
         if let Some(size) = repository.part_size {
             if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&size.as_u64()) {
                 return Err(invalid(format!("part_size = {size} must be between 5 MiB and 5 GiB")));
@@ -125,14 +133,8 @@ impl TryFrom<&FilesSource> for S3Options {
         let invalid = |message: String| Error::ConfigInvalid(format!("files source {:?}: {message}", source.name));
         let url = source.bucket_url().ok_or_else(|| invalid("path is not an s3:// URL".to_string()))?;
         let mut options = S3Options::from_url(url).map_err(|e| invalid(format!("path: {e}")))?;
-        if let Some(endpoint) = &source.endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                return Err(invalid(format!("endpoint {endpoint:?} must start with http:// or https://")));
-            }
-            options.endpoint = Some(endpoint.trim_end_matches('/').to_string());
-        }
+        options.set_endpoint(&source.endpoint, source.path_style).map_err(invalid)?;
         options.region = source.region.clone();
-        options.path_style = source.path_style.unwrap_or(source.endpoint.is_some());
         if let Some(profile) = &source.profile {
             if profile.is_empty() {
                 return Err(invalid("profile must not be empty".to_string()));

@@ -70,33 +70,16 @@ impl Store for S3Store {
             format!("{}/{prefix}", inner.options.prefix)
         };
         let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = inner
-                .retry("list", prefix, || {
-                    inner
-                        .client
-                        .list_objects_v2()
-                        .bucket(&inner.options.bucket)
-                        .prefix(&full_prefix)
-                        .max_keys(inner.options.list_page_size)
-                        .set_continuation_token(token.clone())
-                        .send()
-                })
-                .await?;
-            for object in page.contents() {
-                let Some(key) = object.key().and_then(|k| inner.relative_key(k)) else { continue };
+        inner
+            .list_pages(prefix, &full_prefix, |object| {
+                let Some(key) = object.key().and_then(|k| inner.relative_key(k)) else { return };
                 found.push(ObjectMeta {
                     key: key.to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
                     modified: object.last_modified().and_then(to_chrono),
                 });
-            }
-            match page.next_continuation_token() {
-                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
-                _ => break,
-            }
-        }
+            })
+            .await?;
         found.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(found)
     }
