@@ -161,6 +161,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 human() { awk -v b="$1" 'BEGIN { split("B KiB MiB GiB TiB", u); i = 1; while (b >= 1024 && i < 5) { b /= 1024; i++ } printf "%.1f %s", b, u[i] }'; }
 dir_bytes() { du -sb "$1" | cut -f 1; }
+garage_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$GARAGE_PID/stat"; }
 count_files() { if [[ -d $1 ]]; then find "$1" -type f | wc -l; else echo 0; fi; }
 max_of() { printf '%s\n' "$@" | sort -g | tail -n 1; }
 pass_eq() { if [[ $1 == "$2" ]]; then echo PASS; else echo FAIL; fi; }
@@ -170,19 +171,22 @@ declare -A R=()
 rec() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
 vals() { echo "${R[$1]:-}"; }
 
-# Runs "$@" under GNU time, after a sync (outside the timing); sets LAST_SECONDS and LAST_RSS_KB.
+# Runs "$@" under GNU time, after a sync (outside the timing); sets LAST_SECONDS, LAST_RSS_KB, LAST_CPU (the
+# command's user + system seconds) and LAST_GARAGE_CPU (Garage's, meanwhile: it shares the two CPUs).
 run_timed() {
-    local tf="$RUN/time.out" t0 t1 status=0
+    local tf="$RUN/time.out" t0 t1 g0 status=0
     sync
+    g0=$(garage_cpu)
     t0=$(now)
-    /usr/bin/time -f '%M' -o "$tf" "$@" >"$RUN/cmd.out" 2>"$RUN/cmd.err" || status=$?
+    /usr/bin/time -f '%M %U %S' -o "$tf" "$@" >"$RUN/cmd.out" 2>"$RUN/cmd.err" || status=$?
     t1=$(now)
     if ((status != 0)); then
         tail -n 20 "$RUN/cmd.err" >&2
         die "failed (exit status $status): $*"
     fi
     LAST_SECONDS=$(elapsed "$t0" "$t1")
-    LAST_RSS_KB=$(tail -n 1 "$tf")
+    read -r LAST_RSS_KB LAST_CPU < <(tail -n 1 "$tf" | awk '{ printf "%s %.2f\n", $1, $2 + $3 }')
+    LAST_GARAGE_CPU=$(elapsed "$g0" "$(garage_cpu)")
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -401,7 +405,7 @@ listing() {
     keys=$(bare_listing)
     t1=$(now)
     LAST_SECONDS=$(elapsed "$t0" "$t1")
-    LAST_RSS_KB=""
+    LAST_RSS_KB="" LAST_CPU="" LAST_GARAGE_CPU=""
     ((keys == OBJECTS)) || die "the bare listing found $keys keys, not $OBJECTS"
     requests_since "$before"
     LISTING_REQUESTS_SECONDS=$(awk '{ s += $1 } END { printf "%.3f", s }' "$RUN/listing.times")
@@ -411,6 +415,10 @@ listing() {
 record() {
     rec "$1|s" "$LAST_SECONDS"
     if [[ -n $LAST_RSS_KB ]]; then rec "$1|rss" "$LAST_RSS_KB"; fi
+    if [[ -n $LAST_CPU ]]; then
+        rec "$1|cpu" "$LAST_CPU"
+        rec "$1|garage_cpu" "$LAST_GARAGE_CPU"
+    fi
     rec "$1|list" "$REQ_LIST"
     rec "$1|get" "$REQ_GET"
     rec "$1|head" "$REQ_HEAD"
@@ -421,7 +429,7 @@ record() {
         rec "$1|objects" "$LAST_OBJECTS"
         rec "$1|packs" "$LAST_PACKS"
     fi
-    log "rep $((rep + 1)) $1: $LAST_SECONDS s${LAST_RSS_KB:+, peak RSS $(mib "$LAST_RSS_KB") MiB}; requests: ${REQ_ALL:-none}${LAST_OBJECTS:+; $LAST_OBJECTS repository objects, $LAST_PACKS packs}"
+    log "rep $((rep + 1)) $1: $LAST_SECONDS s${LAST_RSS_KB:+, peak RSS $(mib "$LAST_RSS_KB") MiB}${LAST_CPU:+, CPU $LAST_CPU s (Garage $LAST_GARAGE_CPU s)}; requests: ${REQ_ALL:-none}${LAST_OBJECTS:+; $LAST_OBJECTS repository objects, $LAST_PACKS packs}"
     LAST_OBJECTS=""
 }
 
@@ -556,20 +564,22 @@ for scen in "${SCENARIOS[@]}"; do
         [[ -z $other || $other == 0 ]] || other="$other (${R[$key|other_names]:-})"
         objects=$(req "$key" objects)
         [[ -z $objects ]] || objects="$objects ($(req "$key" packs))"
-        TABLE+=("| ${SCENARIO_LABEL[$scen]}: ${WHO_LABEL[$who]} | $(med "$key") | $(vals "$key|s") | ${rss:+$(mib "$(max_of $rss)")} | $(req "$key" list) | $(req "$key" get) | $(req "$key" head) | $(req "$key" put) | $other | $objects | |")
+        cpu=$(vals "$key|cpu")
+        [[ -z $cpu ]] || cpu="$(median $cpu) / $(median $(vals "$key|garage_cpu"))"
+        TABLE+=("| ${SCENARIO_LABEL[$scen]}: ${WHO_LABEL[$who]} | $(med "$key") | $(vals "$key|s") | ${rss:+$(mib "$(max_of $rss)")} | $cpu | $(req "$key" list) | $(req "$key" get) | $(req "$key" head) | $(req "$key" put) | $other | $objects | |")
     done
 done
 for scen in "${SCENARIOS[@]}"; do
     r=$(ratio "$(med "$scen|bucket")" "$(med "$scen|pair")")
-    TABLE+=("| **dr bucket / ($SYNC_TOOL sync + dr directory), ${SCENARIO_LABEL[$scen]}** | **$r** | (information) | | | | | | | | |")
+    TABLE+=("| **dr bucket / ($SYNC_TOOL sync + dr directory), ${SCENARIO_LABEL[$scen]}** | **$r** | (information) | | | | | | | | | |")
 done
 r=$(ratio "$(med unchanged\|bucket)" "$(med unchanged\|listing)")
-TABLE+=("| **dr bucket, nothing changed / bare listing** | **$r** | (information) | | | | | | | | |")
+TABLE+=("| **dr bucket, nothing changed / bare listing** | **$r** | (information) | | | | | | | | | |")
 r=$(ratio "$(med unchanged\|bucket)" "$(med unchanged\|listing_requests)")
-TABLE+=("| dr bucket, nothing changed / the listing's requests alone | $r | (information) | | | | | | | | |")
+TABLE+=("| dr bucket, nothing changed / the listing's requests alone | $r | (information) | | | | | | | | | |")
 
 check() { # check LABEL GOT WANT
-    TABLE+=("| **$1** | **$2** | target $3 | | | | | | | | **$(pass_eq "$2" "$3")** |")
+    TABLE+=("| **$1** | **$2** | target $3 | | | | | | | | | **$(pass_eq "$2" "$3")** |")
 }
 check "dr bucket, first backup: GETs" "$(req first\|bucket get)" "$OBJECTS"
 check "dr bucket, first backup: listings (1 + ceil(N / $LIST_PAGE))" "$(req first\|bucket list)" "$((1 + PAGES))"
@@ -585,7 +595,7 @@ for key in "${!R[@]}"; do
     fi
 done
 for check_failed in "${FAILED_CHECKS[@]}"; do
-    TABLE+=("| **$check_failed** | | | | | | | | | | **FAIL** |")
+    TABLE+=("| **$check_failed** | | | | | | | | | | | **FAIL** |")
 done
 
 {
@@ -596,13 +606,14 @@ done
     echo "Load:    $LOAD_START at the start, $(cut -d ' ' -f 1-3 /proc/loadavg) at the end (1/5/15-minute averages)"
     echo "Space:   the local copy $(human "$(median_int $(vals mirror))"); repositories after the three backups: of the copy $(human "$(median_int $(vals repo_dir))"), of the bucket $(human "$(median_int $(vals repo_bucket))")"
     echo
-    echo "| measurement | median s / value | runs (s) | peak RSS MiB (max) | LIST | GET | HEAD | PUT | other requests | repository objects (packs) | target |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| measurement | median s / value | runs (s) | peak RSS MiB (max) | CPU s: own / Garage | LIST | GET | HEAD | PUT | other requests | repository objects (packs) | target |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${TABLE[@]}"
     echo
     echo "Requests: what Garage's /metrics counted during the run (medians), by S3 endpoint: LIST = ListObjects and"
     echo "ListObjectsV2, PUT = the PUT class. The repositories are local: every request is the source bucket's."
     echo "Repository objects: the files the backup added to its local repository (packs, index objects, tree, manifest,"
     echo "snapshot, attempt record): what it would PUT to an S3 repository, besides its lock."
+    echo "CPU: user + system seconds of the command (GNU time) and of the Garage server meanwhile (/proc), medians."
 } | tee "${RESULTS:-/dev/null}"
 ((${#FAILED_CHECKS[@]} == 0)) && ! printf '%s\n' "${TABLE[@]}" | grep -q '\*\*FAIL\*\*'
