@@ -238,7 +238,7 @@ pub struct ChunkingConfig {
     pub avg_size: Option<bytesize::ByteSize>,
     /// No chunk is larger (default 8 MiB).
     pub max_size: Option<bytesize::ByteSize>,
-    /// A pack is closed once it holds this much (default 16 MiB): fewer, larger objects mean fewer requests.
+    /// A pack is closed once it holds this much (default 8 MiB): fewer, larger objects mean fewer requests.
     pub pack_size: Option<bytesize::ByteSize>,
 }
 

@@ -41,7 +41,7 @@ fn dr_on(garage: &Garage, config: &Path, args: &[&str]) -> Run {
 /// which replaces the configuration's much lower `limit_download`, and a verify to `DR_LIMIT_DOWNLOAD`.
 ///
 /// Uploads are paced on the wire, whole packs included (`s3_uploads_are_paced_on_the_wire` has the default
-/// 16 MiB packs). A download is paced as dr reads it, and the kernel's socket buffers run ahead of that by
+/// 8 MiB packs). A download is paced as dr reads it, and the kernel's socket buffers run ahead of that by
 /// what they hold of each response: on loopback, most of a pack. Packs of 4 MiB keep that head start a few
 /// percent of the 40 MiB read; on a real link the sender's congestion window keeps it small.
 #[test]
@@ -116,7 +116,7 @@ fn backup_and_restore_on_s3_keep_to_the_limits() {
     assert_rate(downloaded, 16 * MIB, "verify");
 }
 
-/// With the default packs (16 MiB, multipart uploads of 5 MiB parts), an upload leaves at the limit while each
+/// With the default packs (8 MiB, multipart uploads of 5 MiB parts here), an upload leaves at the limit while each
 /// part is sent, not in one burst at the link's speed once the part is full: the bodies are paced on the wire.
 #[test]
 fn s3_uploads_are_paced_on_the_wire() {
@@ -144,7 +144,7 @@ fn s3_uploads_are_paced_on_the_wire() {
     dr_on(&garage, &config, &["backup"]).ok();
     let uploaded = proxy.uploaded();
     assert!(uploaded.bytes > 24 * MIB, "every byte went through the proxy: {uploaded:?}");
-    assert_rate(uploaded, 8 * MIB, "backup with 16 MiB packs");
+    assert_rate(uploaded, 8 * MIB, "backup with 8 MiB packs");
 }
 
 /// The limits that the configuration, the environment and the command line give, in that order of precedence,
