@@ -152,12 +152,8 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------------------------------------------------
 # Helpers (as in bench/files.sh)
 
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-sum() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-median_int() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%d", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
+# shellcheck source=bench/lib/stats.sh
+source "$ROOT/bench/lib/stats.sh"  # now, elapsed, sum, median, median_int, ratio
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 human() { awk -v b="$1" 'BEGIN { split("B KiB MiB GiB TiB", u); i = 1; while (b >= 1024 && i < 5) { b /= 1024; i++ } printf "%.1f %s", b, u[i] }'; }
 dir_bytes() { du -sb "$1" | cut -f 1; }

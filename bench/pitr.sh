@@ -58,9 +58,8 @@ done
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { echo "bench: error: $*" >&2; exit 1; }
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+# shellcheck source=bench/lib/stats.sh
+source "$ROOT/bench/lib/stats.sh"  # now, elapsed, sum, median, median_int, ratio
 
 for tool in jq python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 PG_BIN=${PG_BIN:-$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)}

@@ -40,6 +40,14 @@ pub(super) struct GetResponse {
     pub(super) etag: Option<String>,
 }
 
+/// The reader of a download whose first response is `first`: the bytes come from a background [`download`].
+pub(super) fn stream(inner: Arc<Inner>, key: String, full: String, first: GetResponse) -> crate::store::ObjectReader {
+    let (sender, mut receiver) = mpsc::channel(DOWNLOAD_CHANNEL);
+    tokio::spawn(download(inner, key, full, first, sender));
+    let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+    Box::pin(tokio_util::io::StreamReader::new(stream))
+}
+
 /// Feeds one object's bytes to the reader, resuming from the last byte received when the connection breaks.
 pub(super) async fn download(
     inner: Arc<Inner>,

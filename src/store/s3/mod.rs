@@ -245,6 +245,17 @@ impl Inner {
         }
     }
 
+    /// Deletes the object at `full` (retried); one that is already gone counts as deleted.
+    pub(super) async fn delete_object(&self, key: &str, full: &str) -> Result<()> {
+        let result = self
+            .retry("delete", key, || self.client.delete_object().bucket(&self.options.bucket).key(full).send())
+            .await;
+        match result {
+            Ok(_) | Err(Error::ObjectMissing { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Aborts a multipart upload (retried); one that is already gone counts as aborted.
     pub(super) async fn abort_multipart(&self, key: &str, full: &str, upload_id: &str) -> Result<()> {
         let result = self

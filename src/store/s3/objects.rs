@@ -5,9 +5,8 @@
 //! inherent methods of [`S3Store`] rather than part of the trait that every store implements.
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
-use tokio::sync::mpsc;
 
-use super::download::{DOWNLOAD_CHANNEL, GetResponse, download};
+use super::download::{GetResponse, stream};
 use super::writer::S3Writer;
 use super::{S3Store, to_chrono};
 use crate::error::{Error, Result};
@@ -91,15 +90,7 @@ impl S3Store {
 
     /// Deletes a listed object (a restore with `--force` removing what the snapshot does not hold).
     pub async fn delete_object(&self, key: &str) -> Result<()> {
-        let inner = &self.inner;
-        let full = self.source_key(key);
-        let result = inner
-            .retry("delete", key, || inner.client.delete_object().bucket(&inner.options.bucket).key(&full).send())
-            .await;
-        match result {
-            Ok(_) | Err(Error::ObjectMissing { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.inner.delete_object(key, &self.source_key(key)).await
     }
 
     /// The first key under the store's prefix, if any: whether a restore target is empty.
@@ -180,11 +171,7 @@ impl S3Store {
         };
         let size = response.content_length().unwrap_or(0).max(0) as u64;
         let first = GetResponse { body: response.body, etag: Some(found_etag) };
-        let (sender, receiver) = mpsc::channel(DOWNLOAD_CHANNEL);
-        tokio::spawn(download(inner, key.to_string(), full, first, sender));
-        let mut receiver = receiver;
-        let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
-        Ok(Got::Found { info, size, reader: Box::pin(tokio_util::io::StreamReader::new(stream)) })
+        Ok(Got::Found { info, size, reader: stream(inner, key.to_string(), full, first) })
     }
 
     /// A streaming upload of `key` that creates the object with `headers` (content type, cache control, user

@@ -3,9 +3,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 
-use super::download::{DOWNLOAD_CHANNEL, download};
+use super::download::stream;
 use super::errors::Subject;
 use super::writer::S3Writer;
 use super::{S3Store, to_chrono};
@@ -38,11 +37,7 @@ impl Store for S3Store {
         let full = inner.full_key(key)?;
         // The first request happens here, so a missing object is an error of `get` itself.
         let first = inner.get_from(&full, key, 0, None).await?;
-        let (sender, receiver) = mpsc::channel(DOWNLOAD_CHANNEL);
-        tokio::spawn(download(inner, key.to_string(), full, first, sender));
-        let mut receiver = receiver;
-        let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
-        Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
+        Ok(stream(inner, key.to_string(), full, first))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -99,15 +94,8 @@ impl Store for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let inner = &self.inner;
-        let full = inner.full_key(key)?;
-        let result = inner
-            .retry("delete", key, || inner.client.delete_object().bucket(&inner.options.bucket).key(&full).send())
-            .await;
-        match result {
-            Ok(_) | Err(Error::ObjectMissing { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let full = self.inner.full_key(key)?;
+        self.inner.delete_object(key, &full).await
     }
 
     fn leftovers(&self) -> Option<&dyn Leftovers> {
