@@ -125,29 +125,9 @@ fi
 # ---------------------------------------------------------------------------------------------------------
 # Work directory and cleanup
 
-mkdir -p "$WORKDIR"
-WORKDIR=$(cd "$WORKDIR" && pwd)
-RUN=$(mktemp -d "$WORKDIR/bucket.XXXXXX")
-GARAGE_PID="" # set by start_garage (bench/lib/garage.sh)
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    if [[ -n $GARAGE_PID ]]; then
-        kill "$GARAGE_PID" 2>/dev/null || true
-        wait "$GARAGE_PID" 2>/dev/null || true
-    fi
-    if ((KEEP)); then
-        log "kept $RUN"
-    else
-        rm -rf "$RUN"
-        rmdir "$WORKDIR" 2>/dev/null || true
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=bench/lib/workdir.sh
+source "$ROOT/bench/lib/workdir.sh"
+make_run_dir bucket
 
 # ---------------------------------------------------------------------------------------------------------
 # Helpers (as in bench/files.sh)
