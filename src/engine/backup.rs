@@ -621,8 +621,8 @@ impl BackupContext<'_> {
             crate::units::bytes(summary.new_bytes)
         ));
         let mut warnings = files_warnings(source, &summary.skipped, &summary.external_symlinks, &summary.incomplete);
-        for replaced in &summary.replaced {
-            let warning = format!("{replaced}; the snapshot holds the newer version, whole");
+        let replaced = summary.replaced.iter().map(|r| format!("{r}; the snapshot holds the newer version, whole"));
+        for warning in replaced.chain(summary.warnings.iter().cloned()) {
             tracing::warn!(source = %source.name, "{warning}");
             warnings.push(warning);
         }
@@ -677,19 +677,21 @@ impl BackupContext<'_> {
         let total = listed.iter().map(|o| o.size).sum();
         let task = self.progress.task(&source.name, Some(total));
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (entries, warnings) = files::bucket_entries(listed, excludes);
         let origin = BucketOrigin {
             name: source.name.clone(),
             url: source.path.display().to_string(),
             store,
-            entries: std::sync::Mutex::new(files::bucket_entries(listed, excludes)),
+            entries: std::sync::Mutex::new(entries),
             readers: source.concurrency.unwrap_or(bucket::DEFAULT_CONCURRENCY).max(cpus),
             runtime: tokio::runtime::Handle::current(),
         };
         let walk_task = task.clone();
-        let summary = tokio::task::spawn_blocking(move || run.source(&origin.name, &origin, walk_task))
+        let mut summary = tokio::task::spawn_blocking(move || run.source(&origin.name, &origin, walk_task))
             .await
             .map_err(|e| Error::io("backing up files", io::Error::other(e)))
             .and_then(|r| r)?;
+        summary.warnings.extend(warnings);
         Ok((summary, task))
     }
 }

@@ -19,6 +19,9 @@ use super::tree::{TreeEntry, TreeKind, walk_order};
 use super::walk::{FileStat, WalkItem};
 use crate::store::s3::ListedObject;
 
+/// The longest name a Linux file system holds (NAME_MAX), in bytes.
+const NAME_MAX: usize = 255;
+
 /// Modes of restored objects and directories: what a web server reads.
 const FILE_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o755;
@@ -26,8 +29,10 @@ const DIR_MODE: u32 = 0o755;
 /// The entries of a bucket source in walk order: the root, then every kept object and the directories above
 /// it. Objects come with a [`FileStat`] whose size and mtime are the listing's (the cache compares them and
 /// the ETag); directories carry an `object` with an empty ETag (no object stands for them), folder objects
-/// their own.
-pub fn bucket_entries(mut listed: Vec<ListedObject>, excludes: &Excludes) -> Vec<WalkItem> {
+/// their own. Also returns what the backup should say now rather than a restore later: keys kept that a
+/// directory cannot hold (a part longer than 255 bytes), which restore into a bucket only.
+pub fn bucket_entries(mut listed: Vec<ListedObject>, excludes: &Excludes) -> (Vec<WalkItem>, Vec<String>) {
+    let mut warnings = Vec::new();
     listed.sort_by(|a, b| walk_order(a.key.as_bytes(), b.key.as_bytes()));
     let newest = listed.iter().map(|o| o.modified).max().unwrap_or((0, 0));
     let mut items = vec![WalkItem::Entry(directory(Vec::new(), newest, None), None)];
@@ -45,6 +50,13 @@ pub fn bucket_entries(mut listed: Vec<ListedObject>, excludes: &Excludes) -> Vec
         }
         if excluded(excludes, path) {
             continue;
+        }
+        if path.split('/').any(|part| part.len() > NAME_MAX) {
+            warnings.push(format!(
+                "{}: a part of the key is longer than {NAME_MAX} bytes; it restores into a bucket, but a restore \
+                 into a directory (and a drill) cannot create it",
+                object.key
+            ));
         }
         let next_is_inside = listed.get(i + 1).is_some_and(|next| {
             next.key.len() > path.len() && next.key.starts_with(path) && next.key.as_bytes()[path.len()] == b'/'
@@ -97,7 +109,7 @@ pub fn bucket_entries(mut listed: Vec<ListedObject>, excludes: &Excludes) -> Vec
         };
         items.push(WalkItem::Entry(entry, Some(stat)));
     }
-    items
+    (items, warnings)
 }
 
 /// Whether the path or a directory above it is excluded (an excluded directory is left out whole).
@@ -158,8 +170,9 @@ mod tests {
     #[test]
     fn keys_become_a_tree_in_walk_order_with_the_directories_they_imply() {
         let listed = vec![object("a-b", 1), object("a/x", 2), object("a/y/z", 3), object("b", 4), object("a/y/", 0)];
-        let items = bucket_entries(listed, &Excludes::new(&[]).unwrap());
+        let (items, warnings) = bucket_entries(listed, &Excludes::new(&[]).unwrap());
         assert_eq!(paths(&items), ["./", "a/", "a/x", "a/y/", "a/y/z", "a-b", "b"]);
+        assert!(warnings.is_empty());
         let WalkItem::Entry(folder, None) = &items[3] else { panic!() };
         assert_eq!(folder.object.as_ref().unwrap().etag, "\"a/y/\"", "a folder object keeps its ETag");
         let WalkItem::Entry(implied, None) = &items[1] else { panic!() };
@@ -171,14 +184,18 @@ mod tests {
     #[test]
     fn keys_that_cannot_be_paths_are_skipped_and_said() {
         let listed = vec![object("a", 1), object("a/b", 2), object("c//d", 3), object("../e", 4), object("f/", 5)];
-        let items = bucket_entries(listed, &Excludes::new(&[]).unwrap());
+        let (items, _) = bucket_entries(listed, &Excludes::new(&[]).unwrap());
         assert_eq!(paths(&items), ["./", "skipped ../e", "skipped a", "a/", "a/b", "skipped c//d", "skipped f/"]);
+        let long = format!("d/{}.jpg", "x".repeat(300));
+        let (items, warnings) = bucket_entries(vec![object(&long, 1)], &Excludes::new(&[]).unwrap());
+        assert_eq!(items.len(), 3, "kept, with its directory");
+        assert!(warnings[0].starts_with(&format!("{long}: a part of the key is longer than 255 bytes")));
     }
 
     #[test]
     fn excludes_apply_to_keys_and_their_directories() {
         let listed = vec![object("cache/a/b.jpg", 1), object("x.tmp", 2), object("y.jpg", 3)];
-        let items = bucket_entries(listed, &Excludes::new(&["*.tmp".into(), "cache".into()]).unwrap());
+        let (items, _) = bucket_entries(listed, &Excludes::new(&["*.tmp".into(), "cache".into()]).unwrap());
         assert_eq!(paths(&items), ["./", "y.jpg"]);
     }
 }

@@ -348,3 +348,22 @@ async fn access_denied_on_the_source_bucket_is_one_clear_error() {
     let check = site.dr("denied.toml", &["check"]).fails(1);
     assert!(check.stdout.contains("files \"uploads\"") && check.stdout.contains("access denied"), "{}", check.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_broken_mid_object_is_resumed_and_the_snapshot_is_whole() {
+    let Some(site) = BucketSite::new().await else { return };
+    let proxy = FaultProxy::start(&site.source.endpoint);
+    site.write_config("proxied.toml", "uploads-ro", Some(&proxy.url()));
+    let video = format!("/{}/{PREFIX}/videos/clip.mp4", site.source.bucket);
+    // The first GET of the video breaks after 1 MiB, and so does the ranged GET that resumes it.
+    let dropped = proxy.add(Rule::new("GET", &video, Action::DropAfter { bytes: 1 << 20 }).times(2));
+    let report = backup(&site, "proxied.toml");
+    assert_eq!(proxy.fired(dropped), 2, "{}", common::faults::describe(&proxy.seen()));
+    assert!(proxy.count("GET", &video) >= 3, "resumed: {}", common::faults::describe(&proxy.seen()));
+    assert_eq!(report["chunked"]["files_unchanged"], 0, "{report}");
+    let dir = site.site.path("restored");
+    site.dr("dr.toml", &["restore", "--to", "latest", "--into", &format!("uploads={}", dir.display())]).ok();
+    let original = site.objects(&site.source.bucket, PREFIX).await;
+    let restored = tree(&dir);
+    assert_eq!(restored.get("videos/clip.mp4"), Some(&original["videos/clip.mp4"].sha256), "the video is whole");
+}

@@ -83,6 +83,8 @@ pub(crate) struct ChunkedSummary {
     pub incomplete: Vec<IncompleteFile>,
     /// Objects replaced between the listing and their GET (read as they are now), as `key: what happened`.
     pub replaced: Vec<String>,
+    /// What the origin says of entries it kept (a bucket's keys that no directory can hold).
+    pub warnings: Vec<String>,
     pub external_symlinks: Vec<String>,
     /// Files whose chunks came from the cache, unread.
     pub unchanged_files: u64,
@@ -654,6 +656,7 @@ impl ChunkedSummary {
             skipped: Vec::new(),
             incomplete: Vec::new(),
             replaced: Vec::new(),
+            warnings: Vec::new(),
             external_symlinks: Vec::new(),
             unchanged_files: 0,
             new_chunks: 0,
