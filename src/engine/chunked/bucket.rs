@@ -4,7 +4,8 @@
 //! Unchanged objects are never downloaded: the files cache holds each object's size, time, ETag, metadata and
 //! chunk ids from the last snapshot, and the walk's merge-join skips every object whose listing matches.
 //! Objects are read by as many threads as the source's `concurrency` (GETs wait on the network, not the CPU);
-//! each streams through the chunker, so memory is a few chunks per thread whatever the objects' sizes.
+//! each streams through the chunker, whose window holds the object (a photo's few MB) or, for one larger than
+//! two maximum chunks, those 16 MiB: memory is bounded by `concurrency`, whatever the bucket's size.
 
 use std::sync::Mutex;
 

@@ -18,6 +18,7 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
 use crate::engine::chunked::TreeObject;
+use crate::engine::chunked::bucket::bucket_error;
 use crate::engine::chunked::restore::ChunkedReader;
 use crate::error::{Error, Result};
 use crate::files::{ObjectInfo, TreeEntry, TreeKind, normalize_filter, path_selected};
@@ -83,8 +84,11 @@ impl BucketUpload<'_> {
             }
             keys.insert(key.clone());
             let file = (entry.kind == TreeKind::File).then(|| self.staged.join(entry.relative_path()));
-            let (store, task) = (self.store.clone(), task.clone());
-            uploads.spawn(async move { upload(&store, &key, headers, file, task.as_ref()).await });
+            let (store, task, name) = (self.store.clone(), task.clone(), self.source_name.to_string());
+            uploads.spawn(async move {
+                // The target bucket's refusals in its own words (the repository's errors pass as they are).
+                upload(&store, &key, headers, file, task.as_ref()).await.map_err(|e| bucket_error(&name, e, true))
+            });
         }
         while let Some(done) = uploads.join_next().await {
             uploaded.bytes += joined(Some(done))?;
@@ -92,9 +96,10 @@ impl BucketUpload<'_> {
         }
         lister.await.map_err(|e| Error::io("reading the tree", std::io::Error::other(e)))??;
         if self.replace && self.path.is_none() {
-            for object in self.store.list_objects().await? {
+            let target_error = |e| bucket_error(self.source_name, e, true);
+            for object in self.store.list_objects().await.map_err(target_error)? {
                 if !keys.contains(&object.key) {
-                    self.store.delete_object(&object.key).await?;
+                    self.store.delete_object(&object.key).await.map_err(target_error)?;
                     uploaded.deleted += 1;
                 }
             }

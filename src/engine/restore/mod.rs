@@ -473,9 +473,7 @@ impl Restorer<'_> {
         let result = match &plan.target {
             Target::Database(db) => self.database(plan, db, &mut report).await,
             Target::Directory(dir) => self.directory(plan, dir, &mut report).await,
-            Target::Bucket(store) => {
-                Box::pin(self.bucket(plan, store, &mut report)).await.map_err(|e| bucket_error(&plan.name, e, true))
-            }
+            Target::Bucket(store) => Box::pin(self.bucket(plan, store, &mut report)).await,
         };
         report.duration_seconds = start.elapsed().as_secs_f64();
         match result {
