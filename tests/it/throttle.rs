@@ -198,3 +198,21 @@ fn the_command_line_replaces_the_limits_and_wrong_ones_are_named() {
     assert!(error.starts_with("error: environment variable DR_LIMIT_UPLOAD: \"10 Mb\" uses \"Mb\""), "{error}");
     assert!(hint.contains("DR_LIMIT_UPLOAD") && hint.contains("[repository] limit_upload"), "{hint}");
 }
+
+/// Drills and prunes open the repository through the same place as every command, so the limits apply to them:
+/// each says so when it starts.
+#[test]
+fn drill_and_prune_run_under_the_limits_too() {
+    let site = FilesSite::new();
+    let text = std::fs::read_to_string(&site.config_path).unwrap();
+    let limited = text.replacen("[repository]\n", "[repository]\nlimit_download = \"64 MiB\"\n", 1)
+        + "\n[retention]\nkeep_last = 1\n";
+    std::fs::write(&site.config_path, limited).unwrap();
+    site.init_and_backup();
+    site.dr(&["backup"]).ok();
+    let drill = site.dr(&["drill"]).ok();
+    assert!(drill.stderr.contains("downloads from the repository at most 64.0 MiB/s"), "{}", drill.stderr);
+    let prune = site.dr(&["--limit-upload", "32 MiB", "prune"]).ok();
+    assert!(prune.stderr.contains("downloads from the repository at most 64.0 MiB/s"), "{}", prune.stderr);
+    assert!(prune.stderr.contains("uploads to the repository at most 32.0 MiB/s"), "{}", prune.stderr);
+}
