@@ -25,6 +25,8 @@ set -euo pipefail
 export LC_ALL=C # join and sort below agree on one order
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib/common.sh
+source "$ROOT/bench/lib/common.sh" # die, log, need, now, elapsed, median, ratio, ...
 BENCH="$ROOT/bench"
 
 SCALE=1
@@ -64,15 +66,6 @@ for it); installed with apt-get when run as root. Garage: ~/.cargo/bin/garage (t
 EOF
 }
 
-die() {
-    echo "bench: error: $*" >&2
-    exit 1
-}
-
-log() {
-    printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
-}
-
 while (($#)); do
     case $1 in
         --quick) SCALE=0.05; ((REPS_GIVEN)) || REPS=1; shift ;;
@@ -93,23 +86,6 @@ done
 # ---------------------------------------------------------------------------------------------------------
 # Tools
 
-APT_UPDATED=0
-# install COMMAND PACKAGE: installs PACKAGE with apt-get when run as root and COMMAND is missing; fails quietly.
-install() {
-    command -v "$1" >/dev/null 2>&1 && return 0
-    if ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
-        log "installing $2 (for $1)"
-        if ((!APT_UPDATED)); then
-            apt-get update -qq >/dev/null
-            APT_UPDATED=1
-        fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null 2>&1 || true
-    fi
-    command -v "$1" >/dev/null 2>&1
-}
-need() { # need COMMAND PACKAGE
-    install "$1" "$2" || die "$1 is missing; install it with: sudo apt-get install -y $2"
-}
 
 need python3 python3
 need curl curl
@@ -117,7 +93,7 @@ need age-keygen age
 [[ -x /usr/bin/time ]] || need /usr/bin/time time
 need aws awscli
 SYNC_TOOL=rclone
-if ! install rclone rclone; then
+if ! try_install rclone rclone; then
     log "rclone could not be installed: aws s3 sync stands in for it"
     SYNC_TOOL=aws
 fi
@@ -132,8 +108,6 @@ make_run_dir bucket
 # ---------------------------------------------------------------------------------------------------------
 # Helpers (as in bench/files.sh)
 
-# shellcheck source=bench/lib/stats.sh
-source "$ROOT/bench/lib/stats.sh"  # now, elapsed, sum, median, median_int, ratio
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 human() { awk -v b="$1" 'BEGIN { split("B KiB MiB GiB TiB", u); i = 1; while (b >= 1024 && i < 5) { b /= 1024; i++ } printf "%.1f %s", b, u[i] }'; }
 dir_bytes() { du -sb "$1" | cut -f 1; }

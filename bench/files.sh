@@ -20,6 +20,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib/common.sh
+source "$ROOT/bench/lib/common.sh" # die, log, need, now, elapsed, median, ratio, ...
 BENCH="$ROOT/bench"
 
 # Goals (issue 13).
@@ -71,15 +73,6 @@ apt-get when run as root. Garage (for S3): ~/.cargo/bin/garage (tests/run instal
 EOF
 }
 
-die() {
-    echo "bench: error: $*" >&2
-    exit 1
-}
-
-log() {
-    printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
-}
-
 while (($#)); do
     case $1 in
         --quick) SCALE_A=0.05; SCALE_B=0.01; ((REPS_GIVEN)) || REPS=1; shift ;;
@@ -108,20 +101,6 @@ done
 # ---------------------------------------------------------------------------------------------------------
 # Tools
 
-APT_UPDATED=0
-need() { # need COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    if ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
-        log "installing $2 (for $1)"
-        if ((!APT_UPDATED)); then
-            apt-get update -qq >/dev/null
-            APT_UPDATED=1
-        fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-        command -v "$1" >/dev/null 2>&1 && return 0
-    fi
-    die "$1 is missing; install it with: sudo apt-get install -y $2"
-}
 
 need python3 python3
 need tar tar
@@ -143,8 +122,6 @@ make_run_dir files
 # ---------------------------------------------------------------------------------------------------------
 # Helpers (as in bench/run.sh)
 
-# shellcheck source=bench/lib/stats.sh
-source "$ROOT/bench/lib/stats.sh"  # now, elapsed, sum, median, median_int, ratio
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }

@@ -14,6 +14,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib/common.sh
+source "$ROOT/bench/lib/common.sh" # die, log, need, now, elapsed, median, ratio, ...
 RPO_GOAL=10
 
 SCALE=20
@@ -56,10 +58,6 @@ while (($#)); do
     esac
 done
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { echo "bench: error: $*" >&2; exit 1; }
-# shellcheck source=bench/lib/stats.sh
-source "$ROOT/bench/lib/stats.sh"  # now, elapsed, sum, median, median_int, ratio
 
 for tool in jq python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 PG_BIN=${PG_BIN:-$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)}

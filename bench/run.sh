@@ -17,6 +17,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib/common.sh
+source "$ROOT/bench/lib/common.sh" # die, log, need, now, elapsed, median, ratio, ...
 BENCH="$ROOT/bench"
 
 # Targets (issues 2, 3 and 14).
@@ -69,15 +71,6 @@ as root.
 EOF
 }
 
-die() {
-    echo "bench: error: $*" >&2
-    exit 1
-}
-
-log() {
-    printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
-}
-
 while (($#)); do
     case $1 in
         --sizes) SIZES=${2:?--sizes needs a value}; shift 2 ;;
@@ -106,20 +99,6 @@ done
 # ---------------------------------------------------------------------------------------------------------
 # Tools
 
-APT_UPDATED=0
-need() { # need COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    if ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
-        log "installing $2 (for $1)"
-        if ((!APT_UPDATED)); then
-            apt-get update -qq >/dev/null
-            APT_UPDATED=1
-        fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-        command -v "$1" >/dev/null 2>&1 && return 0
-    fi
-    die "$1 is missing; install it with: sudo apt-get install -y $2"
-}
 
 need zstd zstd
 need age age
@@ -145,15 +124,15 @@ fi
 # ---------------------------------------------------------------------------------------------------------
 # Work directory and cleanup
 
-mkdir -p "$WORKDIR"
-WORKDIR=$(cd "$WORKDIR" && pwd)
-RUN=$(mktemp -d "$WORKDIR/run.XXXXXX")
-chmod 711 "$RUN" # the server's user must reach its directory inside
 PGDATA=""
 POLL_PID=""
+MEASURED_PID="" # GNU time, while it runs a dr command
+# shellcheck source=bench/lib/workdir.sh
+source "$ROOT/bench/lib/workdir.sh"
+make_run_dir run
+chmod 711 "$RUN" # the server's user must reach its directory inside
 # shellcheck source=bench/lib/garage.sh
 source "$ROOT/bench/lib/garage.sh"
-MEASURED_PID="" # GNU time, while it runs a dr command
 
 stop_server() {
     [[ -n $PGDATA && -f $PGDATA/postmaster.pid ]] || return 0
@@ -180,9 +159,8 @@ stop_drill_scratch() {
     done
 }
 
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
+# Called by workdir.sh's clean-up, before it stops Garage and removes the run's directory.
+before_cleanup() {
     if [[ -n $POLL_PID ]]; then kill "$POLL_PID" 2>/dev/null || true; fi
     if [[ -n $MEASURED_PID ]]; then
         # Interrupted mid-measurement: let dr stop cleanly (a drill stops its scratch cluster on SIGTERM).
@@ -196,28 +174,12 @@ cleanup() {
         wait "$MEASURED_PID" 2>/dev/null || true
     fi
     stop_drill_scratch
-    if [[ -n $GARAGE_PID ]]; then
-        kill "$GARAGE_PID" 2>/dev/null || true
-        wait "$GARAGE_PID" 2>/dev/null || true
-    fi
     stop_server
-    if ((KEEP)); then
-        log "kept $RUN"
-    else
-        rm -rf "$RUN"
-        rmdir "$WORKDIR" 2>/dev/null || true
-    fi
-    exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------------------------
 # Helpers
 
-# shellcheck source=bench/lib/stats.sh
-source "$ROOT/bench/lib/stats.sh"  # now, elapsed, sum, median, median_int, ratio
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 human() { awk -v b="$1" 'BEGIN { split("B KiB MiB GiB TiB", u); i = 1; while (b >= 1024 && i < 5) { b /= 1024; i++ } printf "%.1f %s", b, u[i] }'; }
