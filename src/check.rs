@@ -272,19 +272,18 @@ async fn repository(config: &Config) -> Item {
 /// A bucket source: listed as a backup would (one key), with the source's own endpoint and credentials.
 async fn bucket(source: &crate::config::FilesSource) -> crate::Result<String> {
     let check = async {
-        let store = crate::engine::chunked::bucket::open(source).await?;
-        crate::store::Store::check_access(&store).await?;
+        let store = crate::engine::chunked::bucket::check_access(source).await?;
         Ok::<String, Error>(format!("{} can be listed", crate::store::Store::location(&store)))
     };
-    let result = tokio::time::timeout(TIMEOUT, check).await.unwrap_or_else(|_| {
-        Err(Error::StoreUnreachable {
+    tokio::time::timeout(TIMEOUT, check).await.unwrap_or_else(|_| {
+        let unreachable = Error::StoreUnreachable {
             location: source.path.display().to_string(),
             endpoint: source.endpoint.clone().unwrap_or_default(),
             source: format!("no answer within {}", crate::units::duration(TIMEOUT)).into(),
             retried: true,
-        })
-    });
-    result.map_err(|e| crate::engine::chunked::bucket::source_error(&source.name, e))
+        };
+        Err(crate::engine::chunked::bucket::source_error(&source.name, unreachable))
+    })
 }
 
 /// Connects as a backup would, and finds the pg_dump (and pg_dumpall) a backup of that server would run.

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chunked::backup::{ChunkedRun, ChunkedSummary};
 use super::chunked::bucket::{self, BucketOrigin};
-use super::chunked::origin::DirectoryOrigin;
+use super::chunked::origin::{DirectoryOrigin, Origin};
 use crate::audit::AuditEntry;
 use crate::config::{Config, FilesFormat, FilesSource, PostgresSource};
 use crate::crypto::Recipients;
@@ -290,8 +290,7 @@ async fn preflight(config: &Config, selected: &(dyn Fn(&str) -> bool + Sync)) ->
     for source in config.files.iter().filter(|s| selected(&s.name)) {
         match source.bucket_url() {
             Some(_) => {
-                let store = bucket::open(source).await?;
-                crate::store::Store::check_access(&store).await.map_err(|e| bucket::source_error(&source.name, e))?;
+                bucket::check_access(source).await?;
             }
             None => files::check_root(&source.name, &source.path)?,
         }
@@ -587,18 +586,12 @@ impl BackupContext<'_> {
         let consistent_at = Utc::now();
         tracing::info!(source = %source.name, path = %source.path.display(), "backing up files (chunked)");
         let (summary, task) = if source.bucket_url().is_some() {
-            Box::pin(self.bucket_files(run, source, &excludes)).await?
+            Box::pin(self.bucket_files(run, source, excludes)).await?
         } else {
             let task = self.progress.estimated_task(&source.name, None);
             let scan = files::scan_size_for_progress(&source.path, &excludes, task.clone());
-            let (name, root, walk_task) = (source.name.clone(), source.path.clone(), task.clone());
-            let summary = tokio::task::spawn_blocking(move || {
-                let origin = DirectoryOrigin { name: &name, root, excludes: &excludes };
-                run.source(&name, &origin, walk_task)
-            })
-            .await
-            .map_err(|e| Error::io("backing up files", io::Error::other(e)))
-            .and_then(|r| r);
+            let origin = DirectoryOrigin { name: source.name.clone(), root: source.path.clone(), excludes };
+            let summary = chunk_source(run, source.name.clone(), origin, task.clone()).await;
             scan.stop();
             (summary?, task)
         };
@@ -670,14 +663,14 @@ impl BackupContext<'_> {
         &self,
         run: ChunkedRun,
         source: &FilesSource,
-        excludes: &Excludes,
+        excludes: Excludes,
     ) -> Result<(ChunkedSummary, Arc<dyn ProgressTask>)> {
         let store = bucket::open(source).await?;
         let listed = store.list_objects().await.map_err(|e| bucket::source_error(&source.name, e))?;
         let total = listed.iter().map(|o| o.size).sum();
         let task = self.progress.task(&source.name, Some(total));
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (entries, warnings) = files::bucket_entries(listed, excludes);
+        let (entries, warnings) = files::bucket_entries(listed, &excludes);
         let origin = BucketOrigin {
             name: source.name.clone(),
             url: source.path.display().to_string(),
@@ -686,14 +679,23 @@ impl BackupContext<'_> {
             readers: source.concurrency.unwrap_or(bucket::DEFAULT_CONCURRENCY).max(cpus),
             runtime: tokio::runtime::Handle::current(),
         };
-        let walk_task = task.clone();
-        let mut summary = tokio::task::spawn_blocking(move || run.source(&origin.name, &origin, walk_task))
-            .await
-            .map_err(|e| Error::io("backing up files", io::Error::other(e)))
-            .and_then(|r| r)?;
+        let mut summary = chunk_source(run, source.name.clone(), origin, task.clone()).await?;
         summary.warnings.extend(warnings);
         Ok((summary, task))
     }
+}
+
+/// Backs up one chunked source from its origin, on a blocking thread (it reads files and compresses).
+async fn chunk_source(
+    run: ChunkedRun,
+    name: String,
+    origin: impl Origin + 'static,
+    task: Arc<dyn ProgressTask>,
+) -> Result<ChunkedSummary> {
+    tokio::task::spawn_blocking(move || run.source(&name, &origin, task))
+        .await
+        .map_err(|e| Error::io("backing up files", io::Error::other(e)))
+        .and_then(|r| r)
 }
 
 /// What a files backup says about what it stored: entries it skipped, links a restore would refuse, files that

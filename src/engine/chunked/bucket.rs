@@ -94,6 +94,14 @@ pub(crate) async fn open(source: &FilesSource) -> Result<S3Store> {
     Ok(S3Store::new(S3Options::try_from(source)?).await)
 }
 
+/// Lists one key of the source's bucket with its own credentials, as a backup does before it starts (and
+/// `dr check`): a refusal is the source's error, naming the bucket.
+pub(crate) async fn check_access(source: &FilesSource) -> Result<S3Store> {
+    let store = open(source).await?;
+    store.check_access().await.map_err(|e| source_error(&source.name, e))?;
+    Ok(store)
+}
+
 /// A failure of the source bucket, said as the source's (the store's own messages speak of the repository),
 /// with what to do about it.
 pub(crate) fn source_error(source_name: &str, e: Error) -> Error {

@@ -62,13 +62,13 @@ pub(crate) trait Origin: Send + Sync {
 }
 
 /// A directory on this host, walked with [`MetadataWalk`].
-pub(crate) struct DirectoryOrigin<'a> {
-    pub name: &'a str,
+pub(crate) struct DirectoryOrigin {
+    pub name: String,
     pub root: PathBuf,
-    pub excludes: &'a Excludes,
+    pub excludes: Excludes,
 }
 
-impl Origin for DirectoryOrigin<'_> {
+impl Origin for DirectoryOrigin {
     fn root(&self) -> String {
         self.root.display().to_string()
     }
@@ -78,7 +78,7 @@ impl Origin for DirectoryOrigin<'_> {
     }
 
     fn entries(&self) -> Box<dyn Iterator<Item = Result<WalkItem>> + '_> {
-        Box::new(MetadataWalk::new(self.name, &self.root, self.excludes))
+        Box::new(MetadataWalk::new(&self.name, &self.root, &self.excludes))
     }
 
     fn readers(&self) -> usize {
@@ -89,7 +89,7 @@ impl Origin for DirectoryOrigin<'_> {
     fn read(&self, path: &[u8], _etag: Option<&str>, consume: &mut Consume<'_>) -> Result<Contents> {
         use std::os::unix::ffi::OsStrExt;
         let path = self.root.join(std::ffi::OsStr::from_bytes(path));
-        let io_error = |e: io::Error| crate::files::backup_error(self.name, format!("{}: {e}", path.display()), e);
+        let io_error = |e: io::Error| crate::files::backup_error(&self.name, format!("{}: {e}", path.display()), e);
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Contents::Vanished),

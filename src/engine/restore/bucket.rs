@@ -13,8 +13,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use futures::StreamExt;
 use tokio::task::JoinSet;
 
 use crate::engine::chunked::TreeObject;
@@ -141,33 +140,17 @@ async fn upload(
     let mut sent = 0u64;
     if let Some(path) = file {
         let read_error = |e: std::io::Error| Error::io(format!("reading the staged {}", path.display()), e);
-        let mut file = tokio::fs::File::open(&path).await.map_err(read_error)?;
-        loop {
-            let mut piece = vec![0u8; PIECE];
-            let n = read_full(&mut file, &mut piece).await.map_err(read_error)?;
-            if n == 0 {
-                break;
-            }
-            piece.truncate(n);
-            sent += n as u64;
-            task.advance(n as u64);
-            writer.write(Bytes::from(piece)).await?;
+        let file = tokio::fs::File::open(&path).await.map_err(read_error)?;
+        let mut pieces = tokio_util::io::ReaderStream::with_capacity(file, PIECE);
+        while let Some(piece) = pieces.next().await {
+            let piece = piece.map_err(read_error)?;
+            sent += piece.len() as u64;
+            task.advance(piece.len() as u64);
+            writer.write(piece).await?;
         }
     }
     writer.finish().await?;
     Ok(sent)
-}
-
-/// Fills `buffer` as far as the file goes.
-async fn read_full(file: &mut tokio::fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match file.read(&mut buffer[filled..]).await? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }
 
 fn joined(done: Option<std::result::Result<Result<u64>, tokio::task::JoinError>>) -> Result<u64> {

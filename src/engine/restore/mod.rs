@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::chunked::bucket::bucket_error;
 use super::chunked::restore::ChunkedReader;
 use crate::audit::AuditEntry;
 use crate::config::Config;
@@ -441,10 +442,6 @@ async fn bucket_target(name: &str, url: &str, configured: Option<&crate::config:
         other => other,
     })?;
     Ok(Target::Bucket(crate::store::s3::S3Store::new(options).await))
-}
-
-fn bucket_error(name: &str, e: Error, writing: bool) -> Error {
-    super::chunked::bucket::bucket_error(name, e, writing)
 }
 
 fn not_configured(name: &str) -> Error {
