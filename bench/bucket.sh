@@ -258,17 +258,7 @@ bare_listing() {
 
 age-keygen -o "$RUN/identity.txt" 2>/dev/null
 RECIPIENT=$(age-keygen -y "$RUN/identity.txt")
-if [[ -z $DR_BIN ]]; then
-    command -v cargo >/dev/null 2>&1 || die "cargo is missing (pass --dr PATH)"
-    log "building dr (cargo build --release; waits if another build holds the lock)"
-    (cd "$ROOT" && cargo build --release --quiet --bin dr)
-    DR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/dr"
-fi
-[[ -x $DR_BIN ]] || die "$DR_BIN is not an executable"
-# A private copy: a concurrent cargo build must not swap the binary in the middle of a run.
-cp "$DR_BIN" "$RUN/dr"
-DR="$RUN/dr"
-DR_VERSION="$("$DR" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo +dirty))"
+prepare_dr
 
 DATA="$RUN/data"       # the generated objects, as files (kept equal to the bucket)
 MIRROR="$RUN/mirror"   # rclone's local copy of the bucket

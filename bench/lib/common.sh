@@ -1,6 +1,6 @@
 # Shared by the bench scripts (sourced right after ROOT is set): messages, the tools a script needs (installed
 # with apt-get when run as root), timing, and the arithmetic of their tables in awk (bash has no floats).
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # DR and DR_VERSION are the callers'
 
 die() {
     echo "bench: error: $*" >&2
@@ -28,6 +28,23 @@ try_install() {
 
 need() { # need COMMAND PACKAGE
     try_install "$1" "$2" || die "$1 is missing; install it with: sudo apt-get install -y $2"
+}
+
+# prepare_dr: the dr binary of the run: DR_BIN if given, else a release build of this checkout; copied to
+# $RUN/dr (a concurrent cargo build must not swap the binary in the middle of a run). Sets DR and DR_VERSION
+# (with the commit, `+dirty` when src/ has changes). DR_HINT, when set, adds to "pass --dr PATH" when cargo
+# is missing.
+prepare_dr() {
+    if [[ -z $DR_BIN ]]; then
+        command -v cargo >/dev/null 2>&1 || die "cargo is missing (pass --dr PATH${DR_HINT:+, $DR_HINT})"
+        log "building dr (cargo build --release; waits if another build holds the lock)"
+        (cd "$ROOT" && cargo build --release --quiet --bin dr)
+        DR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/dr"
+    fi
+    [[ -x $DR_BIN ]] || die "$DR_BIN is not an executable"
+    cp "$DR_BIN" "$RUN/dr"
+    DR="$RUN/dr"
+    DR_VERSION="$("$DR" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo +dirty))"
 }
 
 now() { echo "$EPOCHREALTIME"; }
