@@ -404,13 +404,13 @@ same_tree() {
 # ---------------------------------------------------------------------------------------------------------
 # Data: generated, uploaded once.
 
-MACHINE="$(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
+MACHINE=$(machine)
 if [[ $SYNC_TOOL == rclone ]]; then
-    SYNC_VERSION=$(rclone version | head -n 1)
+    SYNC_VERSION=$(rclone version | first_line)
 else
     SYNC_VERSION="aws s3 sync (rclone missing)"
 fi
-TOOLS="$SYNC_VERSION; $(aws --version 2>&1 | cut -d ' ' -f 1); $("$GARAGE" --version 2>/dev/null | head -n 1); dr $DR_VERSION"
+TOOLS="$SYNC_VERSION; $(aws --version 2>&1 | cut -d ' ' -f 1); $("$GARAGE" --version 2>/dev/null | first_line); dr $DR_VERSION"
 LOAD_START=$(cut -d ' ' -f 1-3 /proc/loadavg)
 log "machine: $MACHINE; load average: $LOAD_START"
 log "tools: $TOOLS"

@@ -302,8 +302,8 @@ restore_restic() {
 # ---------------------------------------------------------------------------------------------------------
 # Main loop
 
-MACHINE="$(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
-TOOLS="$(tar --version | head -n 1); $(zstd --version | sed -n 's/.*\(v[0-9.]*\).*/zstd \1/p'); age $(age --version); restic $RESTIC_VERSION; dr $DR_VERSION"
+MACHINE=$(machine)
+TOOLS="$(tar --version | first_line); $(zstd --version | sed -n 's/.*\(v[0-9.]*\).*/zstd \1/p'); age $(age --version); restic $RESTIC_VERSION; dr $DR_VERSION"
 LOAD_START=$(cut -d ' ' -f 1-3 /proc/loadavg)
 log "machine: $MACHINE; load average: $LOAD_START"
 log "tools: $TOOLS"

@@ -104,7 +104,7 @@ sql -d bench -c "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY
 
 IDENTITY="$WORKDIR/identity.txt"
 "$DR_BIN" keygen --output "$IDENTITY" >/dev/null 2>&1
-RECIPIENT=$(grep -o 'age1[0-9a-z]*' "$IDENTITY" | head -n 1)
+RECIPIENT=$(grep -o 'age1[0-9a-z]*' "$IDENTITY" | first_line)
 CONFIG="$WORKDIR/dr.toml"
 cat >"$CONFIG" <<EOF
 [repository]
@@ -134,7 +134,7 @@ backend_cpu() { # CPU seconds of the server backends whose application_name matc
 # pgbench's backends live only while it runs: their CPU is sampled at the end of the run, from within.
 run_load() { # run_load LOGFILE: pgbench for SECONDS_LOAD s; prints its TPS
     "$PG_BIN/pgbench" -n -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_LOAD" bench >"$1" 2>&1
-    grep -oP 'tps = \K[0-9.]+' "$1" | head -n 1
+    grep -oP 'tps = \K[0-9.]+' "$1" | first_line
 }
 
 log "a. load alone ($SECONDS_LOAD s, $CLIENTS clients)"

@@ -485,7 +485,7 @@ check_restored() { # check_restored DBNAME LABEL
 # ---------------------------------------------------------------------------------------------------------
 # Main loop
 
-MACHINE="$(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
+MACHINE=$(machine)
 TOOLS="PostgreSQL $PG_VERSION; $(zstd --version | sed -n 's/.*\(v[0-9.]*\).*/zstd \1/p'); age $(age --version); $DR_VERSION"
 LOAD_START=$(cut -d ' ' -f 1-3 /proc/loadavg)
 log "machine: $MACHINE; load average: $LOAD_START"

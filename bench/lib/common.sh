@@ -47,6 +47,15 @@ prepare_dr() {
     DR_VERSION="$("$DR" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo +dirty))"
 }
 
+# The first line of the input, reading all of it: `cmd | head -n 1` under pipefail fails with 141 (SIGPIPE)
+# whenever cmd writes after head has exited, which a loaded machine makes likely.
+first_line() { awk 'NR == 1'; }
+
+# What the results tables say the machine is: CPUs and their model, memory.
+machine() {
+    echo "$(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | first_line)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
+}
+
 now() { echo "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
